@@ -1,0 +1,341 @@
+//! Envelope-only parsing of JSON-RPC 2.0 messages.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use bytes::Bytes;
+use serde::{Deserialize, Deserializer};
+use serde_json::value::RawValue;
+
+/// What a JSON-RPC message is, judged by which envelope members it carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// `method` and `id`: the receiver must answer.
+    Request,
+    /// `method` without `id`: no answer.
+    Notification,
+    /// `id` with `result` or `error`: the answer to a request.
+    Response,
+}
+
+/// The value of a JSON-RPC id (or progress token), for matching.
+///
+/// Peers re-serialise ids (`1.0` may come back as `1`, `"\u0041"` as `"A"`),
+/// so matching compares values while forwarding keeps each side's own bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum IdKey {
+    Int(i64),
+    Str(Box<str>),
+    /// Any other number (fractions, integers beyond i64), kept as its text.
+    Number(Box<str>),
+}
+
+impl IdKey {
+    /// Reads an id or token; `None` when the value is not a string or number.
+    pub fn from_raw(raw: &RawValue) -> Option<IdKey> {
+        let text = raw.get();
+        match text.as_bytes().first()? {
+            b'"' => {
+                let s: Cow<'_, str> = serde_json::from_str(text).ok()?;
+                Some(IdKey::Str(s.into()))
+            }
+            b'-' | b'0'..=b'9' => {
+                let n: serde_json::Number = serde_json::from_str(text).ok()?;
+                if let Some(i) = n.as_i64() {
+                    Some(IdKey::Int(i))
+                } else if let Some(f) = n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15) {
+                    Some(IdKey::Int(f as i64))
+                } else {
+                    Some(IdKey::Number(n.to_string().into()))
+                }
+            }
+            _ => None,
+        }
+    }
+
+    /// The id as JSON text, for messages Berth writes itself.
+    pub fn to_json(&self) -> String {
+        match self {
+            IdKey::Int(i) => i.to_string(),
+            IdKey::Str(s) => serde_json::to_string(&**s).unwrap_or_else(|_| "null".into()),
+            IdKey::Number(n) => n.to_string(),
+        }
+    }
+}
+
+impl fmt::Display for IdKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_json())
+    }
+}
+
+/// Why a message could not be read. The text is meant for the person who sent it.
+#[derive(Debug)]
+pub enum ParseError {
+    /// Not JSON at all (JSON-RPC code -32700).
+    Json(serde_json::Error),
+    /// JSON, but not a JSON-RPC 2.0 message (code -32600).
+    Invalid(String),
+}
+
+impl ParseError {
+    pub fn code(&self) -> i64 {
+        match self {
+            ParseError::Json(_) => crate::ErrorCode::PARSE_ERROR,
+            ParseError::Invalid(_) => crate::ErrorCode::INVALID_REQUEST,
+        }
+    }
+}
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ParseError::Json(e) => write!(f, "Parse error: the body is not valid JSON ({e})"),
+            ParseError::Invalid(why) => write!(f, "Invalid Request: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for ParseError {}
+
+/// Deserialises a member that may be `null`, keeping `null` distinct from absent.
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
+}
+
+#[derive(Deserialize)]
+struct RawEnvelope<'a> {
+    #[serde(borrow)]
+    jsonrpc: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    id: Option<&'a RawValue>,
+    #[serde(borrow)]
+    method: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    params: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    result: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    error: Option<&'a RawValue>,
+}
+
+/// A borrowed view of one message's envelope.
+#[derive(Debug)]
+pub struct Envelope<'a> {
+    pub kind: Kind,
+    /// The id exactly as written (requests and responses; `null` is possible on error responses).
+    pub id: Option<&'a RawValue>,
+    pub method: Option<Cow<'a, str>>,
+    pub params: Option<&'a RawValue>,
+    pub result: Option<&'a RawValue>,
+    pub is_error: bool,
+}
+
+impl<'a> Envelope<'a> {
+    /// Parses the envelope of one message (not a batch).
+    pub fn parse(bytes: &'a [u8]) -> Result<Envelope<'a>, ParseError> {
+        let first = bytes.iter().find(|b| !b.is_ascii_whitespace()).copied();
+        if first != Some(b'{') {
+            // Tell JSON that is not an object apart from bytes that are not JSON.
+            let value: serde_json::Value = serde_json::from_slice(bytes).map_err(ParseError::Json)?;
+            return Err(ParseError::Invalid(format!(
+                "expected a JSON-RPC message object, got {}",
+                json_type(&value)
+            )));
+        }
+        let raw: RawEnvelope<'a> = serde_json::from_slice(bytes).map_err(|e| {
+            if e.is_data() {
+                ParseError::Invalid(format!("malformed JSON-RPC envelope ({e})"))
+            } else {
+                ParseError::Json(e)
+            }
+        })?;
+        match raw.jsonrpc.as_deref() {
+            Some("2.0") => {}
+            Some(other) => {
+                return Err(ParseError::Invalid(format!(
+                    "\"jsonrpc\" must be \"2.0\", got {other:?}"
+                )));
+            }
+            None => return Err(ParseError::Invalid("missing \"jsonrpc\": \"2.0\"".into())),
+        }
+        let kind = match (&raw.method, raw.id, raw.result.is_some() || raw.error.is_some()) {
+            (Some(_), Some(id), false) => {
+                if IdKey::from_raw(id).is_none() {
+                    return Err(ParseError::Invalid(
+                        "a request \"id\" must be a string or a number".into(),
+                    ));
+                }
+                Kind::Request
+            }
+            (Some(_), None, false) => Kind::Notification,
+            (None, Some(_), true) => Kind::Response,
+            (None, None, true) => {
+                return Err(ParseError::Invalid("a response needs an \"id\"".into()));
+            }
+            (Some(_), _, true) => {
+                return Err(ParseError::Invalid(
+                    "a message cannot carry both \"method\" and \"result\"/\"error\"".into(),
+                ));
+            }
+            (None, _, false) => {
+                return Err(ParseError::Invalid(
+                    "a message needs a \"method\" (request or notification) or a \"result\"/\"error\" (response)".into(),
+                ));
+            }
+        };
+        if raw.result.is_some() && raw.error.is_some() {
+            return Err(ParseError::Invalid(
+                "a response cannot carry both \"result\" and \"error\"".into(),
+            ));
+        }
+        Ok(Envelope {
+            kind,
+            id: raw.id,
+            method: raw.method,
+            params: raw.params,
+            result: raw.result,
+            is_error: raw.error.is_some(),
+        })
+    }
+
+    /// The progress token this message refers to: `params._meta.progressToken`
+    /// on a request, `params.progressToken` on a progress notification.
+    pub fn progress_token(&self) -> Option<IdKey> {
+        #[derive(Deserialize)]
+        struct Meta<'a> {
+            #[serde(borrow, rename = "progressToken")]
+            progress_token: Option<&'a RawValue>,
+        }
+        #[derive(Deserialize)]
+        struct Params<'a> {
+            #[serde(borrow, rename = "_meta")]
+            meta: Option<Meta<'a>>,
+            #[serde(borrow, rename = "progressToken")]
+            progress_token: Option<&'a RawValue>,
+        }
+        let params: Params<'_> = serde_json::from_str(self.params?.get()).ok()?;
+        let token = match self.kind {
+            Kind::Request => params.meta?.progress_token?,
+            _ => params.progress_token?,
+        };
+        IdKey::from_raw(token)
+    }
+
+    /// `params.requestId` of a `notifications/cancelled`.
+    pub fn cancelled_request(&self) -> Option<IdKey> {
+        #[derive(Deserialize)]
+        struct Params<'a> {
+            #[serde(borrow, rename = "requestId")]
+            request_id: Option<&'a RawValue>,
+        }
+        let params: Params<'_> = serde_json::from_str(self.params?.get()).ok()?;
+        IdKey::from_raw(params.request_id?)
+    }
+}
+
+/// `result.protocolVersion` of an initialize response.
+pub fn initialize_result_version(result: &RawValue) -> Option<String> {
+    #[derive(Deserialize)]
+    struct InitializeResult {
+        #[serde(rename = "protocolVersion")]
+        protocol_version: Option<String>,
+    }
+    serde_json::from_str::<InitializeResult>(result.get()).ok()?.protocol_version
+}
+
+fn json_type(value: &serde_json::Value) -> &'static str {
+    match value {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
+/// One owned message: its original bytes and what routing needs from its envelope.
+#[derive(Debug, Clone)]
+pub struct Message {
+    /// The message exactly as received, on one line, without the newline.
+    pub bytes: Bytes,
+    pub kind: Kind,
+    pub id: Option<IdKey>,
+    pub method: Option<Box<str>>,
+    pub progress_token: Option<IdKey>,
+}
+
+impl Message {
+    pub fn parse(bytes: Bytes) -> Result<Message, ParseError> {
+        let env = Envelope::parse(&bytes)?;
+        let progress_token = match (env.kind, env.method.as_deref()) {
+            (Kind::Request, _) | (Kind::Notification, Some("notifications/progress")) => {
+                env.progress_token()
+            }
+            _ => None,
+        };
+        let id = env.id.and_then(IdKey::from_raw);
+        let kind = env.kind;
+        let method = env.method.map(|m| m.into());
+        Ok(Message { bytes, kind, id, method, progress_token })
+    }
+
+    pub fn method(&self) -> Option<&str> {
+        self.method.as_deref()
+    }
+
+    /// The id as the sender wrote it, for error responses that must echo it.
+    pub fn raw_id(&self) -> Option<String> {
+        self.id.as_ref().map(IdKey::to_json)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<Message, ParseError> {
+        Message::parse(Bytes::copy_from_slice(s.as_bytes()))
+    }
+
+    #[test]
+    fn classifies_messages() {
+        let m = parse(r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"_meta":{"progressToken":"p1"}}}"#).unwrap();
+        assert_eq!(m.kind, Kind::Request);
+        assert_eq!(m.id, Some(IdKey::Int(7)));
+        assert_eq!(m.progress_token, Some(IdKey::Str("p1".into())));
+        let n = parse(r#"{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":3,"progress":1}}"#).unwrap();
+        assert_eq!(n.kind, Kind::Notification);
+        assert_eq!(n.progress_token, Some(IdKey::Int(3)));
+        let r = parse(r#"{"jsonrpc":"2.0","id":"a","result":{}}"#).unwrap();
+        assert_eq!(r.kind, Kind::Response);
+        let e = parse(r#"{"jsonrpc":"2.0","id":null,"error":{"code":1,"message":"x"}}"#).unwrap();
+        assert_eq!(e.kind, Kind::Response);
+        assert_eq!(e.id, None);
+    }
+
+    #[test]
+    fn ids_match_by_value() {
+        let a = IdKey::from_raw(&RawValue::from_string("1.0".into()).unwrap());
+        assert_eq!(a, Some(IdKey::Int(1)));
+        let b = IdKey::from_raw(&RawValue::from_string(r#""\u0041""#.into()).unwrap());
+        assert_eq!(b, Some(IdKey::Str("A".into())));
+        let big = IdKey::from_raw(&RawValue::from_string("18446744073709551615".into()).unwrap());
+        assert_eq!(big, Some(IdKey::Number("18446744073709551615".into())));
+    }
+
+    #[test]
+    fn rejects_bad_input_readably() {
+        let e = parse("{not json").unwrap_err();
+        assert!(matches!(e, ParseError::Json(_)), "{e}");
+        let e = parse("42").unwrap_err();
+        assert_eq!(e.to_string(), "Invalid Request: expected a JSON-RPC message object, got a number");
+        let e = parse(r#"{"id":1,"method":"x"}"#).unwrap_err();
+        assert!(e.to_string().contains("missing \"jsonrpc\""), "{e}");
+        let e = parse(r#"{"jsonrpc":"2.0","id":null,"method":"x"}"#).unwrap_err();
+        assert!(e.to_string().contains("string or a number"), "{e}");
+        let e = parse(r#"{"jsonrpc":"2.0","id":1,"method":5}"#).unwrap_err();
+        assert!(matches!(e, ParseError::Invalid(_)), "{e}");
+    }
+}
