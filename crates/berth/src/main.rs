@@ -1,1 +1,170 @@
-fn main() {}
+//! `berth`: host MCP servers over Streamable HTTP.
+
+mod config;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use berth_edge::Gateway;
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::config::Config;
+
+#[derive(Parser)]
+#[command(name = "berth", version, about = "Host MCP servers in production")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the configured MCP servers over HTTP (the built-in demo without --config).
+    Serve {
+        /// The configuration file (TOML). Without it, Berth serves its built-in servers.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Listen address, overriding gateway.listen.
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+        /// Log format on stderr.
+        #[arg(long, value_enum, default_value_t = LogFormat::Human)]
+        log_format: LogFormat,
+    },
+    /// Check a configuration file and exit.
+    Check { config: PathBuf },
+    /// Run a built-in MCP server on stdin/stdout (Berth runs these as its own children).
+    Builtin {
+        #[arg(value_parser = clap::builder::PossibleValuesParser::new(berth_servers::BUILTINS))]
+        name: String,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve {
+                config,
+                listen,
+                log_format,
+            } => serve(config, listen, log_format).await,
+            Command::Check { config } => {
+                let loaded = Config::load(&config)?;
+                println!(
+                    "{}: ok ({} server(s))",
+                    config.display(),
+                    loaded.servers.len()
+                );
+                Ok(())
+            }
+            Command::Builtin { name } => berth_servers::run(&name).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn serve(
+    config_path: Option<PathBuf>,
+    listen: Option<std::net::SocketAddr>,
+    log_format: LogFormat,
+) -> anyhow::Result<()> {
+    init_logging(log_format);
+    let mut config = match &config_path {
+        Some(path) => Config::load(path)?,
+        None => Config::embedded(),
+    };
+    if let Some(listen) = listen {
+        config.gateway.listen = listen;
+    }
+    if config.servers.is_empty() {
+        anyhow::bail!("no servers configured: add a [servers.<name>] table with a command");
+    }
+    let listener = tokio::net::TcpListener::bind(config.gateway.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.gateway.listen))?;
+    let mut edge = config.edge();
+    edge.listen = listener.local_addr()?;
+    let gateway = Gateway::new(edge.clone(), config.server_specs());
+    announce(&gateway, &edge.listen, config_path.is_none());
+    Arc::clone(&gateway)
+        .run(listener, shutdown_signal())
+        .await?;
+    tracing::info!("stopped; all server processes reaped");
+    Ok(())
+}
+
+/// Prints where each server is and a client configuration to paste.
+fn announce(gateway: &Gateway, addr: &std::net::SocketAddr, embedded: bool) {
+    let base = format!("http://{addr}");
+    let mut out = String::new();
+    out.push_str(&format!("Berth is listening on {base}\n"));
+    if embedded {
+        out.push_str("No --config given: serving the built-in servers.\n");
+    }
+    let mut snippet = serde_json::Map::new();
+    for server in gateway.servers() {
+        let name = &server.spec.name;
+        out.push_str(&format!(
+            "  {name:<12} {base}/mcp/{name}   (legacy SSE: {base}/sse/{name})\n"
+        ));
+        snippet.insert(
+            name.clone(),
+            serde_json::json!({ "type": "http", "url": format!("{base}/mcp/{name}") }),
+        );
+    }
+    let snippet = serde_json::json!({ "mcpServers": snippet });
+    out.push_str("Client configuration (mcpServers):\n");
+    out.push_str(&serde_json::to_string_pretty(&snippet).unwrap_or_default());
+    println!("{out}");
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("cannot listen for SIGTERM: {e}");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+    }
+}

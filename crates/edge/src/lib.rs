@@ -1,1 +1,20 @@
+//! The edge: MCP over HTTP in front of the fleet.
+//!
+//! Serves each configured server at `/mcp/<name>` over Streamable HTTP
+//! (revision 2025-11-25, also 2025-06-18 and 2025-03-26 clients) and at
+//! `/sse/<name>` over the legacy HTTP+SSE transport (2024-11-05). A session is
+//! one upstream process; the edge turns what that process says into JSON
+//! replies or resumable SSE streams, and checks every request's Host, Origin
+//! and headers before anything reaches a process.
 
+mod config;
+mod gateway;
+mod guard;
+mod legacy;
+mod reply;
+mod session;
+mod streamable;
+
+pub use config::EdgeConfig;
+pub use gateway::{Gateway, Server};
+pub use session::SESSION_HEADER;

@@ -43,7 +43,8 @@ impl IdKey {
                 let n: serde_json::Number = serde_json::from_str(text).ok()?;
                 if let Some(i) = n.as_i64() {
                     Some(IdKey::Int(i))
-                } else if let Some(f) = n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15) {
+                } else if let Some(f) = n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15)
+                {
                     Some(IdKey::Int(f as i64))
                 } else {
                     Some(IdKey::Number(n.to_string().into()))
@@ -137,7 +138,8 @@ impl<'a> Envelope<'a> {
         let first = bytes.iter().find(|b| !b.is_ascii_whitespace()).copied();
         if first != Some(b'{') {
             // Tell JSON that is not an object apart from bytes that are not JSON.
-            let value: serde_json::Value = serde_json::from_slice(bytes).map_err(ParseError::Json)?;
+            let value: serde_json::Value =
+                serde_json::from_slice(bytes).map_err(ParseError::Json)?;
             return Err(ParseError::Invalid(format!(
                 "expected a JSON-RPC message object, got {}",
                 json_type(&value)
@@ -159,7 +161,11 @@ impl<'a> Envelope<'a> {
             }
             None => return Err(ParseError::Invalid("missing \"jsonrpc\": \"2.0\"".into())),
         }
-        let kind = match (&raw.method, raw.id, raw.result.is_some() || raw.error.is_some()) {
+        let kind = match (
+            &raw.method,
+            raw.id,
+            raw.result.is_some() || raw.error.is_some(),
+        ) {
             (Some(_), Some(id), false) => {
                 if IdKey::from_raw(id).is_none() {
                     return Err(ParseError::Invalid(
@@ -241,7 +247,9 @@ pub fn initialize_result_version(result: &RawValue) -> Option<String> {
         #[serde(rename = "protocolVersion")]
         protocol_version: Option<String>,
     }
-    serde_json::from_str::<InitializeResult>(result.get()).ok()?.protocol_version
+    serde_json::from_str::<InitializeResult>(result.get())
+        .ok()?
+        .protocol_version
 }
 
 fn json_type(value: &serde_json::Value) -> &'static str {
@@ -278,7 +286,13 @@ impl Message {
         let id = env.id.and_then(IdKey::from_raw);
         let kind = env.kind;
         let method = env.method.map(|m| m.into());
-        Ok(Message { bytes, kind, id, method, progress_token })
+        Ok(Message {
+            bytes,
+            kind,
+            id,
+            method,
+            progress_token,
+        })
     }
 
     pub fn method(&self) -> Option<&str> {
@@ -330,7 +344,10 @@ mod tests {
         let e = parse("{not json").unwrap_err();
         assert!(matches!(e, ParseError::Json(_)), "{e}");
         let e = parse("42").unwrap_err();
-        assert_eq!(e.to_string(), "Invalid Request: expected a JSON-RPC message object, got a number");
+        assert_eq!(
+            e.to_string(),
+            "Invalid Request: expected a JSON-RPC message object, got a number"
+        );
         let e = parse(r#"{"id":1,"method":"x"}"#).unwrap_err();
         assert!(e.to_string().contains("missing \"jsonrpc\""), "{e}");
         let e = parse(r#"{"jsonrpc":"2.0","id":null,"method":"x"}"#).unwrap_err();

@@ -61,7 +61,11 @@ pub fn error_response(
     let body = ErrorResponse {
         jsonrpc: "2.0",
         id,
-        error: ErrorObject { code, message, data },
+        error: ErrorObject {
+            code,
+            message,
+            data,
+        },
     };
     // Serialising these plain types cannot fail.
     Bytes::from(serde_json::to_vec(&body).unwrap_or_default())

@@ -16,7 +16,10 @@ pub struct LineCodec {
 
 impl LineCodec {
     pub fn new(max_len: usize) -> LineCodec {
-        LineCodec { max_len, scanned: 0 }
+        LineCodec {
+            max_len,
+            scanned: 0,
+        }
     }
 }
 
@@ -54,14 +57,18 @@ impl Decoder for LineCodec {
             let Some(offset) = memchr::memchr(b'\n', &buf[self.scanned..]) else {
                 self.scanned = buf.len();
                 if buf.len() > self.max_len {
-                    return Err(LineError::TooLong { max_len: self.max_len });
+                    return Err(LineError::TooLong {
+                        max_len: self.max_len,
+                    });
                 }
                 return Ok(None);
             };
             let end = self.scanned + offset;
             self.scanned = 0;
             if end > self.max_len {
-                return Err(LineError::TooLong { max_len: self.max_len });
+                return Err(LineError::TooLong {
+                    max_len: self.max_len,
+                });
             }
             let mut line = buf.split_to(end + 1);
             line.truncate(end);
@@ -124,10 +131,16 @@ mod tests {
     fn refuses_overlong_lines_without_buffering_them() {
         let mut codec = LineCodec::new(8);
         let mut buf = BytesMut::from(&b"0123456789"[..]);
-        assert!(matches!(codec.decode(&mut buf), Err(LineError::TooLong { max_len: 8 })));
+        assert!(matches!(
+            codec.decode(&mut buf),
+            Err(LineError::TooLong { max_len: 8 })
+        ));
         let mut codec = LineCodec::new(8);
         let mut buf = BytesMut::from(&b"0123456789\n"[..]);
-        assert!(matches!(codec.decode(&mut buf), Err(LineError::TooLong { .. })));
+        assert!(matches!(
+            codec.decode(&mut buf),
+            Err(LineError::TooLong { .. })
+        ));
     }
 
     #[test]

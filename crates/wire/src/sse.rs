@@ -54,7 +54,13 @@ mod tests {
             SseEvent::frame(None, Some("endpoint"), b"/x?y=1"),
             &b"event: endpoint\ndata: /x?y=1\n\n"[..]
         );
-        assert_eq!(SseEvent::frame(None, None, b"{\r}"), &b"data: {\ndata: }\n\n"[..]);
-        assert_eq!(priming_event("0-0", 500), &b"id: 0-0\nretry: 500\ndata: \n\n"[..]);
+        assert_eq!(
+            SseEvent::frame(None, None, b"{\r}"),
+            &b"data: {\ndata: }\n\n"[..]
+        );
+        assert_eq!(
+            priming_event("0-0", 500),
+            &b"id: 0-0\nretry: 500\ndata: \n\n"[..]
+        );
     }
 }

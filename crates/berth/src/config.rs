@@ -1,0 +1,291 @@
+//! `berth.toml`: the configuration file.
+//!
+//! Every field is documented in `examples/berth.toml`, which the tests load.
+//! Unknown keys and bad values are refused with the file, line and key named.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use berth_edge::EdgeConfig;
+use berth_fleet::ServerSpec;
+use serde::{Deserialize, Deserializer};
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub gateway: Gateway,
+    #[serde(default)]
+    pub servers: BTreeMap<ServerName, Server>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Gateway {
+    pub listen: SocketAddr,
+    #[serde(deserialize_with = "duration")]
+    pub session_idle_timeout: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub request_timeout: Duration,
+    pub max_body_bytes: usize,
+    pub max_message_bytes: usize,
+    #[serde(deserialize_with = "duration")]
+    pub sse_retry: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub sse_keepalive: Duration,
+    pub replay_buffer: usize,
+    pub allowed_hosts: Vec<String>,
+    pub allowed_origins: Vec<String>,
+}
+
+impl Default for Gateway {
+    fn default() -> Self {
+        let edge = EdgeConfig::default();
+        Gateway {
+            listen: edge.listen,
+            session_idle_timeout: edge.session_idle_timeout,
+            request_timeout: edge.request_timeout,
+            max_body_bytes: edge.max_body_bytes,
+            max_message_bytes: 16 * 1024 * 1024,
+            sse_retry: edge.sse_retry,
+            sse_keepalive: edge.sse_keepalive,
+            replay_buffer: edge.replay_buffer,
+            allowed_hosts: edge.allowed_hosts,
+            allowed_origins: edge.allowed_origins,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Server {
+    pub command: NonEmpty,
+    #[serde(default)]
+    pub args: Vec<String>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Extra variables of the gateway's own environment the server may see.
+    #[serde(default)]
+    pub env_passthrough: Vec<String>,
+    pub cwd: Option<PathBuf>,
+}
+
+/// A server name: it becomes a URL path segment.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ServerName(pub String);
+
+impl<'de> Deserialize<'de> for ServerName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        let valid = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        if valid {
+            Ok(ServerName(name))
+        } else {
+            Err(serde::de::Error::custom(format!(
+                "invalid server name {name:?}: use 1-64 letters, digits, '-', '_' or '.' (it becomes the URL path /mcp/<name>)"
+            )))
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct NonEmpty(pub String);
+
+impl<'de> Deserialize<'de> for NonEmpty {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        if s.trim().is_empty() {
+            return Err(serde::de::Error::custom("must not be empty"));
+        }
+        Ok(NonEmpty(s))
+    }
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    humantime::parse_duration(&s).map_err(|e| {
+        serde::de::Error::custom(format!(
+            "invalid duration {s:?} ({e}); write it like \"300ms\", \"30s\" or \"10m\""
+        ))
+    })
+}
+
+/// A config file that could not be used, with where and why.
+#[derive(Debug)]
+pub struct ConfigError(String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("cannot read config file {}: {e}", path.display())))?;
+        Config::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses `text`; `origin` names the file in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| {
+            let (line, column) = e
+                .span()
+                .map(|span| {
+                    let before = &text[..span.start.min(text.len())];
+                    (
+                        before.matches('\n').count() + 1,
+                        before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1,
+                    )
+                })
+                .unwrap_or((0, 0));
+            ConfigError(format!("{origin}:{line}:{column}: {}", e.message()))
+        })?;
+        config.validate(origin)?;
+        Ok(config)
+    }
+
+    fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+        let g = &self.gateway;
+        let positive = [
+            ("gateway.request_timeout", g.request_timeout.is_zero()),
+            (
+                "gateway.session_idle_timeout",
+                g.session_idle_timeout.is_zero(),
+            ),
+            ("gateway.max_body_bytes", g.max_body_bytes == 0),
+            ("gateway.max_message_bytes", g.max_message_bytes == 0),
+            ("gateway.replay_buffer", g.replay_buffer == 0),
+            ("gateway.sse_keepalive", g.sse_keepalive.is_zero()),
+        ];
+        for (key, zero) in positive {
+            if zero {
+                return Err(ConfigError(format!(
+                    "{origin}: {key} must be greater than zero"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The embedded default: Berth's built-in servers, run as children of this binary.
+    pub fn embedded() -> Config {
+        let exe = std::env::current_exe()
+            .ok()
+            .and_then(|p| p.to_str().map(str::to_owned))
+            .unwrap_or_else(|| "berth".into());
+        let mut servers = BTreeMap::new();
+        for name in berth_servers::BUILTINS {
+            servers.insert(
+                ServerName(name.to_string()),
+                Server {
+                    command: NonEmpty(exe.clone()),
+                    args: vec!["builtin".into(), name.to_string()],
+                    env: BTreeMap::new(),
+                    env_passthrough: Vec::new(),
+                    cwd: None,
+                },
+            );
+        }
+        Config {
+            gateway: Gateway::default(),
+            servers,
+        }
+    }
+
+    pub fn edge(&self) -> EdgeConfig {
+        let g = &self.gateway;
+        EdgeConfig {
+            listen: g.listen,
+            request_timeout: g.request_timeout,
+            session_idle_timeout: g.session_idle_timeout,
+            max_body_bytes: g.max_body_bytes,
+            sse_retry: g.sse_retry,
+            sse_keepalive: g.sse_keepalive,
+            replay_buffer: g.replay_buffer,
+            allowed_hosts: g.allowed_hosts.clone(),
+            allowed_origins: g.allowed_origins.clone(),
+        }
+    }
+
+    pub fn server_specs(&self) -> Vec<ServerSpec> {
+        self.servers
+            .iter()
+            .map(|(name, s)| {
+                let mut spec = ServerSpec::new(&name.0, &s.command.0);
+                spec.args = s.args.clone();
+                spec.env = s.env.clone();
+                spec.env_passthrough
+                    .extend(s.env_passthrough.iter().cloned());
+                spec.cwd = s.cwd.clone();
+                spec.max_message_bytes = self.gateway.max_message_bytes;
+                spec
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_config_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/berth.toml");
+        let config = Config::load(&path).unwrap();
+        assert!(config.servers.contains_key(&ServerName("memory".into())));
+        assert_eq!(config.gateway.request_timeout, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn unknown_keys_are_named_with_their_line() {
+        let err = Config::parse(
+            "[gateway]\nlisten = \"127.0.0.1:1\"\nlisten_port = 3\n",
+            "b.toml",
+        )
+        .unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with("b.toml:3:1: unknown field `listen_port`"),
+            "{msg}"
+        );
+        let err = Config::parse("[servers.x]\ncommand = \"a\"\nargz = []\n", "b.toml").unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("b.toml:3:1: unknown field `argz`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn bad_values_are_explained() {
+        let err = Config::parse("[gateway]\nrequest_timeout = \"soon\"\n", "b.toml").unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("b.toml:2:19: invalid duration \"soon\""),
+            "{err}"
+        );
+        let err = Config::parse("[servers.\"a b\"]\ncommand = \"x\"\n", "b.toml").unwrap_err();
+        assert!(
+            err.to_string().contains("invalid server name \"a b\""),
+            "{err}"
+        );
+        let err = Config::parse("[servers.a]\ncommand = \"\"\n", "b.toml").unwrap_err();
+        assert!(
+            err.to_string().contains("b.toml:2:11: must not be empty"),
+            "{err}"
+        );
+        let err = Config::parse("[gateway]\nlisten = \"nowhere\"\n", "b.toml").unwrap_err();
+        assert!(err.to_string().starts_with("b.toml:2:10:"), "{err}");
+    }
+}

@@ -1,0 +1,44 @@
+//! Settings of the HTTP edge.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct EdgeConfig {
+    pub listen: SocketAddr,
+    /// How long a request may wait for the server's answer.
+    pub request_timeout: Duration,
+    /// Sessions with no request and no open stream for this long are ended.
+    pub session_idle_timeout: Duration,
+    /// The largest HTTP request body accepted.
+    pub max_body_bytes: usize,
+    /// Reconnection delay advertised in SSE priming events.
+    pub sse_retry: Duration,
+    /// Interval of SSE keep-alive comments on idle streams.
+    pub sse_keepalive: Duration,
+    /// Events kept per SSE stream for `Last-Event-ID` replay.
+    pub replay_buffer: usize,
+    /// Host names (without port) accepted in the `Host` header; empty means
+    /// loopback names when listening on loopback, anything otherwise.
+    pub allowed_hosts: Vec<String>,
+    /// Origins (`scheme://host[:port]`) accepted from browsers; loopback
+    /// origins are accepted when listening on loopback, and a request whose
+    /// Origin matches its own Host is always accepted.
+    pub allowed_origins: Vec<String>,
+}
+
+impl Default for EdgeConfig {
+    fn default() -> Self {
+        EdgeConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            request_timeout: Duration::from_secs(60),
+            session_idle_timeout: Duration::from_secs(30 * 60),
+            max_body_bytes: 4 * 1024 * 1024,
+            sse_retry: Duration::from_secs(1),
+            sse_keepalive: Duration::from_secs(15),
+            replay_buffer: 256,
+            allowed_hosts: Vec::new(),
+            allowed_origins: Vec::new(),
+        }
+    }
+}

@@ -1,0 +1,83 @@
+//! The HTTP+SSE transport of protocol revision 2024-11-05, for old clients.
+//!
+//! `GET /sse/<name>` opens a session and its one SSE stream; the first event
+//! (`endpoint`) names the URL the client POSTs its messages to. Every answer
+//! and server message travels on that stream. The session ends when the
+//! stream's connection closes.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use berth_wire::{ErrorCode, Kind, Message, SseEvent, to_single_line};
+use serde::Deserialize;
+
+use crate::gateway::Gateway;
+use crate::reply::rpc_error;
+use crate::session::STANDALONE;
+use crate::streamable::{Calls, call, check_content_type, forward, pump, read_body};
+
+pub(crate) async fn connect(State(gw): State<Arc<Gateway>>, Path(name): Path<String>) -> Response {
+    let run = || -> Result<Response, Response> {
+        let server = gw.server(&name)?.clone();
+        let session = gw.start_session(&server, true)?;
+        gw.register(&session);
+        let endpoint = format!("/sse/{name}/messages?sessionId={}", session.id);
+        let first = SseEvent::frame(None, Some("endpoint"), endpoint.as_bytes());
+        Ok(session.sse(STANDALONE, 0, Some(first)))
+    };
+    run().unwrap_or_else(|r| r)
+}
+
+#[derive(Deserialize)]
+pub(crate) struct SessionQuery {
+    #[serde(rename = "sessionId")]
+    session_id: Option<String>,
+}
+
+pub(crate) async fn message(
+    State(gw): State<Arc<Gateway>>,
+    Path(name): Path<String>,
+    Query(query): Query<SessionQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let run = async {
+        let server = gw.server(&name)?.clone();
+        check_content_type(&headers)?;
+        let session = query
+            .session_id
+            .as_deref()
+            .and_then(|id| gw.session(id))
+            .filter(|s| s.legacy && Arc::ptr_eq(&s.server, &server))
+            .ok_or_else(|| {
+                rpc_error(
+                    StatusCode::NOT_FOUND,
+                    None,
+                    ErrorCode::SESSION_NOT_FOUND,
+                    "Session not found: unknown or ended sessionId; open a new SSE connection",
+                )
+            })?;
+        let body = to_single_line(read_body(&headers, body, gw.config().max_body_bytes).await?);
+        let msg = Message::parse(body)
+            .map_err(|e| rpc_error(StatusCode::BAD_REQUEST, None, e.code(), e.to_string()))?;
+        session.touch();
+        if msg.kind == Kind::Request {
+            let call = call(&gw, &session, &msg)?;
+            let calls = Calls::new(&session, vec![call], gw.config().request_timeout);
+            tokio::spawn(pump(
+                session.clone(),
+                STANDALONE,
+                calls,
+                gw.config().replay_buffer,
+                false,
+            ));
+        } else {
+            forward(&gw, &session, &msg)?;
+        }
+        Ok::<_, Response>((StatusCode::ACCEPTED, "Accepted").into_response())
+    };
+    run.await.unwrap_or_else(|r| r)
+}

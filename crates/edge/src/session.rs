@@ -1,0 +1,390 @@
+//! MCP sessions and their resumable SSE streams.
+//!
+//! A session owns one upstream process. What the process sends reaches the
+//! client through numbered streams: stream 0 is the session's standalone
+//! stream (HTTP GET, or the single stream of a legacy HTTP+SSE session); each
+//! POST that needs more than a single JSON reply gets a stream of its own.
+//! Events are kept in a bounded per-stream buffer, so a client that lost its
+//! connection can reconnect with `Last-Event-ID` and miss nothing. Event ids
+//! are `<stream>-<seq>`, unique within the session and naming their stream.
+
+use std::collections::{HashMap, VecDeque};
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use berth_fleet::Upstream;
+use berth_wire::{ProtocolVersion, SseEvent, priming_event};
+use bytes::{Bytes, BytesMut};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::gateway::{Gateway, Server};
+
+/// The session header (header names are case-insensitive; 2025-06-18 and
+/// earlier spell it `Mcp-Session-Id`).
+pub const SESSION_HEADER: &str = "mcp-session-id";
+
+/// The standalone stream of a session.
+pub(crate) const STANDALONE: u64 = 0;
+
+/// How many finished POST streams a session keeps for late reconnects.
+const FINISHED_STREAMS_KEPT: usize = 16;
+
+pub(crate) struct Session {
+    pub(crate) id: Arc<str>,
+    pub(crate) server: Arc<Server>,
+    pub(crate) upstream: Upstream,
+    /// Legacy HTTP+SSE (2024-11-05): one stream, `event: message` framing.
+    pub(crate) legacy: bool,
+    gateway: Weak<Gateway>,
+    state: Mutex<State>,
+    /// Woken whenever any stream of the session changes.
+    notify: Notify,
+    created: Instant,
+    /// Milliseconds since `created` of the last request.
+    last_active_ms: AtomicU64,
+    /// Open SSE connections.
+    connections: AtomicUsize,
+    pub(crate) ended: CancellationToken,
+}
+
+struct State {
+    version: ProtocolVersion,
+    streams: HashMap<u64, Stream>,
+    next_stream: u64,
+    finished: VecDeque<u64>,
+}
+
+struct Stream {
+    /// (seq, framed event), oldest first, at most `replay_buffer` long.
+    events: VecDeque<(u64, Bytes)>,
+    next_seq: u64,
+    /// The last seq handed to a connection.
+    delivered: u64,
+    /// No more events will come.
+    done: bool,
+    /// A connection is reading this stream now.
+    attached: bool,
+}
+
+impl Stream {
+    fn new() -> Stream {
+        Stream {
+            events: VecDeque::new(),
+            next_seq: 1,
+            delivered: 0,
+            done: false,
+            attached: false,
+        }
+    }
+
+    /// Every buffered event after `cursor`, as one chunk, and the last seq in it.
+    fn after(&self, cursor: u64) -> Option<(Bytes, u64)> {
+        let first = self.events.front()?.0;
+        let skip = cursor.saturating_add(1).saturating_sub(first) as usize;
+        let mut pending = self.events.range(skip.min(self.events.len())..);
+        let (seq, bytes) = pending.next()?;
+        let (mut last, mut chunk) = (*seq, None::<BytesMut>);
+        for (seq, more) in pending {
+            let buf = chunk.get_or_insert_with(|| BytesMut::from(&bytes[..]));
+            buf.extend_from_slice(more);
+            last = *seq;
+        }
+        Some((
+            chunk.map(BytesMut::freeze).unwrap_or_else(|| bytes.clone()),
+            last,
+        ))
+    }
+}
+
+impl Session {
+    pub(crate) fn new(
+        id: Arc<str>,
+        server: Arc<Server>,
+        upstream: Upstream,
+        legacy: bool,
+        gateway: &Arc<Gateway>,
+    ) -> Arc<Session> {
+        let mut streams = HashMap::new();
+        streams.insert(STANDALONE, Stream::new());
+        Arc::new(Session {
+            id,
+            server,
+            upstream,
+            legacy,
+            gateway: Arc::downgrade(gateway),
+            state: Mutex::new(State {
+                version: ProtocolVersion::HTTP_DEFAULT,
+                streams,
+                next_stream: 1,
+                finished: VecDeque::new(),
+            }),
+            notify: Notify::new(),
+            created: Instant::now(),
+            last_active_ms: AtomicU64::new(0),
+            connections: AtomicUsize::new(0),
+            ended: CancellationToken::new(),
+        })
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn version(&self) -> ProtocolVersion {
+        self.state().version
+    }
+
+    pub(crate) fn set_version(&self, version: ProtocolVersion) {
+        self.state().version = version;
+    }
+
+    pub(crate) fn touch(&self) {
+        let now = self.created.elapsed().as_millis() as u64;
+        self.last_active_ms.store(now, Ordering::Relaxed);
+    }
+
+    /// Idle: nothing in flight, no open stream, no request for `timeout`.
+    pub(crate) fn idle_for(&self, timeout: Duration) -> bool {
+        let since = (self.created.elapsed().as_millis() as u64)
+            .saturating_sub(self.last_active_ms.load(Ordering::Relaxed));
+        self.connections.load(Ordering::Relaxed) == 0
+            && self.upstream.in_flight() == 0
+            && since >= timeout.as_millis() as u64
+    }
+
+    /// A new stream for a POST's interim messages and final answer.
+    pub(crate) fn open_stream(&self) -> u64 {
+        let mut state = self.state();
+        let n = state.next_stream;
+        state.next_stream += 1;
+        state.streams.insert(n, Stream::new());
+        n
+    }
+
+    /// Appends a message to a stream and wakes its reader.
+    pub(crate) fn push(&self, stream: u64, data: &[u8], replay_buffer: usize) {
+        {
+            let mut state = self.state();
+            let Some(s) = state.streams.get_mut(&stream) else {
+                return;
+            };
+            if s.done {
+                return;
+            }
+            let seq = s.next_seq;
+            s.next_seq += 1;
+            let event = if self.legacy {
+                SseEvent::frame(None, Some("message"), data)
+            } else {
+                SseEvent::frame(Some(&format!("{stream}-{seq}")), None, data)
+            };
+            if s.events.len() >= replay_buffer.max(1) {
+                s.events.pop_front();
+            }
+            s.events.push_back((seq, event));
+        }
+        self.notify.notify_waiters();
+    }
+
+    /// Marks a stream complete: its reader ends once it has sent everything.
+    pub(crate) fn finish(&self, stream: u64) {
+        {
+            let mut state = self.state();
+            if let Some(s) = state.streams.get_mut(&stream) {
+                s.done = true;
+            }
+            if stream != STANDALONE {
+                state.finished.push_back(stream);
+                while state.finished.len() > FINISHED_STREAMS_KEPT {
+                    if let Some(old) = state.finished.pop_front() {
+                        state.streams.remove(&old);
+                    }
+                }
+            }
+        }
+        self.notify.notify_waiters();
+    }
+
+    /// Ends the session's streams; called once the session is over.
+    pub(crate) fn close_streams(&self) {
+        self.finish(STANDALONE);
+    }
+
+    pub(crate) fn has_stream(&self, stream: u64) -> bool {
+        self.state().streams.contains_key(&stream)
+    }
+
+    /// Where a fresh reader of the standalone stream starts: after what was
+    /// already delivered. `None` if another reader is attached.
+    pub(crate) fn standalone_cursor(&self) -> Option<u64> {
+        let state = self.state();
+        let s = state.streams.get(&STANDALONE)?;
+        (!s.attached).then_some(s.delivered)
+    }
+
+    /// An SSE response reading `stream` from after `cursor`.
+    pub(crate) fn sse(
+        self: &Arc<Self>,
+        stream: u64,
+        cursor: u64,
+        first: Option<Bytes>,
+    ) -> Response {
+        let gateway = self.gateway.upgrade();
+        let keepalive = gateway
+            .as_ref()
+            .map(|g| g.config().sse_keepalive)
+            .unwrap_or(Duration::from_secs(15));
+        let reader = Reader::attach(self.clone(), stream, cursor, first, keepalive);
+        let body = futures::stream::unfold(reader, |mut reader| async move {
+            let chunk = reader.next().await?;
+            Some((Ok::<_, Infallible>(chunk), reader))
+        });
+        (
+            StatusCode::OK,
+            [
+                (
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/event-stream"),
+                ),
+                (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+                (
+                    header::HeaderName::from_static("x-accel-buffering"),
+                    HeaderValue::from_static("no"),
+                ),
+            ],
+            Body::from_stream(body),
+        )
+            .into_response()
+    }
+
+    /// The priming event for a stream read from `cursor`, when the client's
+    /// protocol revision expects one.
+    pub(crate) fn priming(&self, stream: u64, cursor: u64, retry: Duration) -> Option<Bytes> {
+        (!self.legacy && self.version().primes_streams())
+            .then(|| priming_event(&format!("{stream}-{cursor}"), retry.as_millis() as u64))
+    }
+}
+
+/// One SSE connection reading one stream.
+struct Reader {
+    session: Arc<Session>,
+    stream: u64,
+    cursor: u64,
+    first: Option<Bytes>,
+    keepalive: Duration,
+}
+
+impl Reader {
+    fn attach(
+        session: Arc<Session>,
+        stream: u64,
+        cursor: u64,
+        first: Option<Bytes>,
+        keepalive: Duration,
+    ) -> Reader {
+        session.connections.fetch_add(1, Ordering::Relaxed);
+        if let Some(s) = session.state().streams.get_mut(&stream) {
+            s.attached = true;
+        }
+        session.touch();
+        Reader {
+            session,
+            stream,
+            cursor,
+            first,
+            keepalive,
+        }
+    }
+
+    async fn next(&mut self) -> Option<Bytes> {
+        if let Some(first) = self.first.take() {
+            return Some(first);
+        }
+        loop {
+            let notified = self.session.notify.notified();
+            {
+                let mut state = self.session.state();
+                let s = state.streams.get_mut(&self.stream)?;
+                if let Some((chunk, last)) = s.after(self.cursor) {
+                    self.cursor = last;
+                    s.delivered = s.delivered.max(last);
+                    return Some(chunk);
+                }
+                if s.done {
+                    return None;
+                }
+            }
+            tokio::select! {
+                _ = notified => {}
+                _ = tokio::time::sleep(self.keepalive) => return Some(Bytes::from_static(b": keepalive\n\n")),
+            }
+        }
+    }
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        let session = &self.session;
+        session.connections.fetch_sub(1, Ordering::Relaxed);
+        if let Some(s) = session.state().streams.get_mut(&self.stream) {
+            s.attached = false;
+        }
+        session.touch();
+        // A legacy session lives exactly as long as its SSE connection.
+        if session.legacy && !session.ended.is_cancelled() {
+            if let Some(gateway) = session.gateway.upgrade() {
+                let session = session.clone();
+                tokio::spawn(async move {
+                    gateway
+                        .end_session(&session, "the client closed its SSE connection")
+                        .await
+                });
+            }
+        }
+    }
+}
+
+/// A cryptographically random session id: 32 bytes, base64url (visible ASCII).
+pub(crate) fn new_session_id() -> Arc<str> {
+    use base64::Engine;
+    use rand::RngCore;
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(bytes)
+        .into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_ids_are_visible_ascii_and_distinct() {
+        let a = new_session_id();
+        let b = new_session_id();
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 43);
+        assert!(a.bytes().all(|c| (0x21..=0x7e).contains(&c)));
+    }
+
+    #[test]
+    fn stream_replays_after_cursor() {
+        let mut s = Stream::new();
+        for seq in 1..=3u64 {
+            s.events.push_back((seq, Bytes::from(format!("e{seq};"))));
+        }
+        assert_eq!(s.after(0).unwrap(), (Bytes::from("e1;e2;e3;"), 3));
+        assert_eq!(s.after(2).unwrap(), (Bytes::from("e3;"), 3));
+        assert!(s.after(3).is_none());
+        s.events.pop_front();
+        // Evicted events are gone; the reader gets what is left.
+        assert_eq!(s.after(0).unwrap(), (Bytes::from("e2;e3;"), 3));
+    }
+}

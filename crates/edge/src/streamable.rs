@@ -1,0 +1,647 @@
+//! Streamable HTTP: POST, GET and DELETE on `/mcp/<name>`.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use berth_fleet::{Delivery, Exchange, Upstream};
+use berth_wire::{
+    ErrorCode, IdKey, Kind, Message, ProtocolVersion, error_response, to_single_line,
+};
+use bytes::Bytes;
+use futures::StreamExt;
+use futures::stream::{BoxStream, SelectAll};
+use serde_json::value::RawValue;
+use tokio::time::Instant;
+
+use crate::gateway::{Gateway, Server};
+use crate::reply::{failure_body, json, rpc_error};
+use crate::session::{SESSION_HEADER, STANDALONE, Session};
+
+const VERSION_HEADER: &str = "mcp-protocol-version";
+const LAST_EVENT_ID: &str = "last-event-id";
+
+type Reply = Result<Response, Response>;
+
+pub(crate) async fn post(
+    State(gw): State<Arc<Gateway>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    post_inner(gw, &name, headers, body)
+        .await
+        .unwrap_or_else(|r| r)
+}
+
+async fn post_inner(gw: Arc<Gateway>, name: &str, headers: HeaderMap, body: Body) -> Reply {
+    let server = gw.server(name)?.clone();
+    if !(accepts(&headers, "application/json") && accepts(&headers, "text/event-stream")) {
+        return Err(rpc_error(
+            StatusCode::NOT_ACCEPTABLE,
+            None,
+            ErrorCode::INVALID_REQUEST,
+            "Not Acceptable: the client must accept both application/json and text/event-stream (Accept header)",
+        ));
+    }
+    check_content_type(&headers)?;
+    let body = to_single_line(read_body(&headers, body, gw.config().max_body_bytes).await?);
+
+    if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+        return post_batch(gw, &server, &headers, body).await;
+    }
+    let msg = Message::parse(body)
+        .map_err(|e| rpc_error(StatusCode::BAD_REQUEST, None, e.code(), e.to_string()))?;
+    if msg.kind == Kind::Request && msg.method() == Some("initialize") {
+        return initialize(gw, &server, &headers, msg).await;
+    }
+    let session = session_for(&gw, &server, &headers)?;
+    check_version(&headers)?;
+    session.touch();
+    match msg.kind {
+        Kind::Request => {
+            let call = call(&gw, &session, &msg)?;
+            Ok(respond(gw, session, vec![call], false, Vec::new()).await)
+        }
+        Kind::Notification | Kind::Response => {
+            forward(&gw, &session, &msg)?;
+            Ok(StatusCode::ACCEPTED.into_response())
+        }
+    }
+}
+
+/// A JSON-RPC batch, accepted from 2025-03-26 sessions only.
+async fn post_batch(
+    gw: Arc<Gateway>,
+    server: &Arc<Server>,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Reply {
+    let items: Vec<&RawValue> = serde_json::from_slice(&body).map_err(|e| {
+        let message = format!("Parse error: the body is not valid JSON ({e})");
+        rpc_error(
+            StatusCode::BAD_REQUEST,
+            None,
+            ErrorCode::PARSE_ERROR,
+            message,
+        )
+    })?;
+    if items.is_empty() {
+        return Err(rpc_error(
+            StatusCode::BAD_REQUEST,
+            None,
+            ErrorCode::INVALID_REQUEST,
+            "Invalid Request: empty batch",
+        ));
+    }
+    let session = session_for(&gw, server, headers)?;
+    check_version(headers)?;
+    if !session.version().allows_batches() {
+        return Err(rpc_error(
+            StatusCode::BAD_REQUEST,
+            None,
+            ErrorCode::INVALID_REQUEST,
+            format!(
+                "Invalid Request: JSON-RPC batches are not part of MCP {}; send one message per POST",
+                session.version()
+            ),
+        ));
+    }
+    session.touch();
+    let (mut calls, mut ready) = (Vec::new(), Vec::new());
+    for item in items {
+        match Message::parse(Bytes::copy_from_slice(item.get().as_bytes())) {
+            Err(e) => ready.push(error_response(None, e.code(), &e.to_string(), None)),
+            Ok(msg) if msg.method() == Some("initialize") => ready.push(error_response(
+                msg.raw_id().as_deref(),
+                ErrorCode::INVALID_REQUEST,
+                "Invalid Request: initialize must not be part of a batch",
+                None,
+            )),
+            Ok(msg) if msg.kind == Kind::Request => match call(&gw, &session, &msg) {
+                Ok(c) => calls.push(c),
+                Err(r) => return Err(r),
+            },
+            Ok(msg) => forward(&gw, &session, &msg)?,
+        }
+    }
+    if calls.is_empty() && ready.is_empty() {
+        return Ok(StatusCode::ACCEPTED.into_response());
+    }
+    Ok(respond(gw, session, calls, true, ready).await)
+}
+
+async fn initialize(
+    gw: Arc<Gateway>,
+    server: &Arc<Server>,
+    headers: &HeaderMap,
+    msg: Message,
+) -> Reply {
+    let raw_id = msg.raw_id();
+    if headers.contains_key(SESSION_HEADER) {
+        return Err(rpc_error(
+            StatusCode::BAD_REQUEST,
+            raw_id.as_deref(),
+            ErrorCode::INVALID_REQUEST,
+            "Bad Request: initialize must be sent without an Mcp-Session-Id header; it starts a new session",
+        ));
+    }
+    let session = gw.start_session(server, false)?;
+    let mut exchange = match session.upstream.call(&msg) {
+        Ok(exchange) => exchange,
+        Err(failure) => {
+            gw.end_session(&session, &failure.message).await;
+            return Err(json(
+                StatusCode::BAD_GATEWAY,
+                failure_body(raw_id.as_deref(), &failure),
+            ));
+        }
+    };
+    let timeout = gw.config().request_timeout;
+    let deadline = Instant::now() + timeout;
+    loop {
+        match tokio::time::timeout_at(deadline, exchange.next()).await {
+            // Only ping and logging may precede the answer; keep them for the GET stream.
+            Ok(Some(Delivery::Message(m))) => {
+                session.push(STANDALONE, &m.bytes, gw.config().replay_buffer)
+            }
+            Ok(Some(Delivery::Response(m))) => {
+                let envelope = berth_wire::Envelope::parse(&m.bytes).ok();
+                let result = envelope.as_ref().and_then(|e| e.result);
+                let Some(result) = result else {
+                    // The server refused to initialize: relay its error, keep nothing.
+                    gw.end_session(&session, "the server refused initialize")
+                        .await;
+                    return Ok(json(StatusCode::OK, m.bytes));
+                };
+                let negotiated = berth_wire::initialize_result_version(result);
+                let version = negotiated
+                    .as_deref()
+                    .and_then(ProtocolVersion::parse)
+                    .unwrap_or(ProtocolVersion::LATEST);
+                session.set_version(version);
+                gw.register(&session);
+                let mut response = json(StatusCode::OK, m.bytes);
+                if let Ok(id) = HeaderValue::from_str(&session.id) {
+                    response.headers_mut().insert(SESSION_HEADER, id);
+                }
+                return Ok(response);
+            }
+            Ok(Some(Delivery::Failed(failure))) => {
+                gw.end_session(&session, &failure.message).await;
+                return Err(json(
+                    StatusCode::BAD_GATEWAY,
+                    failure_body(raw_id.as_deref(), &failure),
+                ));
+            }
+            Ok(None) => {
+                gw.end_session(&session, "initialize was cancelled").await;
+                return Err(rpc_error(
+                    StatusCode::BAD_GATEWAY,
+                    raw_id.as_deref(),
+                    ErrorCode::UPSTREAM_CLOSED,
+                    "initialize was cancelled",
+                ));
+            }
+            Err(_) => {
+                let message = format!(
+                    "Gateway Timeout: server `{}` did not answer initialize within {} (request_timeout)",
+                    server.spec.name,
+                    humanize(timeout)
+                );
+                gw.end_session(&session, &message).await;
+                return Err(rpc_error(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    raw_id.as_deref(),
+                    ErrorCode::REQUEST_TIMEOUT,
+                    message,
+                ));
+            }
+        }
+    }
+}
+
+pub(crate) async fn get(
+    State(gw): State<Arc<Gateway>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    get_inner(gw, &name, headers).unwrap_or_else(|r| r)
+}
+
+fn get_inner(gw: Arc<Gateway>, name: &str, headers: HeaderMap) -> Reply {
+    let server = gw.server(name)?.clone();
+    if !accepts(&headers, "text/event-stream") {
+        return Err(rpc_error(
+            StatusCode::NOT_ACCEPTABLE,
+            None,
+            ErrorCode::INVALID_REQUEST,
+            "Not Acceptable: a GET opens an SSE stream; the client must accept text/event-stream",
+        ));
+    }
+    let session = session_for(&gw, &server, &headers)?;
+    check_version(&headers)?;
+    session.touch();
+    if let Some(last) = headers.get(LAST_EVENT_ID) {
+        let parsed =
+            last.to_str()
+                .ok()
+                .and_then(|s| s.split_once('-'))
+                .and_then(|(stream, seq)| {
+                    Some((stream.parse::<u64>().ok()?, seq.parse::<u64>().ok()?))
+                });
+        return match parsed {
+            Some((stream, seq)) if session.has_stream(stream) => Ok(session.sse(stream, seq, None)),
+            _ => Err(rpc_error(
+                StatusCode::BAD_REQUEST,
+                None,
+                ErrorCode::INVALID_REQUEST,
+                format!(
+                    "Bad Request: Last-Event-ID {last:?} names no stream of this session (it may have expired); open a new stream without it"
+                ),
+            )),
+        };
+    }
+    let Some(cursor) = session.standalone_cursor() else {
+        return Err(rpc_error(
+            StatusCode::CONFLICT,
+            None,
+            ErrorCode::INVALID_REQUEST,
+            "Conflict: this session already has an open GET stream; only one is allowed",
+        ));
+    };
+    let priming = session.priming(STANDALONE, cursor, gw.config().sse_retry);
+    Ok(session.sse(STANDALONE, cursor, priming))
+}
+
+pub(crate) async fn delete(
+    State(gw): State<Arc<Gateway>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let run = || -> Reply {
+        let server = gw.server(&name)?.clone();
+        let session = session_for(&gw, &server, &headers)?;
+        // Removed now; the process is stopped and reaped in the background.
+        tokio::spawn(gw.end_session(&session, "the client ended the session (DELETE)"));
+        Ok(StatusCode::OK.into_response())
+    };
+    run().unwrap_or_else(|r| r)
+}
+
+/// A request sent upstream, and the id to answer it with.
+pub(crate) struct Call {
+    exchange: Exchange,
+    raw_id: String,
+}
+
+pub(crate) fn call(gw: &Gateway, session: &Arc<Session>, msg: &Message) -> Result<Call, Response> {
+    match session.upstream.call(msg) {
+        Ok(exchange) => Ok(Call {
+            exchange,
+            raw_id: msg.raw_id().unwrap_or_else(|| "null".into()),
+        }),
+        Err(failure) if session.upstream.closed().is_some() => {
+            Err(session_gone(gw, session, &failure.message))
+        }
+        Err(failure) => Err(json(
+            StatusCode::BAD_REQUEST,
+            failure_body(msg.raw_id().as_deref(), &failure),
+        )),
+    }
+}
+
+pub(crate) fn forward(gw: &Gateway, session: &Arc<Session>, msg: &Message) -> Result<(), Response> {
+    session
+        .upstream
+        .send(msg)
+        .map_err(|failure| session_gone(gw, session, &failure.message))
+}
+
+/// 404 for a session whose process is gone, so the client re-initializes.
+fn session_gone(gw: &Gateway, session: &Arc<Session>, why: &str) -> Response {
+    tokio::spawn(gw.end_session(session, why));
+    rpc_error(
+        StatusCode::NOT_FOUND,
+        None,
+        ErrorCode::SESSION_NOT_FOUND,
+        format!("Session not found: the session ended ({why}); initialize a new one"),
+    )
+}
+
+/// Waits for the answers to `calls`. Answers as JSON when they come first
+/// (the common case); switches to an SSE stream as soon as the server sends
+/// anything else first (progress, logging, sampling, elicitation...).
+pub(crate) async fn respond(
+    gw: Arc<Gateway>,
+    session: Arc<Session>,
+    calls: Vec<Call>,
+    batch: bool,
+    mut ready: Vec<Bytes>,
+) -> Response {
+    let mut calls = Calls::new(&session, calls, gw.config().request_timeout);
+    while let Some(out) = calls.next(&session.upstream).await {
+        match out {
+            Out::Final(bytes) => ready.push(bytes),
+            Out::Interim(bytes) => {
+                let cap = gw.config().replay_buffer;
+                let stream = session.open_stream();
+                let priming = session.priming(stream, 0, gw.config().sse_retry);
+                for answer in &ready {
+                    session.push(stream, answer, cap);
+                }
+                session.push(stream, &bytes, cap);
+                tokio::spawn(pump(session.clone(), stream, calls, cap, true));
+                return session.sse(stream, 0, priming);
+            }
+        }
+    }
+    match (batch, ready.len()) {
+        // Every request was cancelled by the client: nothing to answer.
+        (_, 0) => StatusCode::ACCEPTED.into_response(),
+        (false, _) => json(StatusCode::OK, ready.swap_remove(0)),
+        (true, _) => {
+            let mut body = Vec::with_capacity(ready.iter().map(|b| b.len() + 1).sum::<usize>() + 2);
+            body.push(b'[');
+            for (i, answer) in ready.iter().enumerate() {
+                if i > 0 {
+                    body.push(b',');
+                }
+                body.extend_from_slice(answer);
+            }
+            body.push(b']');
+            json(StatusCode::OK, Bytes::from(body))
+        }
+    }
+}
+
+/// Moves everything the server sends about `calls` into a stream.
+pub(crate) async fn pump(
+    session: Arc<Session>,
+    stream: u64,
+    mut calls: Calls,
+    cap: usize,
+    finish: bool,
+) {
+    while let Some(out) = calls.next(&session.upstream).await {
+        session.push(stream, out.bytes(), cap);
+    }
+    if finish {
+        session.finish(stream);
+    }
+}
+
+pub(crate) enum Out {
+    /// A message before the answer.
+    Interim(Bytes),
+    /// An answer (or an error in its place).
+    Final(Bytes),
+}
+
+impl Out {
+    fn bytes(&self) -> &Bytes {
+        match self {
+            Out::Interim(b) | Out::Final(b) => b,
+        }
+    }
+}
+
+/// The requests of one POST, merged, under one deadline.
+pub(crate) struct Calls {
+    merged: SelectAll<BoxStream<'static, (usize, Option<Delivery>)>>,
+    ids: Vec<(IdKey, String)>,
+    settled: Vec<bool>,
+    open: usize,
+    server: String,
+    timeout: Duration,
+    deadline: Instant,
+    /// Progress pushes the deadline back, but never past this.
+    hard_deadline: Instant,
+    queue: VecDeque<Out>,
+}
+
+impl Calls {
+    pub(crate) fn new(session: &Session, calls: Vec<Call>, timeout: Duration) -> Calls {
+        let now = Instant::now();
+        let mut ids = Vec::with_capacity(calls.len());
+        let mut merged = SelectAll::new();
+        for (i, call) in calls.into_iter().enumerate() {
+            ids.push((call.exchange.id().clone(), call.raw_id));
+            let deliveries =
+                futures::stream::unfold(Some(call.exchange), move |exchange| async move {
+                    let mut exchange = exchange?;
+                    match exchange.next().await {
+                        Some(d) => Some(((i, Some(d)), Some(exchange))),
+                        // Settled without an answer (cancelled by the client).
+                        None => Some(((i, None), None)),
+                    }
+                });
+            merged.push(deliveries.boxed());
+        }
+        Calls {
+            merged,
+            settled: vec![false; ids.len()],
+            open: ids.len(),
+            ids,
+            server: session.server.spec.name.clone(),
+            timeout,
+            deadline: now + timeout,
+            hard_deadline: now + timeout * 10,
+            queue: VecDeque::new(),
+        }
+    }
+
+    fn settle(&mut self, i: usize) -> bool {
+        if std::mem::replace(&mut self.settled[i], true) {
+            return false;
+        }
+        self.open -= 1;
+        true
+    }
+
+    pub(crate) async fn next(&mut self, upstream: &Upstream) -> Option<Out> {
+        loop {
+            if let Some(out) = self.queue.pop_front() {
+                return Some(out);
+            }
+            if self.open == 0 {
+                return None;
+            }
+            match tokio::time::timeout_at(self.deadline, self.merged.next()).await {
+                Ok(Some((i, Some(Delivery::Message(m))))) => {
+                    if m.method() == Some("notifications/progress") {
+                        self.deadline = (Instant::now() + self.timeout).min(self.hard_deadline);
+                    }
+                    let _ = i;
+                    return Some(Out::Interim(m.bytes));
+                }
+                Ok(Some((i, Some(Delivery::Response(m))))) => {
+                    self.settle(i);
+                    return Some(Out::Final(m.bytes));
+                }
+                Ok(Some((i, Some(Delivery::Failed(f))))) => {
+                    self.settle(i);
+                    return Some(Out::Final(failure_body(Some(&self.ids[i].1), &f)));
+                }
+                Ok(Some((i, None))) => {
+                    self.settle(i);
+                }
+                Ok(None) => self.open = 0,
+                Err(_) => {
+                    let message = format!(
+                        "Request timed out: server `{}` did not answer within {} (request_timeout); the request was cancelled",
+                        self.server,
+                        humanize(self.timeout)
+                    );
+                    for i in 0..self.ids.len() {
+                        if self.settle(i) {
+                            upstream.cancel(&self.ids[i].0, "request timed out at the gateway");
+                            self.queue.push_back(Out::Final(error_response(
+                                Some(&self.ids[i].1),
+                                ErrorCode::REQUEST_TIMEOUT,
+                                &message,
+                                None,
+                            )));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+pub(crate) fn humanize(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
+/// The session a request names: 400 without the header, 404 when unknown.
+pub(crate) fn session_for(
+    gw: &Gateway,
+    server: &Arc<Server>,
+    headers: &HeaderMap,
+) -> Result<Arc<Session>, Response> {
+    let Some(id) = headers.get(SESSION_HEADER) else {
+        return Err(rpc_error(
+            StatusCode::BAD_REQUEST,
+            None,
+            ErrorCode::INVALID_REQUEST,
+            "Bad Request: missing Mcp-Session-Id header; send initialize first and echo the session id it returns",
+        ));
+    };
+    id.to_str()
+        .ok()
+        .and_then(|id| gw.session(id))
+        .filter(|s| Arc::ptr_eq(&s.server, server) && !s.legacy && !s.ended.is_cancelled())
+        .ok_or_else(|| {
+            rpc_error(
+                StatusCode::NOT_FOUND,
+                None,
+                ErrorCode::SESSION_NOT_FOUND,
+                "Session not found: unknown or ended Mcp-Session-Id; initialize a new session",
+            )
+        })
+}
+
+fn check_version(headers: &HeaderMap) -> Result<(), Response> {
+    let Some(value) = headers.get(VERSION_HEADER) else {
+        return Ok(());
+    };
+    match value.to_str().ok().and_then(ProtocolVersion::parse) {
+        Some(_) => Ok(()),
+        None => Err(rpc_error(
+            StatusCode::BAD_REQUEST,
+            None,
+            ErrorCode::INVALID_REQUEST,
+            format!(
+                "Bad Request: unsupported MCP-Protocol-Version {value:?}; this gateway supports {}",
+                ProtocolVersion::supported_list()
+            ),
+        )),
+    }
+}
+
+pub(crate) fn check_content_type(headers: &HeaderMap) -> Result<(), Response> {
+    let ok = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"));
+    if ok {
+        Ok(())
+    } else {
+        Err(rpc_error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            None,
+            ErrorCode::INVALID_REQUEST,
+            "Unsupported Media Type: the body must be JSON (Content-Type: application/json)",
+        ))
+    }
+}
+
+/// Whether the Accept header admits `mime` (exactly, by `type/*`, or `*/*`).
+fn accepts(headers: &HeaderMap, mime: &str) -> bool {
+    let (kind, _) = mime.split_once('/').unwrap_or((mime, ""));
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|item| {
+            let item = item.split(';').next().unwrap_or_default().trim();
+            item.eq_ignore_ascii_case(mime)
+                || item == "*/*"
+                || item
+                    .strip_suffix("/*")
+                    .is_some_and(|t| t.eq_ignore_ascii_case(kind))
+        })
+}
+
+/// Reads the body, refusing more than `limit` bytes with 413 before buffering them.
+pub(crate) async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<Bytes, Response> {
+    let too_large = || {
+        rpc_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            None,
+            ErrorCode::INVALID_REQUEST,
+            format!(
+                "Payload Too Large: the body exceeds the {limit}-byte limit (gateway.max_body_bytes)"
+            ),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    let mut stream = body.into_data_stream();
+    let mut buf = Vec::with_capacity(declared.unwrap_or(1024).min(limit));
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| {
+            rpc_error(
+                StatusCode::BAD_REQUEST,
+                None,
+                ErrorCode::INVALID_REQUEST,
+                format!("Bad Request: could not read the body ({e})"),
+            )
+        })?;
+        if buf.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(Bytes::from(buf))
+}

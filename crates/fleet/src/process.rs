@@ -1,0 +1,114 @@
+//! Spawning a child and running the stdio shutdown sequence on it.
+
+use std::process::{ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::process::{Child, Command};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::{LogSource, ServerLog, ServerSpec, ShutdownGrace};
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+
+/// How many server processes this gateway has spawned and not yet reaped.
+pub fn live_processes() -> usize {
+    LIVE.load(Ordering::Relaxed)
+}
+
+/// Starts the server's command in a process group of its own, so that the
+/// whole tree (an `npx` wrapper and its node child, say) can be signalled.
+pub(crate) fn spawn(spec: &ServerSpec) -> std::io::Result<Child> {
+    let mut cmd = Command::new(&spec.command);
+    cmd.args(&spec.args)
+        .env_clear()
+        .envs(
+            spec.env_passthrough
+                .iter()
+                .filter_map(|k| std::env::var_os(k).map(|v| (k.clone(), v))),
+        )
+        .envs(&spec.env)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        // A safety net only: the supervisor below normally stops and reaps.
+        .kill_on_drop(true);
+    if let Some(dir) = &spec.cwd {
+        cmd.current_dir(dir);
+    }
+    let child = cmd.spawn()?;
+    LIVE.fetch_add(1, Ordering::Relaxed);
+    Ok(child)
+}
+
+/// Owns the child until it has exited and been reaped.
+///
+/// The child may exit by itself, or `stop` asks for the MCP stdio shutdown
+/// sequence: close stdin (`close_stdin`), wait, SIGTERM the group, wait,
+/// SIGKILL the group. Either way the group is SIGKILLed once the leader is
+/// gone, so no grandchild outlives its server, and the exit is published on
+/// `exited`.
+pub(crate) async fn supervise(
+    mut child: Child,
+    pid: u32,
+    grace: ShutdownGrace,
+    stop: CancellationToken,
+    close_stdin: CancellationToken,
+    log: ServerLog,
+    exited: watch::Sender<Option<String>>,
+) {
+    let status = tokio::select! {
+        status = child.wait() => status,
+        _ = stop.cancelled() => {
+            close_stdin.cancel();
+            match tokio::time::timeout(grace.after_close, child.wait()).await {
+                Ok(status) => status,
+                Err(_) => {
+                    signal_group(pid, Signal::SIGTERM);
+                    match tokio::time::timeout(grace.after_term, child.wait()).await {
+                        Ok(status) => status,
+                        Err(_) => {
+                            log.push(Some(pid), LogSource::Lifecycle, "did not stop after SIGTERM; sending SIGKILL");
+                            signal_group(pid, Signal::SIGKILL);
+                            child.wait().await
+                        }
+                    }
+                }
+            }
+        }
+    };
+    signal_group(pid, Signal::SIGKILL);
+    LIVE.fetch_sub(1, Ordering::Relaxed);
+    let description = match status {
+        Ok(status) => describe(status),
+        Err(e) => format!("could not be waited for ({e})"),
+    };
+    log.push(
+        Some(pid),
+        LogSource::Lifecycle,
+        format!("process {pid} {description}"),
+    );
+    let _ = exited.send(Some(description));
+}
+
+fn signal_group(pid: u32, signal: Signal) {
+    if let Ok(pid) = i32::try_from(pid) {
+        // ESRCH just means the group is already gone.
+        let _ = killpg(Pid::from_raw(pid), signal);
+    }
+}
+
+fn describe(status: ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exited with status {code}"),
+        (None, Some(sig)) => match Signal::try_from(sig) {
+            Ok(sig) => format!("was killed by signal {}", sig.as_str()),
+            Err(_) => format!("was killed by signal {sig}"),
+        },
+        (None, None) => "exited".to_string(),
+    }
+}

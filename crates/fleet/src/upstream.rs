@@ -1,0 +1,565 @@
+//! One running server and the requests in flight on it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use berth_wire::{ErrorCode, IdKey, Kind, LineCodec, LineError, Message};
+use bytes::Bytes;
+use futures::StreamExt;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, BufWriter};
+use tokio::process::{ChildStderr, ChildStdin, ChildStdout};
+use tokio::sync::{mpsc, watch};
+use tokio_util::codec::FramedRead;
+use tokio_util::sync::CancellationToken;
+
+use crate::process::{spawn, supervise};
+use crate::{LogSource, ServerLog, ServerSpec};
+
+/// Why a request got no answer from the server. Becomes a JSON-RPC error.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub code: i64,
+    pub message: String,
+    pub data: Option<serde_json::Value>,
+}
+
+impl Failure {
+    pub fn new(code: i64, message: impl Into<String>) -> Failure {
+        Failure {
+            code,
+            message: message.into(),
+            data: None,
+        }
+    }
+}
+
+/// The server could not be started.
+#[derive(Debug, thiserror::Error)]
+#[error("could not start server `{server}` (command `{command}`): {source}")]
+pub struct SpawnError {
+    pub server: String,
+    pub command: String,
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// What the server sent that concerns one request.
+#[derive(Debug)]
+pub enum Delivery {
+    /// A notification or request the server sent while working on it
+    /// (progress, logging, sampling, elicitation...).
+    Message(Message),
+    /// The answer; nothing follows.
+    Response(Message),
+    /// No answer will come; nothing follows.
+    Failed(Failure),
+}
+
+/// A request in flight: receives what the server sends about it.
+#[derive(Debug)]
+pub struct Exchange {
+    id: IdKey,
+    rx: mpsc::UnboundedReceiver<Delivery>,
+}
+
+impl Exchange {
+    pub fn id(&self) -> &IdKey {
+        &self.id
+    }
+
+    /// The next delivery; `None` once the request is settled or was cancelled
+    /// by the client (a cancelled request gets no response).
+    pub async fn next(&mut self) -> Option<Delivery> {
+        self.rx.recv().await
+    }
+}
+
+struct Pending {
+    tx: mpsc::UnboundedSender<Delivery>,
+    progress_token: Option<IdKey>,
+    /// Order of arrival, to find the most recent request in flight.
+    seq: u64,
+}
+
+#[derive(Default)]
+struct Routes {
+    pending: HashMap<IdKey, Pending>,
+    /// Progress token → the request that carries it.
+    tokens: HashMap<IdKey, IdKey>,
+    seq: u64,
+    /// Set once the server can answer nothing more.
+    closed: Option<Failure>,
+    /// Where server messages unrelated to any request go.
+    unsolicited: Option<mpsc::UnboundedSender<Message>>,
+}
+
+struct Shared {
+    server: String,
+    pid: u32,
+    log: ServerLog,
+    stdin: mpsc::UnboundedSender<Bytes>,
+    routes: Mutex<Routes>,
+}
+
+impl Shared {
+    fn routes(&self) -> std::sync::MutexGuard<'_, Routes> {
+        self.routes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Settles every request in flight with `failure` and refuses new ones.
+    /// The first failure wins: it is the cause, later ones are consequences.
+    fn close(&self, failure: Failure) {
+        let pending = {
+            let mut routes = self.routes();
+            if routes.closed.is_some() {
+                return;
+            }
+            routes.closed = Some(failure.clone());
+            routes.tokens.clear();
+            routes.unsolicited = None;
+            std::mem::take(&mut routes.pending)
+        };
+        for (_, p) in pending {
+            let _ = p.tx.send(Delivery::Failed(failure.clone()));
+        }
+    }
+
+    fn closed_failure(&self, what: &str) -> Failure {
+        Failure::new(
+            ErrorCode::UPSTREAM_CLOSED,
+            format!("server `{}` {what}", self.server),
+        )
+    }
+
+    /// Sends one message from the server where it belongs.
+    fn route(&self, msg: Message) {
+        let mut routes = self.routes();
+        let target = match msg.kind {
+            Kind::Response => {
+                let Some(id) = &msg.id else {
+                    drop(routes);
+                    self.log.push(
+                        Some(self.pid),
+                        LogSource::Lifecycle,
+                        "server sent an error response without an id; dropped",
+                    );
+                    return;
+                };
+                match routes.pending.remove(id) {
+                    Some(p) => {
+                        if let Some(token) = &p.progress_token {
+                            routes.tokens.remove(token);
+                        }
+                        drop(routes);
+                        let _ = p.tx.send(Delivery::Response(msg));
+                    }
+                    // A request that timed out or was cancelled: its answer is moot.
+                    None => {
+                        tracing::debug!(server = %self.server, %id, "dropping response to a request no longer in flight")
+                    }
+                }
+                return;
+            }
+            _ if is_unrelated(msg.method()) => None,
+            _ => match &msg.progress_token {
+                Some(token) => routes
+                    .tokens
+                    .get(token)
+                    .and_then(|id| routes.pending.get(id)),
+                // stdio carries no link from a message to the request it is
+                // about; the most recent request in flight is the best guess.
+                None => routes.pending.values().max_by_key(|p| p.seq),
+            },
+        };
+        match target {
+            Some(p) => {
+                if let Err(mpsc::error::SendError(Delivery::Message(msg))) =
+                    p.tx.send(Delivery::Message(msg))
+                {
+                    // The caller stopped listening; the session may still hear it.
+                    if let Some(tx) = &routes.unsolicited {
+                        let _ = tx.send(msg);
+                    }
+                }
+            }
+            None => {
+                if let Some(tx) = &routes.unsolicited {
+                    let _ = tx.send(msg);
+                }
+            }
+        }
+    }
+}
+
+/// Messages about the session as a whole, never about one request.
+fn is_unrelated(method: Option<&str>) -> bool {
+    matches!(
+        method,
+        Some(
+            "notifications/resources/updated"
+                | "notifications/resources/list_changed"
+                | "notifications/tools/list_changed"
+                | "notifications/prompts/list_changed"
+        )
+    )
+}
+
+/// One running stdio server. Dropping it stops the process.
+pub struct Upstream {
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+    exited: watch::Receiver<Option<String>>,
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream")
+            .field("server", &self.shared.server)
+            .field("pid", &self.shared.pid)
+            .finish()
+    }
+}
+
+impl Upstream {
+    /// Starts the server. Messages it sends that concern no request in flight
+    /// arrive on the returned receiver, which closes when the server is gone.
+    pub fn spawn(
+        spec: &ServerSpec,
+        log: ServerLog,
+    ) -> Result<(Upstream, mpsc::UnboundedReceiver<Message>), SpawnError> {
+        let mut child = spawn(spec).map_err(|source| SpawnError {
+            server: spec.name.clone(),
+            command: spec.command.clone(),
+            source,
+        })?;
+        let pid = child.id().unwrap_or_default();
+        let (stdin, stdout, stderr) =
+            match (child.stdin.take(), child.stdout.take(), child.stderr.take()) {
+                (Some(i), Some(o), Some(e)) => (i, o, e),
+                // Cannot happen with piped stdio; the child is killed on drop.
+                _ => {
+                    return Err(SpawnError {
+                        server: spec.name.clone(),
+                        command: spec.command.clone(),
+                        source: std::io::Error::other("child stdio was not captured"),
+                    });
+                }
+            };
+        log.push(
+            Some(pid),
+            LogSource::Lifecycle,
+            format!("started process {pid}: {}", spec.command),
+        );
+
+        let (stdin_tx, stdin_rx) = mpsc::unbounded_channel();
+        let (unsolicited_tx, unsolicited_rx) = mpsc::unbounded_channel();
+        let (exited_tx, exited_rx) = watch::channel(None);
+        let stop = CancellationToken::new();
+        let close_stdin = CancellationToken::new();
+        let shared = Arc::new(Shared {
+            server: spec.name.clone(),
+            pid,
+            log: log.clone(),
+            stdin: stdin_tx,
+            routes: Mutex::new(Routes {
+                unsolicited: Some(unsolicited_tx),
+                ..Routes::default()
+            }),
+        });
+
+        tokio::spawn(write_stdin(stdin, stdin_rx, close_stdin.clone()));
+        tokio::spawn(pump_stderr(stderr, log.clone(), pid));
+        tokio::spawn(read_stdout(
+            stdout,
+            spec.max_message_bytes,
+            shared.clone(),
+            stop.clone(),
+            exited_rx.clone(),
+        ));
+        tokio::spawn(supervise(
+            child,
+            pid,
+            spec.shutdown,
+            stop.clone(),
+            close_stdin,
+            log,
+            exited_tx,
+        ));
+
+        Ok((
+            Upstream {
+                shared,
+                stop,
+                exited: exited_rx,
+            },
+            unsolicited_rx,
+        ))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.shared.pid
+    }
+
+    pub fn server(&self) -> &str {
+        &self.shared.server
+    }
+
+    /// Why the server can take no more requests, if it cannot.
+    pub fn closed(&self) -> Option<Failure> {
+        self.shared.routes().closed.clone()
+    }
+
+    /// Sends a request; what the server sends about it arrives on the exchange.
+    pub fn call(&self, msg: &Message) -> Result<Exchange, Failure> {
+        let Some(id) = msg.id.clone() else {
+            return Err(Failure::new(
+                ErrorCode::INVALID_REQUEST,
+                "a request needs an id",
+            ));
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        {
+            let mut routes = self.shared.routes();
+            if let Some(failure) = &routes.closed {
+                return Err(failure.clone());
+            }
+            if routes.pending.contains_key(&id) {
+                return Err(Failure::new(
+                    ErrorCode::INVALID_REQUEST,
+                    format!(
+                        "request id {id} is already in use by a request in flight; ids must be unique"
+                    ),
+                ));
+            }
+            routes.seq += 1;
+            let seq = routes.seq;
+            if let Some(token) = &msg.progress_token {
+                routes.tokens.insert(token.clone(), id.clone());
+            }
+            routes.pending.insert(
+                id.clone(),
+                Pending {
+                    tx,
+                    progress_token: msg.progress_token.clone(),
+                    seq,
+                },
+            );
+        }
+        if self.shared.stdin.send(msg.bytes.clone()).is_err() {
+            self.shared
+                .close(self.shared.closed_failure("is no longer accepting input"));
+            return Err(self
+                .closed()
+                .unwrap_or_else(|| self.shared.closed_failure("is gone")));
+        }
+        Ok(Exchange { id, rx })
+    }
+
+    /// Sends a notification, or a response to a request the server made.
+    pub fn send(&self, msg: &Message) -> Result<(), Failure> {
+        if let Some(failure) = self.closed() {
+            return Err(failure);
+        }
+        if msg.method() == Some("notifications/cancelled") {
+            // The server should not answer a cancelled request; settle it here.
+            if let Ok(env) = berth_wire::Envelope::parse(&msg.bytes) {
+                if let Some(id) = env.cancelled_request() {
+                    self.forget(&id);
+                }
+            }
+        }
+        self.shared.stdin.send(msg.bytes.clone()).map_err(|_| {
+            self.closed()
+                .unwrap_or_else(|| self.shared.closed_failure("is gone"))
+        })
+    }
+
+    /// Gives up on a request (timed out): the server is told with
+    /// `notifications/cancelled` and a late answer will be dropped.
+    pub fn cancel(&self, id: &IdKey, reason: &str) {
+        if self.forget(id) {
+            let note = serde_json::json!({
+                "jsonrpc": "2.0",
+                "method": "notifications/cancelled",
+                "params": { "requestId": serde_json::from_str::<serde_json::Value>(&id.to_json()).unwrap_or_default(), "reason": reason },
+            });
+            let _ = self.shared.stdin.send(Bytes::from(note.to_string()));
+        }
+    }
+
+    fn forget(&self, id: &IdKey) -> bool {
+        let mut routes = self.shared.routes();
+        match routes.pending.remove(id) {
+            Some(p) => {
+                if let Some(token) = p.progress_token {
+                    routes.tokens.remove(&token);
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// How many requests are waiting for an answer.
+    pub fn in_flight(&self) -> usize {
+        self.shared.routes().pending.len()
+    }
+
+    /// Stops the server (close stdin, SIGTERM, SIGKILL) and waits until it
+    /// has been reaped. Requests in flight fail with `reason`.
+    pub async fn shutdown(&self, reason: &str) {
+        self.shared
+            .close(Failure::new(ErrorCode::UPSTREAM_CLOSED, reason));
+        self.stop.cancel();
+        let mut exited = self.exited.clone();
+        let _ = exited.wait_for(Option::is_some).await;
+    }
+}
+
+async fn write_stdin(
+    stdin: ChildStdin,
+    mut rx: mpsc::UnboundedReceiver<Bytes>,
+    close: CancellationToken,
+) {
+    let mut out = BufWriter::new(stdin);
+    loop {
+        let msg = tokio::select! {
+            biased;
+            _ = close.cancelled() => break,
+            msg = rx.recv() => match msg { Some(msg) => msg, None => break },
+        };
+        let mut next = Some(msg);
+        while let Some(msg) = next {
+            if out.write_all(&msg).await.is_err() || out.write_all(b"\n").await.is_err() {
+                return;
+            }
+            next = rx.try_recv().ok();
+        }
+        if out.flush().await.is_err() {
+            return;
+        }
+    }
+    // Dropping the writer closes the child's stdin: the first shutdown step.
+}
+
+async fn pump_stderr(stderr: ChildStderr, log: ServerLog, pid: u32) {
+    let mut reader = BufReader::new(stderr);
+    let mut line: Vec<u8> = Vec::new();
+    loop {
+        let buf = match reader.fill_buf().await {
+            Ok([]) | Err(_) => break,
+            Ok(buf) => buf,
+        };
+        let (chunk, end_of_line) = match memchr_newline(buf) {
+            Some(i) => (&buf[..i], Some(i + 1)),
+            None => (buf, None),
+        };
+        let room = ServerLog::MAX_LINE + 1 - line.len().min(ServerLog::MAX_LINE + 1);
+        line.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        let consumed = end_of_line.unwrap_or(buf.len());
+        reader.consume(consumed);
+        if end_of_line.is_some() {
+            emit_stderr(&log, pid, &line);
+            line.clear();
+        }
+    }
+    if !line.is_empty() {
+        emit_stderr(&log, pid, &line);
+    }
+}
+
+fn memchr_newline(buf: &[u8]) -> Option<usize> {
+    memchr::memchr(b'\n', buf)
+}
+
+fn emit_stderr(log: &ServerLog, pid: u32, line: &[u8]) {
+    let text = String::from_utf8_lossy(line);
+    let text = text.trim_end();
+    if !text.is_empty() {
+        log.push(Some(pid), LogSource::Stderr, text);
+    }
+}
+
+async fn read_stdout(
+    stdout: ChildStdout,
+    max_message_bytes: usize,
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+    mut exited: watch::Receiver<Option<String>>,
+) {
+    let mut lines = FramedRead::new(stdout, LineCodec::new(max_message_bytes));
+    let mut misbehaved: Option<String> = None;
+    while let Some(line) = lines.next().await {
+        match line {
+            Ok(line) => match Message::parse(line.clone()) {
+                Ok(msg) => shared.route(msg),
+                Err(e) => {
+                    let snippet: String =
+                        String::from_utf8_lossy(&line[..line.len().min(200)]).into_owned();
+                    misbehaved = Some(format!(
+                        "wrote output that is not a JSON-RPC message on stdout ({e}): {snippet:?}; a stdio server must write only MCP messages to stdout (logs go to stderr)"
+                    ));
+                    break;
+                }
+            },
+            Err(LineError::TooLong { max_len }) => {
+                misbehaved = Some(format!(
+                    "wrote a message larger than the {max_len}-byte limit (max_message_bytes)"
+                ));
+                break;
+            }
+            Err(LineError::Io(e)) => {
+                misbehaved = Some(format!("could not be read from ({e})"));
+                break;
+            }
+        }
+    }
+    drop(lines);
+    let pid = shared.pid;
+    let failure = match misbehaved {
+        Some(what) => {
+            shared.log.push(
+                Some(pid),
+                LogSource::Lifecycle,
+                format!("stopping process {pid}: it {what}"),
+            );
+            let failure = shared.closed_failure(&format!("{what}; Berth stopped it"));
+            shared.close(failure.clone());
+            stop.cancel();
+            failure
+        }
+        None => {
+            // stdout closed: the process is exiting. Wait briefly for its status
+            // so the error can say how it ended; stop it if it lingers.
+            let ended =
+                tokio::time::timeout(Duration::from_secs(2), exited.wait_for(Option::is_some))
+                    .await
+                    .is_ok();
+            if !ended {
+                stop.cancel();
+                let _ = exited.wait_for(Option::is_some).await;
+            }
+            let how = exited.borrow().clone().unwrap_or_else(|| "exited".into());
+            let mut failure =
+                shared.closed_failure(&format!("closed its output: the process {how}"));
+            let stderr = shared.log.last_stderr(pid, 10);
+            if !stderr.is_empty() {
+                failure.message.push_str(&format!(
+                    "; last stderr: {}",
+                    stderr.last().map(String::as_str).unwrap_or_default()
+                ));
+                failure.data = Some(serde_json::json!({ "stderr": stderr }));
+            }
+            shared.close(failure.clone());
+            failure
+        }
+    };
+    tracing::debug!(server = %shared.server, pid, "upstream closed: {}", failure.message);
+}
