@@ -1,0 +1,364 @@
+//! Test harness: runs the real `berth` binary on a loopback port and talks to
+//! it over HTTP, the way an operator and an agent would.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use reqwest::header::{HeaderMap, HeaderValue};
+
+pub const ACCEPT_BOTH: &str = "application/json, text/event-stream";
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("repo root")
+}
+
+pub fn berth_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_berth"))
+}
+
+/// The misbehaving and conformance fixture servers (crate `berth-fixtures`).
+pub fn fixture_bin() -> PathBuf {
+    let path = berth_bin().with_file_name("berth-fixture");
+    assert!(
+        path.exists(),
+        "{} is missing: build the workspace (cargo build --workspace, or run the README's test command)",
+        path.display()
+    );
+    path
+}
+
+/// `tests/node/node_modules`, installed by `tests/setup.sh`.
+pub fn node_modules() -> PathBuf {
+    let dir = repo().join("tests/node/node_modules");
+    assert!(
+        dir.join("@modelcontextprotocol/sdk").exists(),
+        "{} is missing: run tests/setup.sh (the README's test command runs it)",
+        dir.display()
+    );
+    dir
+}
+
+pub fn python() -> PathBuf {
+    let py = repo().join("tests/python/.venv/bin/python");
+    assert!(py.exists(), "{} is missing: run tests/setup.sh (the README's test command runs it)", py.display());
+    py
+}
+
+/// A `[servers.NAME]` table running the fixture in `mode`.
+pub fn fixture_server(name: &str, mode: &str) -> String {
+    format!("[servers.{name}]\ncommand = {:?}\nargs = [{mode:?}]\n", fixture_bin().display().to_string())
+}
+
+/// A `[servers.NAME]` table running an npm reference server from tests/node with node.
+pub fn npm_server(name: &str, package: &str, args: &[&str], env: &[(&str, &str)]) -> String {
+    let main = node_modules().join(package).join("dist/index.js");
+    assert!(main.exists(), "{} is missing", main.display());
+    let mut args_toml = vec![format!("{:?}", main.display().to_string())];
+    args_toml.extend(args.iter().map(|a| format!("{a:?}")));
+    let env_toml: Vec<String> = env.iter().map(|(k, v)| format!("{k} = {v:?}")).collect();
+    format!(
+        "[servers.{name}]\ncommand = \"node\"\nargs = [{}]\nenv = {{ {} }}\n",
+        args_toml.join(", "),
+        env_toml.join(", ")
+    )
+}
+
+/// A running gateway. Dropping it stops it (SIGTERM, then SIGKILL).
+pub struct Berth {
+    child: Option<Child>,
+    pub addr: SocketAddr,
+    pub dir: tempfile::TempDir,
+}
+
+impl Berth {
+    /// Starts `berth serve` with `[gateway]` lines `gateway` (listen is set
+    /// to a free loopback port) and the given server tables.
+    pub fn start(gateway: &str, servers: &str) -> Berth {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = dir.path().join("berth.toml");
+        std::fs::write(&config, format!("[gateway]\nlisten = \"127.0.0.1:0\"\n{gateway}\n\n{servers}"))
+            .expect("write config");
+        Berth::spawn(&["serve", "--config", config.to_str().expect("utf-8 path")], dir)
+    }
+
+    /// Starts `berth` with raw arguments (e.g. `serve --listen ...` on the embedded default).
+    pub fn spawn(args: &[&str], dir: tempfile::TempDir) -> Berth {
+        let log = std::fs::File::create(dir.path().join("berth.log")).expect("log file");
+        let mut child = Command::new(berth_bin())
+            .args(args)
+            .env("BERTH_LOG", "info,berth_fleet=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("spawn berth");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(rest) = line.strip_prefix("Berth is listening on http://") {
+                    let _ = tx.send(rest.trim().to_string());
+                }
+            }
+        });
+        let mut berth = Berth { child: Some(child), addr: "127.0.0.1:0".parse().unwrap(), dir };
+        match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(addr) => berth.addr = addr.parse().expect("listen address"),
+            Err(_) => panic!("berth did not start within 30 s; log:\n{}", berth.log()),
+        }
+        berth
+    }
+
+    pub fn base(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn url(&self, server: &str) -> String {
+        format!("http://{}/mcp/{server}", self.addr)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// The gateway's stderr so far (for assertion messages).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("berth.log")).unwrap_or_default()
+    }
+
+    /// Direct children of the gateway: (pid, state letter from /proc).
+    pub fn children(&self) -> Vec<(u32, char)> {
+        children_of(self.pid())
+    }
+
+    /// Waits until the gateway has exactly `n` children and none is a zombie.
+    pub fn wait_for_children(&self, n: usize, within: Duration) -> Vec<(u32, char)> {
+        let deadline = Instant::now() + within;
+        loop {
+            let kids = self.children();
+            if kids.len() == n && kids.iter().all(|(_, s)| *s != 'Z') {
+                return kids;
+            }
+            if Instant::now() > deadline {
+                panic!("expected {n} live children, found {kids:?}; log:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGTERM, then waits for exit (at most `within`).
+    pub fn stop(mut self, within: Duration) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        terminate(&mut child, within).expect("berth did not exit after SIGTERM")
+    }
+}
+
+impl Drop for Berth {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            if terminate(&mut child, Duration::from_secs(10)).is_none() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+fn terminate(child: &mut Child, within: Duration) -> Option<ExitStatus> {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM);
+    let deadline = Instant::now() + within;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Processes whose parent is `pid`, with their state (R, S, Z...).
+pub fn children_of(pid: u32) -> Vec<(u32, char)> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else { return out };
+    for entry in entries.flatten() {
+        let Some(child) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else { continue };
+        // pid (comm) state ppid ...: comm may contain spaces, so split after the last ')'.
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else { continue };
+        let mut fields = rest.split(' ');
+        let state = fields.next().and_then(|s| s.chars().next()).unwrap_or('?');
+        let ppid = fields.next().and_then(|s| s.parse::<u32>().ok());
+        if ppid == Some(pid) {
+            out.push((child, state));
+        }
+    }
+    out
+}
+
+/// Resident memory of a process, in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).map(str::to_owned))
+        .and_then(|l| l.split_whitespace().nth(1).and_then(|n| n.parse().ok()))
+        .unwrap_or(0)
+}
+
+/// Runs a command with a deadline; returns (success, stdout+stderr).
+pub fn run_with_timeout(cmd: &mut Command, within: Duration) -> (bool, String) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out_path = dir.path().join("out");
+    let out = std::fs::File::create(&out_path).expect("out file");
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().expect("dup"))
+        .stderr(out)
+        .process_group(0)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let deadline = Instant::now() + within;
+    let status = loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            // Kill the whole group: npx and node spawn children of their own.
+            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGKILL);
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let output = std::fs::read_to_string(&out_path).unwrap_or_default();
+    match status {
+        Some(status) => (status.success(), output),
+        None => (false, format!("{output}\n[timed out after {within:?}]")),
+    }
+}
+
+use std::os::unix::process::CommandExt;
+
+/// A raw HTTP client for MCP, for tests that check status codes and headers.
+pub struct Raw {
+    pub http: reqwest::Client,
+    pub url: String,
+    pub session: Option<String>,
+}
+
+pub struct Reply {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", self.body))
+    }
+
+    /// The JSON-RPC error message of the body.
+    pub fn error_message(&self) -> String {
+        self.json()["error"]["message"].as_str().unwrap_or_else(|| panic!("no error message in {}", self.body)).to_string()
+    }
+
+    pub fn content_type(&self) -> &str {
+        self.headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default()
+    }
+
+    /// The JSON messages of an SSE body (data lines of each event, joined).
+    pub fn sse_messages(&self) -> Vec<serde_json::Value> {
+        sse_messages(&self.body)
+    }
+}
+
+pub fn sse_messages(body: &str) -> Vec<serde_json::Value> {
+    body.split("\n\n")
+        .filter_map(|event| {
+            let data: Vec<&str> = event.lines().filter_map(|l| l.strip_prefix("data: ").or_else(|| l.strip_prefix("data:"))).collect();
+            let joined = data.join("\n");
+            (!joined.trim().is_empty()).then(|| serde_json::from_str(&joined).expect("SSE data is JSON"))
+        })
+        .collect()
+}
+
+pub fn initialize_body(version: &str) -> String {
+    format!(
+        r#"{{"jsonrpc":"2.0","id":0,"method":"initialize","params":{{"protocolVersion":"{version}","capabilities":{{"sampling":{{}},"elicitation":{{}}}},"clientInfo":{{"name":"berth-tests","version":"1"}}}}}}"#
+    )
+}
+
+impl Raw {
+    pub fn new(url: String) -> Raw {
+        Raw { http: reqwest::Client::new(), url, session: None }
+    }
+
+    /// POSTs `body` with the usual MCP headers plus `extra` (which may override them).
+    pub async fn post_with(&self, body: impl Into<reqwest::Body>, extra: &[(&str, &str)]) -> Reply {
+        let mut headers = HeaderMap::new();
+        headers.insert("accept", HeaderValue::from_static(ACCEPT_BOTH));
+        headers.insert("content-type", HeaderValue::from_static("application/json"));
+        if let Some(s) = &self.session {
+            headers.insert("mcp-session-id", HeaderValue::from_str(s).unwrap());
+        }
+        for (k, v) in extra {
+            headers.insert(reqwest::header::HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+        }
+        let resp = self.http.post(&self.url).headers(headers).body(body).send().await.expect("POST");
+        let (status, headers) = (resp.status().as_u16(), resp.headers().clone());
+        Reply { status, headers, body: resp.text().await.unwrap_or_default() }
+    }
+
+    pub async fn post(&self, body: &str) -> Reply {
+        self.post_with(body.to_string(), &[]).await
+    }
+
+    /// initialize + notifications/initialized; remembers the session id.
+    pub async fn initialize(&mut self, version: &str) -> serde_json::Value {
+        self.session = None;
+        let reply = self.post(&initialize_body(version)).await;
+        assert_eq!(reply.status, 200, "initialize failed: {}", reply.body);
+        let session = reply.headers.get("mcp-session-id").expect("session header").to_str().unwrap().to_string();
+        self.session = Some(session);
+        let ack = self.post(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#).await;
+        assert_eq!(ack.status, 202, "initialized: {}", ack.body);
+        // The initialize answer may come as JSON or as SSE.
+        if reply.content_type().starts_with("text/event-stream") {
+            reply.sse_messages().pop().expect("initialize result")
+        } else {
+            reply.json()
+        }
+    }
+
+    /// A tools/call; returns the reply as-is.
+    pub async fn call_tool(&self, id: u64, name: &str, arguments: serde_json::Value) -> Reply {
+        let body = serde_json::json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{"name":name,"arguments":arguments}});
+        self.post(&body.to_string()).await
+    }
+
+    pub async fn get(&self, extra: &[(&str, &str)]) -> reqwest::Response {
+        let mut req = self.http.get(&self.url).header("accept", "text/event-stream");
+        if let Some(s) = &self.session {
+            req = req.header("mcp-session-id", s);
+        }
+        for (k, v) in extra {
+            req = req.header(*k, *v);
+        }
+        req.send().await.expect("GET")
+    }
+
+    pub async fn delete(&self) -> u16 {
+        let mut req = self.http.delete(&self.url);
+        if let Some(s) = &self.session {
+            req = req.header("mcp-session-id", s);
+        }
+        req.send().await.expect("DELETE").status().as_u16()
+    }
+}
