@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::http::StatusCode;
-use axum::response::Response;
 use axum::routing::{get, post};
 use berth_fleet::{ServerLog, ServerSpec, Upstream};
 use berth_wire::ErrorCode;
@@ -16,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::EdgeConfig;
 use crate::guard::{OriginPolicy, check_origin};
-use crate::reply::rpc_error;
+use crate::reply::{Refusal, rpc_error};
 use crate::session::{STANDALONE, Session, new_session_id};
 use crate::{legacy, streamable};
 
@@ -77,7 +76,7 @@ impl Gateway {
     }
 
     /// The server called `name`, or the 404 to answer with.
-    pub(crate) fn server(&self, name: &str) -> Result<&Arc<Server>, Response> {
+    pub(crate) fn server(&self, name: &str) -> Result<&Arc<Server>, Refusal> {
         self.servers.get(name).ok_or_else(|| {
             let known: Vec<&str> = self.servers.keys().map(String::as_str).collect();
             rpc_error(
@@ -102,7 +101,7 @@ impl Gateway {
         self: &Arc<Self>,
         server: &Arc<Server>,
         legacy: bool,
-    ) -> Result<Arc<Session>, Response> {
+    ) -> Result<Arc<Session>, Refusal> {
         if self.shutting_down.is_cancelled() {
             return Err(rpc_error(
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use berth_wire::ErrorCode;
 
 use crate::EdgeConfig;
@@ -77,7 +77,7 @@ impl OriginPolicy {
             && origin.split_once("://").is_some_and(|(scheme, authority)| {
                 matches!(scheme, "http" | "https") && LOOPBACK_NAMES.contains(&host_name(authority))
             });
-        if same_origin || loopback || self.origins.iter().any(|o| *o == origin) {
+        if same_origin || loopback || self.origins.contains(&origin) {
             Ok(())
         } else {
             Err(format!(
@@ -118,7 +118,8 @@ pub(crate) async fn check_origin(
             None,
             ErrorCode::FORBIDDEN,
             format!("Forbidden: {why}"),
-        );
+        )
+        .into_response();
     }
     next.run(request).await
 }

@@ -15,12 +15,12 @@ use berth_wire::{ErrorCode, Kind, Message, SseEvent, to_single_line};
 use serde::Deserialize;
 
 use crate::gateway::Gateway;
-use crate::reply::rpc_error;
+use crate::reply::{Reply, rpc_error};
 use crate::session::STANDALONE;
 use crate::streamable::{Calls, call, check_content_type, forward, pump, read_body};
 
 pub(crate) async fn connect(State(gw): State<Arc<Gateway>>, Path(name): Path<String>) -> Response {
-    let run = || -> Result<Response, Response> {
+    let run = || -> Reply {
         let server = gw.server(&name)?.clone();
         let session = gw.start_session(&server, true)?;
         gw.register(&session);
@@ -28,7 +28,7 @@ pub(crate) async fn connect(State(gw): State<Arc<Gateway>>, Path(name): Path<Str
         let first = SseEvent::frame(None, Some("endpoint"), endpoint.as_bytes());
         Ok(session.sse(STANDALONE, 0, Some(first)))
     };
-    run().unwrap_or_else(|r| r)
+    run().unwrap_or_else(IntoResponse::into_response)
 }
 
 #[derive(Deserialize)]
@@ -77,7 +77,7 @@ pub(crate) async fn message(
         } else {
             forward(&gw, &session, &msg)?;
         }
-        Ok::<_, Response>((StatusCode::ACCEPTED, "Accepted").into_response())
+        Ok::<_, crate::reply::Refusal>((StatusCode::ACCEPTED, "Accepted").into_response())
     };
-    run.await.unwrap_or_else(|r| r)
+    run.await.unwrap_or_else(IntoResponse::into_response)
 }

@@ -18,14 +18,37 @@ pub(crate) fn json(status: StatusCode, body: Bytes) -> Response {
         .into_response()
 }
 
-/// An HTTP error whose body is a JSON-RPC error a person can act on.
+/// A request refused before (or instead of) reaching a server: an HTTP status
+/// and a JSON-RPC error body a person can act on.
+#[derive(Debug)]
+pub(crate) struct Refusal {
+    status: StatusCode,
+    body: Bytes,
+}
+
+impl Refusal {
+    pub(crate) fn new(status: StatusCode, body: Bytes) -> Refusal {
+        Refusal { status, body }
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        json(self.status, self.body)
+    }
+}
+
+/// What a handler returns: a response, or a refusal.
+pub(crate) type Reply = Result<Response, Refusal>;
+
+/// A refusal whose body is a JSON-RPC error with `code` and `message`.
 pub(crate) fn rpc_error(
     status: StatusCode,
     id: Option<&str>,
     code: i64,
     message: impl AsRef<str>,
-) -> Response {
-    json(
+) -> Refusal {
+    Refusal::new(
         status,
         berth_wire::error_response(id, code, message.as_ref(), None),
     )

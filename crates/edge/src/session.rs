@@ -337,15 +337,11 @@ impl Drop for Reader {
         }
         session.touch();
         // A legacy session lives exactly as long as its SSE connection.
-        if session.legacy && !session.ended.is_cancelled() {
-            if let Some(gateway) = session.gateway.upgrade() {
-                let session = session.clone();
-                tokio::spawn(async move {
-                    gateway
-                        .end_session(&session, "the client closed its SSE connection")
-                        .await
-                });
-            }
+        if session.legacy
+            && !session.ended.is_cancelled()
+            && let Some(gateway) = session.gateway.upgrade()
+        {
+            tokio::spawn(gateway.end_session(session, "the client closed its SSE connection"));
         }
     }
 }

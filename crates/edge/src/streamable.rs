@@ -19,13 +19,11 @@ use serde_json::value::RawValue;
 use tokio::time::Instant;
 
 use crate::gateway::{Gateway, Server};
-use crate::reply::{failure_body, json, rpc_error};
+use crate::reply::{Refusal, Reply, failure_body, json, rpc_error};
 use crate::session::{SESSION_HEADER, STANDALONE, Session};
 
 const VERSION_HEADER: &str = "mcp-protocol-version";
 const LAST_EVENT_ID: &str = "last-event-id";
-
-type Reply = Result<Response, Response>;
 
 pub(crate) async fn post(
     State(gw): State<Arc<Gateway>>,
@@ -35,7 +33,7 @@ pub(crate) async fn post(
 ) -> Response {
     post_inner(gw, &name, headers, body)
         .await
-        .unwrap_or_else(|r| r)
+        .unwrap_or_else(IntoResponse::into_response)
 }
 
 async fn post_inner(gw: Arc<Gateway>, name: &str, headers: HeaderMap, body: Body) -> Reply {
@@ -155,7 +153,7 @@ async fn initialize(
         Ok(exchange) => exchange,
         Err(failure) => {
             gw.end_session(&session, &failure.message).await;
-            return Err(json(
+            return Err(Refusal::new(
                 StatusCode::BAD_GATEWAY,
                 failure_body(raw_id.as_deref(), &failure),
             ));
@@ -193,7 +191,7 @@ async fn initialize(
             }
             Ok(Some(Delivery::Failed(failure))) => {
                 gw.end_session(&session, &failure.message).await;
-                return Err(json(
+                return Err(Refusal::new(
                     StatusCode::BAD_GATEWAY,
                     failure_body(raw_id.as_deref(), &failure),
                 ));
@@ -230,7 +228,7 @@ pub(crate) async fn get(
     Path(name): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    get_inner(gw, &name, headers).unwrap_or_else(|r| r)
+    get_inner(gw, &name, headers).unwrap_or_else(IntoResponse::into_response)
 }
 
 fn get_inner(gw: Arc<Gateway>, name: &str, headers: HeaderMap) -> Reply {
@@ -290,7 +288,7 @@ pub(crate) async fn delete(
         tokio::spawn(gw.end_session(&session, "the client ended the session (DELETE)"));
         Ok(StatusCode::OK.into_response())
     };
-    run().unwrap_or_else(|r| r)
+    run().unwrap_or_else(IntoResponse::into_response)
 }
 
 /// A request sent upstream, and the id to answer it with.
@@ -299,7 +297,7 @@ pub(crate) struct Call {
     raw_id: String,
 }
 
-pub(crate) fn call(gw: &Gateway, session: &Arc<Session>, msg: &Message) -> Result<Call, Response> {
+pub(crate) fn call(gw: &Gateway, session: &Arc<Session>, msg: &Message) -> Result<Call, Refusal> {
     match session.upstream.call(msg) {
         Ok(exchange) => Ok(Call {
             exchange,
@@ -308,14 +306,14 @@ pub(crate) fn call(gw: &Gateway, session: &Arc<Session>, msg: &Message) -> Resul
         Err(failure) if session.upstream.closed().is_some() => {
             Err(session_gone(gw, session, &failure.message))
         }
-        Err(failure) => Err(json(
+        Err(failure) => Err(Refusal::new(
             StatusCode::BAD_REQUEST,
             failure_body(msg.raw_id().as_deref(), &failure),
         )),
     }
 }
 
-pub(crate) fn forward(gw: &Gateway, session: &Arc<Session>, msg: &Message) -> Result<(), Response> {
+pub(crate) fn forward(gw: &Gateway, session: &Arc<Session>, msg: &Message) -> Result<(), Refusal> {
     session
         .upstream
         .send(msg)
@@ -323,7 +321,7 @@ pub(crate) fn forward(gw: &Gateway, session: &Arc<Session>, msg: &Message) -> Re
 }
 
 /// 404 for a session whose process is gone, so the client re-initializes.
-fn session_gone(gw: &Gateway, session: &Arc<Session>, why: &str) -> Response {
+fn session_gone(gw: &Gateway, session: &Arc<Session>, why: &str) -> Refusal {
     tokio::spawn(gw.end_session(session, why));
     rpc_error(
         StatusCode::NOT_FOUND,
@@ -527,7 +525,7 @@ pub(crate) fn session_for(
     gw: &Gateway,
     server: &Arc<Server>,
     headers: &HeaderMap,
-) -> Result<Arc<Session>, Response> {
+) -> Result<Arc<Session>, Refusal> {
     let Some(id) = headers.get(SESSION_HEADER) else {
         return Err(rpc_error(
             StatusCode::BAD_REQUEST,
@@ -550,7 +548,7 @@ pub(crate) fn session_for(
         })
 }
 
-fn check_version(headers: &HeaderMap) -> Result<(), Response> {
+fn check_version(headers: &HeaderMap) -> Result<(), Refusal> {
     let Some(value) = headers.get(VERSION_HEADER) else {
         return Ok(());
     };
@@ -568,7 +566,7 @@ fn check_version(headers: &HeaderMap) -> Result<(), Response> {
     }
 }
 
-pub(crate) fn check_content_type(headers: &HeaderMap) -> Result<(), Response> {
+pub(crate) fn check_content_type(headers: &HeaderMap) -> Result<(), Refusal> {
     let ok = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -609,7 +607,7 @@ pub(crate) async fn read_body(
     headers: &HeaderMap,
     body: Body,
     limit: usize,
-) -> Result<Bytes, Response> {
+) -> Result<Bytes, Refusal> {
     let too_large = || {
         rpc_error(
             StatusCode::PAYLOAD_TOO_LARGE,

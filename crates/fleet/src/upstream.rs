@@ -57,10 +57,24 @@ pub enum Delivery {
 }
 
 /// A request in flight: receives what the server sends about it.
-#[derive(Debug)]
+///
+/// Dropping it before the answer came stops routing for the request (the
+/// answer, if it ever comes, is dropped), so an abandoned request does not
+/// keep its session busy forever.
 pub struct Exchange {
     id: IdKey,
     rx: mpsc::UnboundedReceiver<Delivery>,
+    upstream: std::sync::Weak<Shared>,
+    settled: bool,
+}
+
+impl std::fmt::Debug for Exchange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Exchange")
+            .field("id", &self.id)
+            .field("settled", &self.settled)
+            .finish()
+    }
 }
 
 impl Exchange {
@@ -71,7 +85,19 @@ impl Exchange {
     /// The next delivery; `None` once the request is settled or was cancelled
     /// by the client (a cancelled request gets no response).
     pub async fn next(&mut self) -> Option<Delivery> {
-        self.rx.recv().await
+        let delivery = self.rx.recv().await;
+        self.settled |= !matches!(delivery, Some(Delivery::Message(_)));
+        delivery
+    }
+}
+
+impl Drop for Exchange {
+    fn drop(&mut self) {
+        if !self.settled
+            && let Some(shared) = self.upstream.upgrade()
+        {
+            shared.forget(&self.id);
+        }
     }
 }
 
@@ -130,6 +156,20 @@ impl Shared {
             ErrorCode::UPSTREAM_CLOSED,
             format!("server `{}` {what}", self.server),
         )
+    }
+
+    /// Stops routing for request `id`; false if it was not in flight.
+    fn forget(&self, id: &IdKey) -> bool {
+        let mut routes = self.routes();
+        match routes.pending.remove(id) {
+            Some(p) => {
+                if let Some(token) = p.progress_token {
+                    routes.tokens.remove(&token);
+                }
+                true
+            }
+            None => false,
+        }
     }
 
     /// Sends one message from the server where it belongs.
@@ -359,7 +399,12 @@ impl Upstream {
                 .closed()
                 .unwrap_or_else(|| self.shared.closed_failure("is gone")));
         }
-        Ok(Exchange { id, rx })
+        Ok(Exchange {
+            id,
+            rx,
+            upstream: Arc::downgrade(&self.shared),
+            settled: false,
+        })
     }
 
     /// Sends a notification, or a response to a request the server made.
@@ -369,10 +414,10 @@ impl Upstream {
         }
         if msg.method() == Some("notifications/cancelled") {
             // The server should not answer a cancelled request; settle it here.
-            if let Ok(env) = berth_wire::Envelope::parse(&msg.bytes) {
-                if let Some(id) = env.cancelled_request() {
-                    self.forget(&id);
-                }
+            if let Ok(env) = berth_wire::Envelope::parse(&msg.bytes)
+                && let Some(id) = env.cancelled_request()
+            {
+                self.forget(&id);
             }
         }
         self.shared.stdin.send(msg.bytes.clone()).map_err(|_| {
@@ -395,16 +440,7 @@ impl Upstream {
     }
 
     fn forget(&self, id: &IdKey) -> bool {
-        let mut routes = self.shared.routes();
-        match routes.pending.remove(id) {
-            Some(p) => {
-                if let Some(token) = p.progress_token {
-                    routes.tokens.remove(&token);
-                }
-                true
-            }
-            None => false,
-        }
+        self.shared.forget(id)
     }
 
     /// How many requests are waiting for an answer.

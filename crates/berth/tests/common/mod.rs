@@ -15,7 +15,10 @@ pub const ACCEPT_BOTH: &str = "application/json, text/event-stream";
 
 /// The repository root.
 pub fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("repo root")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("repo root")
 }
 
 pub fn berth_bin() -> PathBuf {
@@ -46,13 +49,20 @@ pub fn node_modules() -> PathBuf {
 
 pub fn python() -> PathBuf {
     let py = repo().join("tests/python/.venv/bin/python");
-    assert!(py.exists(), "{} is missing: run tests/setup.sh (the README's test command runs it)", py.display());
+    assert!(
+        py.exists(),
+        "{} is missing: run tests/setup.sh (the README's test command runs it)",
+        py.display()
+    );
     py
 }
 
 /// A `[servers.NAME]` table running the fixture in `mode`.
 pub fn fixture_server(name: &str, mode: &str) -> String {
-    format!("[servers.{name}]\ncommand = {:?}\nargs = [{mode:?}]\n", fixture_bin().display().to_string())
+    format!(
+        "[servers.{name}]\ncommand = {:?}\nargs = [{mode:?}]\n",
+        fixture_bin().display().to_string()
+    )
 }
 
 /// A `[servers.NAME]` table running an npm reference server from tests/node with node.
@@ -82,9 +92,15 @@ impl Berth {
     pub fn start(gateway: &str, servers: &str) -> Berth {
         let dir = tempfile::tempdir().expect("temp dir");
         let config = dir.path().join("berth.toml");
-        std::fs::write(&config, format!("[gateway]\nlisten = \"127.0.0.1:0\"\n{gateway}\n\n{servers}"))
-            .expect("write config");
-        Berth::spawn(&["serve", "--config", config.to_str().expect("utf-8 path")], dir)
+        std::fs::write(
+            &config,
+            format!("[gateway]\nlisten = \"127.0.0.1:0\"\n{gateway}\n\n{servers}"),
+        )
+        .expect("write config");
+        Berth::spawn(
+            &["serve", "--config", config.to_str().expect("utf-8 path")],
+            dir,
+        )
     }
 
     /// Starts `berth` with raw arguments (e.g. `serve --listen ...` on the embedded default).
@@ -107,7 +123,11 @@ impl Berth {
                 }
             }
         });
-        let mut berth = Berth { child: Some(child), addr: "127.0.0.1:0".parse().unwrap(), dir };
+        let mut berth = Berth {
+            child: Some(child),
+            addr: "127.0.0.1:0".parse().unwrap(),
+            dir,
+        };
         match rx.recv_timeout(Duration::from_secs(30)) {
             Ok(addr) => berth.addr = addr.parse().expect("listen address"),
             Err(_) => panic!("berth did not start within 30 s; log:\n{}", berth.log()),
@@ -146,7 +166,10 @@ impl Berth {
                 return kids;
             }
             if Instant::now() > deadline {
-                panic!("expected {n} live children, found {kids:?}; log:\n{}", self.log());
+                panic!(
+                    "expected {n} live children, found {kids:?}; log:\n{}",
+                    self.log()
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -161,17 +184,20 @@ impl Berth {
 
 impl Drop for Berth {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            if terminate(&mut child, Duration::from_secs(10)).is_none() {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
+        if let Some(mut child) = self.child.take()
+            && terminate(&mut child, Duration::from_secs(10)).is_none()
+        {
+            let _ = child.kill();
+            let _ = child.wait();
         }
     }
 }
 
 fn terminate(child: &mut Child, within: Duration) -> Option<ExitStatus> {
-    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM);
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
     let deadline = Instant::now() + within;
     loop {
         if let Ok(Some(status)) = child.try_wait() {
@@ -187,12 +213,24 @@ fn terminate(child: &mut Child, within: Duration) -> Option<ExitStatus> {
 /// Processes whose parent is `pid`, with their state (R, S, Z...).
 pub fn children_of(pid: u32) -> Vec<(u32, char)> {
     let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir("/proc") else { return out };
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return out;
+    };
     for entry in entries.flatten() {
-        let Some(child) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else { continue };
+        let Some(child) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
+            continue;
+        };
         // pid (comm) state ppid ...: comm may contain spaces, so split after the last ')'.
-        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else { continue };
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
+            continue;
+        };
         let mut fields = rest.split(' ');
         let state = fields.next().and_then(|s| s.chars().next()).unwrap_or('?');
         let ppid = fields.next().and_then(|s| s.parse::<u32>().ok());
@@ -207,7 +245,11 @@ pub fn children_of(pid: u32) -> Vec<(u32, char)> {
 pub fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).map(str::to_owned))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .map(str::to_owned)
+        })
         .and_then(|l| l.split_whitespace().nth(1).and_then(|n| n.parse().ok()))
         .unwrap_or(0)
 }
@@ -231,7 +273,10 @@ pub fn run_with_timeout(cmd: &mut Command, within: Duration) -> (bool, String) {
         }
         if Instant::now() > deadline {
             // Kill the whole group: npx and node spawn children of their own.
-            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGKILL);
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
             let _ = child.wait();
             break None;
         }
@@ -261,16 +306,23 @@ pub struct Reply {
 
 impl Reply {
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", self.body))
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", self.body))
     }
 
     /// The JSON-RPC error message of the body.
     pub fn error_message(&self) -> String {
-        self.json()["error"]["message"].as_str().unwrap_or_else(|| panic!("no error message in {}", self.body)).to_string()
+        self.json()["error"]["message"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no error message in {}", self.body))
+            .to_string()
     }
 
     pub fn content_type(&self) -> &str {
-        self.headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default()
+        self.headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
     }
 
     /// The JSON messages of an SSE body (data lines of each event, joined).
@@ -282,9 +334,13 @@ impl Reply {
 pub fn sse_messages(body: &str) -> Vec<serde_json::Value> {
     body.split("\n\n")
         .filter_map(|event| {
-            let data: Vec<&str> = event.lines().filter_map(|l| l.strip_prefix("data: ").or_else(|| l.strip_prefix("data:"))).collect();
+            let data: Vec<&str> = event
+                .lines()
+                .filter_map(|l| l.strip_prefix("data: ").or_else(|| l.strip_prefix("data:")))
+                .collect();
             let joined = data.join("\n");
-            (!joined.trim().is_empty()).then(|| serde_json::from_str(&joined).expect("SSE data is JSON"))
+            (!joined.trim().is_empty())
+                .then(|| serde_json::from_str(&joined).expect("SSE data is JSON"))
         })
         .collect()
 }
@@ -297,7 +353,11 @@ pub fn initialize_body(version: &str) -> String {
 
 impl Raw {
     pub fn new(url: String) -> Raw {
-        Raw { http: reqwest::Client::new(), url, session: None }
+        Raw {
+            http: reqwest::Client::new(),
+            url,
+            session: None,
+        }
     }
 
     /// POSTs `body` with the usual MCP headers plus `extra` (which may override them).
@@ -309,11 +369,25 @@ impl Raw {
             headers.insert("mcp-session-id", HeaderValue::from_str(s).unwrap());
         }
         for (k, v) in extra {
-            headers.insert(reqwest::header::HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+            headers.insert(
+                reqwest::header::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
         }
-        let resp = self.http.post(&self.url).headers(headers).body(body).send().await.expect("POST");
+        let resp = self
+            .http
+            .post(&self.url)
+            .headers(headers)
+            .body(body)
+            .send()
+            .await
+            .expect("POST");
         let (status, headers) = (resp.status().as_u16(), resp.headers().clone());
-        Reply { status, headers, body: resp.text().await.unwrap_or_default() }
+        Reply {
+            status,
+            headers,
+            body: resp.text().await.unwrap_or_default(),
+        }
     }
 
     pub async fn post(&self, body: &str) -> Reply {
@@ -325,9 +399,17 @@ impl Raw {
         self.session = None;
         let reply = self.post(&initialize_body(version)).await;
         assert_eq!(reply.status, 200, "initialize failed: {}", reply.body);
-        let session = reply.headers.get("mcp-session-id").expect("session header").to_str().unwrap().to_string();
+        let session = reply
+            .headers
+            .get("mcp-session-id")
+            .expect("session header")
+            .to_str()
+            .unwrap()
+            .to_string();
         self.session = Some(session);
-        let ack = self.post(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#).await;
+        let ack = self
+            .post(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#)
+            .await;
         assert_eq!(ack.status, 202, "initialized: {}", ack.body);
         // The initialize answer may come as JSON or as SSE.
         if reply.content_type().starts_with("text/event-stream") {
@@ -344,7 +426,10 @@ impl Raw {
     }
 
     pub async fn get(&self, extra: &[(&str, &str)]) -> reqwest::Response {
-        let mut req = self.http.get(&self.url).header("accept", "text/event-stream");
+        let mut req = self
+            .http
+            .get(&self.url)
+            .header("accept", "text/event-stream");
         if let Some(s) = &self.session {
             req = req.header("mcp-session-id", s);
         }

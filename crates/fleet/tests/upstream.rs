@@ -1,0 +1,158 @@
+//! The process lifecycle against small shell scripts standing in for servers.
+
+use std::time::Duration;
+
+use berth_fleet::{Delivery, ServerLog, ServerSpec, ShutdownGrace, Upstream};
+use berth_wire::Message;
+use bytes::Bytes;
+
+fn sh(name: &str, script: &str) -> ServerSpec {
+    let mut spec = ServerSpec::new(name, "sh");
+    spec.args = vec!["-c".into(), script.into()];
+    spec.shutdown = ShutdownGrace {
+        after_close: Duration::from_millis(200),
+        after_term: Duration::from_millis(200),
+    };
+    spec
+}
+
+fn msg(s: &str) -> Message {
+    Message::parse(Bytes::copy_from_slice(s.as_bytes())).unwrap()
+}
+
+async fn settle(mut exchange: berth_fleet::Exchange) -> Delivery {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), exchange.next())
+            .await
+            .expect("no answer in 5 s")
+        {
+            Some(Delivery::Message(_)) => continue,
+            Some(d) => return d,
+            None => panic!("exchange ended without an answer"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn routes_answers_and_interim_messages_by_id_and_token() {
+    let script = r#"read a; read b
+echo '{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":"t1","progress":1}}'
+echo '{"jsonrpc":"2.0","id":2,"result":{"n":2}}'
+echo '{"jsonrpc":"2.0","id":1,"result":{"n":1}}'
+read c"#;
+    let (up, _unsolicited) =
+        Upstream::spawn(&sh("routes", script), ServerLog::new("routes", 10)).unwrap();
+    let mut first = up
+        .call(&msg(
+            r#"{"jsonrpc":"2.0","id":1,"method":"a","params":{"_meta":{"progressToken":"t1"}}}"#,
+        ))
+        .unwrap();
+    let second = up
+        .call(&msg(r#"{"jsonrpc":"2.0","id":2,"method":"b"}"#))
+        .unwrap();
+    match first.next().await {
+        Some(Delivery::Message(m)) => assert_eq!(m.method(), Some("notifications/progress")),
+        other => panic!("expected the progress notification first, got {other:?}"),
+    }
+    let Delivery::Response(r2) = settle(second).await else {
+        panic!("no answer for id 2")
+    };
+    assert_eq!(
+        &r2.bytes[..],
+        br#"{"jsonrpc":"2.0","id":2,"result":{"n":2}}"#
+    );
+    let Delivery::Response(r1) = settle(first).await else {
+        panic!("no answer for id 1")
+    };
+    assert!(r1.bytes.ends_with(br#"{"n":1}}"#));
+    up.shutdown("test over").await;
+}
+
+#[tokio::test]
+async fn an_exit_fails_requests_in_flight_with_status_and_stderr() {
+    let (up, _u) = Upstream::spawn(
+        &sh("dies", "read line; echo 'oops: out of cheese' >&2; exit 7"),
+        ServerLog::new("dies", 10),
+    )
+    .unwrap();
+    let exchange = up
+        .call(&msg(r#"{"jsonrpc":"2.0","id":"x","method":"tools/call"}"#))
+        .unwrap();
+    let Delivery::Failed(failure) = settle(exchange).await else {
+        panic!("expected a failure")
+    };
+    assert_eq!(failure.code, berth_wire::ErrorCode::UPSTREAM_CLOSED);
+    assert!(
+        failure.message.contains("exited with status 7"),
+        "{}",
+        failure.message
+    );
+    assert!(
+        failure.message.contains("out of cheese"),
+        "{}",
+        failure.message
+    );
+    // Later requests fail at once with the same cause.
+    let again = up
+        .call(&msg(r#"{"jsonrpc":"2.0","id":"y","method":"ping"}"#))
+        .unwrap_err();
+    assert!(again.message.contains("status 7"));
+}
+
+#[tokio::test]
+async fn stop_escalates_to_sigkill_and_reaps_the_whole_group() {
+    let log = ServerLog::new("stubborn", 50);
+    // Ignores stdin EOF and SIGTERM; its `sleep` child is in the same group.
+    let (up, _u) = Upstream::spawn(
+        &sh("stubborn", "trap '' TERM; while :; do sleep 1; done"),
+        log.clone(),
+    )
+    .unwrap();
+    let pid = up.pid();
+    tokio::time::timeout(Duration::from_secs(5), up.shutdown("test over"))
+        .await
+        .expect("shutdown hung");
+    assert!(
+        log.snapshot().iter().any(|l| l.text.contains("SIGKILL")),
+        "{:?}",
+        log.snapshot()
+    );
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "process {pid} still exists"
+    );
+}
+
+#[tokio::test]
+async fn overlong_lines_stop_the_server() {
+    let mut spec = sh(
+        "flood",
+        "read line; head -c 100000 /dev/zero | tr '\\0' 'x'; echo; read more",
+    );
+    spec.max_message_bytes = 1000;
+    let (up, _u) = Upstream::spawn(&spec, ServerLog::new("flood", 10)).unwrap();
+    let exchange = up
+        .call(&msg(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call"}"#))
+        .unwrap();
+    let Delivery::Failed(failure) = settle(exchange).await else {
+        panic!("expected a failure")
+    };
+    assert!(
+        failure.message.contains("1000-byte limit"),
+        "{}",
+        failure.message
+    );
+}
+
+#[tokio::test]
+async fn a_missing_command_is_a_spawn_error() {
+    let err = Upstream::spawn(
+        &ServerSpec::new("ghost", "/nonexistent/berth-test"),
+        ServerLog::new("ghost", 10),
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("could not start server `ghost`"),
+        "{err}"
+    );
+}
