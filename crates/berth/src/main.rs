@@ -118,6 +118,12 @@ async fn serve(
         .with_context(|| format!("cannot listen on {}", config.gateway.listen))?;
     let mut edge = config.edge();
     edge.listen = listener.local_addr()?;
+    if !edge.listen.ip().is_loopback() {
+        tracing::warn!(
+            "listening on {} (not loopback) without client authentication: anyone who can reach this address can use every server; put an authenticating proxy in front",
+            edge.listen
+        );
+    }
     let gateway = Gateway::new(edge.clone(), config.server_specs());
     announce(&gateway, &edge.listen, config_path.is_none());
     Arc::clone(&gateway)

@@ -10,26 +10,51 @@ use common::*;
 
 fn everything_and_memory(dir: &std::path::Path) -> String {
     let memory_file = dir.join("memory.jsonl").display().to_string();
-    npm_server("everything", "@modelcontextprotocol/server-everything", &["stdio"], &[])
-        + &npm_server("memory", "@modelcontextprotocol/server-memory", &[], &[("MEMORY_FILE_PATH", &memory_file)])
+    npm_server(
+        "everything",
+        "@modelcontextprotocol/server-everything",
+        &["stdio"],
+        &[],
+    ) + &npm_server(
+        "memory",
+        "@modelcontextprotocol/server-memory",
+        &[],
+        &[("MEMORY_FILE_PATH", &memory_file)],
+    )
 }
 
 fn node_client(berth: &Berth, path: &str, mode: &str) {
     let script = repo().join("tests/node/client.mjs");
     let (ok, out) = run_with_timeout(
-        Command::new("node").arg(script).arg(format!("{}{path}", berth.base())).arg(mode).env("BERTH_E2E_STRICT", "1"),
+        Command::new("node")
+            .arg(script)
+            .arg(format!("{}{path}", berth.base()))
+            .arg(mode)
+            .env("BERTH_E2E_STRICT", "1"),
         Duration::from_secs(90),
     );
-    assert!(ok, "TypeScript SDK client ({mode} at {path}) failed:\n{out}\n--- berth log ---\n{}", berth.log());
+    assert!(
+        ok,
+        "TypeScript SDK client ({mode} at {path}) failed:\n{out}\n--- berth log ---\n{}",
+        berth.log()
+    );
 }
 
 fn python_client(berth: &Berth, path: &str, mode: &str) {
     let script = repo().join("tests/python/client.py");
     let (ok, out) = run_with_timeout(
-        Command::new(python()).arg(script).arg(format!("{}{path}", berth.base())).arg(mode).env("BERTH_E2E_STRICT", "1"),
+        Command::new(python())
+            .arg(script)
+            .arg(format!("{}{path}", berth.base()))
+            .arg(mode)
+            .env("BERTH_E2E_STRICT", "1"),
         Duration::from_secs(90),
     );
-    assert!(ok, "Python SDK client ({mode} at {path}) failed:\n{out}\n--- berth log ---\n{}", berth.log());
+    assert!(
+        ok,
+        "Python SDK client ({mode} at {path}) failed:\n{out}\n--- berth log ---\n{}",
+        berth.log()
+    );
 }
 
 #[test]

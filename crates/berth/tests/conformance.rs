@@ -16,11 +16,23 @@ fn run_suite(berth: &Berth, extra: &[&str]) -> String {
     // "legitimate" Host and Origin from this URL.
     let url = format!("http://localhost:{}/mcp/conformance", berth.addr.port());
     let (ok, out) = run_with_timeout(
-        Command::new(bin).args(["server", "--url", &url, "-o"]).arg(&out_dir).args(extra),
+        Command::new(bin)
+            .args(["server", "--url", &url, "-o"])
+            .arg(&out_dir)
+            .args(extra),
         Duration::from_secs(300),
     );
-    let summary = out.lines().rev().find(|l| l.starts_with("Total:")).unwrap_or_default().to_string();
-    assert!(ok && summary.contains(" 0 failed"), "conformance {extra:?} failed: {summary}\n{out}\n--- berth log ---\n{}", berth.log());
+    let summary = out
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("Total:"))
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        ok && summary.contains(" 0 failed"),
+        "conformance {extra:?} failed: {summary}\n{out}\n--- berth log ---\n{}",
+        berth.log()
+    );
     // No scenario may have failed a check, whatever the summary counts.
     let failures = find_failures(&out_dir);
     assert!(failures.is_empty(), "failed checks: {failures:?}");
@@ -31,12 +43,22 @@ fn run_suite(berth: &Berth, extra: &[&str]) -> String {
 /// `FAILURE` checks in the suite's checks.json files.
 fn find_failures(dir: &std::path::Path) -> Vec<String> {
     let mut failures = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else { return failures };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return failures;
+    };
     for entry in entries.flatten() {
-        let Ok(text) = std::fs::read_to_string(entry.path().join("checks.json")) else { continue };
-        let Ok(checks) = serde_json::from_str::<Vec<serde_json::Value>>(&text) else { continue };
+        let Ok(text) = std::fs::read_to_string(entry.path().join("checks.json")) else {
+            continue;
+        };
+        let Ok(checks) = serde_json::from_str::<Vec<serde_json::Value>>(&text) else {
+            continue;
+        };
         for check in checks.iter().filter(|c| c["status"] == "FAILURE") {
-            failures.push(format!("{}: {}", entry.file_name().to_string_lossy(), check["id"]));
+            failures.push(format!(
+                "{}: {}",
+                entry.file_name().to_string_lossy(),
+                check["id"]
+            ));
         }
     }
     failures
@@ -44,7 +66,10 @@ fn find_failures(dir: &std::path::Path) -> Vec<String> {
 
 #[test]
 fn conformance_suite_passes_through_berth_and_leaves_no_process() {
-    let berth = Berth::start("session_idle_timeout = \"3s\"", &fixture_server("conformance", "everything"));
+    let berth = Berth::start(
+        "session_idle_timeout = \"3s\"",
+        &fixture_server("conformance", "everything"),
+    );
     let baseline = berth.children().len();
     let active = run_suite(&berth, &[]);
     let all = run_suite(&berth, &["--suite", "all"]);

@@ -7,7 +7,10 @@ use common::repo;
 
 fn readme_commands() -> (String, String) {
     let readme = std::fs::read_to_string(repo().join("README.md")).expect("README.md");
-    let block = readme.split("```").nth(1).expect("README starts with a code block");
+    let block = readme
+        .split("```")
+        .nth(1)
+        .expect("README starts with a code block");
     let mut lines = block.lines().skip(1).filter(|l| !l.trim().is_empty());
     let strip = |l: &str| l.split('#').next().unwrap_or_default().trim().to_string();
     let run = strip(lines.next().expect("run command"));
@@ -28,5 +31,8 @@ fn ci_runs_the_readme_test_command() {
     let (_, test) = readme_commands();
     assert_eq!(test, "./test.sh");
     let ci = std::fs::read_to_string(repo().join(".ci/run")).expect(".ci/run");
-    assert!(ci.lines().any(|l| l.trim() == format!("exec {test}")), ".ci/run must exec {test}:\n{ci}");
+    assert!(
+        ci.lines().any(|l| l.trim() == format!("exec {test}")),
+        ".ci/run must exec {test}:\n{ci}"
+    );
 }
