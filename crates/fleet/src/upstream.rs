@@ -202,15 +202,17 @@ impl Shared {
                 return;
             }
             _ if is_unrelated(msg.method()) => None,
-            _ => match &msg.progress_token {
-                Some(token) => routes
-                    .tokens
-                    .get(token)
-                    .and_then(|id| routes.pending.get(id)),
-                // stdio carries no link from a message to the request it is
-                // about; the most recent request in flight is the best guess.
-                None => routes.pending.values().max_by_key(|p| p.seq),
-            },
+            // Progress names its request by token. (A request from the server
+            // may carry a progress token of its own: that one is the server's,
+            // in another namespace, and says nothing about where it belongs.)
+            Kind::Notification if msg.method() == Some("notifications/progress") => msg
+                .progress_token
+                .as_ref()
+                .and_then(|token| routes.tokens.get(token))
+                .and_then(|id| routes.pending.get(id)),
+            // stdio carries no link from a message to the request it is about;
+            // the most recent request in flight is the best guess.
+            _ => routes.pending.values().max_by_key(|p| p.seq),
         };
         match target {
             Some(p) => {

@@ -156,3 +156,35 @@ async fn a_missing_command_is_a_spawn_error() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn a_server_request_goes_to_the_request_in_flight_whatever_its_own_token() {
+    // rmcp servers put a progress token of their own on every request they send.
+    let script = r#"read a
+echo '{"jsonrpc":"2.0","id":0,"method":"sampling/createMessage","params":{"_meta":{"progressToken":0}}}'
+read reply
+echo '{"jsonrpc":"2.0","id":1,"result":{}}'
+read more"#;
+    let (up, mut unsolicited) =
+        Upstream::spawn(&sh("sampler", script), ServerLog::new("sampler", 10)).unwrap();
+    let mut call = up
+        .call(&msg(r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"_meta":{"progressToken":"mine"}}}"#))
+        .unwrap();
+    match tokio::time::timeout(Duration::from_secs(5), call.next())
+        .await
+        .unwrap()
+    {
+        Some(Delivery::Message(m)) => assert_eq!(m.method(), Some("sampling/createMessage")),
+        other => panic!("the sampling request should reach the call's stream, got {other:?}"),
+    }
+    assert!(
+        unsolicited.try_recv().is_err(),
+        "nothing should go to the session stream"
+    );
+    up.send(&msg(
+        r#"{"jsonrpc":"2.0","id":0,"result":{"content":{"type":"text","text":"ok"}}}"#,
+    ))
+    .unwrap();
+    assert!(matches!(settle(call).await, Delivery::Response(_)));
+    up.shutdown("test over").await;
+}
