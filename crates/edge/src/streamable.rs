@@ -359,8 +359,16 @@ pub(crate) async fn respond(
         }
     }
     match (batch, ready.len()) {
-        // Every request was cancelled by the client: nothing to answer.
-        (_, 0) => StatusCode::ACCEPTED.into_response(),
+        // Every request was cancelled by the client: a request's POST still
+        // gets one of the two content types, here a stream with no event.
+        (_, 0) => (
+            StatusCode::OK,
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/event-stream"),
+            )],
+        )
+            .into_response(),
         (false, _) => json(StatusCode::OK, ready.swap_remove(0)),
         (true, _) => {
             let mut body = Vec::with_capacity(ready.iter().map(|b| b.len() + 1).sum::<usize>() + 2);
