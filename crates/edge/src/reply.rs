@@ -34,7 +34,15 @@ impl Refusal {
 
 impl IntoResponse for Refusal {
     fn into_response(self) -> Response {
-        json(self.status, self.body)
+        let mut response = json(self.status, self.body);
+        if self.status.is_client_error() {
+            // The request body may be unread (a 413 stops reading it): the
+            // connection cannot be reused, so say so rather than drop it.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        response
     }
 }
 

@@ -317,13 +317,14 @@ impl Upstream {
         });
 
         tokio::spawn(write_stdin(stdin, stdin_rx, close_stdin.clone()));
-        tokio::spawn(pump_stderr(stderr, log.clone(), pid));
+        let stderr_done = tokio::spawn(pump_stderr(stderr, log.clone(), pid));
         tokio::spawn(read_stdout(
             stdout,
             spec.max_message_bytes,
             shared.clone(),
             stop.clone(),
             exited_rx.clone(),
+            stderr_done,
         ));
         tokio::spawn(supervise(
             child,
@@ -531,6 +532,7 @@ async fn read_stdout(
     shared: Arc<Shared>,
     stop: CancellationToken,
     mut exited: watch::Receiver<Option<String>>,
+    stderr_done: tokio::task::JoinHandle<()>,
 ) {
     let mut lines = FramedRead::new(stdout, LineCodec::new(max_message_bytes));
     let mut misbehaved: Option<String> = None;
@@ -587,6 +589,9 @@ async fn read_stdout(
             let how = exited.borrow().clone().unwrap_or_else(|| "exited".into());
             let mut failure =
                 shared.closed_failure(&format!("closed its output: the process {how}"));
+            // Its last words on stderr may still be in the pipe; a grandchild
+            // holding the pipe open must not delay the error for long.
+            let _ = tokio::time::timeout(Duration::from_millis(500), stderr_done).await;
             let stderr = shared.log.last_stderr(pid, 10);
             if !stderr.is_empty() {
                 failure.message.push_str(&format!(
