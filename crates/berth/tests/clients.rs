@@ -23,11 +23,19 @@ fn everything_and_memory(dir: &std::path::Path) -> String {
     )
 }
 
-fn node_client(berth: &Berth, path: &str, mode: &str) {
-    let script = repo().join("tests/node/client.mjs");
+/// Runs an SDK client script (`tests/node/client.mjs` or `tests/python/client.py`)
+/// against `path` on the gateway; it exits 0 once every step passed.
+fn sdk_client(
+    berth: &Berth,
+    sdk: &str,
+    program: std::path::PathBuf,
+    script: &str,
+    path: &str,
+    mode: &str,
+) {
     let (ok, out) = run_with_timeout(
-        Command::new("node")
-            .arg(script)
+        Command::new(program)
+            .arg(repo().join(script))
             .arg(format!("{}{path}", berth.base()))
             .arg(mode)
             .env("BERTH_E2E_STRICT", "1"),
@@ -35,25 +43,30 @@ fn node_client(berth: &Berth, path: &str, mode: &str) {
     );
     assert!(
         ok,
-        "TypeScript SDK client ({mode} at {path}) failed:\n{out}\n--- berth log ---\n{}",
+        "{sdk} SDK client ({mode} at {path}) failed:\n{out}\n--- berth log ---\n{}",
         berth.log()
     );
 }
 
-fn python_client(berth: &Berth, path: &str, mode: &str) {
-    let script = repo().join("tests/python/client.py");
-    let (ok, out) = run_with_timeout(
-        Command::new(python())
-            .arg(script)
-            .arg(format!("{}{path}", berth.base()))
-            .arg(mode)
-            .env("BERTH_E2E_STRICT", "1"),
-        Duration::from_secs(90),
+fn node_client(berth: &Berth, path: &str, mode: &str) {
+    sdk_client(
+        berth,
+        "TypeScript",
+        "node".into(),
+        "tests/node/client.mjs",
+        path,
+        mode,
     );
-    assert!(
-        ok,
-        "Python SDK client ({mode} at {path}) failed:\n{out}\n--- berth log ---\n{}",
-        berth.log()
+}
+
+fn python_client(berth: &Berth, path: &str, mode: &str) {
+    sdk_client(
+        berth,
+        "Python",
+        python(),
+        "tests/python/client.py",
+        path,
+        mode,
     );
 }
 
