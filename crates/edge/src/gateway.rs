@@ -2,37 +2,61 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
-use berth_fleet::{ServerLog, ServerSpec, Upstream};
-use berth_wire::ErrorCode;
+use berth_fleet::{AcquireError, Delivery, Lease, OnCrash, Pool, ServerLog, ServerSpec};
+use berth_wire::{ErrorCode, Message};
+use serde::Serialize;
 use tokio::net::TcpListener;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::EdgeConfig;
 use crate::guard::{OriginPolicy, check_origin};
-use crate::reply::{Refusal, rpc_error};
+use crate::reply::{Refusal, failure_body, rpc_error};
 use crate::session::{STANDALONE, Session, new_session_id};
 use crate::{legacy, streamable};
 
-/// A configured server and its log.
-#[derive(Debug)]
+/// A configured server: its spec and its pool of processes.
 pub struct Server {
     pub spec: ServerSpec,
-    pub log: ServerLog,
+    pub pool: Pool,
+}
+
+impl Server {
+    fn start(spec: ServerSpec) -> Arc<Server> {
+        let log = ServerLog::new(spec.name.clone(), LOG_LINES);
+        Arc::new(Server {
+            pool: Pool::start(spec.clone(), log),
+            spec,
+        })
+    }
+
+    pub fn log(&self) -> &ServerLog {
+        self.pool.log()
+    }
 }
 
 /// Lines kept in each server's log ring.
 const LOG_LINES: usize = 2000;
 
+/// What a configuration reload changed.
+#[derive(Debug, Default, Serialize)]
+pub struct ReloadReport {
+    pub added: Vec<String>,
+    pub changed: Vec<String>,
+    pub removed: Vec<String>,
+    pub unchanged: Vec<String>,
+}
+
 pub struct Gateway {
     config: EdgeConfig,
     policy: OriginPolicy,
-    servers: BTreeMap<String, Arc<Server>>,
+    servers: RwLock<BTreeMap<String, Arc<Server>>>,
     sessions: Mutex<HashMap<Arc<str>, Arc<Session>>>,
     shutting_down: CancellationToken,
 }
@@ -41,15 +65,12 @@ impl Gateway {
     pub fn new(config: EdgeConfig, servers: Vec<ServerSpec>) -> Arc<Gateway> {
         let servers = servers
             .into_iter()
-            .map(|spec| {
-                let log = ServerLog::new(spec.name.clone(), LOG_LINES);
-                (spec.name.clone(), Arc::new(Server { spec, log }))
-            })
+            .map(|spec| (spec.name.clone(), Server::start(spec)))
             .collect();
         Arc::new(Gateway {
             policy: OriginPolicy::new(&config),
             config,
-            servers,
+            servers: RwLock::new(servers),
             sessions: Mutex::new(HashMap::new()),
             shutting_down: CancellationToken::new(),
         })
@@ -63,8 +84,23 @@ impl Gateway {
         &self.policy
     }
 
-    pub fn servers(&self) -> impl Iterator<Item = &Arc<Server>> {
-        self.servers.values()
+    /// The servers, by name.
+    pub fn servers(&self) -> Vec<Arc<Server>> {
+        self.servers
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Sessions per server name.
+    pub fn sessions_by_server(&self) -> BTreeMap<String, usize> {
+        let mut counts = BTreeMap::new();
+        for session in self.sessions().values() {
+            *counts.entry(session.server.spec.name.clone()).or_insert(0) += 1;
+        }
+        counts
     }
 
     pub fn session_count(&self) -> usize {
@@ -76,9 +112,10 @@ impl Gateway {
     }
 
     /// The server called `name`, or the 404 to answer with.
-    pub(crate) fn server(&self, name: &str) -> Result<&Arc<Server>, Refusal> {
-        self.servers.get(name).ok_or_else(|| {
-            let known: Vec<&str> = self.servers.keys().map(String::as_str).collect();
+    pub(crate) fn server(&self, name: &str) -> Result<Arc<Server>, Refusal> {
+        let servers = self.servers.read().unwrap_or_else(|e| e.into_inner());
+        servers.get(name).cloned().ok_or_else(|| {
+            let known: Vec<&str> = servers.keys().map(String::as_str).collect();
             rpc_error(
                 StatusCode::NOT_FOUND,
                 None,
@@ -97,6 +134,8 @@ impl Gateway {
 
     /// Starts a process for a new session of `server`. The session is not
     /// registered until [`Gateway::register`]: a failed initialize leaves no trace.
+    /// Takes a process for a new session of `server`. The session is not
+    /// registered until [`Gateway::register`]: a failed initialize leaves no trace.
     pub(crate) fn start_session(
         self: &Arc<Self>,
         server: &Arc<Server>,
@@ -110,43 +149,119 @@ impl Gateway {
                 "Service Unavailable: the gateway is shutting down",
             ));
         }
-        let (upstream, mut unsolicited) = Upstream::spawn(&server.spec, server.log.clone())
-            .map_err(|e| {
-                tracing::error!("{e}");
-                rpc_error(
-                    StatusCode::BAD_GATEWAY,
-                    None,
-                    ErrorCode::UPSTREAM_CLOSED,
-                    format!("Bad Gateway: {e}"),
-                )
-            })?;
-        let session = Session::new(new_session_id(), server.clone(), upstream, legacy, self);
-        // Messages about no request go to the standalone stream; when the
-        // process is gone the channel closes and the session ends with it.
-        let (gateway, watched) = (Arc::downgrade(self), session.clone());
+        let (lease, unsolicited) = server
+            .pool
+            .acquire()
+            .map_err(|e| acquire_refusal(&server.spec.name, e))?;
+        let session = Session::new(new_session_id(), server.clone(), lease, legacy, self);
+        self.watch_lease(&session, session.lease(), unsolicited);
+        Ok(session)
+    }
+
+    /// Forwards what a process says outside any request to the session's
+    /// standalone stream; when the process is gone, re-binds the session
+    /// (on_crash = "replay") or ends it.
+    fn watch_lease(
+        self: &Arc<Self>,
+        session: &Arc<Session>,
+        lease: Arc<Lease>,
+        mut unsolicited: mpsc::UnboundedReceiver<Message>,
+    ) {
+        let (gateway, session) = (Arc::downgrade(self), session.clone());
         tokio::spawn(async move {
             while let Some(msg) = unsolicited.recv().await {
                 let Some(gateway) = gateway.upgrade() else {
-                    break;
+                    return;
                 };
-                watched.push(STANDALONE, &msg.bytes, gateway.config.replay_buffer);
+                if let Some(msg) = session.screen(&lease, msg) {
+                    session.push(STANDALONE, &msg.bytes, gateway.config.replay_buffer);
+                }
             }
-            if let Some(gateway) = gateway.upgrade() {
-                let reason = watched
-                    .upstream
-                    .closed()
-                    .map(|f| f.message)
-                    .unwrap_or_else(|| "server exited".into());
-                gateway.end_session(&watched, &reason).await;
+            let Some(gateway) = gateway.upgrade() else {
+                return;
+            };
+            if session.ended.is_cancelled() || !Arc::ptr_eq(&session.lease(), &lease) {
+                return;
             }
+            let reason = lease
+                .closed()
+                .map(|f| f.message)
+                .unwrap_or_else(|| "server exited".into());
+            if lease.crashed() && session.server.spec.on_crash == OnCrash::Replay {
+                match gateway.replace_crashed(&session, &lease).await {
+                    Ok(()) => return,
+                    Err(why) => {
+                        tracing::warn!(session = %session.id, "could not re-bind the session after a crash: {why}")
+                    }
+                }
+            }
+            gateway.end_session(&session, &reason).await;
         });
-        Ok(session)
+    }
+
+    /// Re-binds `session` to a fresh process after `dead` crashed, replaying
+    /// the client's `initialize` and `initialized`. Idempotent: a session
+    /// already re-bound is left alone.
+    pub(crate) async fn replace_crashed(
+        self: &Arc<Self>,
+        session: &Arc<Session>,
+        dead: &Arc<Lease>,
+    ) -> Result<(), String> {
+        let _rebinding = session.rebinding.lock().await;
+        if !Arc::ptr_eq(&session.lease(), dead) {
+            return Ok(());
+        }
+        if session.ended.is_cancelled() {
+            return Err("the session ended".into());
+        }
+        let (lease, unsolicited) = session.server.pool.acquire().map_err(|e| e.to_string())?;
+        if lease.init.is_none() {
+            let initialize = session
+                .initialize_request()
+                .ok_or("the client never initialized")?;
+            let msg = Message::parse(initialize).map_err(|e| e.to_string())?;
+            let mut exchange = lease.call(&msg).map_err(|f| f.message)?;
+            let answer = tokio::time::timeout(self.config.request_timeout, async {
+                loop {
+                    match exchange.next().await {
+                        Some(Delivery::Message(_)) => continue,
+                        Some(Delivery::Response(m)) => return Ok(m),
+                        Some(Delivery::Failed(f)) => return Err(f.message),
+                        None => return Err("initialize abandoned".to_string()),
+                    }
+                }
+            })
+            .await
+            .map_err(|_| "the new process did not answer initialize in time".to_string())??;
+            if berth_wire::Envelope::parse(&answer.bytes)
+                .map(|e| e.result.is_none())
+                .unwrap_or(true)
+            {
+                lease.release("refused the replayed initialize").await;
+                return Err("the new process refused the replayed initialize".into());
+            }
+            lease
+                .notify("notifications/initialized")
+                .map_err(|f| f.message)?;
+        }
+        let lease = Arc::new(lease);
+        tracing::info!(
+            server = %session.server.spec.name,
+            session = %session.id,
+            old = dead.pid(),
+            new = lease.pid(),
+            "process crashed; session re-bound to a fresh process (on_crash = replay)"
+        );
+        session.rebind(lease.clone());
+        self.watch_lease(session, lease, unsolicited);
+        dead.release("crashed; replaced").await;
+        Ok(())
     }
 
     pub(crate) fn register(&self, session: &Arc<Session>) {
         session.touch();
         self.sessions().insert(session.id.clone(), session.clone());
-        tracing::info!(server = %session.server.spec.name, session = %session.id, pid = session.upstream.pid(), "session started");
+        tracing::info!(server = %session.server.spec.name, session = %session.id, pid = session.lease().pid(), "session started");
     }
 
     /// Ends a session: removes it at once (later requests get 404) and
@@ -164,7 +279,7 @@ impl Gateway {
         }
         let (session, reason) = (session.clone(), reason.to_owned());
         async move {
-            session.upstream.shutdown(&reason).await;
+            session.lease().release(&reason).await;
             session.close_streams();
         }
     }
@@ -229,7 +344,101 @@ impl Gateway {
         reaper.abort();
         // Sessions started while the listener drained.
         self.end_all_sessions("the gateway is shutting down").await;
+        let pools: Vec<Arc<Server>> = self.servers();
+        futures::future::join_all(pools.iter().map(|s| s.pool.stop())).await;
         served
+    }
+
+    /// Applies a new set of servers without touching the others: added ones
+    /// start, removed ones stop (their sessions end), changed ones get a new
+    /// pool for new sessions while existing sessions keep their processes.
+    pub async fn reload(&self, specs: Vec<ServerSpec>) -> ReloadReport {
+        let mut report = ReloadReport::default();
+        let mut retired: Vec<Arc<Server>> = Vec::new();
+        {
+            let mut servers = self.servers.write().unwrap_or_else(|e| e.into_inner());
+            let mut next = BTreeMap::new();
+            for spec in specs {
+                let name = spec.name.clone();
+                match servers.remove(&name) {
+                    Some(old) if old.spec == spec => {
+                        report.unchanged.push(name.clone());
+                        next.insert(name, old);
+                    }
+                    Some(old) => {
+                        report.changed.push(name.clone());
+                        retired.push(old);
+                        next.insert(name, Server::start(spec));
+                    }
+                    None => {
+                        report.added.push(name.clone());
+                        next.insert(name, Server::start(spec));
+                    }
+                }
+            }
+            for (name, old) in std::mem::take(&mut *servers) {
+                report.removed.push(name);
+                retired.push(old);
+            }
+            *servers = next;
+        }
+        // Sessions of removed servers end; those of changed servers drain.
+        let doomed: Vec<Arc<Session>> = self
+            .sessions()
+            .values()
+            .filter(|s| report.removed.contains(&s.server.spec.name))
+            .cloned()
+            .collect();
+        futures::future::join_all(
+            doomed
+                .iter()
+                .map(|s| self.end_session(s, "the server was removed from the configuration")),
+        )
+        .await;
+        futures::future::join_all(retired.iter().map(|s| s.pool.stop())).await;
+        tracing::info!(?report, "configuration reloaded");
+        report
+    }
+
+    /// Rolling restart of one server; `false` if there is no such server.
+    pub fn restart(&self, name: &str) -> bool {
+        match self
+            .servers
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+        {
+            Some(server) => {
+                server.pool.restart();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// The refusal for a session that could not get a process.
+fn acquire_refusal(server: &str, error: AcquireError) -> Refusal {
+    match error {
+        AcquireError::Failed(failure) => Refusal::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            failure_body(None, &failure),
+        ),
+        AcquireError::Spawn(e) => {
+            tracing::error!("{e}");
+            rpc_error(
+                StatusCode::BAD_GATEWAY,
+                None,
+                ErrorCode::UPSTREAM_CLOSED,
+                format!("Bad Gateway: {e}"),
+            )
+        }
+        other => rpc_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            None,
+            ErrorCode::UNAVAILABLE,
+            format!("Service Unavailable: server `{server}`: {other}"),
+        ),
     }
 }
 

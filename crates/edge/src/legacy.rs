@@ -64,8 +64,20 @@ pub(crate) async fn message(
         let msg = Message::parse(body)
             .map_err(|e| rpc_error(StatusCode::BAD_REQUEST, None, e.code(), e.to_string()))?;
         session.touch();
+        if msg.kind == Kind::Request && msg.method() == Some("initialize") {
+            let hello = session.set_hello(&msg);
+            let lease = session.lease();
+            if let Some(init) = &lease.init {
+                // A pre-initialized process: answer from its initialize result.
+                let version = init.negotiate(hello.protocol_version.as_deref());
+                let answer = init.response(msg.raw_id().as_deref().unwrap_or("null"), &version);
+                session.push(STANDALONE, &answer, gw.config().replay_buffer);
+                lease.mark_healthy();
+                return Ok((StatusCode::ACCEPTED, "Accepted").into_response());
+            }
+        }
         if msg.kind == Kind::Request {
-            let call = call(&gw, &session, &msg)?;
+            let call = call(&gw, &session, &msg).await?;
             let calls = Calls::new(&session, vec![call], gw.config().request_timeout);
             tokio::spawn(pump(
                 session.clone(),
@@ -75,7 +87,7 @@ pub(crate) async fn message(
                 false,
             ));
         } else {
-            forward(&gw, &session, &msg)?;
+            forward(&gw, &session, &msg).await?;
         }
         Ok::<_, crate::reply::Refusal>((StatusCode::ACCEPTED, "Accepted").into_response())
     };

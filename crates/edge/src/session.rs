@@ -17,8 +17,10 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use berth_fleet::Upstream;
-use berth_wire::{ProtocolVersion, SseEvent, priming_event};
+use berth_fleet::Lease;
+use berth_wire::{
+    ClientHello, ErrorCode, Kind, Message, ProtocolVersion, SseEvent, error_response, priming_event,
+};
 use bytes::{Bytes, BytesMut};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -38,7 +40,13 @@ const FINISHED_STREAMS_KEPT: usize = 16;
 pub(crate) struct Session {
     pub(crate) id: Arc<str>,
     pub(crate) server: Arc<Server>,
-    pub(crate) upstream: Upstream,
+    /// The process serving the session; replaced if it crashes and the
+    /// server's policy is to replay.
+    binding: Mutex<Arc<Lease>>,
+    /// Held while the session is being re-bound to a fresh process.
+    pub(crate) rebinding: tokio::sync::Mutex<()>,
+    /// The client's initialize request and what it declared (`None` until it came).
+    hello: Mutex<Option<(ClientHello, Bytes)>>,
     /// Legacy HTTP+SSE (2024-11-05): one stream, `event: message` framing.
     pub(crate) legacy: bool,
     gateway: Weak<Gateway>,
@@ -106,7 +114,7 @@ impl Session {
     pub(crate) fn new(
         id: Arc<str>,
         server: Arc<Server>,
-        upstream: Upstream,
+        lease: Lease,
         legacy: bool,
         gateway: &Arc<Gateway>,
     ) -> Arc<Session> {
@@ -115,7 +123,9 @@ impl Session {
         Arc::new(Session {
             id,
             server,
-            upstream,
+            binding: Mutex::new(Arc::new(lease)),
+            rebinding: tokio::sync::Mutex::new(()),
+            hello: Mutex::new(None),
             legacy,
             gateway: Arc::downgrade(gateway),
             state: Mutex::new(State {
@@ -144,6 +154,68 @@ impl Session {
         self.state().version = version;
     }
 
+    /// The process serving the session now.
+    pub(crate) fn lease(&self) -> Arc<Lease> {
+        self.binding
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub(crate) fn rebind(&self, lease: Arc<Lease>) {
+        *self.binding.lock().unwrap_or_else(|e| e.into_inner()) = lease;
+    }
+
+    /// Remembers the client's `initialize`, to honour its capabilities and
+    /// to replay it on a fresh process.
+    pub(crate) fn set_hello(&self, initialize: &Message) -> ClientHello {
+        let env = berth_wire::Envelope::parse(&initialize.bytes).ok();
+        let hello = ClientHello::from_params(env.as_ref().and_then(|e| e.params));
+        *self.hello.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((hello.clone(), initialize.bytes.clone()));
+        hello
+    }
+
+    /// The client's `initialize` request, as it sent it.
+    pub(crate) fn initialize_request(&self) -> Option<Bytes> {
+        self.hello
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|(_, bytes)| bytes.clone())
+    }
+
+    /// Keeps capabilities honest: a server request the client did not declare
+    /// support for (sampling, elicitation, roots) is answered by Berth with an
+    /// error instead of reaching a client that cannot handle it.
+    pub(crate) fn screen(&self, lease: &Lease, msg: Message) -> Option<Message> {
+        if msg.kind != Kind::Request {
+            return Some(msg);
+        }
+        let lacking = {
+            let hello = self.hello.lock().unwrap_or_else(|e| e.into_inner());
+            let method = msg.method().unwrap_or_default();
+            hello
+                .as_ref()
+                .and_then(|(hello, _)| hello.lacks_capability_for(method))
+        };
+        let Some(capability) = lacking else {
+            return Some(msg);
+        };
+        let reply = error_response(
+            msg.raw_id().as_deref(),
+            ErrorCode::METHOD_NOT_FOUND,
+            &format!(
+                "the client did not declare the `{capability}` capability; Berth answered on its behalf"
+            ),
+            None,
+        );
+        if let Ok(reply) = Message::parse(reply) {
+            let _ = lease.send(&reply);
+        }
+        None
+    }
+
     pub(crate) fn touch(&self) {
         let now = self.created.elapsed().as_millis() as u64;
         self.last_active_ms.store(now, Ordering::Relaxed);
@@ -154,7 +226,7 @@ impl Session {
         let since = (self.created.elapsed().as_millis() as u64)
             .saturating_sub(self.last_active_ms.load(Ordering::Relaxed));
         self.connections.load(Ordering::Relaxed) == 0
-            && self.upstream.in_flight() == 0
+            && self.lease().in_flight() == 0
             && since >= timeout.as_millis() as u64
     }
 

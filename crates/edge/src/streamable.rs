@@ -8,7 +8,7 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use berth_fleet::{Delivery, Exchange, Upstream};
+use berth_fleet::{Delivery, Exchange, Lease, OnCrash};
 use berth_wire::{
     ErrorCode, IdKey, Kind, Message, ProtocolVersion, error_response, to_single_line,
 };
@@ -62,11 +62,11 @@ async fn post_inner(gw: Arc<Gateway>, name: &str, headers: HeaderMap, body: Body
     session.touch();
     match msg.kind {
         Kind::Request => {
-            let call = call(&gw, &session, &msg)?;
+            let call = call(&gw, &session, &msg).await?;
             Ok(respond(gw, session, vec![call], false, Vec::new()).await)
         }
         Kind::Notification | Kind::Response => {
-            forward(&gw, &session, &msg)?;
+            forward(&gw, &session, &msg).await?;
             Ok(StatusCode::ACCEPTED.into_response())
         }
     }
@@ -120,11 +120,11 @@ async fn post_batch(
                 "Invalid Request: initialize must not be part of a batch",
                 None,
             )),
-            Ok(msg) if msg.kind == Kind::Request => match call(&gw, &session, &msg) {
+            Ok(msg) if msg.kind == Kind::Request => match call(&gw, &session, &msg).await {
                 Ok(c) => calls.push(c),
                 Err(r) => return Err(r),
             },
-            Ok(msg) => forward(&gw, &session, &msg)?,
+            Ok(msg) => forward(&gw, &session, &msg).await?,
         }
     }
     if calls.is_empty() && ready.is_empty() {
@@ -149,7 +149,19 @@ async fn initialize(
         ));
     }
     let session = gw.start_session(server, false)?;
-    let mut exchange = match session.upstream.call(&msg) {
+    let hello = session.set_hello(&msg);
+    let lease = session.lease();
+    if let Some(init) = &lease.init {
+        // A pre-initialized process: answer from its own initialize result,
+        // at the version negotiated with this client.
+        let version = init.negotiate(hello.protocol_version.as_deref());
+        session.set_version(ProtocolVersion::parse(&version).unwrap_or(ProtocolVersion::LATEST));
+        let answer = init.response(raw_id.as_deref().unwrap_or("null"), &version);
+        lease.mark_healthy();
+        gw.register(&session);
+        return Ok(with_session_header(json(StatusCode::OK, answer), &session));
+    }
+    let mut exchange = match lease.call(&msg) {
         Ok(exchange) => exchange,
         Err(failure) => {
             gw.end_session(&session, &failure.message).await;
@@ -182,12 +194,9 @@ async fn initialize(
                     .and_then(ProtocolVersion::parse)
                     .unwrap_or(ProtocolVersion::LATEST);
                 session.set_version(version);
+                lease.mark_healthy();
                 gw.register(&session);
-                let mut response = json(StatusCode::OK, m.bytes);
-                if let Ok(id) = HeaderValue::from_str(&session.id) {
-                    response.headers_mut().insert(SESSION_HEADER, id);
-                }
-                return Ok(response);
+                return Ok(with_session_header(json(StatusCode::OK, m.bytes), &session));
             }
             Ok(Some(Delivery::Failed(failure))) => {
                 gw.end_session(&session, &failure.message).await;
@@ -291,33 +300,87 @@ pub(crate) async fn delete(
     run().unwrap_or_else(IntoResponse::into_response)
 }
 
-/// A request sent upstream, and the id to answer it with.
+/// A request sent upstream, the id to answer it with, and the process it went to.
 pub(crate) struct Call {
     exchange: Exchange,
     raw_id: String,
+    lease: Arc<Lease>,
 }
 
-pub(crate) fn call(gw: &Gateway, session: &Arc<Session>, msg: &Message) -> Result<Call, Refusal> {
-    match session.upstream.call(msg) {
-        Ok(exchange) => Ok(Call {
-            exchange,
-            raw_id: msg.raw_id().unwrap_or_else(|| "null".into()),
-        }),
-        Err(failure) if session.upstream.closed().is_some() => {
-            Err(session_gone(gw, session, &failure.message))
+/// Sends a request to the session's process. If the process crashed and the
+/// server replays, the session is re-bound to a fresh one first.
+pub(crate) async fn call(
+    gw: &Arc<Gateway>,
+    session: &Arc<Session>,
+    msg: &Message,
+) -> Result<Call, Refusal> {
+    let mut lease = session.lease();
+    let mut rebound = false;
+    loop {
+        match lease.call(msg) {
+            Ok(exchange) => {
+                return Ok(Call {
+                    exchange,
+                    raw_id: msg.raw_id().unwrap_or_else(|| "null".into()),
+                    lease,
+                });
+            }
+            Err(failure) if lease.closed().is_some() => {
+                if !rebound && replays(session, &lease) {
+                    rebound = true;
+                    match gw.replace_crashed(session, &lease).await {
+                        Ok(()) => {
+                            lease = session.lease();
+                            continue;
+                        }
+                        Err(why) => return Err(session_gone(gw, session, &why)),
+                    }
+                }
+                return Err(session_gone(gw, session, &failure.message));
+            }
+            Err(failure) => {
+                return Err(Refusal::new(
+                    StatusCode::BAD_REQUEST,
+                    failure_body(msg.raw_id().as_deref(), &failure),
+                ));
+            }
         }
-        Err(failure) => Err(Refusal::new(
-            StatusCode::BAD_REQUEST,
-            failure_body(msg.raw_id().as_deref(), &failure),
-        )),
     }
 }
 
-pub(crate) fn forward(gw: &Gateway, session: &Arc<Session>, msg: &Message) -> Result<(), Refusal> {
-    session
-        .upstream
+fn replays(session: &Session, lease: &Lease) -> bool {
+    lease.crashed()
+        && session.server.spec.on_crash == OnCrash::Replay
+        && !session.ended.is_cancelled()
+}
+
+/// Sends a notification or a response to the session's process.
+pub(crate) async fn forward(
+    gw: &Arc<Gateway>,
+    session: &Arc<Session>,
+    msg: &Message,
+) -> Result<(), Refusal> {
+    let mut lease = session.lease();
+    // A pre-initialized process got `initialized` from Berth already.
+    if lease.init.is_some() && msg.method() == Some("notifications/initialized") {
+        return Ok(());
+    }
+    if lease.closed().is_some() && replays(session, &lease) {
+        gw.replace_crashed(session, &lease)
+            .await
+            .map_err(|why| session_gone(gw, session, &why))?;
+        lease = session.lease();
+    }
+    lease
         .send(msg)
         .map_err(|failure| session_gone(gw, session, &failure.message))
+}
+
+fn with_session_header(mut response: Response, session: &Session) -> Response {
+    if let Ok(id) = HeaderValue::from_str(&session.id) {
+        response.headers_mut().insert(SESSION_HEADER, id);
+    }
+    response
 }
 
 /// 404 for a session whose process is gone, so the client re-initializes.
@@ -342,7 +405,7 @@ pub(crate) async fn respond(
     mut ready: Vec<Bytes>,
 ) -> Response {
     let mut calls = Calls::new(&session, calls, gw.config().request_timeout);
-    while let Some(out) = calls.next(&session.upstream).await {
+    while let Some(out) = calls.next(&session).await {
         match out {
             Out::Final(bytes) => ready.push(bytes),
             Out::Interim(bytes) => {
@@ -393,7 +456,7 @@ pub(crate) async fn pump(
     cap: usize,
     finish: bool,
 ) {
-    while let Some(out) = calls.next(&session.upstream).await {
+    while let Some(out) = calls.next(&session).await {
         session.push(stream, out.bytes(), cap);
     }
     if finish {
@@ -419,7 +482,9 @@ impl Out {
 /// The requests of one POST, merged, under one deadline.
 pub(crate) struct Calls {
     merged: SelectAll<BoxStream<'static, (usize, Option<Delivery>)>>,
-    ids: Vec<(IdKey, String)>,
+    /// Per call: the id, as matched and as written, and the process it went to.
+    ids: Vec<(IdKey, String, Arc<Lease>)>,
+    started: Instant,
     settled: Vec<bool>,
     open: usize,
     server: String,
@@ -436,7 +501,7 @@ impl Calls {
         let mut ids = Vec::with_capacity(calls.len());
         let mut merged = SelectAll::new();
         for (i, call) in calls.into_iter().enumerate() {
-            ids.push((call.exchange.id().clone(), call.raw_id));
+            ids.push((call.exchange.id().clone(), call.raw_id, call.lease));
             let deliveries =
                 futures::stream::unfold(Some(call.exchange), move |exchange| async move {
                     let mut exchange = exchange?;
@@ -458,6 +523,7 @@ impl Calls {
             deadline: now + timeout,
             hard_deadline: now + timeout * 10,
             queue: VecDeque::new(),
+            started: now,
         }
     }
 
@@ -466,10 +532,11 @@ impl Calls {
             return false;
         }
         self.open -= 1;
+        self.ids[i].2.record_latency(self.started.elapsed());
         true
     }
 
-    pub(crate) async fn next(&mut self, upstream: &Upstream) -> Option<Out> {
+    pub(crate) async fn next(&mut self, session: &Session) -> Option<Out> {
         loop {
             if let Some(out) = self.queue.pop_front() {
                 return Some(out);
@@ -482,8 +549,9 @@ impl Calls {
                     if m.method() == Some("notifications/progress") {
                         self.deadline = (Instant::now() + self.timeout).min(self.hard_deadline);
                     }
-                    let _ = i;
-                    return Some(Out::Interim(m.bytes));
+                    if let Some(m) = session.screen(&self.ids[i].2, m) {
+                        return Some(Out::Interim(m.bytes));
+                    }
                 }
                 Ok(Some((i, Some(Delivery::Response(m))))) => {
                     self.settle(i);
@@ -505,7 +573,9 @@ impl Calls {
                     );
                     for i in 0..self.ids.len() {
                         if self.settle(i) {
-                            upstream.cancel(&self.ids[i].0, "request timed out at the gateway");
+                            self.ids[i]
+                                .2
+                                .cancel(&self.ids[i].0, "request timed out at the gateway");
                             self.queue.push_back(Out::Final(error_response(
                                 Some(&self.ids[i].1),
                                 ErrorCode::REQUEST_TIMEOUT,

@@ -13,11 +13,13 @@
 //! messages an upstream produces reach a client.
 
 mod log;
+mod pool;
 mod process;
 mod spec;
 mod upstream;
 
 pub use log::{LogLine, LogSource, ServerLog};
+pub use pool::{AcquireError, InitCache, Lease, Pool, PoolReport, ProcState, ProcessReport};
 pub use process::live_processes;
-pub use spec::{ServerSpec, ShutdownGrace};
-pub use upstream::{Delivery, Exchange, Failure, SpawnError, Upstream};
+pub use spec::{CrashPolicy, OnCrash, PoolConfig, ServerSpec, ShutdownGrace};
+pub use upstream::{Delivery, Exchange, Failure, ProcessWatch, SpawnError, Upstream};

@@ -94,7 +94,7 @@ pub(crate) async fn supervise(
     let _ = exited.send(Some(description));
 }
 
-fn signal_group(pid: u32, signal: Signal) {
+pub(crate) fn signal_group(pid: u32, signal: Signal) {
     if let Ok(pid) = i32::try_from(pid) {
         // ESRCH just means the group is already gone.
         let _ = killpg(Pid::from_raw(pid), signal);

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 /// A stdio MCP server: the command to run and its limits.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ServerSpec {
     pub name: String,
     /// The program, run directly (never through a shell).
@@ -19,10 +19,81 @@ pub struct ServerSpec {
     /// The longest stdout line (one JSON-RPC message) accepted from the child.
     pub max_message_bytes: usize,
     pub shutdown: ShutdownGrace,
+    pub pool: PoolConfig,
+    pub crash: CrashPolicy,
+    /// What happens to a session whose process dies under it.
+    pub on_crash: OnCrash,
+    /// How long Berth waits for a process to answer its `initialize`.
+    pub init_timeout: Duration,
+}
+
+/// What happens to a session when its server process dies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnCrash {
+    /// The next request gets 404: the client re-initializes.
+    End,
+    /// The session is re-bound to a fresh process by replaying the client's
+    /// `initialize` and `initialized`, and goes on under the same id.
+    Replay,
+}
+
+/// How many processes to keep, and how to keep them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoolConfig {
+    /// Processes kept spawned and waiting for a session.
+    pub min_ready: usize,
+    /// Processes of this server alive at once, ready and leased together.
+    pub max_processes: usize,
+    /// Berth initializes waiting processes itself, ahead of any client.
+    pub preinitialize: bool,
+    /// Waiting processes idle this long are frozen (SIGSTOP), thawed on demand.
+    pub standby_after: Option<Duration>,
+    /// With no session for this long, waiting processes are stopped (scale to zero).
+    pub stop_after: Option<Duration>,
+    /// Waiting processes are pinged this often; one that does not answer
+    /// within `health_timeout` is replaced.
+    pub health_interval: Duration,
+    pub health_timeout: Duration,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig {
+            min_ready: 0,
+            max_processes: 64,
+            preinitialize: false,
+            standby_after: None,
+            stop_after: None,
+            health_interval: Duration::from_secs(30),
+            health_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// When a crashing server is given up on, and how restarts back off.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CrashPolicy {
+    /// This many crashes within `window` mark the server failed.
+    pub max_crashes: usize,
+    pub window: Duration,
+    /// First restart delay after a crash; doubles per consecutive crash.
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+}
+
+impl Default for CrashPolicy {
+    fn default() -> Self {
+        CrashPolicy {
+            max_crashes: 5,
+            window: Duration::from_secs(60),
+            backoff_base: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(30),
+        }
+    }
 }
 
 /// How long each step of the stdio shutdown sequence may take.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ShutdownGrace {
     /// After stdin is closed, before SIGTERM.
     pub after_close: Duration,
@@ -59,6 +130,10 @@ impl ServerSpec {
             cwd: None,
             max_message_bytes: 16 * 1024 * 1024,
             shutdown: ShutdownGrace::default(),
+            pool: PoolConfig::default(),
+            crash: CrashPolicy::default(),
+            on_crash: OnCrash::End,
+            init_timeout: Duration::from_secs(60),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! One running server and the requests in flight on it.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -252,6 +253,24 @@ pub struct Upstream {
     shared: Arc<Shared>,
     stop: CancellationToken,
     exited: watch::Receiver<Option<String>>,
+    /// Berth asked it to stop (an exit without this is a crash).
+    stop_requested: Arc<AtomicBool>,
+    /// Stopped with SIGSTOP (standby).
+    frozen: AtomicBool,
+}
+
+/// Ids of requests Berth itself sends: a prefix no client would pick by
+/// chance, a per-gateway random part, and a counter.
+fn gateway_request_id() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    static NONCE: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    let nonce = NONCE.get_or_init(|| {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        t.subsec_nanos() ^ std::process::id().rotate_left(16)
+    });
+    format!("berth:{nonce:08x}:{}", NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
 impl Drop for Upstream {
@@ -341,6 +360,8 @@ impl Upstream {
                 shared,
                 stop,
                 exited: exited_rx,
+                stop_requested: Arc::new(AtomicBool::new(false)),
+                frozen: AtomicBool::new(false),
             },
             unsolicited_rx,
         ))
@@ -454,11 +475,127 @@ impl Upstream {
     /// Stops the server (close stdin, SIGTERM, SIGKILL) and waits until it
     /// has been reaped. Requests in flight fail with `reason`.
     pub async fn shutdown(&self, reason: &str) {
+        self.stop_requested.store(true, Ordering::Relaxed);
         self.shared
             .close(Failure::new(ErrorCode::UPSTREAM_CLOSED, reason));
+        // A stopped process cannot react to stdin closing or to SIGTERM.
+        self.thaw();
         self.stop.cancel();
+        self.exited().await;
+    }
+
+    /// A handle that outlives the upstream and tells how the process ended.
+    pub fn watch(&self) -> ProcessWatch {
+        ProcessWatch {
+            exited: self.exited.clone(),
+            stop_requested: self.stop_requested.clone(),
+        }
+    }
+
+    /// Waits until the process has exited and been reaped.
+    pub async fn exited(&self) {
         let mut exited = self.exited.clone();
         let _ = exited.wait_for(Option::is_some).await;
+    }
+
+    /// Whether the process ended without Berth asking it to (it exited,
+    /// crashed, or misbehaved and was stopped).
+    pub fn crashed(&self) -> bool {
+        self.closed().is_some() && !self.stop_requested.load(Ordering::Relaxed)
+    }
+
+    /// Freezes the process group (standby). It holds its memory and state
+    /// but uses no CPU until [`Upstream::thaw`].
+    pub fn freeze(&self) {
+        if !self.frozen.swap(true, Ordering::Relaxed) {
+            crate::process::signal_group(self.shared.pid, nix::sys::signal::Signal::SIGSTOP);
+        }
+    }
+
+    pub fn thaw(&self) {
+        if self.frozen.swap(false, Ordering::Relaxed) {
+            crate::process::signal_group(self.shared.pid, nix::sys::signal::Signal::SIGCONT);
+        }
+    }
+
+    pub fn is_frozen(&self) -> bool {
+        self.frozen.load(Ordering::Relaxed)
+    }
+
+    /// Sends a request of Berth's own (health ping, pre-initialization) with
+    /// an id no client request can collide with, and waits for the answer.
+    pub async fn request(
+        &self,
+        method: &str,
+        params: Option<serde_json::Value>,
+        timeout: Duration,
+    ) -> Result<Message, Failure> {
+        let mut body =
+            serde_json::json!({ "jsonrpc": "2.0", "id": gateway_request_id(), "method": method });
+        if let Some(params) = params {
+            body["params"] = params;
+        }
+        let msg = Message::parse(Bytes::from(body.to_string()))
+            .map_err(|e| Failure::new(ErrorCode::INTERNAL_ERROR, e.to_string()))?;
+        let mut exchange = self.call(&msg)?;
+        let answer = tokio::time::timeout(timeout, async {
+            loop {
+                match exchange.next().await {
+                    // Berth is not a client: nothing the server asks of it
+                    // during its own requests can be answered.
+                    Some(Delivery::Message(_)) => continue,
+                    Some(Delivery::Response(m)) => return Ok(m),
+                    Some(Delivery::Failed(f)) => return Err(f),
+                    None => {
+                        return Err(Failure::new(
+                            ErrorCode::UPSTREAM_CLOSED,
+                            "request abandoned",
+                        ));
+                    }
+                }
+            }
+        })
+        .await;
+        match answer {
+            Ok(answer) => answer,
+            Err(_) => {
+                self.cancel(exchange.id(), "timed out");
+                Err(Failure::new(
+                    ErrorCode::REQUEST_TIMEOUT,
+                    format!(
+                        "server `{}` did not answer {method} within {timeout:?}",
+                        self.shared.server
+                    ),
+                ))
+            }
+        }
+    }
+
+    /// Sends a notification of Berth's own.
+    pub fn notify(&self, method: &str) -> Result<(), Failure> {
+        let body = format!(
+            r#"{{"jsonrpc":"2.0","method":{}}}"#,
+            serde_json::Value::from(method)
+        );
+        let msg = Message::parse(Bytes::from(body))
+            .map_err(|e| Failure::new(ErrorCode::INTERNAL_ERROR, e.to_string()))?;
+        self.send(&msg)
+    }
+}
+
+/// Watches one process without keeping it alive.
+pub struct ProcessWatch {
+    exited: watch::Receiver<Option<String>>,
+    stop_requested: Arc<AtomicBool>,
+}
+
+impl ProcessWatch {
+    /// Waits for the exit; returns how it ended and whether it was a crash
+    /// (an exit Berth did not ask for).
+    pub async fn ended(mut self) -> (String, bool) {
+        let _ = self.exited.wait_for(Option::is_some).await;
+        let how = self.exited.borrow().clone().unwrap_or_default();
+        (how, !self.stop_requested.load(Ordering::Relaxed))
     }
 }
 

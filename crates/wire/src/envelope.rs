@@ -252,6 +252,59 @@ pub fn initialize_result_version(result: &RawValue) -> Option<String> {
         .protocol_version
 }
 
+/// What a client said about itself in `initialize`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientHello {
+    pub protocol_version: Option<String>,
+    pub sampling: bool,
+    pub elicitation: bool,
+    pub roots: bool,
+}
+
+impl ClientHello {
+    /// Reads `params` of an initialize request; absent parts are `false`/`None`.
+    pub fn from_params(params: Option<&RawValue>) -> ClientHello {
+        #[derive(Deserialize)]
+        struct Capabilities<'a> {
+            #[serde(borrow)]
+            sampling: Option<&'a RawValue>,
+            #[serde(borrow)]
+            elicitation: Option<&'a RawValue>,
+            #[serde(borrow)]
+            roots: Option<&'a RawValue>,
+        }
+        #[derive(Deserialize)]
+        struct Params<'a> {
+            #[serde(rename = "protocolVersion")]
+            protocol_version: Option<String>,
+            #[serde(borrow)]
+            capabilities: Option<Capabilities<'a>>,
+        }
+        let Some(params) = params.and_then(|p| serde_json::from_str::<Params<'_>>(p.get()).ok())
+        else {
+            return ClientHello::default();
+        };
+        let caps = params.capabilities;
+        ClientHello {
+            protocol_version: params.protocol_version,
+            sampling: caps.as_ref().is_some_and(|c| c.sampling.is_some()),
+            elicitation: caps.as_ref().is_some_and(|c| c.elicitation.is_some()),
+            roots: caps.as_ref().is_some_and(|c| c.roots.is_some()),
+        }
+    }
+
+    /// Whether a request from the server needs a capability this client did
+    /// not declare; returns the capability's name if so.
+    pub fn lacks_capability_for(&self, method: &str) -> Option<&'static str> {
+        match method {
+            "sampling/createMessage" if !self.sampling => Some("sampling"),
+            "elicitation/create" if !self.elicitation => Some("elicitation"),
+            "roots/list" if !self.roots => Some("roots"),
+            _ => None,
+        }
+    }
+}
+
 fn json_type(value: &serde_json::Value) -> &'static str {
     match value {
         serde_json::Value::Null => "null",

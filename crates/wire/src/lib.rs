@@ -13,7 +13,9 @@ mod lines;
 mod sse;
 mod version;
 
-pub use envelope::{Envelope, IdKey, Kind, Message, ParseError, initialize_result_version};
+pub use envelope::{
+    ClientHello, Envelope, IdKey, Kind, Message, ParseError, initialize_result_version,
+};
 pub use error::{ErrorCode, error_response};
 pub use lines::{LineCodec, LineError, to_single_line};
 pub use sse::{SseEvent, priming_event};

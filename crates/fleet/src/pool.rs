@@ -1,0 +1,804 @@
+//! A server's processes: the warm pool, leases to sessions, standby, scale
+//! to zero, health checks, and crash accounting.
+//!
+//! Every process of a server is spawned by its pool and watched until it is
+//! reaped, so the pool always knows how many are alive and what each is
+//! doing. A session takes a process with [`Pool::acquire`]; a ready one when
+//! there is one (thawed if it was frozen), a fresh one otherwise, never more
+//! than `max_processes` in all. The maintenance task refills the pool in the
+//! background, freezes idle processes after `standby_after`, stops them all
+//! after `stop_after` without a session, pings idle ones, and backs off (then
+//! gives up) when the server keeps crashing.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use berth_wire::{Envelope, ErrorCode, Kind, Message, ProtocolVersion, error_response};
+use bytes::Bytes;
+use serde::Serialize;
+use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use crate::{Failure, LogSource, ServerLog, ServerSpec, SpawnError, Upstream};
+
+/// What Berth tells a server about itself when it initializes it ahead of any client.
+const PREINIT_CAPABILITIES: &str = r#"{"sampling":{},"elicitation":{"form":{},"url":{}}}"#;
+
+/// A process's `initialize` result, kept to answer clients from.
+///
+/// Split around the `protocolVersion` value so a client's answer is the
+/// server's own bytes with only the negotiated version spliced in.
+#[derive(Debug)]
+pub struct InitCache {
+    head: Bytes,
+    tail: Bytes,
+    /// The version the server answered Berth with.
+    pub server_version: String,
+}
+
+impl InitCache {
+    fn from_result(result: &serde_json::value::RawValue) -> Option<InitCache> {
+        #[derive(serde::Deserialize)]
+        struct Result<'a> {
+            #[serde(borrow, rename = "protocolVersion")]
+            protocol_version: &'a serde_json::value::RawValue,
+        }
+        let text = result.get();
+        let parsed: Result<'_> = serde_json::from_str(text).ok()?;
+        let value = parsed.protocol_version.get();
+        let start = value.as_ptr() as usize - text.as_ptr() as usize;
+        let end = start + value.len();
+        let server_version: String = serde_json::from_str(value).ok()?;
+        Some(InitCache {
+            head: Bytes::copy_from_slice(&text.as_bytes()[..start]),
+            tail: Bytes::copy_from_slice(&text.as_bytes()[end..]),
+            server_version,
+        })
+    }
+
+    /// The version to answer a client that asked for `requested`: its own
+    /// if Berth speaks it and the server is at least that recent, else the server's.
+    pub fn negotiate(&self, requested: Option<&str>) -> String {
+        let server = ProtocolVersion::parse(&self.server_version);
+        match (requested.and_then(ProtocolVersion::parse), server) {
+            (Some(client), Some(server)) if client <= server => client.as_str().to_string(),
+            _ => self.server_version.clone(),
+        }
+    }
+
+    /// The full `initialize` response for a client request with id `raw_id`.
+    pub fn response(&self, raw_id: &str, version: &str) -> Bytes {
+        let version = serde_json::Value::from(version).to_string();
+        let mut out = Vec::with_capacity(
+            self.head.len() + self.tail.len() + raw_id.len() + version.len() + 40,
+        );
+        out.extend_from_slice(br#"{"jsonrpc":"2.0","id":"#);
+        out.extend_from_slice(raw_id.as_bytes());
+        out.extend_from_slice(br#","result":"#);
+        out.extend_from_slice(&self.head);
+        out.extend_from_slice(version.as_bytes());
+        out.extend_from_slice(&self.tail);
+        out.push(b'}');
+        Bytes::from(out)
+    }
+}
+
+/// What a process is doing, as `berth ps` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProcState {
+    /// Spawned, being initialized by Berth.
+    Starting,
+    /// Waiting for a session.
+    Ready,
+    /// Waiting for a session, frozen.
+    Standby,
+    /// Serving a session.
+    Leased,
+    /// Being stopped, or serving a session of an older generation (after a restart).
+    Draining,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ProcessReport {
+    pub pid: u32,
+    pub state: ProcState,
+    pub generation: u64,
+    pub age_ms: u64,
+}
+
+/// A snapshot of one server's pool.
+#[derive(Debug, Clone, Serialize)]
+pub struct PoolReport {
+    pub server: String,
+    /// `running`, `idle` (scaled to zero), or `failed`.
+    pub status: &'static str,
+    pub failure: Option<String>,
+    pub processes: Vec<ProcessReport>,
+    pub restarts: u64,
+    pub crashes: u64,
+    pub calls: u64,
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+}
+
+/// Why no process could be had.
+#[derive(Debug)]
+pub enum AcquireError {
+    /// `max_processes` are alive.
+    AtCapacity {
+        max: usize,
+    },
+    /// The server crashed too often and was given up on.
+    Failed(Failure),
+    Spawn(SpawnError),
+    /// The pool is shutting down (gateway stopping, or server removed).
+    Stopping,
+}
+
+impl std::fmt::Display for AcquireError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AcquireError::AtCapacity { max } => write!(
+                f,
+                "all {max} processes of this server are busy (max_processes); retry when a session ends"
+            ),
+            AcquireError::Failed(failure) => f.write_str(&failure.message),
+            AcquireError::Spawn(e) => write!(f, "{e}"),
+            AcquireError::Stopping => f.write_str("the server is being stopped"),
+        }
+    }
+}
+
+struct Warm {
+    upstream: Arc<Upstream>,
+    unsolicited: mpsc::UnboundedReceiver<Message>,
+    init: Option<Arc<InitCache>>,
+    since: Instant,
+    last_ping: Instant,
+    pinging: bool,
+}
+
+struct Proc {
+    state: ProcState,
+    generation: u64,
+    since: Instant,
+}
+
+struct State {
+    ready: VecDeque<Warm>,
+    /// Spawned and being pre-initialized.
+    starting: usize,
+    procs: BTreeMap<u32, Proc>,
+    generation: u64,
+    crashes: VecDeque<Instant>,
+    crash_total: u64,
+    consecutive_crashes: u32,
+    retry_at: Option<Instant>,
+    failed: Option<Failure>,
+    restarts: u64,
+    last_used: Instant,
+    scaled_to_zero: bool,
+    /// Recent call latencies (µs), a ring.
+    latencies: VecDeque<u32>,
+    calls: u64,
+}
+
+struct Inner {
+    spec: ServerSpec,
+    log: ServerLog,
+    state: Mutex<State>,
+    wake: Notify,
+    stopping: CancellationToken,
+}
+
+impl Inner {
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// One server's processes. Cheap to clone.
+#[derive(Clone)]
+pub struct Pool {
+    inner: Arc<Inner>,
+}
+
+/// A process leased to one session. Released (stopped and reaped) with
+/// [`Lease::release`], or when dropped.
+pub struct Lease {
+    pool: Arc<Inner>,
+    upstream: Arc<Upstream>,
+    /// The process was initialized by Berth; this is its answer.
+    pub init: Option<Arc<InitCache>>,
+    generation: u64,
+    released: AtomicBool,
+}
+
+impl std::ops::Deref for Lease {
+    type Target = Upstream;
+    fn deref(&self) -> &Upstream {
+        &self.upstream
+    }
+}
+
+impl Lease {
+    /// Stops the process and waits until it is reaped.
+    pub async fn release(&self, reason: &str) {
+        if !self.released.swap(true, Ordering::Relaxed) {
+            if let Some(p) = self.pool.state().procs.get_mut(&self.upstream.pid()) {
+                p.state = ProcState::Draining;
+            }
+            self.pool.wake.notify_one();
+        }
+        self.upstream.shutdown(reason).await;
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Records how long one call took, for `berth ps`.
+    pub fn record_latency(&self, took: Duration) {
+        let mut state = self.pool.state();
+        if state.latencies.len() == LATENCY_WINDOW {
+            state.latencies.pop_front();
+        }
+        state
+            .latencies
+            .push_back(took.as_micros().min(u32::MAX as u128) as u32);
+        state.calls += 1;
+    }
+
+    /// The session initialized fine: consecutive crashes are forgiven.
+    pub fn mark_healthy(&self) {
+        let mut state = self.pool.state();
+        state.consecutive_crashes = 0;
+        state.retry_at = None;
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if !self.released.load(Ordering::Relaxed)
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            let (pool, upstream) = (self.pool.clone(), self.upstream.clone());
+            let lease = Lease {
+                pool,
+                upstream,
+                init: None,
+                generation: self.generation,
+                released: AtomicBool::new(false),
+            };
+            runtime.spawn(async move { lease.release("session dropped").await });
+        }
+    }
+}
+
+const LATENCY_WINDOW: usize = 1024;
+
+impl Pool {
+    /// Creates the pool and starts its maintenance task.
+    pub fn start(spec: ServerSpec, log: ServerLog) -> Pool {
+        let now = Instant::now();
+        let inner = Arc::new(Inner {
+            spec,
+            log,
+            state: Mutex::new(State {
+                ready: VecDeque::new(),
+                starting: 0,
+                procs: BTreeMap::new(),
+                generation: 1,
+                crashes: VecDeque::new(),
+                crash_total: 0,
+                consecutive_crashes: 0,
+                retry_at: None,
+                failed: None,
+                restarts: 0,
+                last_used: now,
+                scaled_to_zero: false,
+                latencies: VecDeque::new(),
+                calls: 0,
+            }),
+            wake: Notify::new(),
+            stopping: CancellationToken::new(),
+        });
+        tokio::spawn(maintain(inner.clone()));
+        Pool { inner }
+    }
+
+    pub fn spec(&self) -> &ServerSpec {
+        &self.inner.spec
+    }
+
+    pub fn log(&self) -> &ServerLog {
+        &self.inner.log
+    }
+
+    /// A process for a new session: a ready one if any, else a fresh one.
+    /// The receiver carries the process's messages that concern no request.
+    pub fn acquire(&self) -> Result<(Lease, mpsc::UnboundedReceiver<Message>), AcquireError> {
+        let inner = &self.inner;
+        let mut state = inner.state();
+        if inner.stopping.is_cancelled() {
+            return Err(AcquireError::Stopping);
+        }
+        if let Some(failure) = &state.failed {
+            return Err(AcquireError::Failed(failure.clone()));
+        }
+        state.last_used = Instant::now();
+        state.scaled_to_zero = false;
+        let generation = state.generation;
+        // Most recently readied first: the warmest, least likely frozen.
+        while let Some(warm) = state.ready.pop_back() {
+            if warm.upstream.closed().is_some() {
+                continue;
+            }
+            if let Some(p) = state.procs.get_mut(&warm.upstream.pid()) {
+                p.state = ProcState::Leased;
+                p.since = Instant::now();
+            }
+            drop(state);
+            warm.upstream.thaw();
+            inner.wake.notify_one();
+            let lease = Lease {
+                pool: inner.clone(),
+                upstream: warm.upstream,
+                init: warm.init,
+                generation,
+                released: AtomicBool::new(false),
+            };
+            return Ok((lease, warm.unsolicited));
+        }
+        if state.procs.len() >= inner.spec.pool.max_processes {
+            return Err(AcquireError::AtCapacity {
+                max: inner.spec.pool.max_processes,
+            });
+        }
+        let (upstream, unsolicited) =
+            spawn_watched(inner, &mut state, ProcState::Leased).map_err(AcquireError::Spawn)?;
+        drop(state);
+        inner.wake.notify_one();
+        let lease = Lease {
+            pool: inner.clone(),
+            upstream,
+            init: None,
+            generation,
+            released: AtomicBool::new(false),
+        };
+        Ok((lease, unsolicited))
+    }
+
+    /// Rolling restart: waiting processes are replaced by new ones, sessions
+    /// keep their processes until they end, and a failed server is retried.
+    pub fn restart(&self) {
+        let drained = {
+            let mut state = self.inner.state();
+            state.generation += 1;
+            state.failed = None;
+            state.crashes.clear();
+            state.consecutive_crashes = 0;
+            state.retry_at = None;
+            std::mem::take(&mut state.ready)
+        };
+        self.inner.log.push(
+            None,
+            LogSource::Lifecycle,
+            "restart requested: replacing waiting processes; sessions drain",
+        );
+        drain(&self.inner, drained, "restarted");
+        self.inner.wake.notify_one();
+    }
+
+    /// Stops the pool: no more sessions; waiting processes are stopped and reaped.
+    pub async fn stop(&self) {
+        self.inner.stopping.cancel();
+        let ready = std::mem::take(&mut self.inner.state().ready);
+        futures::future::join_all(
+            ready
+                .iter()
+                .map(|w| w.upstream.shutdown("the server is being stopped")),
+        )
+        .await;
+    }
+
+    pub fn report(&self) -> PoolReport {
+        let state = self.inner.state();
+        let now = Instant::now();
+        let current = state.generation;
+        let mut processes: Vec<ProcessReport> = state
+            .procs
+            .iter()
+            .map(|(pid, p)| ProcessReport {
+                pid: *pid,
+                state: if p.state == ProcState::Leased && p.generation < current {
+                    ProcState::Draining
+                } else {
+                    p.state
+                },
+                generation: p.generation,
+                age_ms: now.duration_since(p.since).as_millis() as u64,
+            })
+            .collect();
+        processes.sort_by_key(|p| p.pid);
+        let mut sorted: Vec<u32> = state.latencies.iter().copied().collect();
+        sorted.sort_unstable();
+        let pct = |q: f64| -> Option<f64> {
+            (!sorted.is_empty())
+                .then(|| sorted[((sorted.len() - 1) as f64 * q).round() as usize] as f64 / 1000.0)
+        };
+        PoolReport {
+            server: self.inner.spec.name.clone(),
+            status: if state.failed.is_some() {
+                "failed"
+            } else if state.procs.is_empty() {
+                "idle"
+            } else {
+                "running"
+            },
+            failure: state.failed.as_ref().map(|f| f.message.clone()),
+            processes,
+            restarts: state.restarts,
+            crashes: state.crash_total,
+            calls: state.calls,
+            p50_ms: pct(0.50),
+            p99_ms: pct(0.99),
+        }
+    }
+}
+
+/// Spawns a process and a task that watches it until it is reaped.
+fn spawn_watched(
+    inner: &Arc<Inner>,
+    state: &mut State,
+    as_state: ProcState,
+) -> Result<(Arc<Upstream>, mpsc::UnboundedReceiver<Message>), SpawnError> {
+    let (upstream, unsolicited) = match Upstream::spawn(&inner.spec, inner.log.clone()) {
+        Ok(spawned) => spawned,
+        Err(e) => {
+            inner.log.push(None, LogSource::Lifecycle, e.to_string());
+            note_crash(inner, state, &e.to_string(), Vec::new());
+            return Err(e);
+        }
+    };
+    let pid = upstream.pid();
+    state.procs.insert(
+        pid,
+        Proc {
+            state: as_state,
+            generation: state.generation,
+            since: Instant::now(),
+        },
+    );
+    let watch = upstream.watch();
+    let watched = inner.clone();
+    tokio::spawn(async move {
+        let (how, crashed) = watch.ended().await;
+        let mut state = watched.state();
+        state.procs.remove(&pid);
+        if crashed {
+            let stderr = watched.log.last_stderr(pid, 10);
+            note_crash(
+                &watched,
+                &mut state,
+                &format!("process {pid} {how}"),
+                stderr,
+            );
+        }
+        drop(state);
+        watched.wake.notify_one();
+    });
+    Ok((Arc::new(upstream), unsolicited))
+}
+
+/// Counts a crash: backs off the next spawn, and gives up on the server after
+/// `max_crashes` within `window`.
+fn note_crash(inner: &Inner, state: &mut State, what: &str, stderr: Vec<String>) {
+    let policy = inner.spec.crash;
+    let now = Instant::now();
+    state.crash_total += 1;
+    state.crashes.push_back(now);
+    while state
+        .crashes
+        .front()
+        .is_some_and(|t| now.duration_since(*t) > policy.window)
+    {
+        state.crashes.pop_front();
+    }
+    state.consecutive_crashes = state.consecutive_crashes.saturating_add(1);
+    let exp = policy
+        .backoff_base
+        .saturating_mul(1u32 << state.consecutive_crashes.saturating_sub(1).min(16));
+    let jitter = 0.5 + (now.elapsed().subsec_nanos() ^ std::process::id()) as f64 / u32::MAX as f64;
+    state.retry_at = Some(now + exp.min(policy.backoff_max).mul_f64(jitter.min(1.5)));
+    if state.failed.is_none() && state.crashes.len() >= policy.max_crashes {
+        let last = stderr
+            .last()
+            .map(|l| format!("; last stderr: {l}"))
+            .unwrap_or_default();
+        let message = format!(
+            "server `{}` is failing: it crashed {} times within {:?} ({what}{last}); fix it, then run `berth restart {}`",
+            inner.spec.name,
+            state.crashes.len(),
+            policy.window,
+            inner.spec.name
+        );
+        inner.log.push(None, LogSource::Lifecycle, message.clone());
+        let mut failure = Failure::new(ErrorCode::UNAVAILABLE, message);
+        failure.data = Some(serde_json::json!({ "server": inner.spec.name, "stderr": stderr }));
+        state.failed = Some(failure);
+        let ready = std::mem::take(&mut state.ready);
+        drain(inner, ready, "the server is failing");
+    }
+}
+
+fn drain(inner: &Inner, processes: VecDeque<Warm>, reason: &'static str) {
+    let _ = inner;
+    for warm in processes {
+        tokio::spawn(async move { warm.upstream.shutdown(reason).await });
+    }
+}
+
+/// The pool's background work; runs until the pool stops.
+async fn maintain(inner: Arc<Inner>) {
+    let pool = &inner.spec.pool;
+    let mut tick = Duration::from_secs(1);
+    if let Some(standby) = pool.standby_after {
+        tick = tick.min(standby / 2);
+    }
+    if let Some(stop) = pool.stop_after {
+        tick = tick.min(stop / 2);
+    }
+    let tick = tick.max(Duration::from_millis(10));
+    loop {
+        tokio::select! {
+            _ = inner.stopping.cancelled() => break,
+            _ = inner.wake.notified() => {}
+            _ = tokio::time::sleep(tick) => {}
+        }
+        maintain_once(&inner);
+    }
+}
+
+fn maintain_once(inner: &Arc<Inner>) {
+    let config = &inner.spec.pool;
+    let now = Instant::now();
+    let mut state = inner.state();
+    let mut stop = VecDeque::new();
+
+    // Waiting processes: drop dead ones, answer what they ask, freeze idle ones.
+    let mut keep = VecDeque::with_capacity(state.ready.len());
+    while let Some(mut warm) = state.ready.pop_front() {
+        if warm.upstream.closed().is_some() {
+            continue;
+        }
+        answer_without_client(&mut warm);
+        if let Some(after) = config.standby_after
+            && !warm.upstream.is_frozen()
+            && !warm.pinging
+            && now.duration_since(warm.since) >= after
+        {
+            warm.upstream.freeze();
+            if let Some(p) = state.procs.get_mut(&warm.upstream.pid()) {
+                p.state = ProcState::Standby;
+            }
+        }
+        if !warm.upstream.is_frozen()
+            && !warm.pinging
+            && now.duration_since(warm.last_ping) >= config.health_interval
+        {
+            warm.pinging = true;
+            warm.last_ping = now;
+            tokio::spawn(health_check(inner.clone(), warm.upstream.clone()));
+        }
+        keep.push_back(warm);
+    }
+    state.ready = keep;
+
+    // Scale to zero after `stop_after` without a session.
+    if let Some(after) = config.stop_after
+        && !state.scaled_to_zero
+        && now.duration_since(state.last_used) >= after
+        && !state.procs.values().any(|p| p.state == ProcState::Leased)
+    {
+        state.scaled_to_zero = true;
+        stop = std::mem::take(&mut state.ready);
+        if !stop.is_empty() {
+            inner.log.push(
+                None,
+                LogSource::Lifecycle,
+                format!("no session for {after:?}: scaling to zero"),
+            );
+        }
+    }
+
+    // Refill up to `min_ready`, within `max_processes`, unless backing off or failed.
+    let target = if state.scaled_to_zero || state.failed.is_some() {
+        0
+    } else {
+        config.min_ready
+    };
+    let backing_off = state.retry_at.is_some_and(|t| now < t);
+    while !backing_off
+        && !inner.stopping.is_cancelled()
+        && state.ready.len() + state.starting < target
+        && state.procs.len() < config.max_processes
+    {
+        let Ok((upstream, unsolicited)) = spawn_watched(inner, &mut state, ProcState::Starting)
+        else {
+            break;
+        };
+        if state.crash_total > 0 {
+            state.restarts += 1;
+        }
+        state.starting += 1;
+        tokio::spawn(warm_up(inner.clone(), upstream, unsolicited));
+    }
+    drop(state);
+    drain(inner, stop, "scaled to zero");
+}
+
+/// Initializes a new process (when configured) and adds it to the ready set.
+async fn warm_up(
+    inner: Arc<Inner>,
+    upstream: Arc<Upstream>,
+    unsolicited: mpsc::UnboundedReceiver<Message>,
+) {
+    let init = if inner.spec.pool.preinitialize {
+        match preinitialize(&upstream, inner.spec.init_timeout).await {
+            Ok(init) => Some(Arc::new(init)),
+            Err(failure) => {
+                inner.log.push(
+                    Some(upstream.pid()),
+                    LogSource::Lifecycle,
+                    format!("pre-initialization failed: {}", failure.message),
+                );
+                {
+                    let mut state = inner.state();
+                    state.starting -= 1;
+                    // An exit is counted by the process watch; a bad answer is a crash too.
+                    if upstream.closed().is_none() {
+                        let stderr = inner.log.last_stderr(upstream.pid(), 10);
+                        note_crash(&inner, &mut state, &failure.message, stderr);
+                    }
+                }
+                upstream.shutdown("pre-initialization failed").await;
+                return;
+            }
+        }
+    } else {
+        None
+    };
+    let now = Instant::now();
+    let stopping = {
+        let mut state = inner.state();
+        state.starting -= 1;
+        let stopping = inner.stopping.is_cancelled();
+        if !stopping {
+            if let Some(p) = state.procs.get_mut(&upstream.pid()) {
+                p.state = ProcState::Ready;
+                p.since = now;
+            }
+            state.ready.push_back(Warm {
+                upstream: upstream.clone(),
+                unsolicited,
+                init,
+                since: now,
+                last_ping: now,
+                pinging: false,
+            });
+        }
+        stopping
+    };
+    if stopping {
+        upstream.shutdown("the server is being stopped").await;
+    }
+}
+
+/// Berth's own `initialize`, on behalf of a client to come.
+async fn preinitialize(upstream: &Upstream, timeout: Duration) -> Result<InitCache, Failure> {
+    let params = serde_json::json!({
+        "protocolVersion": ProtocolVersion::LATEST.as_str(),
+        "capabilities": serde_json::from_str::<serde_json::Value>(PREINIT_CAPABILITIES).unwrap_or_default(),
+        "clientInfo": { "name": "berth", "version": env!("CARGO_PKG_VERSION") },
+    });
+    let answer = upstream
+        .request("initialize", Some(params), timeout)
+        .await?;
+    let envelope = Envelope::parse(&answer.bytes)
+        .map_err(|e| Failure::new(ErrorCode::UPSTREAM_CLOSED, e.to_string()))?;
+    let Some(result) = envelope.result else {
+        let text = String::from_utf8_lossy(&answer.bytes).into_owned();
+        return Err(Failure::new(
+            ErrorCode::UPSTREAM_CLOSED,
+            format!("the server refused initialize: {text}"),
+        ));
+    };
+    let cache = InitCache::from_result(result).ok_or_else(|| {
+        Failure::new(
+            ErrorCode::UPSTREAM_CLOSED,
+            "the initialize result has no protocolVersion",
+        )
+    })?;
+    upstream.notify("notifications/initialized")?;
+    Ok(cache)
+}
+
+/// A waiting process has no client: Berth answers its requests (ping with
+/// `{}`, anything else with an error) and drops its notifications.
+fn answer_without_client(warm: &mut Warm) {
+    while let Ok(msg) = warm.unsolicited.try_recv() {
+        if msg.kind != Kind::Request {
+            continue;
+        }
+        let id = msg.raw_id();
+        let reply = if msg.method() == Some("ping") {
+            Bytes::from(format!(
+                r#"{{"jsonrpc":"2.0","id":{},"result":{{}}}}"#,
+                id.as_deref().unwrap_or("null")
+            ))
+        } else {
+            error_response(
+                id.as_deref(),
+                ErrorCode::METHOD_NOT_FOUND,
+                "no client is connected to this process yet",
+                None,
+            )
+        };
+        if let Ok(reply) = Message::parse(reply) {
+            let _ = warm.upstream.send(&reply);
+        }
+    }
+}
+
+async fn health_check(inner: Arc<Inner>, upstream: Arc<Upstream>) {
+    let result = upstream
+        .request("ping", None, inner.spec.pool.health_timeout)
+        .await;
+    let pid = upstream.pid();
+    let removed = {
+        let mut state = inner.state();
+        if let Some(warm) = state.ready.iter_mut().find(|w| w.upstream.pid() == pid) {
+            warm.pinging = false;
+        }
+        let before = state.ready.len();
+        if result.is_err() {
+            state.ready.retain(|w| w.upstream.pid() != pid);
+        }
+        state.ready.len() < before
+    };
+    if let (true, Err(failure)) = (removed, result) {
+        inner.log.push(
+            Some(pid),
+            LogSource::Lifecycle,
+            format!("unresponsive ({}); replacing it", failure.message),
+        );
+        upstream.shutdown("failed its health check").await;
+        inner.wake.notify_one();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn initialize_answers_splice_only_version_and_id() {
+        let result = serde_json::value::RawValue::from_string(
+            r#"{"protocolVersion":"2025-11-25","capabilities":{"tools":{}},"serverInfo":{"name":"x","version":"1"},"x-extra":1}"#.into(),
+        )
+        .unwrap();
+        let cache = InitCache::from_result(&result).unwrap();
+        assert_eq!(cache.negotiate(Some("2025-06-18")), "2025-06-18");
+        assert_eq!(cache.negotiate(Some("2026-07-28")), "2025-11-25");
+        assert_eq!(cache.negotiate(None), "2025-11-25");
+        let answer = cache.response("\"c1\"", "2025-06-18");
+        assert_eq!(
+            std::str::from_utf8(&answer).unwrap(),
+            r#"{"jsonrpc":"2.0","id":"c1","result":{"protocolVersion":"2025-06-18","capabilities":{"tools":{}},"serverInfo":{"name":"x","version":"1"},"x-extra":1}}"#
+        );
+    }
+}
