@@ -71,6 +71,75 @@ pub struct Server {
     #[serde(default)]
     pub env_passthrough: Vec<String>,
     pub cwd: Option<PathBuf>,
+    /// `exclusive`: one process per session. (`shared` is not available yet.)
+    #[serde(default)]
+    pub binding: Binding,
+    /// What happens to a session whose process dies: `end` or `replay`.
+    #[serde(default)]
+    pub on_crash: OnCrashConfig,
+    /// This many crashes within `crash_window` mark the server failed.
+    #[serde(default = "default_max_crashes")]
+    pub max_crashes: usize,
+    #[serde(default = "default_crash_window", deserialize_with = "duration")]
+    pub crash_window: Duration,
+    #[serde(default)]
+    pub pool: Pool,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Binding {
+    #[default]
+    Exclusive,
+    Shared,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum OnCrashConfig {
+    #[default]
+    End,
+    Replay,
+}
+
+fn default_max_crashes() -> usize {
+    berth_fleet::CrashPolicy::default().max_crashes
+}
+
+fn default_crash_window() -> Duration {
+    berth_fleet::CrashPolicy::default().window
+}
+
+/// `[servers.NAME.pool]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Pool {
+    pub min_ready: usize,
+    pub max_processes: usize,
+    pub preinitialize: bool,
+    #[serde(deserialize_with = "optional_duration")]
+    pub standby_after: Option<Duration>,
+    #[serde(deserialize_with = "optional_duration")]
+    pub stop_after: Option<Duration>,
+    #[serde(deserialize_with = "duration")]
+    pub health_interval: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub health_timeout: Duration,
+}
+
+impl Default for Pool {
+    fn default() -> Self {
+        let d = berth_fleet::PoolConfig::default();
+        Pool {
+            min_ready: d.min_ready,
+            max_processes: d.max_processes,
+            preinitialize: d.preinitialize,
+            standby_after: d.standby_after,
+            stop_after: d.stop_after,
+            health_interval: d.health_interval,
+            health_timeout: d.health_timeout,
+        }
+    }
 }
 
 /// A server name: it becomes a URL path segment.
@@ -106,6 +175,10 @@ impl<'de> Deserialize<'de> for NonEmpty {
         }
         Ok(NonEmpty(s))
     }
+}
+
+fn optional_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    duration(d).map(Some)
 }
 
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
@@ -175,6 +248,31 @@ impl Config {
                 )));
             }
         }
+        for (name, server) in &self.servers {
+            let name = &name.0;
+            if server.binding == Binding::Shared {
+                return Err(ConfigError(format!(
+                    "{origin}: servers.{name}.binding = \"shared\" is not available in this version of Berth; use \"exclusive\" (one process per session)"
+                )));
+            }
+            let pool = &server.pool;
+            if pool.max_processes == 0 {
+                return Err(ConfigError(format!(
+                    "{origin}: servers.{name}.pool.max_processes must be greater than zero"
+                )));
+            }
+            if pool.min_ready > pool.max_processes {
+                return Err(ConfigError(format!(
+                    "{origin}: servers.{name}.pool.min_ready ({}) cannot exceed max_processes ({})",
+                    pool.min_ready, pool.max_processes
+                )));
+            }
+            if server.max_crashes == 0 {
+                return Err(ConfigError(format!(
+                    "{origin}: servers.{name}.max_crashes must be greater than zero"
+                )));
+            }
+        }
         Ok(())
     }
 
@@ -194,6 +292,11 @@ impl Config {
                     env: BTreeMap::new(),
                     env_passthrough: Vec::new(),
                     cwd: None,
+                    binding: Binding::Exclusive,
+                    on_crash: OnCrashConfig::End,
+                    max_crashes: default_max_crashes(),
+                    crash_window: default_crash_window(),
+                    pool: Pool::default(),
                 },
             );
         }
@@ -229,6 +332,22 @@ impl Config {
                     .extend(s.env_passthrough.iter().cloned());
                 spec.cwd = s.cwd.clone();
                 spec.max_message_bytes = self.gateway.max_message_bytes;
+                spec.init_timeout = self.gateway.request_timeout;
+                spec.on_crash = match s.on_crash {
+                    OnCrashConfig::End => berth_fleet::OnCrash::End,
+                    OnCrashConfig::Replay => berth_fleet::OnCrash::Replay,
+                };
+                spec.crash.max_crashes = s.max_crashes;
+                spec.crash.window = s.crash_window;
+                spec.pool = berth_fleet::PoolConfig {
+                    min_ready: s.pool.min_ready,
+                    max_processes: s.pool.max_processes,
+                    preinitialize: s.pool.preinitialize,
+                    standby_after: s.pool.standby_after,
+                    stop_after: s.pool.stop_after,
+                    health_interval: s.pool.health_interval,
+                    health_timeout: s.pool.health_timeout,
+                };
                 spec
             })
             .collect()
