@@ -19,7 +19,30 @@ pub struct Config {
     #[serde(default)]
     pub gateway: Gateway,
     #[serde(default)]
+    pub admin: Admin,
+    #[serde(default)]
     pub servers: BTreeMap<ServerName, Server>,
+}
+
+/// `[admin]`: the admin API behind `berth ps`, `logs`, `restart`, `reload`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Admin {
+    pub enabled: bool,
+    /// Port 0 picks a free port; the CLI finds it in `<data_dir>/admin.json`.
+    pub listen: SocketAddr,
+    /// Bearer token; a random one per start when absent.
+    pub token: Option<String>,
+}
+
+impl Default for Admin {
+    fn default() -> Self {
+        Admin {
+            enabled: true,
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            token: None,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -39,6 +62,22 @@ pub struct Gateway {
     pub replay_buffer: usize,
     pub allowed_hosts: Vec<String>,
     pub allowed_origins: Vec<String>,
+    /// Where Berth keeps its state (admin.json, ...).
+    pub data_dir: PathBuf,
+}
+
+/// `$BERTH_DATA_DIR`, else `$XDG_STATE_HOME/berth`, else `~/.local/state/berth`.
+pub fn default_data_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("BERTH_DATA_DIR") {
+        return PathBuf::from(dir);
+    }
+    if let Some(state) = std::env::var_os("XDG_STATE_HOME") {
+        return PathBuf::from(state).join("berth");
+    }
+    match std::env::var_os("HOME") {
+        Some(home) => PathBuf::from(home).join(".local/state/berth"),
+        None => std::env::temp_dir().join("berth"),
+    }
 }
 
 impl Default for Gateway {
@@ -55,6 +94,7 @@ impl Default for Gateway {
             replay_buffer: edge.replay_buffer,
             allowed_hosts: edge.allowed_hosts,
             allowed_origins: edge.allowed_origins,
+            data_dir: default_data_dir(),
         }
     }
 }
@@ -71,6 +111,9 @@ pub struct Server {
     #[serde(default)]
     pub env_passthrough: Vec<String>,
     pub cwd: Option<PathBuf>,
+    /// Also write this server's log (stderr and lifecycle events) to a file,
+    /// rotated at 10 MiB, five old files kept.
+    pub log_file: Option<PathBuf>,
     /// `exclusive`: one process per session. (`shared` is not available yet.)
     #[serde(default)]
     pub binding: Binding,
@@ -292,6 +335,7 @@ impl Config {
                     env: BTreeMap::new(),
                     env_passthrough: Vec::new(),
                     cwd: None,
+                    log_file: None,
                     binding: Binding::Exclusive,
                     on_crash: OnCrashConfig::End,
                     max_crashes: default_max_crashes(),
@@ -302,6 +346,7 @@ impl Config {
         }
         Config {
             gateway: Gateway::default(),
+            admin: Admin::default(),
             servers,
         }
     }
@@ -333,6 +378,7 @@ impl Config {
                 spec.cwd = s.cwd.clone();
                 spec.max_message_bytes = self.gateway.max_message_bytes;
                 spec.init_timeout = self.gateway.request_timeout;
+                spec.log_file = s.log_file.clone();
                 spec.on_crash = match s.on_crash {
                     OnCrashConfig::End => berth_fleet::OnCrash::End,
                     OnCrashConfig::Replay => berth_fleet::OnCrash::Replay,

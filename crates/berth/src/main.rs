@@ -1,5 +1,6 @@
 //! `berth`: host MCP servers over Streamable HTTP.
 
+mod cli;
 mod config;
 
 use std::path::PathBuf;
@@ -35,6 +36,37 @@ enum Command {
     },
     /// Check a configuration file and exit.
     Check { config: PathBuf },
+    /// Show each server's processes, sessions, restarts and call latency.
+    Ps {
+        #[command(flatten)]
+        admin: cli::AdminArgs,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a server's log (its stderr and lifecycle events).
+    Logs {
+        server: String,
+        /// Keep printing new lines.
+        #[arg(long, short)]
+        follow: bool,
+        /// How many recent lines to print first.
+        #[arg(long, short = 'n', default_value_t = 100)]
+        lines: usize,
+        #[command(flatten)]
+        admin: cli::AdminArgs,
+    },
+    /// Rolling restart of a server: new sessions get new processes, existing ones drain.
+    Restart {
+        server: String,
+        #[command(flatten)]
+        admin: cli::AdminArgs,
+    },
+    /// Re-read the configuration file and apply server changes (same as SIGHUP).
+    Reload {
+        #[command(flatten)]
+        admin: cli::AdminArgs,
+    },
     /// Run a built-in MCP server on stdin/stdout (Berth runs these as its own children).
     Builtin {
         #[arg(value_parser = clap::builder::PossibleValuesParser::new(berth_servers::BUILTINS))]
@@ -74,6 +106,15 @@ fn main() -> ExitCode {
                 Ok(())
             }
             Command::Builtin { name } => berth_servers::run(&name).await,
+            Command::Ps { admin, json } => cli::ps(&admin, json).await,
+            Command::Logs {
+                server,
+                follow,
+                lines,
+                admin,
+            } => cli::logs(&admin, &server, follow, lines).await,
+            Command::Restart { server, admin } => cli::restart(&admin, &server).await,
+            Command::Reload { admin } => cli::reload(&admin).await,
         }
     });
     match result {
@@ -125,16 +166,97 @@ async fn serve(
         );
     }
     let gateway = Gateway::new(edge.clone(), config.server_specs());
-    announce(&gateway, &edge.listen, config_path.is_none());
-    Arc::clone(&gateway)
-        .run(listener, shutdown_signal())
-        .await?;
+    let reloader = reloader(config_path.clone(), Arc::downgrade(&gateway));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let admin = if config.admin.enabled {
+        Some(start_admin(&config, &gateway, reloader.clone(), stop.clone()).await?)
+    } else {
+        None
+    };
+    announce(
+        &gateway,
+        &edge.listen,
+        config_path.is_none(),
+        admin.as_deref(),
+    );
+    tokio::spawn(reload_on_sighup(reloader));
+    let shutdown = {
+        let stop = stop.clone();
+        async move {
+            shutdown_signal().await;
+            stop.cancel();
+        }
+    };
+    Arc::clone(&gateway).run(listener, shutdown).await?;
+    stop.cancel();
     tracing::info!("stopped; all server processes reaped");
     Ok(())
 }
 
+/// Re-reads the configuration file and applies its servers.
+fn reloader(path: Option<PathBuf>, gateway: std::sync::Weak<Gateway>) -> berth_edge::Reloader {
+    Arc::new(move || {
+        let (path, gateway) = (path.clone(), gateway.clone());
+        Box::pin(async move {
+            let path = path.ok_or(
+                "nothing to reload: Berth was started without --config (the embedded default)",
+            )?;
+            let config = Config::load(&path).map_err(|e| e.to_string())?;
+            let gateway = gateway.upgrade().ok_or("the gateway is stopping")?;
+            Ok(gateway.reload(config.server_specs()).await)
+        })
+    })
+}
+
+async fn reload_on_sighup(reloader: berth_edge::Reloader) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        return;
+    };
+    while hup.recv().await.is_some() {
+        match reloader().await {
+            Ok(report) => tracing::info!(?report, "SIGHUP: configuration reloaded"),
+            Err(e) => tracing::error!("SIGHUP: configuration not reloaded: {e}"),
+        }
+    }
+}
+
+/// Starts the admin API and writes `<data_dir>/admin.json` for the CLI.
+async fn start_admin(
+    config: &Config,
+    gateway: &Arc<Gateway>,
+    reloader: berth_edge::Reloader,
+    stop: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<String> {
+    let listener = tokio::net::TcpListener::bind(config.admin.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (admin.listen)", config.admin.listen))?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let token = config
+        .admin
+        .token
+        .clone()
+        .unwrap_or_else(|| berth_edge::random_token().to_string());
+    let path = cli::AdminEndpoint {
+        url: url.clone(),
+        token: token.clone(),
+    }
+    .write(&config.gateway.data_dir)?;
+    tracing::info!("admin API on {url} (token in {})", path.display());
+    let router = berth_edge::admin_router(gateway.clone(), token, reloader);
+    tokio::spawn(async move {
+        let served = axum::serve(listener, router)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await;
+        if let Err(e) = served {
+            tracing::error!("admin API stopped: {e}");
+        }
+    });
+    Ok(url)
+}
+
 /// Prints where each server is and a client configuration to paste.
-fn announce(gateway: &Gateway, addr: &std::net::SocketAddr, embedded: bool) {
+fn announce(gateway: &Gateway, addr: &std::net::SocketAddr, embedded: bool, admin: Option<&str>) {
     let base = format!("http://{addr}");
     let mut out = String::new();
     out.push_str(&format!("Berth is listening on {base}\n"));
@@ -153,6 +275,11 @@ fn announce(gateway: &Gateway, addr: &std::net::SocketAddr, embedded: bool) {
         );
     }
     let snippet = serde_json::json!({ "mcpServers": snippet });
+    if let Some(admin) = admin {
+        out.push_str(&format!(
+            "Admin API: {admin}   (berth ps | logs NAME | restart NAME | reload)\n"
+        ));
+    }
     out.push_str("Client configuration (mcpServers):\n");
     out.push_str(&serde_json::to_string_pretty(&snippet).unwrap_or_default());
     println!("{out}");

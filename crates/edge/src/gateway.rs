@@ -29,7 +29,16 @@ pub struct Server {
 
 impl Server {
     fn start(spec: ServerSpec) -> Arc<Server> {
-        let log = ServerLog::new(spec.name.clone(), LOG_LINES);
+        let mut log = ServerLog::new(spec.name.clone(), LOG_LINES);
+        if let Some(path) = &spec.log_file {
+            log = match log.clone().with_file(path, LOG_FILE_BYTES, LOG_FILES_KEPT) {
+                Ok(log) => log,
+                Err(e) => {
+                    tracing::error!(server = %spec.name, "cannot write log file {}: {e}", path.display());
+                    log
+                }
+            };
+        }
         Arc::new(Server {
             pool: Pool::start(spec.clone(), log),
             spec,
@@ -43,9 +52,12 @@ impl Server {
 
 /// Lines kept in each server's log ring.
 const LOG_LINES: usize = 2000;
+/// A server's log file is rotated past this size, keeping this many old files.
+const LOG_FILE_BYTES: u64 = 10 * 1024 * 1024;
+const LOG_FILES_KEPT: usize = 5;
 
 /// What a configuration reload changed.
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, serde::Deserialize)]
 pub struct ReloadReport {
     pub added: Vec<String>,
     pub changed: Vec<String>,

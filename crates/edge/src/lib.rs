@@ -7,6 +7,7 @@
 //! replies or resumable SSE streams, and checks every request's Host, Origin
 //! and headers before anything reaches a process.
 
+mod admin;
 mod config;
 mod gateway;
 mod guard;
@@ -15,6 +16,7 @@ mod reply;
 mod session;
 mod streamable;
 
+pub use admin::{Reloader, ServerStatus, admin_router};
 pub use config::EdgeConfig;
-pub use gateway::{Gateway, Server};
-pub use session::SESSION_HEADER;
+pub use gateway::{Gateway, ReloadReport, Server};
+pub use session::{SESSION_HEADER, new_session_id as random_token};

@@ -419,7 +419,7 @@ impl Drop for Reader {
 }
 
 /// A cryptographically random session id: 32 bytes, base64url (visible ASCII).
-pub(crate) fn new_session_id() -> Arc<str> {
+pub fn new_session_id() -> Arc<str> {
     use base64::Engine;
     use rand::RngCore;
     let mut bytes = [0u8; 32];

@@ -1,6 +1,8 @@
 //! Per-server log: the children's stderr and lifecycle events, in a bounded ring.
 
 use std::collections::VecDeque;
+use std::fmt;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -14,6 +16,8 @@ pub enum LogSource {
 
 #[derive(Debug, Clone)]
 pub struct LogLine {
+    /// Position in the server's log, counting from 1; increases by one per line.
+    pub seq: u64,
     pub at: SystemTime,
     pub pid: Option<u32>,
     pub source: LogSource,
@@ -31,6 +35,63 @@ struct Inner {
     server: String,
     capacity: usize,
     lines: Mutex<VecDeque<LogLine>>,
+    file: Mutex<Option<RotatingFile>>,
+}
+
+/// An append-only log file, rotated to `.1`, `.2`... when it grows past a size.
+#[derive(Debug)]
+struct RotatingFile {
+    path: PathBuf,
+    file: std::fs::File,
+    written: u64,
+    max_bytes: u64,
+    keep: usize,
+}
+
+impl RotatingFile {
+    fn open(path: &Path, max_bytes: u64, keep: usize) -> std::io::Result<RotatingFile> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        let written = file.metadata()?.len();
+        Ok(RotatingFile {
+            path: path.to_path_buf(),
+            file,
+            written,
+            max_bytes,
+            keep,
+        })
+    }
+
+    fn write(&mut self, line: &str) {
+        use std::io::Write;
+        if self.written + line.len() as u64 > self.max_bytes && self.written > 0 {
+            self.rotate();
+        }
+        if self.file.write_all(line.as_bytes()).is_ok() {
+            self.written += line.len() as u64;
+        }
+    }
+
+    fn rotate(&mut self) {
+        let numbered = |n: usize| PathBuf::from(format!("{}.{n}", self.path.display()));
+        for n in (1..self.keep).rev() {
+            let _ = std::fs::rename(numbered(n), numbered(n + 1));
+        }
+        let _ = std::fs::rename(&self.path, numbered(1));
+        if let Ok(file) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+        {
+            self.file = file;
+            self.written = 0;
+        }
+    }
 }
 
 impl ServerLog {
@@ -43,8 +104,17 @@ impl ServerLog {
                 server: server.into(),
                 capacity: capacity.max(1),
                 lines: Mutex::new(VecDeque::new()),
+                file: Mutex::new(None),
             }),
         }
+    }
+
+    /// Also appends every line to `path`, rotating it past `max_bytes` and
+    /// keeping `keep` old files.
+    pub fn with_file(self, path: &Path, max_bytes: u64, keep: usize) -> std::io::Result<ServerLog> {
+        let file = RotatingFile::open(path, max_bytes.max(1024), keep.max(1))?;
+        *self.inner.file.lock().unwrap_or_else(|e| e.into_inner()) = Some(file);
+        Ok(self)
     }
 
     pub fn push(&self, pid: Option<u32>, source: LogSource, text: impl Into<String>) {
@@ -63,17 +133,40 @@ impl ServerLog {
             }
             LogSource::Lifecycle => tracing::info!(server = %self.inner.server, pid, "{text}"),
         }
+        let mut lines = self.inner.lines.lock().unwrap_or_else(|e| e.into_inner());
+        let seq = lines.back().map_or(1, |l| l.seq + 1);
         let line = LogLine {
+            seq,
             at: SystemTime::now(),
             pid,
             source,
             text,
         };
-        let mut lines = self.inner.lines.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(file) = self
+            .inner
+            .file
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_mut()
+        {
+            file.write(&format!("{line}\n"));
+        }
         if lines.len() == self.inner.capacity {
             lines.pop_front();
         }
         lines.push_back(line);
+    }
+
+    /// Lines after `seq` still in the ring, oldest first (at most `limit`, the newest).
+    pub fn since(&self, seq: u64, limit: usize) -> Vec<LogLine> {
+        let lines = self.inner.lines.lock().unwrap_or_else(|e| e.into_inner());
+        let newer = lines.iter().filter(|l| l.seq > seq).count();
+        lines
+            .iter()
+            .filter(|l| l.seq > seq)
+            .skip(newer.saturating_sub(limit))
+            .cloned()
+            .collect()
     }
 
     /// Everything still in the ring, oldest first.
@@ -99,5 +192,49 @@ impl ServerLog {
             .collect();
         out.reverse();
         out
+    }
+}
+
+impl fmt::Display for LogLine {
+    /// `2026-11-24T16:00:00Z stderr pid=123: the text`
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let source = match self.source {
+            LogSource::Stderr => "stderr",
+            LogSource::Lifecycle => "berth",
+        };
+        write!(f, "{} {source}", humantime::format_rfc3339_seconds(self.at))?;
+        if let Some(pid) = self.pid {
+            write!(f, " pid={pid}")?;
+        }
+        write!(f, ": {}", self.text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ring_keeps_the_newest_lines_and_files_rotate() {
+        let dir = std::env::temp_dir().join(format!("berth-log-test-{}", std::process::id()));
+        let path = dir.join("server.log");
+        let log = ServerLog::new("t", 3).with_file(&path, 1024, 2).unwrap();
+        for i in 0..100 {
+            log.push(
+                Some(7),
+                LogSource::Stderr,
+                format!("line {i} {}", "x".repeat(40)),
+            );
+        }
+        let kept = log.since(0, 10);
+        assert_eq!(kept.len(), 3);
+        assert!(kept[2].text.starts_with("line 99"));
+        assert_eq!(log.since(kept[1].seq, 10).len(), 1);
+        assert!(
+            path.exists() && dir.join("server.log.1").exists() && dir.join("server.log.2").exists()
+        );
+        assert!(!dir.join("server.log.3").exists());
+        assert!(std::fs::metadata(&path).unwrap().len() <= 1024);
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use berth_wire::{Envelope, ErrorCode, Kind, Message, ProtocolVersion, error_response};
 use bytes::Bytes;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
@@ -86,7 +86,7 @@ impl InitCache {
 }
 
 /// What a process is doing, as `berth ps` shows it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ProcState {
     /// Spawned, being initialized by Berth.
@@ -101,7 +101,7 @@ pub enum ProcState {
     Draining,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ProcessReport {
     pub pid: u32,
     pub state: ProcState,
@@ -110,11 +110,11 @@ pub struct ProcessReport {
 }
 
 /// A snapshot of one server's pool.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PoolReport {
     pub server: String,
     /// `running`, `idle` (scaled to zero), or `failed`.
-    pub status: &'static str,
+    pub status: String,
     pub failure: Option<String>,
     pub processes: Vec<ProcessReport>,
     pub restarts: u64,
@@ -438,7 +438,8 @@ impl Pool {
                 "idle"
             } else {
                 "running"
-            },
+            }
+            .to_string(),
             failure: state.failed.as_ref().map(|f| f.message.clone()),
             processes,
             restarts: state.restarts,

@@ -25,6 +25,8 @@ pub struct ServerSpec {
     pub on_crash: OnCrash,
     /// How long Berth waits for a process to answer its `initialize`.
     pub init_timeout: Duration,
+    /// Also write the server's log (stderr and lifecycle) to this file, rotated.
+    pub log_file: Option<PathBuf>,
 }
 
 /// What happens to a session when its server process dies.
@@ -134,6 +136,7 @@ impl ServerSpec {
             crash: CrashPolicy::default(),
             on_crash: OnCrash::End,
             init_timeout: Duration::from_secs(60),
+            log_file: None,
         }
     }
 }

@@ -1,0 +1,248 @@
+//! The operator's commands over the admin API: `ps`, `logs`, `restart`, `reload`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use berth_edge::{ReloadReport, ServerStatus};
+use futures::StreamExt;
+
+/// Where the admin API is and how to authenticate to it.
+#[derive(clap::Args, Debug)]
+pub struct AdminArgs {
+    /// Berth's data directory, where a running gateway writes admin.json.
+    #[arg(long, env = "BERTH_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Admin API URL (instead of reading admin.json).
+    #[arg(long, env = "BERTH_ADMIN_URL")]
+    pub admin_url: Option<String>,
+    /// Admin token (instead of reading admin.json).
+    #[arg(long, env = "BERTH_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+}
+
+/// What a running gateway writes to `<data_dir>/admin.json`.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct AdminEndpoint {
+    pub url: String,
+    pub token: String,
+}
+
+impl AdminEndpoint {
+    pub fn path(data_dir: &Path) -> PathBuf {
+        data_dir.join("admin.json")
+    }
+
+    /// Writes the file readable by its owner only: the token grants control.
+    pub fn write(&self, data_dir: &Path) -> anyhow::Result<PathBuf> {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::create_dir_all(data_dir)
+            .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
+        let path = Self::path(data_dir);
+        let tmp = path.with_extension("json.tmp");
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        file.write_all(serde_json::to_string_pretty(self)?.as_bytes())?;
+        std::fs::rename(&tmp, &path)?;
+        Ok(path)
+    }
+}
+
+pub struct AdminClient {
+    http: reqwest::Client,
+    url: String,
+    token: String,
+}
+
+impl AdminClient {
+    pub fn new(args: &AdminArgs) -> anyhow::Result<AdminClient> {
+        let (url, token) = match (&args.admin_url, &args.admin_token) {
+            (Some(url), Some(token)) => (url.clone(), token.clone()),
+            _ => {
+                let data_dir = args
+                    .data_dir
+                    .clone()
+                    .unwrap_or_else(crate::config::default_data_dir);
+                let path = AdminEndpoint::path(&data_dir);
+                let text = std::fs::read_to_string(&path).with_context(|| {
+                    format!("cannot read {} — is `berth serve` running with this data directory? (or pass --admin-url and --admin-token)", path.display())
+                })?;
+                let endpoint: AdminEndpoint = serde_json::from_str(&text)
+                    .with_context(|| format!("{} is not valid", path.display()))?;
+                (
+                    args.admin_url.clone().unwrap_or(endpoint.url),
+                    args.admin_token.clone().unwrap_or(endpoint.token),
+                )
+            }
+        };
+        Ok(AdminClient {
+            http: reqwest::Client::new(),
+            url: url.trim_end_matches('/').to_string(),
+            token,
+        })
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> anyhow::Result<reqwest::Response> {
+        let response = request
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot reach the admin API at {} — is `berth serve` running?",
+                    self.url
+                )
+            })?;
+        if !response.status().is_success() {
+            let status = response.status();
+            let body = response.text().await.unwrap_or_default();
+            let message = serde_json::from_str::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v["error"].as_str().map(str::to_owned))
+                .unwrap_or(body);
+            bail!("admin API answered {status}: {message}");
+        }
+        Ok(response)
+    }
+
+    pub async fn status(&self) -> anyhow::Result<Vec<ServerStatus>> {
+        #[derive(serde::Deserialize)]
+        struct Status {
+            servers: Vec<ServerStatus>,
+        }
+        let response = self
+            .send(self.http.get(format!("{}/v1/status", self.url)))
+            .await?;
+        Ok(response.json::<Status>().await?.servers)
+    }
+}
+
+pub async fn ps(args: &AdminArgs, json: bool) -> anyhow::Result<()> {
+    let client = AdminClient::new(args)?;
+    let servers = client.status().await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&servers)?);
+        return Ok(());
+    }
+    println!(
+        "{:<16} {:<8} {:>8} {:>6} {:>6} {:>7} {:>6} {:>8} {:>8} {:>8} {:>9} {:>9}",
+        "SERVER",
+        "STATUS",
+        "SESSIONS",
+        "READY",
+        "STANDBY",
+        "LEASED",
+        "OTHER",
+        "RESTARTS",
+        "CRASHES",
+        "CALLS",
+        "P50",
+        "P99"
+    );
+    for s in &servers {
+        let count = |state: berth_fleet::ProcState| {
+            s.pool.processes.iter().filter(|p| p.state == state).count()
+        };
+        use berth_fleet::ProcState::*;
+        let other = s.pool.processes.len() - count(Ready) - count(Standby) - count(Leased);
+        let ms = |v: Option<f64>| v.map(|v| format!("{v:.2}ms")).unwrap_or_else(|| "-".into());
+        println!(
+            "{:<16} {:<8} {:>8} {:>6} {:>6} {:>7} {:>6} {:>8} {:>8} {:>8} {:>9} {:>9}",
+            s.pool.server,
+            s.pool.status,
+            s.sessions,
+            count(Ready),
+            count(Standby),
+            count(Leased),
+            other,
+            s.pool.restarts,
+            s.pool.crashes,
+            s.pool.calls,
+            ms(s.pool.p50_ms),
+            ms(s.pool.p99_ms)
+        );
+        if let Some(failure) = &s.pool.failure {
+            println!("  ! {failure}");
+        }
+        for p in &s.pool.processes {
+            let state = serde_json::to_value(p.state)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            println!(
+                "  pid {:<8} {:<9} {:>8.1}s  generation {}",
+                p.pid,
+                state,
+                p.age_ms as f64 / 1000.0,
+                p.generation
+            );
+        }
+    }
+    Ok(())
+}
+
+pub async fn logs(
+    args: &AdminArgs,
+    server: &str,
+    follow: bool,
+    lines: usize,
+) -> anyhow::Result<()> {
+    let client = AdminClient::new(args)?;
+    let url = format!(
+        "{}/v1/servers/{server}/logs?lines={lines}&follow={follow}",
+        client.url
+    );
+    let response = client.send(client.http.get(url)).await?;
+    let mut body = response.bytes_stream();
+    let mut out = std::io::stdout();
+    while let Some(chunk) = body.next().await {
+        out.write_all(&chunk?)?;
+        out.flush()?;
+    }
+    Ok(())
+}
+
+pub async fn restart(args: &AdminArgs, server: &str) -> anyhow::Result<()> {
+    let client = AdminClient::new(args)?;
+    client
+        .send(
+            client
+                .http
+                .post(format!("{}/v1/servers/{server}/restart", client.url)),
+        )
+        .await?;
+    println!("{server}: restarting (new sessions get new processes; existing sessions drain)");
+    Ok(())
+}
+
+pub async fn reload(args: &AdminArgs) -> anyhow::Result<()> {
+    let client = AdminClient::new(args)?;
+    let report: ReloadReport = client
+        .send(client.http.post(format!("{}/v1/reload", client.url)))
+        .await?
+        .json()
+        .await?;
+    print_reload(&report);
+    Ok(())
+}
+
+pub fn print_reload(report: &ReloadReport) {
+    let list = |v: &[String]| {
+        if v.is_empty() {
+            "-".to_string()
+        } else {
+            v.join(", ")
+        }
+    };
+    println!(
+        "reloaded: added {}; changed {}; removed {}; unchanged {}",
+        list(&report.added),
+        list(&report.changed),
+        list(&report.removed),
+        list(&report.unchanged)
+    );
+}

@@ -1,0 +1,173 @@
+//! The admin API: a JSON API on its own listener, for `berth ps`, `berth
+//! logs`, `berth restart` and `berth reload`. Every request must carry the
+//! admin token (`Authorization: Bearer <token>`).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use berth_fleet::{LogLine, PoolReport};
+use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+
+use crate::gateway::{Gateway, ReloadReport};
+
+/// Re-reads the configuration and applies it (the binary owns the file).
+pub type Reloader = Arc<dyn Fn() -> BoxFuture<'static, Result<ReloadReport, String>> + Send + Sync>;
+
+struct Admin {
+    gateway: Arc<Gateway>,
+    token: String,
+    reload: Reloader,
+}
+
+/// One server in `GET /v1/status`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ServerStatus {
+    #[serde(flatten)]
+    pub pool: PoolReport,
+    pub sessions: usize,
+}
+
+pub fn admin_router(gateway: Arc<Gateway>, token: String, reloader: Reloader) -> Router {
+    let admin = Arc::new(Admin {
+        gateway,
+        token,
+        reload: reloader,
+    });
+    Router::new()
+        .route("/v1/status", get(status))
+        .route("/v1/servers/{name}/logs", get(logs))
+        .route("/v1/servers/{name}/restart", post(restart))
+        .route("/v1/reload", post(reload))
+        .layer(axum::middleware::from_fn_with_state(
+            admin.clone(),
+            authorize,
+        ))
+        .with_state(admin)
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (
+        status,
+        axum::Json(serde_json::json!({ "error": message.into() })),
+    )
+        .into_response()
+}
+
+async fn authorize(State(admin): State<Arc<Admin>>, request: Request, next: Next) -> Response {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    if !constant_time_eq(presented.as_bytes(), admin.token.as_bytes()) {
+        let mut response = error(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong admin token (Authorization: Bearer <token>)",
+        );
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return response;
+    }
+    next.run(request).await
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn status(State(admin): State<Arc<Admin>>) -> Response {
+    let sessions = admin.gateway.sessions_by_server();
+    let servers: Vec<ServerStatus> = admin
+        .gateway
+        .servers()
+        .iter()
+        .map(|s| ServerStatus {
+            pool: s.pool.report(),
+            sessions: sessions.get(&s.spec.name).copied().unwrap_or(0),
+        })
+        .collect();
+    axum::Json(serde_json::json!({ "servers": servers })).into_response()
+}
+
+#[derive(Deserialize)]
+struct LogsQuery {
+    #[serde(default = "default_lines")]
+    lines: usize,
+    #[serde(default)]
+    follow: bool,
+}
+
+fn default_lines() -> usize {
+    100
+}
+
+async fn logs(
+    State(admin): State<Arc<Admin>>,
+    Path(name): Path<String>,
+    Query(query): Query<LogsQuery>,
+) -> Response {
+    let Ok(server) = admin.gateway.server(&name) else {
+        return error(StatusCode::NOT_FOUND, format!("no server named `{name}`"));
+    };
+    let log = server.log().clone();
+    let first = log.since(0, query.lines);
+    let last = first.last().map_or(0, |l| l.seq);
+    let text = render(&first);
+    if !query.follow {
+        return ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response();
+    }
+    // Follow: what is there now, then new lines as they come.
+    let stream = futures::stream::once(
+        async move { Ok::<_, Infallible>(bytes::Bytes::from(text)) },
+    )
+    .chain(futures::stream::unfold(last, move |last| {
+        let log = log.clone();
+        async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                let new = log.since(last, usize::MAX);
+                if let Some(newest) = new.last() {
+                    let seq = newest.seq;
+                    return Some((Ok(bytes::Bytes::from(render(&new))), seq));
+                }
+            }
+        }
+    }));
+    (
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        Body::from_stream(stream),
+    )
+        .into_response()
+}
+
+use futures::StreamExt;
+
+fn render(lines: &[LogLine]) -> String {
+    lines.iter().map(|l| format!("{l}\n")).collect()
+}
+
+async fn restart(State(admin): State<Arc<Admin>>, Path(name): Path<String>) -> Response {
+    if admin.gateway.restart(&name) {
+        axum::Json(serde_json::json!({ "restarted": name })).into_response()
+    } else {
+        error(StatusCode::NOT_FOUND, format!("no server named `{name}`"))
+    }
+}
+
+async fn reload(State(admin): State<Arc<Admin>>) -> Response {
+    match (admin.reload)().await {
+        Ok(report) => axum::Json(report).into_response(),
+        Err(e) => error(StatusCode::BAD_REQUEST, e),
+    }
+}
