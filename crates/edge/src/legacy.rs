@@ -51,7 +51,7 @@ pub(crate) async fn message(
             .session_id
             .as_deref()
             .and_then(|id| gw.session(id))
-            .filter(|s| s.legacy && Arc::ptr_eq(&s.server, &server))
+            .filter(|s| s.legacy && s.server.spec.name == server.spec.name)
             .ok_or_else(|| {
                 rpc_error(
                     StatusCode::NOT_FOUND,

@@ -615,7 +615,7 @@ pub(crate) fn session_for(
     id.to_str()
         .ok()
         .and_then(|id| gw.session(id))
-        .filter(|s| Arc::ptr_eq(&s.server, server) && !s.legacy && !s.ended.is_cancelled())
+        .filter(|s| s.server.spec.name == server.spec.name && !s.legacy && !s.ended.is_cancelled())
         .ok_or_else(|| {
             rpc_error(
                 StatusCode::NOT_FOUND,

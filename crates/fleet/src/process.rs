@@ -1,7 +1,8 @@
 //! Spawning a child and running the stdio shutdown sequence on it.
 
 use std::process::{ExitStatus, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
@@ -12,6 +13,13 @@ use tokio_util::sync::CancellationToken;
 use crate::{LogSource, ServerLog, ServerSpec, ShutdownGrace};
 
 static LIVE: AtomicUsize = AtomicUsize::new(0);
+
+/// Whether an exit was asked for by Berth, and, once exited, whether it was a crash.
+#[derive(Clone, Default)]
+pub(crate) struct ExitVerdict {
+    pub(crate) stop_requested: Arc<AtomicBool>,
+    pub(crate) crashed: Arc<AtomicBool>,
+}
 
 /// How many server processes this gateway has spawned and not yet reaped.
 pub fn live_processes() -> usize {
@@ -59,6 +67,7 @@ pub(crate) async fn supervise(
     close_stdin: CancellationToken,
     log: ServerLog,
     exited: watch::Sender<Option<String>>,
+    verdict: ExitVerdict,
 ) {
     let status = tokio::select! {
         status = child.wait() => status,
@@ -90,6 +99,12 @@ pub(crate) async fn supervise(
         Some(pid),
         LogSource::Lifecycle,
         format!("process {pid} {description}"),
+    );
+    // Decided at the moment of exit: a stop requested later (by a session
+    // cleaning up after the crash) must not turn the crash into a clean stop.
+    verdict.crashed.store(
+        !verdict.stop_requested.load(Ordering::Relaxed),
+        Ordering::Relaxed,
     );
     let _ = exited.send(Some(description));
 }

@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 
-use crate::process::{spawn, supervise};
+use crate::process::{ExitVerdict, spawn, supervise};
 use crate::{LogSource, ServerLog, ServerSpec};
 
 /// Why a request got no answer from the server. Becomes a JSON-RPC error.
@@ -254,7 +254,7 @@ pub struct Upstream {
     stop: CancellationToken,
     exited: watch::Receiver<Option<String>>,
     /// Berth asked it to stop (an exit without this is a crash).
-    stop_requested: Arc<AtomicBool>,
+    verdict: ExitVerdict,
     /// Stopped with SIGSTOP (standby).
     frozen: AtomicBool,
 }
@@ -322,6 +322,7 @@ impl Upstream {
         let (stdin_tx, stdin_rx) = mpsc::unbounded_channel();
         let (unsolicited_tx, unsolicited_rx) = mpsc::unbounded_channel();
         let (exited_tx, exited_rx) = watch::channel(None);
+        let verdict = ExitVerdict::default();
         let stop = CancellationToken::new();
         let close_stdin = CancellationToken::new();
         let shared = Arc::new(Shared {
@@ -353,6 +354,7 @@ impl Upstream {
             close_stdin,
             log,
             exited_tx,
+            verdict.clone(),
         ));
 
         Ok((
@@ -360,7 +362,7 @@ impl Upstream {
                 shared,
                 stop,
                 exited: exited_rx,
-                stop_requested: Arc::new(AtomicBool::new(false)),
+                verdict: verdict.clone(),
                 frozen: AtomicBool::new(false),
             },
             unsolicited_rx,
@@ -475,7 +477,7 @@ impl Upstream {
     /// Stops the server (close stdin, SIGTERM, SIGKILL) and waits until it
     /// has been reaped. Requests in flight fail with `reason`.
     pub async fn shutdown(&self, reason: &str) {
-        self.stop_requested.store(true, Ordering::Relaxed);
+        self.verdict.stop_requested.store(true, Ordering::Relaxed);
         self.shared
             .close(Failure::new(ErrorCode::UPSTREAM_CLOSED, reason));
         // A stopped process cannot react to stdin closing or to SIGTERM.
@@ -488,7 +490,7 @@ impl Upstream {
     pub fn watch(&self) -> ProcessWatch {
         ProcessWatch {
             exited: self.exited.clone(),
-            stop_requested: self.stop_requested.clone(),
+            verdict: self.verdict.clone(),
         }
     }
 
@@ -501,7 +503,10 @@ impl Upstream {
     /// Whether the process ended without Berth asking it to (it exited,
     /// crashed, or misbehaved and was stopped).
     pub fn crashed(&self) -> bool {
-        self.closed().is_some() && !self.stop_requested.load(Ordering::Relaxed)
+        if self.exited.borrow().is_some() {
+            return self.verdict.crashed.load(Ordering::Relaxed);
+        }
+        self.closed().is_some() && !self.verdict.stop_requested.load(Ordering::Relaxed)
     }
 
     /// Freezes the process group (standby). It holds its memory and state
@@ -586,7 +591,7 @@ impl Upstream {
 /// Watches one process without keeping it alive.
 pub struct ProcessWatch {
     exited: watch::Receiver<Option<String>>,
-    stop_requested: Arc<AtomicBool>,
+    verdict: ExitVerdict,
 }
 
 impl ProcessWatch {
@@ -595,7 +600,7 @@ impl ProcessWatch {
     pub async fn ended(mut self) -> (String, bool) {
         let _ = self.exited.wait_for(Option::is_some).await;
         let how = self.exited.borrow().clone().unwrap_or_default();
-        (how, !self.stop_requested.load(Ordering::Relaxed))
+        (how, self.verdict.crashed.load(Ordering::Relaxed))
     }
 }
 

@@ -79,6 +79,14 @@ pub fn npm_server(name: &str, package: &str, args: &[&str], env: &[(&str, &str)]
     )
 }
 
+/// A config file: `[gateway]` on a free loopback port with its data in `dir`.
+fn config_text(dir: &Path, gateway: &str, servers: &str) -> String {
+    format!(
+        "[gateway]\nlisten = \"127.0.0.1:0\"\ndata_dir = {:?}\n{gateway}\n\n{servers}",
+        dir.display().to_string()
+    )
+}
+
 /// A running gateway. Dropping it stops it (SIGTERM, then SIGKILL).
 pub struct Berth {
     child: Option<Child>,
@@ -92,11 +100,7 @@ impl Berth {
     pub fn start(gateway: &str, servers: &str) -> Berth {
         let dir = tempfile::tempdir().expect("temp dir");
         let config = dir.path().join("berth.toml");
-        std::fs::write(
-            &config,
-            format!("[gateway]\nlisten = \"127.0.0.1:0\"\n{gateway}\n\n{servers}"),
-        )
-        .expect("write config");
+        std::fs::write(&config, config_text(dir.path(), gateway, servers)).expect("write config");
         Berth::spawn(
             &["serve", "--config", config.to_str().expect("utf-8 path")],
             dir,
@@ -133,6 +137,23 @@ impl Berth {
             Err(_) => panic!("berth did not start within 30 s; log:\n{}", berth.log()),
         }
         berth
+    }
+
+    /// Rewrites the config file (for `berth reload` / SIGHUP).
+    pub fn rewrite_config(&self, gateway: &str, servers: &str) {
+        let text = config_text(self.dir.path(), gateway, servers);
+        std::fs::write(self.dir.path().join("berth.toml"), text).expect("rewrite config");
+    }
+
+    /// Runs a `berth` CLI command against this gateway; returns (success, output).
+    pub fn cli(&self, args: &[&str]) -> (bool, String) {
+        let mut cmd = Command::new(berth_bin());
+        cmd.args(args)
+            .arg("--data-dir")
+            .arg(self.dir.path())
+            .env_remove("BERTH_ADMIN_URL")
+            .env_remove("BERTH_ADMIN_TOKEN");
+        run_with_timeout(&mut cmd, Duration::from_secs(20))
     }
 
     pub fn base(&self) -> String {
