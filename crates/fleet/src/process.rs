@@ -52,6 +52,17 @@ pub(crate) fn spawn(spec: &ServerSpec) -> std::io::Result<Child> {
     Ok(child)
 }
 
+/// How the rest of an upstream talks to its supervisor.
+pub(crate) struct Controls {
+    /// Cancelled to ask for the stop sequence.
+    pub(crate) stop: CancellationToken,
+    /// Cancelled by the supervisor to close the child's stdin.
+    pub(crate) close_stdin: CancellationToken,
+    /// Receives how the process ended, once reaped.
+    pub(crate) exited: watch::Sender<Option<String>>,
+    pub(crate) verdict: ExitVerdict,
+}
+
 /// Owns the child until it has exited and been reaped.
 ///
 /// The child may exit by itself, or `stop` asks for the MCP stdio shutdown
@@ -63,12 +74,15 @@ pub(crate) async fn supervise(
     mut child: Child,
     pid: u32,
     grace: ShutdownGrace,
-    stop: CancellationToken,
-    close_stdin: CancellationToken,
     log: ServerLog,
-    exited: watch::Sender<Option<String>>,
-    verdict: ExitVerdict,
+    controls: Controls,
 ) {
+    let Controls {
+        stop,
+        close_stdin,
+        exited,
+        verdict,
+    } = controls;
     let status = tokio::select! {
         status = child.wait() => status,
         _ = stop.cancelled() => {

@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 
-use crate::process::{ExitVerdict, spawn, supervise};
+use crate::process::{Controls, ExitVerdict, spawn, supervise};
 use crate::{LogSource, ServerLog, ServerSpec};
 
 /// Why a request got no answer from the server. Becomes a JSON-RPC error.
@@ -346,16 +346,13 @@ impl Upstream {
             exited_rx.clone(),
             stderr_done,
         ));
-        tokio::spawn(supervise(
-            child,
-            pid,
-            spec.shutdown,
-            stop.clone(),
+        let controls = Controls {
+            stop: stop.clone(),
             close_stdin,
-            log,
-            exited_tx,
-            verdict.clone(),
-        ));
+            exited: exited_tx,
+            verdict: verdict.clone(),
+        };
+        tokio::spawn(supervise(child, pid, spec.shutdown, log, controls));
 
         Ok((
             Upstream {
