@@ -8,11 +8,12 @@ use std::time::Duration;
 use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
-use berth_fleet::{AcquireError, Delivery, Lease, OnCrash, Pool, ServerLog, ServerSpec};
+use berth_fleet::{
+    AcquireError, Delivery, Lease, OnCrash, Pool, ServerLog, ServerSpec, Unsolicited,
+};
 use berth_wire::{ErrorCode, Message};
 use serde::Serialize;
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::EdgeConfig;
@@ -177,7 +178,7 @@ impl Gateway {
         self: &Arc<Self>,
         session: &Arc<Session>,
         lease: Arc<Lease>,
-        mut unsolicited: mpsc::UnboundedReceiver<Message>,
+        mut unsolicited: Unsolicited,
     ) {
         let (gateway, session) = (Arc::downgrade(self), session.clone());
         tokio::spawn(async move {
@@ -185,7 +186,7 @@ impl Gateway {
                 let Some(gateway) = gateway.upgrade() else {
                     return;
                 };
-                if let Some(msg) = session.screen(&lease, msg) {
+                if let Some(msg) = session.screen(&lease, *msg) {
                     session.push(STANDALONE, &msg.bytes, gateway.config.replay_buffer);
                 }
             }

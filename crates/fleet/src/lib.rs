@@ -22,4 +22,4 @@ pub use log::{LogLine, LogSource, ServerLog};
 pub use pool::{AcquireError, InitCache, Lease, Pool, PoolReport, ProcState, ProcessReport};
 pub use process::live_processes;
 pub use spec::{CrashPolicy, OnCrash, PoolConfig, ServerSpec, ShutdownGrace};
-pub use upstream::{Delivery, Exchange, Failure, ProcessWatch, SpawnError, Upstream};
+pub use upstream::{Delivery, Exchange, Failure, ProcessWatch, SpawnError, Unsolicited, Upstream};

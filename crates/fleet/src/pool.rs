@@ -18,10 +18,10 @@ use std::time::{Duration, Instant};
 use berth_wire::{Envelope, ErrorCode, Kind, Message, ProtocolVersion, error_response};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::{Failure, LogSource, ServerLog, ServerSpec, SpawnError, Upstream};
+use crate::{Failure, LogSource, ServerLog, ServerSpec, SpawnError, Unsolicited, Upstream};
 
 /// What Berth tells a server about itself when it initializes it ahead of any client.
 const PREINIT_CAPABILITIES: &str = r#"{"sampling":{},"elicitation":{"form":{},"url":{}}}"#;
@@ -154,7 +154,7 @@ impl std::fmt::Display for AcquireError {
 
 struct Warm {
     upstream: Arc<Upstream>,
-    unsolicited: mpsc::UnboundedReceiver<Message>,
+    unsolicited: Unsolicited,
     init: Option<Arc<InitCache>>,
     since: Instant,
     last_ping: Instant,
@@ -320,7 +320,7 @@ impl Pool {
 
     /// A process for a new session: a ready one if any, else a fresh one.
     /// The receiver carries the process's messages that concern no request.
-    pub fn acquire(&self) -> Result<(Lease, mpsc::UnboundedReceiver<Message>), AcquireError> {
+    pub fn acquire(&self) -> Result<(Lease, Unsolicited), AcquireError> {
         let inner = &self.inner;
         let mut state = inner.state();
         if inner.stopping.is_cancelled() {
@@ -456,7 +456,7 @@ fn spawn_watched(
     inner: &Arc<Inner>,
     state: &mut State,
     as_state: ProcState,
-) -> Result<(Arc<Upstream>, mpsc::UnboundedReceiver<Message>), SpawnError> {
+) -> Result<(Arc<Upstream>, Unsolicited), SpawnError> {
     let (upstream, unsolicited) = match Upstream::spawn(&inner.spec, inner.log.clone()) {
         Ok(spawned) => spawned,
         Err(e) => {
@@ -643,11 +643,7 @@ fn maintain_once(inner: &Arc<Inner>) {
 }
 
 /// Initializes a new process (when configured) and adds it to the ready set.
-async fn warm_up(
-    inner: Arc<Inner>,
-    upstream: Arc<Upstream>,
-    unsolicited: mpsc::UnboundedReceiver<Message>,
-) {
+async fn warm_up(inner: Arc<Inner>, upstream: Arc<Upstream>, unsolicited: Unsolicited) {
     let init = if inner.spec.pool.preinitialize {
         match preinitialize(&upstream, inner.spec.init_timeout).await {
             Ok(init) => Some(Arc::new(init)),

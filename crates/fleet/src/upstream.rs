@@ -8,7 +8,7 @@ use std::time::Duration;
 use berth_wire::{ErrorCode, IdKey, Kind, LineCodec, LineError, Message};
 use bytes::Bytes;
 use futures::StreamExt;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, BufWriter};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{ChildStderr, ChildStdin, ChildStdout};
 use tokio::sync::{mpsc, watch};
 use tokio_util::codec::FramedRead;
@@ -16,6 +16,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::process::{Controls, ExitVerdict, spawn, supervise};
 use crate::{LogSource, ServerLog, ServerSpec};
+
+/// Messages from a server that concern no request in flight (boxed: they
+/// are rare, and a small channel slot keeps idle sessions cheap).
+pub type Unsolicited = mpsc::UnboundedReceiver<Box<Message>>;
 
 /// Why a request got no answer from the server. Becomes a JSON-RPC error.
 #[derive(Debug, Clone)]
@@ -118,7 +122,7 @@ struct Routes {
     /// Set once the server can answer nothing more.
     closed: Option<Failure>,
     /// Where server messages unrelated to any request go.
-    unsolicited: Option<mpsc::UnboundedSender<Message>>,
+    unsolicited: Option<mpsc::UnboundedSender<Box<Message>>>,
 }
 
 struct Shared {
@@ -222,13 +226,13 @@ impl Shared {
                 {
                     // The caller stopped listening; the session may still hear it.
                     if let Some(tx) = &routes.unsolicited {
-                        let _ = tx.send(msg);
+                        let _ = tx.send(Box::new(msg));
                     }
                 }
             }
             None => {
                 if let Some(tx) = &routes.unsolicited {
-                    let _ = tx.send(msg);
+                    let _ = tx.send(Box::new(msg));
                 }
             }
         }
@@ -291,10 +295,7 @@ impl std::fmt::Debug for Upstream {
 impl Upstream {
     /// Starts the server. Messages it sends that concern no request in flight
     /// arrive on the returned receiver, which closes when the server is gone.
-    pub fn spawn(
-        spec: &ServerSpec,
-        log: ServerLog,
-    ) -> Result<(Upstream, mpsc::UnboundedReceiver<Message>), SpawnError> {
+    pub fn spawn(spec: &ServerSpec, log: ServerLog) -> Result<(Upstream, Unsolicited), SpawnError> {
         let mut child = spawn(spec).map_err(|source| SpawnError {
             server: spec.name.clone(),
             command: spec.command.clone(),
@@ -606,7 +607,10 @@ async fn write_stdin(
     mut rx: mpsc::UnboundedReceiver<Bytes>,
     close: CancellationToken,
 ) {
-    let mut out = BufWriter::new(stdin);
+    let mut stdin = stdin;
+    // Messages waiting together go out in one write; the scratch buffer is
+    // kept small between bursts so an idle session costs little memory.
+    let mut batch: Vec<u8> = Vec::new();
     loop {
         let msg = tokio::select! {
             biased;
@@ -615,20 +619,31 @@ async fn write_stdin(
         };
         let mut next = Some(msg);
         while let Some(msg) = next {
-            if out.write_all(&msg).await.is_err() || out.write_all(b"\n").await.is_err() {
-                return;
-            }
-            next = rx.try_recv().ok();
+            batch.extend_from_slice(&msg);
+            batch.push(b'\n');
+            next = if batch.len() < WRITE_BATCH {
+                rx.try_recv().ok()
+            } else {
+                None
+            };
         }
-        if out.flush().await.is_err() {
+        if stdin.write_all(&batch).await.is_err() {
             return;
         }
+        batch.clear();
+        if batch.capacity() > WRITE_BATCH {
+            batch = Vec::new();
+        }
     }
-    // Dropping the writer closes the child's stdin: the first shutdown step.
+    // Dropping stdin closes the child's end: the first shutdown step.
 }
 
+/// Largest write gathered from queued messages.
+const WRITE_BATCH: usize = 64 * 1024;
+
 async fn pump_stderr(stderr: ChildStderr, log: ServerLog, pid: u32) {
-    let mut reader = BufReader::new(stderr);
+    // stderr is a trickle: a small buffer keeps idle sessions cheap.
+    let mut reader = BufReader::with_capacity(512, stderr);
     let mut line: Vec<u8> = Vec::new();
     loop {
         let buf = match reader.fill_buf().await {
@@ -673,7 +688,8 @@ async fn read_stdout(
     mut exited: watch::Receiver<Option<String>>,
     stderr_done: tokio::task::JoinHandle<()>,
 ) {
-    let mut lines = FramedRead::new(stdout, LineCodec::new(max_message_bytes));
+    // Starts small and grows with the messages; most answers are short.
+    let mut lines = FramedRead::with_capacity(stdout, LineCodec::new(max_message_bytes), 1024);
     let mut misbehaved: Option<String> = None;
     while let Some(line) = lines.next().await {
         match line {
