@@ -129,6 +129,17 @@ pub struct Server {
     pub pool: Pool,
 }
 
+impl Server {
+    /// Processes of this server at most: 64 exclusive, 2 shared, unless set.
+    pub fn max_processes(&self) -> usize {
+        let default = match self.binding {
+            Binding::Exclusive => berth_fleet::PoolConfig::default().max_processes,
+            Binding::Shared => 2,
+        };
+        self.pool.max_processes.unwrap_or(default)
+    }
+}
+
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum Binding {
@@ -158,7 +169,8 @@ fn default_crash_window() -> Duration {
 #[serde(deny_unknown_fields, default)]
 pub struct Pool {
     pub min_ready: usize,
-    pub max_processes: usize,
+    /// Default: 64 (exclusive), 2 (shared).
+    pub max_processes: Option<usize>,
     pub preinitialize: bool,
     #[serde(deserialize_with = "optional_duration")]
     pub standby_after: Option<Duration>,
@@ -175,7 +187,7 @@ impl Default for Pool {
         let d = berth_fleet::PoolConfig::default();
         Pool {
             min_ready: d.min_ready,
-            max_processes: d.max_processes,
+            max_processes: None,
             preinitialize: d.preinitialize,
             standby_after: d.standby_after,
             stop_after: d.stop_after,
@@ -293,21 +305,17 @@ impl Config {
         }
         for (name, server) in &self.servers {
             let name = &name.0;
-            if server.binding == Binding::Shared {
-                return Err(ConfigError(format!(
-                    "{origin}: servers.{name}.binding = \"shared\" is not available in this version of Berth; use \"exclusive\" (one process per session)"
-                )));
-            }
             let pool = &server.pool;
-            if pool.max_processes == 0 {
+            if server.max_processes() == 0 {
                 return Err(ConfigError(format!(
                     "{origin}: servers.{name}.pool.max_processes must be greater than zero"
                 )));
             }
-            if pool.min_ready > pool.max_processes {
+            if pool.min_ready > server.max_processes() {
                 return Err(ConfigError(format!(
                     "{origin}: servers.{name}.pool.min_ready ({}) cannot exceed max_processes ({})",
-                    pool.min_ready, pool.max_processes
+                    pool.min_ready,
+                    server.max_processes()
                 )));
             }
             if server.max_crashes == 0 {
@@ -379,6 +387,7 @@ impl Config {
                 spec.max_message_bytes = self.gateway.max_message_bytes;
                 spec.init_timeout = self.gateway.request_timeout;
                 spec.log_file = s.log_file.clone();
+                spec.serial = s.binding == Binding::Shared;
                 spec.on_crash = match s.on_crash {
                     OnCrashConfig::End => berth_fleet::OnCrash::End,
                     OnCrashConfig::Replay => berth_fleet::OnCrash::Replay,
@@ -387,7 +396,7 @@ impl Config {
                 spec.crash.window = s.crash_window;
                 spec.pool = berth_fleet::PoolConfig {
                     min_ready: s.pool.min_ready,
-                    max_processes: s.pool.max_processes,
+                    max_processes: s.max_processes(),
                     preinitialize: s.pool.preinitialize,
                     standby_after: s.pool.standby_after,
                     stop_after: s.pool.stop_after,

@@ -469,3 +469,27 @@ async fn rolling_restart_replaces_waiting_processes_and_lets_sessions_drain() {
         echoed.body
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_giving_up_during_initialize_leaves_no_process_and_shutdown_stays_clean() {
+    let slow = format!(
+        "[servers.slow]\ncommand = {:?}\nargs = [\"echo\", \"--boot-delay\", \"2s\"]\n",
+        fixture_bin().display().to_string()
+    );
+    let berth = Berth::start("", &slow);
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let gave_up = impatient
+        .post(berth.url("slow"))
+        .header("accept", ACCEPT_BOTH)
+        .header("content-type", "application/json")
+        .body(initialize_body("2025-11-25"))
+        .send()
+        .await;
+    assert!(gave_up.is_err(), "the client should have timed out");
+    berth.wait_for_children(0, Duration::from_secs(10));
+    let status = berth.stop(Duration::from_secs(15));
+    assert_eq!(status.code(), Some(0), "berth must exit 0 on SIGTERM");
+}

@@ -149,7 +149,7 @@ impl Gateway {
     /// registered until [`Gateway::register`]: a failed initialize leaves no trace.
     /// Takes a process for a new session of `server`. The session is not
     /// registered until [`Gateway::register`]: a failed initialize leaves no trace.
-    pub(crate) fn start_session(
+    pub(crate) async fn start_session(
         self: &Arc<Self>,
         server: &Arc<Server>,
         legacy: bool,
@@ -165,6 +165,7 @@ impl Gateway {
         let (lease, unsolicited) = server
             .pool
             .acquire()
+            .await
             .map_err(|e| acquire_refusal(&server.spec.name, e))?;
         let session = Session::new(new_session_id(), server.clone(), lease, legacy, self);
         self.watch_lease(&session, session.lease(), unsolicited);
@@ -227,7 +228,12 @@ impl Gateway {
         if session.ended.is_cancelled() {
             return Err("the session ended".into());
         }
-        let (lease, unsolicited) = session.server.pool.acquire().map_err(|e| e.to_string())?;
+        let (lease, unsolicited) = session
+            .server
+            .pool
+            .acquire()
+            .await
+            .map_err(|e| e.to_string())?;
         if lease.init.is_none() {
             let initialize = session
                 .initialize_request()

@@ -20,15 +20,15 @@ use crate::session::STANDALONE;
 use crate::streamable::{Calls, call, check_content_type, forward, pump, read_body};
 
 pub(crate) async fn connect(State(gw): State<Arc<Gateway>>, Path(name): Path<String>) -> Response {
-    let run = || -> Reply {
+    let run = async {
         let server = gw.server(&name)?.clone();
-        let session = gw.start_session(&server, true)?;
+        let session = gw.start_session(&server, true).await?;
         gw.register(&session);
         let endpoint = format!("/sse/{name}/messages?sessionId={}", session.id);
         let first = SseEvent::frame(None, Some("endpoint"), endpoint.as_bytes());
-        Ok(session.sse(STANDALONE, 0, Some(first)))
+        Reply::Ok(session.sse(STANDALONE, 0, Some(first)))
     };
-    run().unwrap_or_else(IntoResponse::into_response)
+    run.await.unwrap_or_else(IntoResponse::into_response)
 }
 
 #[derive(Deserialize)]

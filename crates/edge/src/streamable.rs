@@ -148,7 +148,9 @@ async fn initialize(
             "Bad Request: initialize must be sent without an Mcp-Session-Id header; it starts a new session",
         ));
     }
-    let session = gw.start_session(server, false)?;
+    let session = gw.start_session(server, false).await?;
+    // If the client gives up before the answer, the process must not linger.
+    let mut abandoned = EndIfAbandoned(Some((gw.clone(), session.clone())));
     let hello = session.set_hello(&msg);
     let lease = session.lease();
     if let Some(init) = &lease.init {
@@ -159,6 +161,7 @@ async fn initialize(
         let answer = init.response(raw_id.as_deref().unwrap_or("null"), &version);
         lease.mark_healthy();
         gw.register(&session);
+        abandoned.0 = None;
         return Ok(with_session_header(json(StatusCode::OK, answer), &session));
     }
     let mut exchange = match lease.call(&msg) {
@@ -196,6 +199,7 @@ async fn initialize(
                 session.set_version(version);
                 lease.mark_healthy();
                 gw.register(&session);
+                abandoned.0 = None;
                 return Ok(with_session_header(json(StatusCode::OK, m.bytes), &session));
             }
             Ok(Some(Delivery::Failed(failure))) => {
@@ -374,6 +378,19 @@ pub(crate) async fn forward(
     lease
         .send(msg)
         .map_err(|failure| session_gone(gw, session, &failure.message))
+}
+
+/// Ends a session that was never handed to its client (the request was dropped).
+struct EndIfAbandoned(Option<(Arc<Gateway>, Arc<Session>)>);
+
+impl Drop for EndIfAbandoned {
+    fn drop(&mut self) {
+        if let Some((gw, session)) = self.0.take()
+            && !session.ended.is_cancelled()
+        {
+            tokio::spawn(gw.end_session(&session, "the client went away during initialize"));
+        }
+    }
 }
 
 fn with_session_header(mut response: Response, session: &Session) -> Response {

@@ -10,18 +10,20 @@
 //! after `stop_after` without a session, pings idle ones, and backs off (then
 //! gives up) when the server keeps crashing.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use berth_wire::{Envelope, ErrorCode, Kind, Message, ProtocolVersion, error_response};
+use berth_wire::{Envelope, ErrorCode, IdKey, Kind, Message, ProtocolVersion, error_response};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use crate::{Failure, LogSource, ServerLog, ServerSpec, SpawnError, Unsolicited, Upstream};
+use crate::{
+    Exchange, Failure, LogSource, ServerLog, ServerSpec, SpawnError, Unsolicited, Upstream,
+};
 
 /// What Berth tells a server about itself when it initializes it ahead of any client.
 const PREINIT_CAPABILITIES: &str = r#"{"sampling":{},"elicitation":{"form":{},"url":{}}}"#;
@@ -99,12 +101,17 @@ pub enum ProcState {
     Leased,
     /// Being stopped, or serving a session of an older generation (after a restart).
     Draining,
+    /// Serving several sessions (shared binding).
+    Shared,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ProcessReport {
     pub pid: u32,
     pub state: ProcState,
+    /// Sessions on a shared process.
+    #[serde(default)]
+    pub sessions: usize,
     pub generation: u64,
     pub age_ms: u64,
 }
@@ -161,6 +168,17 @@ struct Warm {
     pinging: bool,
 }
 
+/// A process serving several sessions (shared binding).
+struct SharedProc {
+    upstream: Arc<Upstream>,
+    init: Arc<InitCache>,
+    subscribers: Subscribers,
+    sessions: usize,
+}
+
+/// Sessions of a shared process, by tag: where its unrelated messages go.
+type Subscribers = Arc<Mutex<HashMap<u64, mpsc::UnboundedSender<Box<Message>>>>>;
+
 struct Proc {
     state: ProcState,
     generation: u64,
@@ -169,6 +187,8 @@ struct Proc {
 
 struct State {
     ready: VecDeque<Warm>,
+    shared: Vec<SharedProc>,
+    next_tag: u64,
     /// Spawned and being pre-initialized.
     starting: usize,
     procs: BTreeMap<u32, Proc>,
@@ -206,8 +226,8 @@ pub struct Pool {
     inner: Arc<Inner>,
 }
 
-/// A process leased to one session. Released (stopped and reaped) with
-/// [`Lease::release`], or when dropped.
+/// A process leased to one session (or a session's share of a shared
+/// process). Released with [`Lease::release`], or when dropped.
 pub struct Lease {
     pool: Arc<Inner>,
     upstream: Arc<Upstream>,
@@ -215,18 +235,72 @@ pub struct Lease {
     pub init: Option<Arc<InitCache>>,
     generation: u64,
     released: AtomicBool,
-}
-
-impl std::ops::Deref for Lease {
-    type Target = Upstream;
-    fn deref(&self) -> &Upstream {
-        &self.upstream
-    }
+    /// The session's tag on a shared process (0: exclusive).
+    tag: u64,
+    subscribers: Option<Subscribers>,
 }
 
 impl Lease {
-    /// Stops the process and waits until it is reaped.
+    pub fn pid(&self) -> u32 {
+        self.upstream.pid()
+    }
+
+    /// Sends a request (ids and tokens rewritten on a shared process).
+    pub fn call(&self, msg: &Message) -> Result<Exchange, Failure> {
+        self.upstream.call_as(msg, self.tag)
+    }
+
+    /// Sends a notification or a response to a server request.
+    pub fn send(&self, msg: &Message) -> Result<(), Failure> {
+        if self.tag != 0 && msg.method() == Some("notifications/cancelled") {
+            // The client names its own id; the server knows the rewritten one.
+            if let Some(failure) = self.upstream.closed() {
+                return Err(failure);
+            }
+            if let Some(id) = Envelope::parse(&msg.bytes)
+                .ok()
+                .and_then(|e| e.cancelled_request())
+            {
+                self.upstream
+                    .cancel_for(self.tag, &id, "cancelled by the client");
+            }
+            return Ok(());
+        }
+        self.upstream.send(msg)
+    }
+
+    pub fn cancel(&self, id: &IdKey, reason: &str) {
+        self.upstream.cancel(id, reason)
+    }
+
+    pub fn notify(&self, method: &str) -> Result<(), Failure> {
+        self.upstream.notify(method)
+    }
+
+    pub fn closed(&self) -> Option<Failure> {
+        self.upstream.closed()
+    }
+
+    pub fn crashed(&self) -> bool {
+        self.upstream.crashed()
+    }
+
+    /// This session's requests waiting for an answer.
+    pub fn in_flight(&self) -> usize {
+        if self.tag == 0 {
+            self.upstream.in_flight()
+        } else {
+            self.upstream.in_flight_of(self.tag)
+        }
+    }
+
+    /// Ends the lease: an exclusive process is stopped and reaped; a shared
+    /// one just stops serving this session.
     pub async fn release(&self, reason: &str) {
+        if self.tag != 0 {
+            self.unbind(reason);
+            return;
+        }
         if !self.released.swap(true, Ordering::Relaxed) {
             if let Some(p) = self.pool.state().procs.get_mut(&self.upstream.pid()) {
                 p.state = ProcState::Draining;
@@ -234,6 +308,30 @@ impl Lease {
             self.pool.wake.notify_one();
         }
         self.upstream.shutdown(reason).await;
+    }
+
+    fn unbind(&self, reason: &str) {
+        if self.released.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        if let Some(subscribers) = &self.subscribers {
+            subscribers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&self.tag);
+        }
+        let pid = self.upstream.pid();
+        if let Some(shared) = self
+            .pool
+            .state()
+            .shared
+            .iter_mut()
+            .find(|p| p.upstream.pid() == pid)
+        {
+            shared.sessions = shared.sessions.saturating_sub(1);
+        }
+        self.upstream
+            .forget_session(self.tag, &Failure::new(ErrorCode::UPSTREAM_CLOSED, reason));
     }
 
     pub fn generation(&self) -> u64 {
@@ -262,18 +360,21 @@ impl Lease {
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        if !self.released.load(Ordering::Relaxed)
+        if self.tag != 0 {
+            self.unbind("session dropped");
+            return;
+        }
+        if !self.released.swap(true, Ordering::Relaxed)
             && let Ok(runtime) = tokio::runtime::Handle::try_current()
         {
-            let (pool, upstream) = (self.pool.clone(), self.upstream.clone());
-            let lease = Lease {
-                pool,
-                upstream,
-                init: None,
-                generation: self.generation,
-                released: AtomicBool::new(false),
-            };
-            runtime.spawn(async move { lease.release("session dropped").await });
+            // Stop the process in the background. (Not through another
+            // Lease: if the runtime is shutting down, the task is dropped at
+            // once, and a Lease in it would drop and spawn again forever.)
+            if let Some(p) = self.pool.state().procs.get_mut(&self.upstream.pid()) {
+                p.state = ProcState::Draining;
+            }
+            let upstream = self.upstream.clone();
+            runtime.spawn(async move { upstream.shutdown("session dropped").await });
         }
     }
 }
@@ -289,6 +390,8 @@ impl Pool {
             log,
             state: Mutex::new(State {
                 ready: VecDeque::new(),
+                shared: Vec::new(),
+                next_tag: 1,
                 starting: 0,
                 procs: BTreeMap::new(),
                 generation: 1,
@@ -318,9 +421,70 @@ impl Pool {
         &self.inner.log
     }
 
-    /// A process for a new session: a ready one if any, else a fresh one.
-    /// The receiver carries the process's messages that concern no request.
-    pub fn acquire(&self) -> Result<(Lease, Unsolicited), AcquireError> {
+    /// A process for a new session: a ready one if any, else a fresh one
+    /// (shared binding: the least busy shared process, waiting for one to be
+    /// initialized if none is yet). The receiver carries the process's
+    /// messages that concern no request.
+    pub async fn acquire(&self) -> Result<(Lease, Unsolicited), AcquireError> {
+        if !self.inner.spec.serial {
+            return self.acquire_exclusive();
+        }
+        let deadline = Instant::now() + self.inner.spec.init_timeout;
+        loop {
+            if let Some(taken) = self.try_share()? {
+                return Ok(taken);
+            }
+            self.inner.wake.notify_one();
+            if Instant::now() >= deadline {
+                return Err(AcquireError::AtCapacity {
+                    max: self.inner.spec.pool.max_processes,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    fn try_share(&self) -> Result<Option<(Lease, Unsolicited)>, AcquireError> {
+        let inner = &self.inner;
+        let mut state = inner.state();
+        if inner.stopping.is_cancelled() {
+            return Err(AcquireError::Stopping);
+        }
+        if let Some(failure) = &state.failed {
+            return Err(AcquireError::Failed(failure.clone()));
+        }
+        state.last_used = Instant::now();
+        let tag = state.next_tag;
+        let generation = state.generation;
+        let Some(shared) = state
+            .shared
+            .iter_mut()
+            .filter(|p| p.upstream.closed().is_none())
+            .min_by_key(|p| p.sessions)
+        else {
+            return Ok(None);
+        };
+        shared.sessions += 1;
+        let (tx, rx) = mpsc::unbounded_channel();
+        shared
+            .subscribers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(tag, tx);
+        let lease = Lease {
+            pool: inner.clone(),
+            upstream: shared.upstream.clone(),
+            init: Some(shared.init.clone()),
+            generation,
+            released: AtomicBool::new(false),
+            tag,
+            subscribers: Some(shared.subscribers.clone()),
+        };
+        state.next_tag += 1;
+        Ok(Some((lease, rx)))
+    }
+
+    fn acquire_exclusive(&self) -> Result<(Lease, Unsolicited), AcquireError> {
         let inner = &self.inner;
         let mut state = inner.state();
         if inner.stopping.is_cancelled() {
@@ -350,6 +514,8 @@ impl Pool {
                 init: warm.init,
                 generation,
                 released: AtomicBool::new(false),
+                tag: 0,
+                subscribers: None,
             };
             return Ok((lease, warm.unsolicited));
         }
@@ -368,6 +534,8 @@ impl Pool {
             init: None,
             generation,
             released: AtomicBool::new(false),
+            tag: 0,
+            subscribers: None,
         };
         Ok((lease, unsolicited))
     }
@@ -396,11 +564,19 @@ impl Pool {
     /// Stops the pool: no more sessions; waiting processes are stopped and reaped.
     pub async fn stop(&self) {
         self.inner.stopping.cancel();
-        let ready = std::mem::take(&mut self.inner.state().ready);
+        let (ready, shared) = {
+            let mut state = self.inner.state();
+            (
+                std::mem::take(&mut state.ready),
+                std::mem::take(&mut state.shared),
+            )
+        };
+        let processes = ready
+            .iter()
+            .map(|w| w.upstream.clone())
+            .chain(shared.iter().map(|s| s.upstream.clone()));
         futures::future::join_all(
-            ready
-                .iter()
-                .map(|w| w.upstream.shutdown("the server is being stopped")),
+            processes.map(|p| async move { p.shutdown("the server is being stopped").await }),
         )
         .await;
     }
@@ -414,6 +590,11 @@ impl Pool {
             .iter()
             .map(|(pid, p)| ProcessReport {
                 pid: *pid,
+                sessions: state
+                    .shared
+                    .iter()
+                    .find(|s| s.upstream.pid() == *pid)
+                    .map_or(0, |s| s.sessions),
                 state: if p.state == ProcState::Leased && p.generation < current {
                     ProcState::Draining
                 } else {
@@ -617,15 +798,19 @@ fn maintain_once(inner: &Arc<Inner>) {
     }
 
     // Refill up to `min_ready`, within `max_processes`, unless backing off or failed.
+    // (A shared pool keeps `max_processes` processes for all its sessions.)
+    state.shared.retain(|p| p.upstream.closed().is_none());
     let target = if state.scaled_to_zero || state.failed.is_some() {
         0
+    } else if inner.spec.serial {
+        config.max_processes
     } else {
         config.min_ready
     };
     let backing_off = state.retry_at.is_some_and(|t| now < t);
     while !backing_off
         && !inner.stopping.is_cancelled()
-        && state.ready.len() + state.starting < target
+        && state.ready.len() + state.shared.len() + state.starting < target
         && state.procs.len() < config.max_processes
     {
         let Ok((upstream, unsolicited)) = spawn_watched(inner, &mut state, ProcState::Starting)
@@ -644,7 +829,7 @@ fn maintain_once(inner: &Arc<Inner>) {
 
 /// Initializes a new process (when configured) and adds it to the ready set.
 async fn warm_up(inner: Arc<Inner>, upstream: Arc<Upstream>, unsolicited: Unsolicited) {
-    let init = if inner.spec.pool.preinitialize {
+    let init = if inner.spec.pool.preinitialize || inner.spec.serial {
         match preinitialize(&upstream, inner.spec.init_timeout).await {
             Ok(init) => Some(Arc::new(init)),
             Err(failure) => {
@@ -674,7 +859,21 @@ async fn warm_up(inner: Arc<Inner>, upstream: Arc<Upstream>, unsolicited: Unsoli
         let mut state = inner.state();
         state.starting -= 1;
         let stopping = inner.stopping.is_cancelled();
-        if !stopping {
+        if !stopping && inner.spec.serial {
+            if let Some(p) = state.procs.get_mut(&upstream.pid()) {
+                p.state = ProcState::Shared;
+                p.since = now;
+            }
+            let subscribers = Subscribers::default();
+            tokio::spawn(fan_out(upstream.clone(), unsolicited, subscribers.clone()));
+            let init = init.expect("shared processes are pre-initialized");
+            state.shared.push(SharedProc {
+                upstream: upstream.clone(),
+                init,
+                subscribers,
+                sessions: 0,
+            });
+        } else if !stopping {
             if let Some(p) = state.procs.get_mut(&upstream.pid()) {
                 p.state = ProcState::Ready;
                 p.since = now;
@@ -693,6 +892,29 @@ async fn warm_up(inner: Arc<Inner>, upstream: Arc<Upstream>, unsolicited: Unsoli
     if stopping {
         upstream.shutdown("the server is being stopped").await;
     }
+}
+
+/// Hands a shared process's messages about no request to every session on
+/// it; answers its requests itself (none can be tied to one session). When
+/// the process is gone, its sessions' channels close.
+async fn fan_out(upstream: Arc<Upstream>, mut unsolicited: Unsolicited, subscribers: Subscribers) {
+    while let Some(msg) = unsolicited.recv().await {
+        if msg.kind == Kind::Request {
+            answer_as_berth(&upstream, &msg);
+            continue;
+        }
+        for tx in subscribers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+        {
+            let _ = tx.send(msg.clone());
+        }
+    }
+    subscribers
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clear();
 }
 
 /// Berth's own `initialize`, on behalf of a client to come.
@@ -728,9 +950,16 @@ async fn preinitialize(upstream: &Upstream, timeout: Duration) -> Result<InitCac
 /// `{}`, anything else with an error) and drops its notifications.
 fn answer_without_client(warm: &mut Warm) {
     while let Ok(msg) = warm.unsolicited.try_recv() {
-        if msg.kind != Kind::Request {
-            continue;
+        if msg.kind == Kind::Request {
+            answer_as_berth(&warm.upstream, &msg);
         }
+    }
+}
+
+/// Answers a server's request when no client can: ping with `{}`, anything
+/// else with an error.
+fn answer_as_berth(upstream: &Upstream, msg: &Message) {
+    {
         let id = msg.raw_id();
         let reply = if msg.method() == Some("ping") {
             Bytes::from(format!(
@@ -746,7 +975,7 @@ fn answer_without_client(warm: &mut Warm) {
             )
         };
         if let Ok(reply) = Message::parse(reply) {
-            let _ = warm.upstream.send(&reply);
+            let _ = upstream.send(&reply);
         }
     }
 }

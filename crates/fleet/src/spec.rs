@@ -27,6 +27,9 @@ pub struct ServerSpec {
     pub init_timeout: Duration,
     /// Also write the server's log (stderr and lifecycle) to this file, rotated.
     pub log_file: Option<PathBuf>,
+    /// Shared binding: sessions multiplexed over `pool.max_processes`
+    /// processes, one request on the wire per process at a time.
+    pub serial: bool,
 }
 
 /// What happens to a session when its server process dies.
@@ -137,6 +140,7 @@ impl ServerSpec {
             on_crash: OnCrash::End,
             init_timeout: Duration::from_secs(60),
             log_file: None,
+            serial: false,
         }
     }
 }

@@ -1,6 +1,6 @@
 //! One running server and the requests in flight on it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -111,6 +111,16 @@ struct Pending {
     progress_token: Option<IdKey>,
     /// Order of arrival, to find the most recent request in flight.
     seq: u64,
+    /// The session that sent it on a shared process (0: the only one).
+    tag: u64,
+    /// On a shared process: the client's own id and token (JSON), to put
+    /// back into what the server sends about the request.
+    restore: Option<Restore>,
+}
+
+struct Restore {
+    id: Box<str>,
+    token: Option<Box<str>>,
 }
 
 #[derive(Default)]
@@ -123,6 +133,41 @@ struct Routes {
     closed: Option<Failure>,
     /// Where server messages unrelated to any request go.
     unsolicited: Option<mpsc::UnboundedSender<Box<Message>>>,
+    /// Serial mode (shared processes): one request on the wire at a time,
+    /// so whatever the server asks while working belongs to exactly one session.
+    serial: bool,
+    on_wire: Option<IdKey>,
+    queue: VecDeque<(IdKey, Bytes)>,
+}
+
+impl Routes {
+    /// Serial mode: puts the next queued request still wanted on the wire.
+    fn advance(&mut self, stdin: &mpsc::UnboundedSender<Bytes>) {
+        if !self.serial
+            || self
+                .on_wire
+                .as_ref()
+                .is_some_and(|id| self.pending.contains_key(id))
+        {
+            return;
+        }
+        self.on_wire = None;
+        while let Some((id, bytes)) = self.queue.pop_front() {
+            if self.pending.contains_key(&id) {
+                let _ = stdin.send(bytes);
+                self.on_wire = Some(id);
+                return;
+            }
+        }
+    }
+
+    fn remove(&mut self, id: &IdKey) -> Option<Pending> {
+        let p = self.pending.remove(id)?;
+        if let Some(token) = &p.progress_token {
+            self.tokens.remove(token);
+        }
+        Some(p)
+    }
 }
 
 struct Shared {
@@ -166,15 +211,9 @@ impl Shared {
     /// Stops routing for request `id`; false if it was not in flight.
     fn forget(&self, id: &IdKey) -> bool {
         let mut routes = self.routes();
-        match routes.pending.remove(id) {
-            Some(p) => {
-                if let Some(token) = p.progress_token {
-                    routes.tokens.remove(&token);
-                }
-                true
-            }
-            None => false,
-        }
+        let known = routes.remove(id).is_some();
+        routes.advance(&self.stdin);
+        known
     }
 
     /// Sends one message from the server where it belongs.
@@ -191,12 +230,14 @@ impl Shared {
                     );
                     return;
                 };
-                match routes.pending.remove(id) {
+                match routes.remove(id) {
                     Some(p) => {
-                        if let Some(token) = &p.progress_token {
-                            routes.tokens.remove(token);
-                        }
+                        routes.advance(&self.stdin);
                         drop(routes);
+                        let msg = match &p.restore {
+                            Some(restore) => restored(msg, berth_wire::with_id, &restore.id),
+                            None => msg,
+                        };
                         let _ = p.tx.send(Delivery::Response(msg));
                     }
                     // A request that timed out or was cancelled: its answer is moot.
@@ -217,10 +258,27 @@ impl Shared {
                 .and_then(|id| routes.pending.get(id)),
             // stdio carries no link from a message to the request it is about;
             // the most recent request in flight is the best guess.
+            // (In serial mode exactly one request is on the wire: it is that one.)
+            _ if routes.serial => routes
+                .on_wire
+                .as_ref()
+                .and_then(|id| routes.pending.get(id)),
             _ => routes.pending.values().max_by_key(|p| p.seq),
         };
         match target {
             Some(p) => {
+                let msg = match (
+                    &p.restore,
+                    msg.progress_token.is_some() && msg.kind == Kind::Notification,
+                ) {
+                    (
+                        Some(Restore {
+                            token: Some(token), ..
+                        }),
+                        true,
+                    ) => restored(msg, berth_wire::with_progress_token, token),
+                    _ => msg,
+                };
                 if let Err(mpsc::error::SendError(Delivery::Message(msg))) =
                     p.tx.send(Delivery::Message(msg))
                 {
@@ -237,6 +295,13 @@ impl Shared {
             }
         }
     }
+}
+
+/// `msg` with one of its parts replaced (a client's own id or token put back).
+fn restored(msg: Message, splice: fn(&[u8], &str) -> Option<Bytes>, with: &str) -> Message {
+    splice(&msg.bytes, with)
+        .and_then(|bytes| Message::parse(bytes).ok())
+        .unwrap_or(msg)
 }
 
 /// Messages about the session as a whole, never about one request.
@@ -333,6 +398,7 @@ impl Upstream {
             stdin: stdin_tx,
             routes: Mutex::new(Routes {
                 unsolicited: Some(unsolicited_tx),
+                serial: spec.serial,
                 ..Routes::default()
             }),
         });
@@ -382,18 +448,56 @@ impl Upstream {
 
     /// Sends a request; what the server sends about it arrives on the exchange.
     pub fn call(&self, msg: &Message) -> Result<Exchange, Failure> {
-        let Some(id) = msg.id.clone() else {
+        self.call_as(msg, 0)
+    }
+
+    /// Sends a request for session `tag` of a shared process (0: an
+    /// exclusive one). On a shared process the id and progress token are
+    /// rewritten to ones unique to the process, and put back on the way out.
+    pub fn call_as(&self, msg: &Message, tag: u64) -> Result<Exchange, Failure> {
+        let Some(client_id) = msg.id.clone() else {
             return Err(Failure::new(
                 ErrorCode::INVALID_REQUEST,
                 "a request needs an id",
             ));
         };
         let (tx, rx) = mpsc::unbounded_channel();
-        {
+        let id = {
             let mut routes = self.shared.routes();
             if let Some(failure) = &routes.closed {
                 return Err(failure.clone());
             }
+            routes.seq += 1;
+            let seq = routes.seq;
+            let (id, token, bytes, restore) = if tag == 0 {
+                (
+                    client_id,
+                    msg.progress_token.clone(),
+                    msg.bytes.clone(),
+                    None,
+                )
+            } else {
+                let id = IdKey::Str(format!("b{tag}.{seq}").into());
+                let mut bytes = berth_wire::with_id(&msg.bytes, &id.to_json())
+                    .unwrap_or_else(|| msg.bytes.clone());
+                let mut token = None;
+                let mut client_token = None;
+                if let Some(original) = &msg.progress_token {
+                    let rewritten = IdKey::Str(format!("b{tag}.p{seq}").into());
+                    if let Some(spliced) =
+                        berth_wire::with_progress_token(&bytes, &rewritten.to_json())
+                    {
+                        bytes = spliced;
+                        token = Some(rewritten);
+                        client_token = Some(original.to_json().into());
+                    }
+                }
+                let restore = Restore {
+                    id: client_id.to_json().into(),
+                    token: client_token,
+                };
+                (id, token, bytes, Some(restore))
+            };
             if routes.pending.contains_key(&id) {
                 return Err(Failure::new(
                     ErrorCode::INVALID_REQUEST,
@@ -402,33 +506,89 @@ impl Upstream {
                     ),
                 ));
             }
-            routes.seq += 1;
-            let seq = routes.seq;
-            if let Some(token) = &msg.progress_token {
+            if let Some(token) = &token {
                 routes.tokens.insert(token.clone(), id.clone());
             }
             routes.pending.insert(
                 id.clone(),
                 Pending {
                     tx,
-                    progress_token: msg.progress_token.clone(),
+                    progress_token: token,
                     seq,
+                    tag,
+                    restore,
                 },
             );
-        }
-        if self.shared.stdin.send(msg.bytes.clone()).is_err() {
-            self.shared
-                .close(self.shared.closed_failure("is no longer accepting input"));
-            return Err(self
-                .closed()
-                .unwrap_or_else(|| self.shared.closed_failure("is gone")));
-        }
+            let on_hold = routes.serial && routes.on_wire.is_some();
+            if on_hold {
+                routes.queue.push_back((id.clone(), bytes));
+            } else {
+                if routes.serial {
+                    routes.on_wire = Some(id.clone());
+                }
+                if self.shared.stdin.send(bytes).is_err() {
+                    drop(routes);
+                    self.shared
+                        .close(self.shared.closed_failure("is no longer accepting input"));
+                    return Err(self
+                        .closed()
+                        .unwrap_or_else(|| self.shared.closed_failure("is gone")));
+                }
+            }
+            id
+        };
         Ok(Exchange {
             id,
             rx,
             upstream: Arc::downgrade(&self.shared),
             settled: false,
         })
+    }
+
+    /// Cancels the request session `tag` knows as `client_id` (shared process).
+    pub fn cancel_for(&self, tag: u64, client_id: &IdKey, reason: &str) -> bool {
+        let wanted = client_id.to_json();
+        let wire = self
+            .shared
+            .routes()
+            .pending
+            .iter()
+            .find(|(_, p)| p.tag == tag && p.restore.as_ref().is_some_and(|r| *r.id == *wanted))
+            .map(|(id, _)| id.clone());
+        match wire {
+            Some(id) => {
+                self.cancel(&id, reason);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Settles every request of session `tag` with `failure` (its session ended).
+    pub fn forget_session(&self, tag: u64, failure: &Failure) {
+        let mut routes = self.shared.routes();
+        let ids: Vec<IdKey> = routes
+            .pending
+            .iter()
+            .filter(|(_, p)| p.tag == tag)
+            .map(|(id, _)| id.clone())
+            .collect();
+        let settled: Vec<Pending> = ids.iter().filter_map(|id| routes.remove(id)).collect();
+        routes.advance(&self.shared.stdin);
+        drop(routes);
+        for p in settled {
+            let _ = p.tx.send(Delivery::Failed(failure.clone()));
+        }
+    }
+
+    /// Requests of session `tag` waiting for an answer.
+    pub fn in_flight_of(&self, tag: u64) -> usize {
+        self.shared
+            .routes()
+            .pending
+            .values()
+            .filter(|p| p.tag == tag)
+            .count()
     }
 
     /// Sends a notification, or a response to a request the server made.

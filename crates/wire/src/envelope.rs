@@ -240,6 +240,52 @@ impl<'a> Envelope<'a> {
     }
 }
 
+/// Replaces the bytes of `part` (a value borrowed from `bytes`) by `with`.
+fn splice(bytes: &[u8], part: &RawValue, with: &str) -> Option<Bytes> {
+    let start = (part.get().as_ptr() as usize).checked_sub(bytes.as_ptr() as usize)?;
+    let end = start + part.get().len();
+    if end > bytes.len() {
+        return None;
+    }
+    let mut out = Vec::with_capacity(bytes.len() - part.get().len() + with.len());
+    out.extend_from_slice(&bytes[..start]);
+    out.extend_from_slice(with.as_bytes());
+    out.extend_from_slice(&bytes[end..]);
+    Some(Bytes::from(out))
+}
+
+/// The message with its `id` replaced by `id` (JSON text); every other byte
+/// is kept. `None` if the message has no id.
+pub fn with_id(bytes: &[u8], id: &str) -> Option<Bytes> {
+    let env = Envelope::parse(bytes).ok()?;
+    splice(bytes, env.id?, id)
+}
+
+/// The message with its progress token (`params._meta.progressToken` of a
+/// request, `params.progressToken` of a progress notification) replaced by
+/// `token` (JSON text). `None` if it carries none.
+pub fn with_progress_token(bytes: &[u8], token: &str) -> Option<Bytes> {
+    #[derive(Deserialize)]
+    struct Meta<'a> {
+        #[serde(borrow, rename = "progressToken")]
+        progress_token: Option<&'a RawValue>,
+    }
+    #[derive(Deserialize)]
+    struct Params<'a> {
+        #[serde(borrow, rename = "_meta")]
+        meta: Option<Meta<'a>>,
+        #[serde(borrow, rename = "progressToken")]
+        progress_token: Option<&'a RawValue>,
+    }
+    let env = Envelope::parse(bytes).ok()?;
+    let params: Params<'_> = serde_json::from_str(env.params?.get()).ok()?;
+    let current = match env.kind {
+        Kind::Request => params.meta?.progress_token?,
+        _ => params.progress_token?,
+    };
+    splice(bytes, current, token)
+}
+
 /// `result.protocolVersion` of an initialize response.
 pub fn initialize_result_version(result: &RawValue) -> Option<String> {
     #[derive(Deserialize)]
@@ -390,6 +436,19 @@ mod tests {
         assert_eq!(b, Some(IdKey::Str("A".into())));
         let big = IdKey::from_raw(&RawValue::from_string("18446744073709551615".into()).unwrap());
         assert_eq!(big, Some(IdKey::Number("18446744073709551615".into())));
+    }
+
+    #[test]
+    fn splices_ids_and_tokens_keeping_every_other_byte() {
+        let req = br#"{"jsonrpc":"2.0", "id" : 7,"method":"tools/call","params":{"_meta":{"progressToken":"p"},"x":[1.0]}}"#;
+        let out = with_id(req, r#""b1.1""#).unwrap();
+        assert_eq!(&out[..], br#"{"jsonrpc":"2.0", "id" : "b1.1","method":"tools/call","params":{"_meta":{"progressToken":"p"},"x":[1.0]}}"#);
+        let out = with_progress_token(&out, r#""b1.p1""#).unwrap();
+        assert!(out.ends_with(br#"{"_meta":{"progressToken":"b1.p1"},"x":[1.0]}}"#));
+        let note = br#"{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":"b1.p1","progress":1}}"#;
+        let back = with_progress_token(note, r#""p""#).unwrap();
+        assert_eq!(&back[..], br#"{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":"p","progress":1}}"#);
+        assert!(with_progress_token(br#"{"jsonrpc":"2.0","id":1,"method":"x"}"#, "1").is_none());
     }
 
     #[test]

@@ -1,0 +1,196 @@
+//! `berth-bench`: measures Berth.
+//!
+//! * `ttfr` — new-session time to first tool result against one MCP
+//!   Streamable HTTP URL: `initialize` → `notifications/initialized` →
+//!   `tools/call echo`, timed from just before `initialize` is sent to the
+//!   arrival of the tool result; the session is then deleted (untimed).
+//! * `ttfr-suite` — starts Berth once per scenario (cold spawn, warm pool,
+//!   pre-initialized pool, frozen standby) in front of a slow-booting echo
+//!   server, runs `ttfr` against each, adds the direct-spawn stdio floor and
+//!   prints a Markdown table.
+
+mod mcp;
+mod report;
+mod stdio;
+mod suite;
+mod ttfr;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use serde_json::json;
+
+use crate::suite::{Scenario, SuiteOptions};
+use crate::ttfr::RunOptions;
+
+#[derive(Parser)]
+#[command(
+    name = "berth-bench",
+    version,
+    about = "Benchmarks for the Berth MCP gateway"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// New-session time to first tool result against one MCP Streamable HTTP URL
+    /// (the server must have a tool `echo` taking `{"text": …}`).
+    Ttfr(TtfrArgs),
+    /// Start Berth per scenario (cold, warm, preinitialized, standby) in front
+    /// of a slow-booting echo server, measure each and the direct stdio floor.
+    TtfrSuite(SuiteArgs),
+}
+
+#[derive(Args)]
+struct Common {
+    /// Recorded sessions, run one after the other.
+    #[arg(long, default_value_t = 100)]
+    sessions: u64,
+    /// Sessions run first and not recorded.
+    #[arg(long, default_value_t = 3)]
+    warmup: u64,
+    /// Bound on each request (and each direct-spawn session), e.g. 30s.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    timeout: Duration,
+}
+
+#[derive(Args)]
+struct TtfrArgs {
+    /// The MCP endpoint, e.g. http://127.0.0.1:8080/mcp/echo
+    #[arg(long)]
+    url: String,
+    #[command(flatten)]
+    common: Common,
+    /// Milliseconds to sleep between sessions (lets a warm pool refill).
+    #[arg(long, default_value_t = 0, value_name = "MS")]
+    pause: u64,
+    /// Print one JSON line instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct SuiteArgs {
+    /// The berth binary [default: `berth` next to this executable]
+    #[arg(long, value_name = "PATH")]
+    berth: Option<PathBuf>,
+    /// The berth-fixture binary [default: `berth-fixture` next to this executable]
+    #[arg(long, value_name = "PATH")]
+    fixture: Option<PathBuf>,
+    #[command(flatten)]
+    common: Common,
+    /// The echo server's start-up delay (`berth-fixture echo --boot-delay`).
+    #[arg(long, default_value = "300ms", value_parser = humantime::parse_duration)]
+    boot_delay: Duration,
+    /// Milliseconds between sessions for `cold` and `direct-spawn`.
+    #[arg(long, default_value_t = 0, value_name = "MS")]
+    pause: u64,
+    /// Milliseconds between sessions for `warm` and `preinitialized`, so the
+    /// pool has refilled (keep it above the boot delay); also waited once
+    /// after start-up for the pool to fill.
+    #[arg(long, default_value_t = 400, value_name = "MS")]
+    pool_pause: u64,
+    /// Milliseconds between sessions for `standby` (above its standby_after
+    /// of 50 ms, so each session takes a frozen process).
+    #[arg(long, default_value_t = 200, value_name = "MS")]
+    standby_pause: u64,
+    /// Scenarios to run, in this order.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "direct-spawn,cold,warm,preinitialized,standby"
+    )]
+    scenarios: Vec<Scenario>,
+    /// Bound on each scenario's sessions (berth's start-up and shutdown are
+    /// bounded apart: 30 s and 10 s).
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    scenario_timeout: Duration,
+    /// Also write the results as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let result = match Cli::parse().command {
+        Command::Ttfr(args) => ttfr_command(args).await,
+        Command::TtfrSuite(args) => suite_command(args).await,
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(error) => {
+            eprintln!("berth-bench: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Returns whether at least one session succeeded.
+async fn ttfr_command(args: TtfrArgs) -> Result<bool> {
+    let options = RunOptions {
+        sessions: args.common.sessions,
+        warmup: args.common.warmup,
+        pause: Duration::from_millis(args.pause),
+    };
+    let client = mcp::McpHttp::new(&args.url, args.common.timeout)?;
+    client.preconnect().await;
+    let recorder = ttfr::run("ttfr", options, || ttfr::http_session(&client)).await;
+    let summary = recorder.summary();
+    if args.json {
+        let mut line = json!({
+            "benchmark": "ttfr",
+            "url": args.url,
+            "sessions": options.sessions,
+            "warmup": options.warmup,
+            "pause_ms": args.pause,
+        });
+        line.as_object_mut()
+            .context("JSON object")?
+            .extend(summary.json_fields());
+        println!("{line}");
+    } else {
+        println!(
+            "ttfr {}: {} sessions ({} warm-up, pause {} ms)",
+            args.url, options.sessions, options.warmup, args.pause
+        );
+        println!("  {}", summary.line());
+        println!("  {}", summary.phases_line());
+    }
+    Ok(summary.ok > 0 || options.sessions == 0)
+}
+
+async fn suite_command(args: SuiteArgs) -> Result<bool> {
+    let sibling = |name: &str| -> Result<PathBuf> {
+        let exe = std::env::current_exe().context("locating this executable")?;
+        Ok(exe.with_file_name(name))
+    };
+    let options = SuiteOptions {
+        berth: match args.berth {
+            Some(path) => path,
+            None => sibling("berth")?,
+        },
+        fixture: match args.fixture {
+            Some(path) => path,
+            None => sibling("berth-fixture")?,
+        },
+        sessions: args.common.sessions,
+        warmup: args.common.warmup,
+        timeout: args.common.timeout,
+        boot_delay: args.boot_delay,
+        pause: Duration::from_millis(args.pause),
+        pool_pause: Duration::from_millis(args.pool_pause),
+        standby_pause: Duration::from_millis(args.standby_pause),
+        scenarios: args.scenarios,
+        scenario_timeout: args.scenario_timeout,
+        out: args.out,
+    };
+    suite::run(&options).await
+}
