@@ -493,3 +493,120 @@ async fn a_client_giving_up_during_initialize_leaves_no_process_and_shutdown_sta
     let status = berth.stop(Duration::from_secs(15));
     assert_eq!(status.code(), Some(0), "berth must exit 0 on SIGTERM");
 }
+
+/// Reads JSON-RPC messages from an SSE response as they arrive.
+struct SseReader {
+    response: reqwest::Response,
+    buffer: String,
+}
+
+impl SseReader {
+    async fn next(&mut self) -> Option<serde_json::Value> {
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let event: String = self.buffer.drain(..end + 2).collect();
+                if let Some(message) = sse_messages(&event).pop() {
+                    return Some(message);
+                }
+                continue;
+            }
+            let chunk = tokio::time::timeout(Duration::from_secs(20), self.response.chunk())
+                .await
+                .ok()?
+                .ok()??;
+            self.buffer.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
+}
+
+/// One session's work on a shared server: progress with its own token, and a
+/// sampling round trip with its own prompt and answer.
+async fn shared_session_round(url: String, i: usize) {
+    let mut raw = Raw::new(url);
+    raw.initialize("2025-11-25").await;
+    // Every session uses the same request ids: Berth must keep them apart.
+    let progress = json!({"jsonrpc":"2.0","id":1,"method":"tools/call",
+        "params":{"name":"test_tool_with_progress","arguments":{},"_meta":{"progressToken":format!("tok-{i}")}}});
+    let reply = raw.post(&progress.to_string()).await;
+    let all = messages(&reply);
+    let (notes, answers): (Vec<_>, Vec<_>) = all
+        .iter()
+        .partition(|m| m["method"] == "notifications/progress");
+    assert!(!notes.is_empty(), "session {i}: no progress: {all:?}");
+    assert!(
+        notes
+            .iter()
+            .all(|n| n["params"]["progressToken"] == format!("tok-{i}")),
+        "session {i} saw another's progress: {notes:?}"
+    );
+    assert_eq!(answers.len(), 1, "session {i}: {all:?}");
+    assert_eq!(answers[0]["id"], 1, "session {i}: {all:?}");
+
+    let call = json!({"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"test_sampling","arguments":{"prompt":format!("prompt-{i}")}}});
+    let response = raw
+        .http
+        .post(&raw.url)
+        .header("accept", ACCEPT_BOTH)
+        .header("content-type", "application/json")
+        .header("mcp-session-id", raw.session.clone().unwrap())
+        .body(call.to_string())
+        .send()
+        .await
+        .unwrap();
+    let mut stream = SseReader {
+        response,
+        buffer: String::new(),
+    };
+    let request = stream
+        .next()
+        .await
+        .unwrap_or_else(|| panic!("session {i}: no sampling request"));
+    assert_eq!(
+        request["method"], "sampling/createMessage",
+        "session {i}: {request}"
+    );
+    assert!(
+        request["params"]
+            .to_string()
+            .contains(&format!("prompt-{i}\"")),
+        "session {i} got another's sampling request: {request}"
+    );
+    let answer = json!({"jsonrpc":"2.0","id":request["id"],"result":{"role":"assistant","model":"test","content":{"type":"text","text":format!("answer-{i}")}}});
+    assert_eq!(raw.post(&answer.to_string()).await.status, 202);
+    let result = stream
+        .next()
+        .await
+        .unwrap_or_else(|| panic!("session {i}: no tool result"));
+    assert_eq!(result["id"], 2, "session {i}: {result}");
+    assert!(
+        result
+            .to_string()
+            .contains(&format!("LLM response: answer-{i}\"")),
+        "session {i}: {result}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn shared_binding_keeps_32_sessions_apart_on_2_processes() {
+    let server = with(
+        fixture_server("svc", "everything"),
+        "binding = \"shared\"\n[servers.svc.pool]\nmax_processes = 2",
+    );
+    let berth = Berth::start("", &server);
+    berth.wait_for_children(2, Duration::from_secs(10));
+    let sessions: Vec<_> = (0..32)
+        .map(|i| tokio::spawn(shared_session_round(berth.url("svc"), i)))
+        .collect();
+    for session in sessions {
+        session.await.expect("session task");
+    }
+    // Still the same two processes, serving every session.
+    assert_eq!(berth.children().len(), 2);
+    let (_, ps) = berth.cli(&["ps", "--json"]);
+    let status: serde_json::Value =
+        serde_json::from_str(&ps).unwrap_or_else(|e| panic!("{e}: {ps}"));
+    let processes = status[0]["processes"].as_array().unwrap();
+    assert_eq!(processes.len(), 2, "{ps}");
+    assert!(processes.iter().all(|p| p["state"] == "shared"), "{ps}");
+    assert_eq!(status[0]["sessions"], 32, "{ps}");
+}
