@@ -419,6 +419,15 @@ mod tests {
         let config = Config::load(&path).unwrap();
         assert!(config.servers.contains_key(&ServerName("memory".into())));
         assert_eq!(config.gateway.request_timeout, Duration::from_secs(60));
+        let memory = &config.servers[&ServerName("memory".into())];
+        assert_eq!(memory.pool.min_ready, 2);
+        assert!(memory.pool.preinitialize);
+        assert_eq!(memory.pool.standby_after, Some(Duration::from_secs(30)));
+        assert_eq!(memory.on_crash, OnCrashConfig::Replay);
+        let spec = &config.server_specs()[0];
+        assert_eq!(spec.pool.stop_after, Some(Duration::from_secs(600)));
+        assert_eq!(spec.on_crash, berth_fleet::OnCrash::Replay);
+        assert!(config.admin.enabled);
     }
 
     #[test]
@@ -437,6 +446,37 @@ mod tests {
         assert!(
             err.to_string()
                 .starts_with("b.toml:3:1: unknown field `argz`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn shared_binding_defaults_to_two_processes() {
+        let config = Config::parse(
+            "[servers.s]\ncommand = \"x\"\nbinding = \"shared\"\n",
+            "b.toml",
+        )
+        .unwrap();
+        let spec = &config.server_specs()[0];
+        assert!(spec.serial);
+        assert_eq!(spec.pool.max_processes, 2);
+        let err = Config::parse(
+            "[servers.s]\ncommand = \"x\"\nbinding = \"pooled\"\n",
+            "b.toml",
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("unknown variant `pooled`"),
+            "{err}"
+        );
+        let err = Config::parse(
+            "[servers.s]\ncommand = \"x\"\n[servers.s.pool]\nmin_ready = 9\nmax_processes = 2\n",
+            "b.toml",
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("min_ready (9) cannot exceed max_processes (2)"),
             "{err}"
         );
     }
