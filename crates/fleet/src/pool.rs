@@ -201,8 +201,12 @@ struct State {
     restarts: u64,
     last_used: Instant,
     scaled_to_zero: bool,
-    /// Recent call latencies (µs), a ring.
-    latencies: VecDeque<u32>,
+}
+
+/// Recent call latencies (µs, a ring) and the number of calls.
+#[derive(Default)]
+struct Latency {
+    recent: VecDeque<u32>,
     calls: u64,
 }
 
@@ -210,6 +214,8 @@ struct Inner {
     spec: ServerSpec,
     log: ServerLog,
     state: Mutex<State>,
+    /// Kept apart from `state`: every call records here.
+    latency: Mutex<Latency>,
     wake: Notify,
     stopping: CancellationToken,
 }
@@ -340,14 +346,14 @@ impl Lease {
 
     /// Records how long one call took, for `berth ps`.
     pub fn record_latency(&self, took: Duration) {
-        let mut state = self.pool.state();
-        if state.latencies.len() == LATENCY_WINDOW {
-            state.latencies.pop_front();
+        let mut latency = self.pool.latency.lock().unwrap_or_else(|e| e.into_inner());
+        if latency.recent.len() == LATENCY_WINDOW {
+            latency.recent.pop_front();
         }
-        state
-            .latencies
+        latency
+            .recent
             .push_back(took.as_micros().min(u32::MAX as u128) as u32);
-        state.calls += 1;
+        latency.calls += 1;
     }
 
     /// The session initialized fine: consecutive crashes are forgiven.
@@ -403,9 +409,8 @@ impl Pool {
                 restarts: 0,
                 last_used: now,
                 scaled_to_zero: false,
-                latencies: VecDeque::new(),
-                calls: 0,
             }),
+            latency: Mutex::new(Latency::default()),
             wake: Notify::new(),
             stopping: CancellationToken::new(),
         });
@@ -447,13 +452,7 @@ impl Pool {
     fn try_share(&self) -> Result<Option<(Lease, Unsolicited)>, AcquireError> {
         let inner = &self.inner;
         let mut state = inner.state();
-        if inner.stopping.is_cancelled() {
-            return Err(AcquireError::Stopping);
-        }
-        if let Some(failure) = &state.failed {
-            return Err(AcquireError::Failed(failure.clone()));
-        }
-        state.last_used = Instant::now();
+        admit(inner, &mut state)?;
         let tag = state.next_tag;
         let generation = state.generation;
         let Some(shared) = state
@@ -487,13 +486,7 @@ impl Pool {
     fn acquire_exclusive(&self) -> Result<(Lease, Unsolicited), AcquireError> {
         let inner = &self.inner;
         let mut state = inner.state();
-        if inner.stopping.is_cancelled() {
-            return Err(AcquireError::Stopping);
-        }
-        if let Some(failure) = &state.failed {
-            return Err(AcquireError::Failed(failure.clone()));
-        }
-        state.last_used = Instant::now();
+        admit(inner, &mut state)?;
         state.scaled_to_zero = false;
         let generation = state.generation;
         // Most recently readied first: the warmest, least likely frozen.
@@ -605,7 +598,13 @@ impl Pool {
             })
             .collect();
         processes.sort_by_key(|p| p.pid);
-        let mut sorted: Vec<u32> = state.latencies.iter().copied().collect();
+        let (mut sorted, calls) = {
+            let latency = self.inner.latency.lock().unwrap_or_else(|e| e.into_inner());
+            (
+                latency.recent.iter().copied().collect::<Vec<u32>>(),
+                latency.calls,
+            )
+        };
         sorted.sort_unstable();
         let pct = |q: f64| -> Option<f64> {
             (!sorted.is_empty())
@@ -625,11 +624,23 @@ impl Pool {
             processes,
             restarts: state.restarts,
             crashes: state.crash_total,
-            calls: state.calls,
+            calls,
             p50_ms: pct(0.50),
             p99_ms: pct(0.99),
         }
     }
+}
+
+/// Whether the pool takes a new session now; notes the use (for scale to zero).
+fn admit(inner: &Inner, state: &mut State) -> Result<(), AcquireError> {
+    if inner.stopping.is_cancelled() {
+        return Err(AcquireError::Stopping);
+    }
+    if let Some(failure) = &state.failed {
+        return Err(AcquireError::Failed(failure.clone()));
+    }
+    state.last_used = Instant::now();
+    Ok(())
 }
 
 /// Spawns a process and a task that watches it until it is reaped.

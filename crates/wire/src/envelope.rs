@@ -208,6 +208,11 @@ impl<'a> Envelope<'a> {
     /// The progress token this message refers to: `params._meta.progressToken`
     /// on a request, `params.progressToken` on a progress notification.
     pub fn progress_token(&self) -> Option<IdKey> {
+        IdKey::from_raw(self.progress_token_raw()?)
+    }
+
+    /// The progress token as written, borrowed from the message.
+    fn progress_token_raw(&self) -> Option<&'a RawValue> {
         #[derive(Deserialize)]
         struct Meta<'a> {
             #[serde(borrow, rename = "progressToken")]
@@ -220,12 +225,11 @@ impl<'a> Envelope<'a> {
             #[serde(borrow, rename = "progressToken")]
             progress_token: Option<&'a RawValue>,
         }
-        let params: Params<'_> = serde_json::from_str(self.params?.get()).ok()?;
-        let token = match self.kind {
-            Kind::Request => params.meta?.progress_token?,
-            _ => params.progress_token?,
-        };
-        IdKey::from_raw(token)
+        let params: Params<'a> = serde_json::from_str(self.params?.get()).ok()?;
+        match self.kind {
+            Kind::Request => params.meta?.progress_token,
+            _ => params.progress_token,
+        }
     }
 
     /// `params.requestId` of a `notifications/cancelled`.
@@ -265,25 +269,8 @@ pub fn with_id(bytes: &[u8], id: &str) -> Option<Bytes> {
 /// request, `params.progressToken` of a progress notification) replaced by
 /// `token` (JSON text). `None` if it carries none.
 pub fn with_progress_token(bytes: &[u8], token: &str) -> Option<Bytes> {
-    #[derive(Deserialize)]
-    struct Meta<'a> {
-        #[serde(borrow, rename = "progressToken")]
-        progress_token: Option<&'a RawValue>,
-    }
-    #[derive(Deserialize)]
-    struct Params<'a> {
-        #[serde(borrow, rename = "_meta")]
-        meta: Option<Meta<'a>>,
-        #[serde(borrow, rename = "progressToken")]
-        progress_token: Option<&'a RawValue>,
-    }
     let env = Envelope::parse(bytes).ok()?;
-    let params: Params<'_> = serde_json::from_str(env.params?.get()).ok()?;
-    let current = match env.kind {
-        Kind::Request => params.meta?.progress_token?,
-        _ => params.progress_token?,
-    };
-    splice(bytes, current, token)
+    splice(bytes, env.progress_token_raw()?, token)
 }
 
 /// `result.protocolVersion` of an initialize response.
