@@ -496,9 +496,53 @@ impl Out {
     }
 }
 
+/// The deliveries of one or more exchanges, tagged by index; `(i, None)`
+/// when exchange `i` ended without an answer (cancelled by the client).
+pub(crate) enum Merged {
+    /// The common case, without boxing or merging.
+    One(Option<Exchange>),
+    /// A batch.
+    Many(SelectAll<BoxStream<'static, (usize, Option<Delivery>)>>),
+}
+
+impl Merged {
+    fn new(mut exchanges: Vec<Exchange>) -> Merged {
+        if exchanges.len() == 1 {
+            return Merged::One(exchanges.pop());
+        }
+        let streams = exchanges.into_iter().enumerate().map(|(i, exchange)| {
+            futures::stream::unfold(Some(exchange), move |exchange| async move {
+                let mut exchange = exchange?;
+                match exchange.next().await {
+                    Some(d) => Some(((i, Some(d)), Some(exchange))),
+                    None => Some(((i, None), None)),
+                }
+            })
+            .boxed()
+        });
+        Merged::Many(streams.collect())
+    }
+
+    async fn next(&mut self) -> Option<(usize, Option<Delivery>)> {
+        match self {
+            Merged::One(slot) => {
+                let exchange = slot.as_mut()?;
+                match exchange.next().await {
+                    Some(d) => Some((0, Some(d))),
+                    None => {
+                        *slot = None;
+                        Some((0, None))
+                    }
+                }
+            }
+            Merged::Many(all) => all.next().await,
+        }
+    }
+}
+
 /// The requests of one POST, merged, under one deadline.
 pub(crate) struct Calls {
-    merged: SelectAll<BoxStream<'static, (usize, Option<Delivery>)>>,
+    merged: Merged,
     /// Per call: the id, as matched and as written, and the process it went to.
     ids: Vec<(IdKey, String, Arc<Lease>)>,
     started: Instant,
@@ -516,20 +560,12 @@ impl Calls {
     pub(crate) fn new(session: &Session, calls: Vec<Call>, timeout: Duration) -> Calls {
         let now = Instant::now();
         let mut ids = Vec::with_capacity(calls.len());
-        let mut merged = SelectAll::new();
-        for (i, call) in calls.into_iter().enumerate() {
+        let mut exchanges = Vec::with_capacity(calls.len());
+        for call in calls {
             ids.push((call.exchange.id().clone(), call.raw_id, call.lease));
-            let deliveries =
-                futures::stream::unfold(Some(call.exchange), move |exchange| async move {
-                    let mut exchange = exchange?;
-                    match exchange.next().await {
-                        Some(d) => Some(((i, Some(d)), Some(exchange))),
-                        // Settled without an answer (cancelled by the client).
-                        None => Some(((i, None), None)),
-                    }
-                });
-            merged.push(deliveries.boxed());
+            exchanges.push(call.exchange);
         }
+        let merged = Merged::new(exchanges);
         Calls {
             merged,
             settled: vec![false; ids.len()],
@@ -721,7 +757,10 @@ pub(crate) async fn read_body(
         return Err(too_large());
     }
     let mut stream = body.into_data_stream();
-    let mut buf = Vec::with_capacity(declared.unwrap_or(1024).min(limit));
+    // A body that arrives in one piece is kept as it is, without a copy.
+    let mut first: Option<Bytes> = None;
+    let mut rest: Vec<u8> = Vec::new();
+    let mut total = 0usize;
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| {
             rpc_error(
@@ -731,10 +770,25 @@ pub(crate) async fn read_body(
                 format!("Bad Request: could not read the body ({e})"),
             )
         })?;
-        if buf.len() + chunk.len() > limit {
+        total += chunk.len();
+        if total > limit {
             return Err(too_large());
         }
-        buf.extend_from_slice(&chunk);
+        match first.take() {
+            None if rest.is_empty() => first = Some(chunk),
+            earlier => {
+                if let Some(earlier) = earlier {
+                    rest.reserve(
+                        declared
+                            .unwrap_or(0)
+                            .min(limit)
+                            .max(earlier.len() + chunk.len()),
+                    );
+                    rest.extend_from_slice(&earlier);
+                }
+                rest.extend_from_slice(&chunk);
+            }
+        }
     }
-    Ok(Bytes::from(buf))
+    Ok(first.unwrap_or_else(|| Bytes::from(rest)))
 }

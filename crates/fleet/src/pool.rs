@@ -216,6 +216,8 @@ struct Inner {
     state: Mutex<State>,
     /// Kept apart from `state`: every call records here.
     latency: Mutex<Latency>,
+    /// Notified when a process has been reaped and accounted for.
+    reaped: Notify,
     wake: Notify,
     stopping: CancellationToken,
 }
@@ -314,6 +316,19 @@ impl Lease {
             self.pool.wake.notify_one();
         }
         self.upstream.shutdown(reason).await;
+        // Return once the pool has accounted for the exit (a crash included),
+        // so what the caller does next sees the pool as it now is.
+        let pid = self.upstream.pid();
+        let accounted = async {
+            loop {
+                let reaped = self.pool.reaped.notified();
+                if !self.pool.state().procs.contains_key(&pid) {
+                    return;
+                }
+                reaped.await;
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(1), accounted).await;
     }
 
     fn unbind(&self, reason: &str) {
@@ -411,6 +426,7 @@ impl Pool {
                 scaled_to_zero: false,
             }),
             latency: Mutex::new(Latency::default()),
+            reaped: Notify::new(),
             wake: Notify::new(),
             stopping: CancellationToken::new(),
         });
@@ -666,10 +682,14 @@ fn spawn_watched(
             since: Instant::now(),
         },
     );
-    let watch = upstream.watch();
+    let mut watch = upstream.watch();
     let watched = inner.clone();
     tokio::spawn(async move {
         let (how, crashed) = watch.ended().await;
+        // A crash is reported with the stderr the process left behind.
+        if crashed {
+            let _ = watch.failure().await;
+        }
         let mut state = watched.state();
         state.procs.remove(&pid);
         if crashed {
@@ -683,6 +703,7 @@ fn spawn_watched(
         }
         drop(state);
         watched.wake.notify_one();
+        watched.reaped.notify_waiters();
     });
     Ok((Arc::new(upstream), unsolicited))
 }

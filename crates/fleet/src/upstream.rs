@@ -68,7 +68,7 @@ pub enum Delivery {
 /// keep its session busy forever.
 pub struct Exchange {
     id: IdKey,
-    rx: mpsc::UnboundedReceiver<Delivery>,
+    rx: DeliveryReceiver,
     upstream: std::sync::Weak<Shared>,
     settled: bool,
 }
@@ -90,7 +90,7 @@ impl Exchange {
     /// The next delivery; `None` once the request is settled or was cancelled
     /// by the client (a cancelled request gets no response).
     pub async fn next(&mut self) -> Option<Delivery> {
-        let delivery = self.rx.recv().await;
+        let delivery = self.rx.next().await;
         self.settled |= !matches!(delivery, Some(Delivery::Message(_)));
         delivery
     }
@@ -106,8 +106,13 @@ impl Drop for Exchange {
     }
 }
 
+// A request's deliveries: usually just its answer, so a channel that
+// allocates per message beats one that allocates a block of slots up front.
+type DeliverySender = futures::channel::mpsc::UnboundedSender<Delivery>;
+type DeliveryReceiver = futures::channel::mpsc::UnboundedReceiver<Delivery>;
+
 struct Pending {
-    tx: mpsc::UnboundedSender<Delivery>,
+    tx: DeliverySender,
     progress_token: Option<IdKey>,
     /// Order of arrival, to find the most recent request in flight.
     seq: u64,
@@ -176,6 +181,8 @@ struct Shared {
     log: ServerLog,
     stdin: mpsc::UnboundedSender<Bytes>,
     routes: Mutex<Routes>,
+    /// Why the server closed, once it has (the stderr it left included).
+    closed_tx: watch::Sender<Option<Failure>>,
 }
 
 impl Shared {
@@ -192,12 +199,13 @@ impl Shared {
                 return;
             }
             routes.closed = Some(failure.clone());
+            self.closed_tx.send_replace(Some(failure.clone()));
             routes.tokens.clear();
             routes.unsolicited = None;
             std::mem::take(&mut routes.pending)
         };
         for (_, p) in pending {
-            let _ = p.tx.send(Delivery::Failed(failure.clone()));
+            let _ = p.tx.unbounded_send(Delivery::Failed(failure.clone()));
         }
     }
 
@@ -238,7 +246,7 @@ impl Shared {
                             Some(restore) => restored(msg, berth_wire::with_id, &restore.id),
                             None => msg,
                         };
-                        let _ = p.tx.send(Delivery::Response(msg));
+                        let _ = p.tx.unbounded_send(Delivery::Response(msg));
                     }
                     // A request that timed out or was cancelled: its answer is moot.
                     None => {
@@ -279,8 +287,9 @@ impl Shared {
                     ) => restored(msg, berth_wire::with_progress_token, token),
                     _ => msg,
                 };
-                if let Err(mpsc::error::SendError(Delivery::Message(msg))) =
-                    p.tx.send(Delivery::Message(msg))
+                if let Err(Delivery::Message(msg)) =
+                    p.tx.unbounded_send(Delivery::Message(msg))
+                        .map_err(|e| e.into_inner())
                 {
                     // The caller stopped listening; the session may still hear it.
                     if let Some(tx) = &routes.unsolicited {
@@ -396,6 +405,7 @@ impl Upstream {
             pid,
             log: log.clone(),
             stdin: stdin_tx,
+            closed_tx: watch::channel(None).0,
             routes: Mutex::new(Routes {
                 unsolicited: Some(unsolicited_tx),
                 serial: spec.serial,
@@ -461,7 +471,7 @@ impl Upstream {
                 "a request needs an id",
             ));
         };
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = futures::channel::mpsc::unbounded();
         let id = {
             let mut routes = self.shared.routes();
             if let Some(failure) = &routes.closed {
@@ -577,7 +587,7 @@ impl Upstream {
         routes.advance(&self.shared.stdin);
         drop(routes);
         for p in settled {
-            let _ = p.tx.send(Delivery::Failed(failure.clone()));
+            let _ = p.tx.unbounded_send(Delivery::Failed(failure.clone()));
         }
     }
 
@@ -648,6 +658,7 @@ impl Upstream {
     pub fn watch(&self) -> ProcessWatch {
         ProcessWatch {
             exited: self.exited.clone(),
+            closed: self.shared.closed_tx.subscribe(),
             verdict: self.verdict.clone(),
         }
     }
@@ -749,16 +760,28 @@ impl Upstream {
 /// Watches one process without keeping it alive.
 pub struct ProcessWatch {
     exited: watch::Receiver<Option<String>>,
+    closed: watch::Receiver<Option<Failure>>,
     verdict: ExitVerdict,
 }
 
 impl ProcessWatch {
     /// Waits for the exit; returns how it ended and whether it was a crash
     /// (an exit Berth did not ask for).
-    pub async fn ended(mut self) -> (String, bool) {
+    pub async fn ended(&mut self) -> (String, bool) {
         let _ = self.exited.wait_for(Option::is_some).await;
         let how = self.exited.borrow().clone().unwrap_or_default();
         (how, self.verdict.crashed.load(Ordering::Relaxed))
+    }
+
+    /// After [`ProcessWatch::ended`]: why the server closed, with the stderr
+    /// it left (waits briefly for its output to be drained).
+    pub async fn failure(&mut self) -> Option<Failure> {
+        let closed = tokio::time::timeout(
+            Duration::from_secs(3),
+            self.closed.wait_for(Option::is_some),
+        )
+        .await;
+        closed.ok()?.ok().and_then(|failure| failure.clone())
     }
 }
 
