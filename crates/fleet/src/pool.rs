@@ -241,7 +241,6 @@ pub struct Lease {
     upstream: Arc<Upstream>,
     /// The process was initialized by Berth; this is its answer.
     pub init: Option<Arc<InitCache>>,
-    generation: u64,
     released: AtomicBool,
     /// The session's tag on a shared process (0: exclusive).
     tag: u64,
@@ -355,10 +354,6 @@ impl Lease {
             .forget_session(self.tag, &Failure::new(ErrorCode::UPSTREAM_CLOSED, reason));
     }
 
-    pub fn generation(&self) -> u64 {
-        self.generation
-    }
-
     /// Records how long one call took, for `berth ps`.
     pub fn record_latency(&self, took: Duration) {
         let mut latency = self.pool.latency.lock().unwrap_or_else(|e| e.into_inner());
@@ -470,7 +465,6 @@ impl Pool {
         let mut state = inner.state();
         admit(inner, &mut state)?;
         let tag = state.next_tag;
-        let generation = state.generation;
         let Some(shared) = state
             .shared
             .iter_mut()
@@ -490,7 +484,6 @@ impl Pool {
             pool: inner.clone(),
             upstream: shared.upstream.clone(),
             init: Some(shared.init.clone()),
-            generation,
             released: AtomicBool::new(false),
             tag,
             subscribers: Some(shared.subscribers.clone()),
@@ -504,7 +497,6 @@ impl Pool {
         let mut state = inner.state();
         admit(inner, &mut state)?;
         state.scaled_to_zero = false;
-        let generation = state.generation;
         // Most recently readied first: the warmest, least likely frozen.
         while let Some(warm) = state.ready.pop_back() {
             if warm.upstream.closed().is_some() {
@@ -521,7 +513,6 @@ impl Pool {
                 pool: inner.clone(),
                 upstream: warm.upstream,
                 init: warm.init,
-                generation,
                 released: AtomicBool::new(false),
                 tag: 0,
                 subscribers: None,
@@ -541,7 +532,6 @@ impl Pool {
             pool: inner.clone(),
             upstream,
             init: None,
-            generation,
             released: AtomicBool::new(false),
             tag: 0,
             subscribers: None,

@@ -2,7 +2,7 @@
 
 use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
@@ -12,18 +12,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{LogSource, ServerLog, ServerSpec, ShutdownGrace};
 
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-
 /// Whether an exit was asked for by Berth, and, once exited, whether it was a crash.
 #[derive(Clone, Default)]
 pub(crate) struct ExitVerdict {
     pub(crate) stop_requested: Arc<AtomicBool>,
     pub(crate) crashed: Arc<AtomicBool>,
-}
-
-/// How many server processes this gateway has spawned and not yet reaped.
-pub fn live_processes() -> usize {
-    LIVE.load(Ordering::Relaxed)
 }
 
 /// Starts the server's command in a process group of its own, so that the
@@ -48,7 +41,6 @@ pub(crate) fn spawn(spec: &ServerSpec) -> std::io::Result<Child> {
         cmd.current_dir(dir);
     }
     let child = cmd.spawn()?;
-    LIVE.fetch_add(1, Ordering::Relaxed);
     Ok(child)
 }
 
@@ -104,7 +96,6 @@ pub(crate) async fn supervise(
         }
     };
     signal_group(pid, Signal::SIGKILL);
-    LIVE.fetch_sub(1, Ordering::Relaxed);
     let description = match status {
         Ok(status) => describe(status),
         Err(e) => format!("could not be waited for ({e})"),

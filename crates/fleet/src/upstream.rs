@@ -447,10 +447,6 @@ impl Upstream {
         self.shared.pid
     }
 
-    pub fn server(&self) -> &str {
-        &self.shared.server
-    }
-
     /// Why the server can take no more requests, if it cannot.
     pub fn closed(&self) -> Option<Failure> {
         self.shared.routes().closed.clone()
