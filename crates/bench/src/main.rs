@@ -8,8 +8,14 @@
 //!   pre-initialized pool, frozen standby) in front of a slow-booting echo
 //!   server, runs `ttfr` against each, adds the direct-spawn stdio floor and
 //!   prints a Markdown table.
+//! * `load` — Berth against its peers (supergateway, mcp-proxy, any
+//!   `--target`) and the direct stdio floor: per-call overhead, throughput
+//!   under concurrent sessions, gateway memory per idle session.
+//! * `peers-install` — installs the peers into `bench/peers/`.
 
+mod load;
 mod mcp;
+mod peers;
 mod report;
 mod stdio;
 mod suite;
@@ -45,6 +51,78 @@ enum Command {
     /// Start Berth per scenario (cold, warm, preinitialized, standby) in front
     /// of a slow-booting echo server, measure each and the direct stdio floor.
     TtfrSuite(SuiteArgs),
+    /// Berth against its peers and the stdio floor: per-call overhead,
+    /// throughput, memory per idle session (installs the peers first).
+    Load(LoadArgs),
+    /// Install the peer gateways (supergateway from npm, mcp-proxy from PyPI)
+    /// into the peers directory.
+    PeersInstall(PeersArgs),
+}
+
+#[derive(Args)]
+struct PeersArgs {
+    /// Where the peers are installed [default: bench/peers of the source tree]
+    #[arg(long, value_name = "DIR")]
+    peers_dir: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct LoadArgs {
+    /// The berth binary [default: `berth` next to this executable]
+    #[arg(long, value_name = "PATH")]
+    berth: Option<PathBuf>,
+    /// The berth-fixture binary [default: `berth-fixture` next to this executable]
+    #[arg(long, value_name = "PATH")]
+    fixture: Option<PathBuf>,
+    #[command(flatten)]
+    peers: PeersArgs,
+    /// Skip supergateway and mcp-proxy (no installation, offline).
+    #[arg(long)]
+    no_peers: bool,
+    /// Another gateway hosting the echo fixture, as NAME=URL (repeatable).
+    #[arg(long = "target", value_name = "NAME=URL", value_parser = load::parse_target)]
+    targets: Vec<(String, String)>,
+    /// Smaller counts so that every scenario finishes in under two minutes.
+    #[arg(long)]
+    quick: bool,
+    /// per-call: sequential calls [default: 5000, quick 500]
+    #[arg(long)]
+    calls: Option<u64>,
+    /// per-call: untimed calls first [default: 100, quick 20]
+    #[arg(long)]
+    warmup: Option<u64>,
+    /// throughput: concurrent sessions, one scenario each.
+    #[arg(long, value_delimiter = ',', default_value = "16,64,256")]
+    concurrency: Vec<u64>,
+    /// throughput: calls per session [default: 100, quick 10]
+    #[arg(long)]
+    calls_per_session: Option<u64>,
+    /// idle-exclusive: idle sessions [default: 1000, quick 200]
+    #[arg(long)]
+    idle_sessions: Option<u64>,
+    /// idle-shared: idle sessions [default: 10000, quick 1000]
+    #[arg(long)]
+    shared_sessions: Option<u64>,
+    /// Sessions opened at once in the memory scenarios.
+    #[arg(long, default_value_t = 16)]
+    open_concurrency: usize,
+    /// Bound on each request.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    timeout: Duration,
+    /// Bound on each target's measurement in each scenario.
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    scenario_timeout: Duration,
+    /// Scenarios to run, in this order.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "per-call,throughput,idle-exclusive,idle-shared"
+    )]
+    scenarios: Vec<load::LoadScenario>,
+    /// Also write the results as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -122,6 +200,8 @@ async fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::Ttfr(args) => ttfr_command(args).await,
         Command::TtfrSuite(args) => suite_command(args).await,
+        Command::Load(args) => load_command(args).await,
+        Command::PeersInstall(args) => peers_install_command(args).await,
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
@@ -165,6 +245,62 @@ async fn ttfr_command(args: TtfrArgs) -> Result<bool> {
         println!("  {}", summary.phases_line());
     }
     Ok(summary.ok > 0 || options.sessions == 0)
+}
+
+fn sibling(name: &str) -> Result<PathBuf> {
+    let exe = std::env::current_exe().context("locating this executable")?;
+    Ok(exe.with_file_name(name))
+}
+
+async fn peers_install_command(args: PeersArgs) -> Result<bool> {
+    let dir = args.peers_dir.unwrap_or_else(peers::default_dir);
+    let mut ok = true;
+    for (peer, result) in peers::install(&dir).await {
+        match result {
+            Ok(()) => println!("{peer}: installed in {}", dir.display()),
+            Err(error) => {
+                ok = false;
+                println!("{peer}: not installed: {error:#}");
+            }
+        }
+    }
+    Ok(ok)
+}
+
+async fn load_command(args: LoadArgs) -> Result<bool> {
+    let pick = |value: Option<u64>, full: u64, quick: u64| {
+        value.unwrap_or(if args.quick { quick } else { full })
+    };
+    let options = load::LoadOptions {
+        berth: match &args.berth {
+            Some(path) => path.clone(),
+            None => sibling("berth")?,
+        },
+        fixture: match &args.fixture {
+            Some(path) => path.clone(),
+            None => sibling("berth-fixture")?,
+        },
+        peers_dir: args
+            .peers
+            .peers_dir
+            .clone()
+            .unwrap_or_else(peers::default_dir),
+        peers: !args.no_peers,
+        external: args.targets.clone(),
+        calls: pick(args.calls, 5000, 500),
+        warmup: pick(args.warmup, 100, 20),
+        concurrency: args.concurrency.clone(),
+        calls_per_session: pick(args.calls_per_session, 100, 10),
+        idle_sessions: pick(args.idle_sessions, 1000, 200),
+        shared_sessions: pick(args.shared_sessions, 10000, 1000),
+        open_concurrency: args.open_concurrency,
+        timeout: args.timeout,
+        scenario_timeout: args.scenario_timeout,
+        scenarios: args.scenarios.clone(),
+        quick: args.quick,
+        out: args.out.clone(),
+    };
+    load::run(&options).await
 }
 
 async fn suite_command(args: SuiteArgs) -> Result<bool> {

@@ -86,7 +86,7 @@ async fn handshake_and_call(
     Ok(initialized)
 }
 
-async fn send(stdin: &mut ChildStdin, message: &Value) -> Result<()> {
+pub(crate) async fn send(stdin: &mut ChildStdin, message: &Value) -> Result<()> {
     let mut line = message.to_string();
     line.push('\n');
     stdin
@@ -97,7 +97,10 @@ async fn send(stdin: &mut ChildStdin, message: &Value) -> Result<()> {
 }
 
 /// Reads stdout lines until the response with `id` (other messages are skipped).
-async fn response_with_id(lines: &mut Lines<BufReader<ChildStdout>>, id: u64) -> Result<Value> {
+pub(crate) async fn response_with_id(
+    lines: &mut Lines<BufReader<ChildStdout>>,
+    id: u64,
+) -> Result<Value> {
     loop {
         let line = lines
             .next_line()

@@ -328,7 +328,7 @@ fn config_text(scenario: Scenario, options: &SuiteOptions) -> String {
 }
 
 /// A TOML basic string.
-fn toml_string(s: &str) -> String {
+pub(crate) fn toml_string(s: &str) -> String {
     let mut out = String::from("\"");
     for c in s.chars() {
         match c {

@@ -1,0 +1,945 @@
+//! `load`: Berth against its peers and the stdio floor. For each scenario,
+//! each target is started fresh (interleaved: berth, supergateway, mcp-proxy,
+//! external targets, then the next scenario), measured, and stopped.
+//!
+//! * `per-call`: one session, N sequential `tools/call echo`; the floor is
+//!   the same calls over the echo server's own stdin/stdout.
+//! * `throughput-C`: C concurrent sessions, M calls each; the floor is C
+//!   echo servers driven over their pipes.
+//! * `idle-exclusive`: gateway RSS (its own, children excluded) before and
+//!   after opening K idle sessions, each with its own echo process.
+//! * `idle-shared`: the same with Berth `binding = "shared"` (2 processes).
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use futures::StreamExt;
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+
+use crate::mcp::{McpHttp, Session};
+use crate::peers::{self, Gateway};
+use crate::report::{Recorder, Sample, Summary, markdown_table};
+use crate::stdio::{response_with_id, send};
+use crate::ttfr::{TOOL, TOOL_TEXT, check_echo};
+
+const SERVER: &str = "echo";
+pub const FLOOR: &str = "stdio floor";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LoadScenario {
+    PerCall,
+    Throughput,
+    IdleExclusive,
+    IdleShared,
+}
+
+pub struct LoadOptions {
+    pub berth: PathBuf,
+    pub fixture: PathBuf,
+    pub peers_dir: PathBuf,
+    pub peers: bool,
+    pub external: Vec<(String, String)>,
+    pub calls: u64,
+    pub warmup: u64,
+    pub concurrency: Vec<u64>,
+    pub calls_per_session: u64,
+    pub idle_sessions: u64,
+    pub shared_sessions: u64,
+    pub open_concurrency: usize,
+    pub timeout: Duration,
+    pub scenario_timeout: Duration,
+    pub scenarios: Vec<LoadScenario>,
+    pub quick: bool,
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Target {
+    Floor,
+    Berth,
+    Supergateway,
+    McpProxy,
+    External(String, String),
+}
+
+impl Target {
+    fn name(&self) -> String {
+        match self {
+            Target::Floor => FLOOR.into(),
+            Target::Berth => "berth".into(),
+            Target::Supergateway => format!("supergateway {}", peers::SUPERGATEWAY_VERSION),
+            Target::McpProxy => format!("mcp-proxy {}", peers::MCP_PROXY_VERSION),
+            Target::External(name, _) => name.clone(),
+        }
+    }
+}
+
+/// One measured scenario instance.
+#[derive(Debug, Clone)]
+struct Instance {
+    kind: LoadScenario,
+    name: String,
+    /// Concurrent sessions (throughput) or idle sessions (memory).
+    sessions: u64,
+    calls_each: u64,
+}
+
+impl Instance {
+    fn is_memory(&self) -> bool {
+        matches!(
+            self.kind,
+            LoadScenario::IdleExclusive | LoadScenario::IdleShared
+        )
+    }
+
+    fn describe(&self) -> String {
+        match self.kind {
+            LoadScenario::PerCall => format!(
+                "Per-call overhead: 1 session, {} sequential tools/call echo",
+                self.calls_each
+            ),
+            LoadScenario::Throughput => format!(
+                "Throughput: {} concurrent sessions, {} tools/call each (latency of every call)",
+                self.sessions, self.calls_each
+            ),
+            LoadScenario::IdleExclusive => format!(
+                "Memory: gateway RSS (own process, children excluded) with {} idle sessions, one echo process per session",
+                self.sessions
+            ),
+            LoadScenario::IdleShared => format!(
+                "Memory: gateway RSS with {} idle sessions multiplexed over shared echo processes (berth binding = \"shared\", 2 processes)",
+                self.sessions
+            ),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Memory {
+    before_kib: u64,
+    after_kib: u64,
+    sessions: u64,
+}
+
+impl Memory {
+    fn per_session_kib(&self) -> f64 {
+        (self.after_kib as f64 - self.before_kib as f64) / self.sessions.max(1) as f64
+    }
+}
+
+enum Status {
+    Ok,
+    Unavailable(String),
+    Failed(String),
+}
+
+struct Row {
+    target: Target,
+    status: Status,
+    summary: Option<Summary>,
+    wall: Option<Duration>,
+    memory: Option<Memory>,
+    note: Option<String>,
+}
+
+impl Row {
+    fn new(target: &Target, status: Status) -> Row {
+        Row {
+            target: target.clone(),
+            status,
+            summary: None,
+            wall: None,
+            memory: None,
+            note: None,
+        }
+    }
+
+    fn calls_per_sec(&self) -> Option<f64> {
+        let (s, wall) = (self.summary.as_ref()?, self.wall?);
+        (s.ok > 0 && !wall.is_zero()).then(|| s.ok as f64 / wall.as_secs_f64())
+    }
+}
+
+struct ScenarioReport {
+    instance: Instance,
+    rows: Vec<Row>,
+}
+
+fn instances(options: &LoadOptions) -> Vec<Instance> {
+    let mut out = Vec::new();
+    for &kind in &options.scenarios {
+        match kind {
+            LoadScenario::PerCall => out.push(Instance {
+                kind,
+                name: "per-call".into(),
+                sessions: 1,
+                calls_each: options.calls,
+            }),
+            LoadScenario::Throughput => {
+                for &c in &options.concurrency {
+                    out.push(Instance {
+                        kind,
+                        name: format!("throughput-{c}"),
+                        sessions: c,
+                        calls_each: options.calls_per_session,
+                    });
+                }
+            }
+            LoadScenario::IdleExclusive => out.push(Instance {
+                kind,
+                name: format!("idle-exclusive-{}", options.idle_sessions),
+                sessions: options.idle_sessions,
+                calls_each: 0,
+            }),
+            LoadScenario::IdleShared => out.push(Instance {
+                kind,
+                name: format!("idle-shared-{}", options.shared_sessions),
+                sessions: options.shared_sessions,
+                calls_each: 0,
+            }),
+        }
+    }
+    out
+}
+
+fn targets(options: &LoadOptions) -> Vec<Target> {
+    let mut out = vec![Target::Floor, Target::Berth];
+    if options.peers {
+        out.push(Target::Supergateway);
+        out.push(Target::McpProxy);
+    }
+    for (name, url) in &options.external {
+        out.push(Target::External(name.clone(), url.clone()));
+    }
+    out
+}
+
+/// Runs every scenario; returns false if a Berth row failed.
+pub async fn run(options: &LoadOptions) -> Result<bool> {
+    for (path, what) in [
+        (&options.fixture, "berth-fixture"),
+        (&options.berth, "berth"),
+    ] {
+        if !path.is_file() {
+            bail!(
+                "{what} not found at {}: cargo build --release -p berth -p berth-fixtures",
+                path.display()
+            );
+        }
+    }
+    if options.peers {
+        for (peer, result) in peers::install(&options.peers_dir).await {
+            if let Err(error) = result {
+                eprintln!("[peers] {peer} unavailable: {error:#}");
+            }
+        }
+    }
+    let mut reports = Vec::new();
+    for instance in instances(options) {
+        let mut rows = Vec::new();
+        for target in targets(options) {
+            eprintln!("[{}] {} ...", instance.name, target.name());
+            let row = run_one(options, &instance, &target).await;
+            match (&row.status, &row.summary) {
+                (Status::Ok, Some(s)) => eprintln!(
+                    "[{}] {}: {}{}",
+                    instance.name,
+                    target.name(),
+                    s.line(),
+                    row.memory
+                        .map(|m| format!("  rss {} → {} KiB", m.before_kib, m.after_kib))
+                        .unwrap_or_default()
+                ),
+                (Status::Unavailable(r), _) => {
+                    eprintln!("[{}] {}: unavailable: {r}", instance.name, target.name())
+                }
+                (Status::Failed(r), _) => {
+                    eprintln!("[{}] {}: failed: {r}", instance.name, target.name())
+                }
+                _ => {}
+            }
+            if !matches!(row.status, Status::Unavailable(_)) || target != Target::Floor {
+                rows.push(row);
+            }
+        }
+        reports.push(ScenarioReport { instance, rows });
+    }
+    print!("{}", render(options, &reports));
+    if let Some(path) = &options.out {
+        let text = serde_json::to_string_pretty(&to_json(options, &reports))?;
+        std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(reports.iter().all(|r| {
+        r.rows.iter().all(|row| {
+            !matches!(row.target, Target::Berth | Target::Floor)
+                || matches!(row.status, Status::Ok | Status::Unavailable(_))
+        })
+    }))
+}
+
+fn berth_config(options: &LoadOptions, shared: bool) -> String {
+    let args = ["echo"].map(crate::suite::toml_string).join(", ");
+    let mut text = format!(
+        "[gateway]\nlisten = \"127.0.0.1:0\"\nsession_idle_timeout = \"1h\"\n\n[servers.{SERVER}]\ncommand = {}\nargs = [{args}]\n",
+        crate::suite::toml_string(&options.fixture.to_string_lossy()),
+    );
+    if shared {
+        text.push_str("binding = \"shared\"\n");
+    } else {
+        let max = (options
+            .idle_sessions
+            .max(*options.concurrency.iter().max().unwrap_or(&0))
+            + 64)
+            .max(64);
+        text.push_str(&format!(
+            "\n[servers.{SERVER}.pool]\nmax_processes = {max}\n"
+        ));
+    }
+    text
+}
+
+async fn run_one(options: &LoadOptions, instance: &Instance, target: &Target) -> Row {
+    if *target == Target::Floor {
+        if instance.is_memory() {
+            return Row::new(target, Status::Unavailable("not applicable".into()));
+        }
+        let measure = async {
+            match instance.kind {
+                LoadScenario::PerCall => floor_calls(options, 1, instance.calls_each).await,
+                _ => floor_calls(options, instance.sessions, instance.calls_each).await,
+            }
+        };
+        return finish(target, bounded(options, measure).await, None);
+    }
+    if instance.kind == LoadScenario::IdleShared && *target == Target::Supergateway {
+        return Row::new(
+            target,
+            Status::Unavailable("no shared mode: --stateful spawns one child per session".into()),
+        );
+    }
+    let dir = match tempfile::Builder::new().prefix("berth-load-").tempdir() {
+        Ok(dir) => dir,
+        Err(error) => return Row::new(target, Status::Failed(format!("temp dir: {error}"))),
+    };
+    let log = dir.path().join("gateway.log");
+    let fixture_cmd = format!("{} echo", options.fixture.display());
+    let started = match target {
+        Target::Berth => {
+            let config = dir.path().join("berth.toml");
+            let shared = instance.kind == LoadScenario::IdleShared;
+            match std::fs::write(&config, berth_config(options, shared)) {
+                Ok(()) => Gateway::berth(&options.berth, &config, SERVER, &log).await,
+                Err(error) => Err(anyhow!("writing the config: {error}")),
+            }
+        }
+        Target::Supergateway => Gateway::supergateway(&options.peers_dir, &fixture_cmd, &log).await,
+        Target::McpProxy => {
+            Gateway::mcp_proxy(&options.peers_dir, &options.fixture, &["echo".into()], &log).await
+        }
+        Target::External(_, _) | Target::Floor => Err(anyhow!("not started here")),
+    };
+    let (url, gateway) = match (target, started) {
+        (Target::External(_, url), _) => (url.clone(), None),
+        (_, Ok(gateway)) => (gateway.url.clone(), Some(gateway)),
+        (Target::Berth, Err(error)) => {
+            return Row::new(target, Status::Failed(format!("{error:#}")));
+        }
+        (_, Err(error)) => return Row::new(target, Status::Unavailable(format!("{error:#}"))),
+    };
+    if instance.is_memory() && gateway.is_none() {
+        return Row::new(
+            target,
+            Status::Unavailable("external target: its process is unknown".into()),
+        );
+    }
+    let client = match McpHttp::new(&url, options.timeout) {
+        Ok(client) => Arc::new(client),
+        Err(error) => return Row::new(target, Status::Failed(format!("{error:#}"))),
+    };
+    let pid = gateway.as_ref().map(|g| g.pid);
+    let measured = match instance.kind {
+        LoadScenario::PerCall => {
+            bounded(
+                options,
+                http_calls(&client, 1, instance.calls_each, options.warmup),
+            )
+            .await
+        }
+        LoadScenario::Throughput => {
+            bounded(
+                options,
+                http_calls(&client, instance.sessions, instance.calls_each, 0),
+            )
+            .await
+        }
+        LoadScenario::IdleExclusive | LoadScenario::IdleShared => {
+            let pid = pid.unwrap_or_default();
+            bounded(
+                options,
+                idle(&client, pid, instance.sessions, options.open_concurrency),
+            )
+            .await
+        }
+    };
+    let stop_note = match gateway {
+        Some(gateway) => {
+            let tail = gateway.log_tail();
+            let note = gateway.stop().await;
+            note.map(|n| format!("{n}; log: {tail}"))
+        }
+        None => None,
+    };
+    finish(target, measured, stop_note)
+}
+
+type Measured = (Recorder, Duration, Option<Memory>);
+
+fn finish(target: &Target, measured: Result<Measured>, note: Option<String>) -> Row {
+    let mut row = match measured {
+        Ok((recorder, wall, memory)) => {
+            let mut row = Row::new(target, Status::Ok);
+            row.summary = Some(recorder.summary());
+            row.wall = Some(wall);
+            row.memory = memory;
+            row
+        }
+        Err(error) => Row::new(target, Status::Failed(format!("{error:#}"))),
+    };
+    row.note = note;
+    row
+}
+
+async fn bounded(
+    options: &LoadOptions,
+    measure: impl Future<Output = Result<Measured>>,
+) -> Result<Measured> {
+    tokio::time::timeout(options.scenario_timeout, measure)
+        .await
+        .map_err(|_| {
+            anyhow!(
+                "did not finish within {:?} (--scenario-timeout)",
+                options.scenario_timeout
+            )
+        })?
+}
+
+/// `sessions` concurrent sessions, each: open (untimed), `warmup` untimed
+/// calls, then `calls` timed calls; then DELETE. The wall time runs from
+/// when every session is open to the last call.
+async fn http_calls(
+    client: &Arc<McpHttp>,
+    sessions: u64,
+    calls: u64,
+    warmup: u64,
+) -> Result<Measured> {
+    client.preconnect().await;
+    let mut opened = Vec::new();
+    let mut recorder = Recorder::default();
+    let opens = futures::stream::iter(0..sessions)
+        .map(|_| open(client))
+        .buffer_unordered(16)
+        .collect::<Vec<_>>()
+        .await;
+    for session in opens {
+        match session {
+            Ok(session) => opened.push(session),
+            Err(error) => recorder.error(&error.context("opening the session")),
+        }
+    }
+    if opened.is_empty() {
+        bail!(
+            "no session could be opened: {:?}",
+            recorder.summary().first_errors
+        );
+    }
+    let start = Instant::now();
+    let tasks = opened.into_iter().map(|session| {
+        let client = Arc::clone(client);
+        tokio::spawn(async move {
+            let mut local = Vec::new();
+            let mut errors = Vec::new();
+            for i in 0..warmup + calls {
+                let begin = Instant::now();
+                let result = client
+                    .call_tool(&session, i + 1, TOOL, json!({ "text": TOOL_TEXT }))
+                    .await
+                    .and_then(|reply| check_echo(&reply.message).map(|_| reply.arrived));
+                if i < warmup {
+                    continue;
+                }
+                match result {
+                    Ok(arrived) => local.push(arrived - begin),
+                    Err(error) => errors.push(error),
+                }
+            }
+            let _ = client.delete(&session).await;
+            (local, errors)
+        })
+    });
+    let results = futures::future::join_all(tasks).await;
+    let wall = start.elapsed();
+    for result in results {
+        let (latencies, errors) = result.context("a session task panicked")?;
+        for total in latencies {
+            recorder.record(&Sample {
+                total,
+                phases: vec![],
+            });
+        }
+        for error in errors {
+            recorder.error(&error);
+        }
+    }
+    Ok((recorder, wall, None))
+}
+
+async fn open(client: &McpHttp) -> Result<Session> {
+    let (session, _) = client.initialize().await?;
+    client.initialized(&session).await?;
+    Ok(session)
+}
+
+/// RSS of `pid` before and after opening `sessions` idle sessions; the
+/// recorder holds each session's open latency (initialize + initialized).
+async fn idle(
+    client: &Arc<McpHttp>,
+    pid: u32,
+    sessions: u64,
+    concurrency: usize,
+) -> Result<Measured> {
+    client.preconnect().await;
+    // One session first, so lazily built state is in "before".
+    let first = open(client).await.context("warm-up session")?;
+    let _ = client.delete(&first).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before_kib = peers::rss_kib(pid).context("reading the gateway's RSS")?;
+    let start = Instant::now();
+    let results = futures::stream::iter(0..sessions)
+        .map(|_| async {
+            let begin = Instant::now();
+            open(client).await.map(|s| (s, begin.elapsed()))
+        })
+        .buffer_unordered(concurrency.max(1))
+        .collect::<Vec<_>>()
+        .await;
+    let wall = start.elapsed();
+    let mut recorder = Recorder::default();
+    let mut open_sessions = Vec::new();
+    for result in results {
+        match result {
+            Ok((session, total)) => {
+                recorder.record(&Sample {
+                    total,
+                    phases: vec![],
+                });
+                open_sessions.push(session);
+            }
+            Err(error) => recorder.error(&error),
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let after_kib = peers::rss_kib(pid).context("reading the gateway's RSS")?;
+    let memory = Memory {
+        before_kib,
+        after_kib,
+        sessions: open_sessions.len() as u64,
+    };
+    // DELETE them all, bounded (off the clock).
+    let deletes = futures::stream::iter(open_sessions.iter())
+        .map(|s| client.delete(s))
+        .buffer_unordered(concurrency.max(1))
+        .collect::<Vec<_>>();
+    let _ = tokio::time::timeout(Duration::from_secs(60), deletes).await;
+    Ok((recorder, wall, Some(memory)))
+}
+
+/// The floor: `sessions` echo servers spawned directly, initialized, then
+/// `calls` timed calls each over their pipes, concurrently.
+async fn floor_calls(options: &LoadOptions, sessions: u64, calls: u64) -> Result<Measured> {
+    let warmup = if sessions == 1 { options.warmup } else { 0 };
+    let mut children = Vec::new();
+    for _ in 0..sessions {
+        let mut child = Command::new(&options.fixture)
+            .arg("echo")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("spawning {}", options.fixture.display()))?;
+        let mut stdin = child.stdin.take().context("stdin")?;
+        let mut lines = BufReader::new(child.stdout.take().context("stdout")?).lines();
+        let init = json!({
+            "jsonrpc": "2.0", "id": 0, "method": "initialize",
+            "params": {
+                "protocolVersion": crate::mcp::PROTOCOL_VERSION,
+                "capabilities": {},
+                "clientInfo": { "name": "berth-bench", "version": env!("CARGO_PKG_VERSION") }
+            }
+        });
+        send(&mut stdin, &init).await?;
+        response_with_id(&mut lines, 0).await?;
+        send(
+            &mut stdin,
+            &json!({ "jsonrpc": "2.0", "method": "notifications/initialized" }),
+        )
+        .await?;
+        children.push((child, stdin, lines));
+    }
+    let start = Instant::now();
+    let tasks = children
+        .into_iter()
+        .map(|(mut child, mut stdin, mut lines)| {
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                let mut errors = Vec::new();
+                for i in 0..warmup + calls {
+                    let id = i + 1;
+                    let call = json!({
+                        "jsonrpc": "2.0", "id": id, "method": "tools/call",
+                        "params": { "name": TOOL, "arguments": { "text": TOOL_TEXT } }
+                    });
+                    let begin = Instant::now();
+                    let result = async {
+                        send(&mut stdin, &call).await?;
+                        check_echo(&response_with_id(&mut lines, id).await?)
+                    }
+                    .await;
+                    let elapsed = begin.elapsed();
+                    if i < warmup {
+                        continue;
+                    }
+                    match result {
+                        Ok(_) => latencies.push(elapsed),
+                        Err(error) => errors.push(error),
+                    }
+                }
+                drop(stdin);
+                if tokio::time::timeout(Duration::from_secs(5), child.wait())
+                    .await
+                    .is_err()
+                {
+                    let _ = child.kill().await;
+                }
+                (latencies, errors)
+            })
+        });
+    let results = futures::future::join_all(tasks).await;
+    let wall = start.elapsed();
+    let mut recorder = Recorder::default();
+    for result in results {
+        let (latencies, errors) = result.context("a floor task panicked")?;
+        for total in latencies {
+            recorder.record(&Sample {
+                total,
+                phases: vec![],
+            });
+        }
+        for error in errors {
+            recorder.error(&error);
+        }
+    }
+    Ok((recorder, wall, None))
+}
+
+/// Microseconds as milliseconds with three decimals, `–` when absent.
+fn ms(micros: Option<u64>) -> String {
+    match micros {
+        Some(us) => format!("{:.3} ms", us as f64 / 1000.0),
+        None => "–".to_string(),
+    }
+}
+
+/// `2.10× (+1.23 ms)`: `value` against `base`.
+fn ratio_us(value: u64, base: u64) -> String {
+    let diff = value as f64 - base as f64;
+    let sign = if diff >= 0.0 { "+" } else { "−" };
+    format!(
+        "{:.2}× ({sign}{:.3} ms)",
+        value as f64 / base.max(1) as f64,
+        diff.abs() / 1000.0
+    )
+}
+
+fn ratio_kib(value: f64, base: f64) -> String {
+    let diff = value - base;
+    let sign = if diff >= 0.0 { "+" } else { "−" };
+    let ratio = if base.abs() < f64::EPSILON {
+        "–".to_string()
+    } else {
+        format!("{:.2}×", value / base)
+    };
+    format!("{ratio} ({sign}{:.1} KiB)", diff.abs())
+}
+
+fn status_text(status: &Status) -> Option<String> {
+    match status {
+        Status::Ok => None,
+        Status::Unavailable(reason) => Some(format!("unavailable: {}", one_line(reason))),
+        Status::Failed(reason) => Some(format!("failed: {}", one_line(reason))),
+    }
+}
+
+fn one_line(text: &str) -> String {
+    text.split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .chars()
+        .take(200)
+        .collect()
+}
+
+fn render(options: &LoadOptions, reports: &[ScenarioReport]) -> String {
+    let mut out = format!(
+        "\n# berth-bench load{}: echo fixture `{} echo`\n",
+        if options.quick { " --quick" } else { "" },
+        options.fixture.display()
+    );
+    for report in reports {
+        out.push_str(&format!(
+            "\n## {}\n\n{}\n\n",
+            report.instance.name,
+            report.instance.describe()
+        ));
+        let measured: Vec<&Row> = report
+            .rows
+            .iter()
+            .filter(|r| matches!(r.status, Status::Ok))
+            .collect();
+        if report.instance.is_memory() {
+            let mut header: Vec<String> = [
+                "target",
+                "sessions",
+                "errors",
+                "RSS before",
+                "RSS after",
+                "per session",
+                "open p50",
+            ]
+            .map(String::from)
+            .to_vec();
+            for other in &measured {
+                header.push(format!("vs {}", other.target.name()));
+            }
+            let rows: Vec<Vec<String>> = report
+                .rows
+                .iter()
+                .map(|row| {
+                    let mut cells = vec![row.target.name()];
+                    if let Some(text) = status_text(&row.status) {
+                        cells.push(text);
+                        cells.resize(header.len(), "–".into());
+                        return cells;
+                    }
+                    let m = row.memory.expect("memory row");
+                    let s = row.summary.as_ref().expect("summary");
+                    cells.extend([
+                        m.sessions.to_string(),
+                        s.errors.to_string(),
+                        format!("{:.1} MiB", m.before_kib as f64 / 1024.0),
+                        format!("{:.1} MiB", m.after_kib as f64 / 1024.0),
+                        format!("{:.1} KiB", m.per_session_kib()),
+                        ms(s.p50_us),
+                    ]);
+                    for other in &measured {
+                        cells.push(if other.target == row.target {
+                            "–".into()
+                        } else {
+                            let o = other.memory.expect("memory row");
+                            ratio_kib(m.per_session_kib(), o.per_session_kib())
+                        });
+                    }
+                    cells
+                })
+                .collect();
+            let header: Vec<&str> = header.iter().map(String::as_str).collect();
+            out.push_str(&markdown_table(&header, &rows));
+        } else {
+            let mut header: Vec<String> = [
+                "target", "calls", "errors", "p50", "p90", "p99", "max", "calls/s",
+            ]
+            .map(String::from)
+            .to_vec();
+            for other in &measured {
+                header.push(format!("p50 vs {}", other.target.name()));
+            }
+            let rows: Vec<Vec<String>> = report
+                .rows
+                .iter()
+                .map(|row| {
+                    let mut cells = vec![row.target.name()];
+                    if let Some(text) = status_text(&row.status) {
+                        cells.push(text);
+                        cells.resize(header.len(), "–".into());
+                        return cells;
+                    }
+                    let s = row.summary.as_ref().expect("summary");
+                    cells.extend([
+                        s.ok.to_string(),
+                        s.errors.to_string(),
+                        ms(s.p50_us),
+                        ms(s.p90_us),
+                        ms(s.p99_us),
+                        ms(s.max_us),
+                        row.calls_per_sec()
+                            .map(|t| format!("{t:.0}"))
+                            .unwrap_or("–".into()),
+                    ]);
+                    for other in &measured {
+                        let base = other.summary.as_ref().and_then(|o| o.p50_us);
+                        cells.push(match (base, s.p50_us) {
+                            (Some(base), Some(p50)) if other.target != row.target => {
+                                ratio_us(p50, base)
+                            }
+                            _ => "–".into(),
+                        });
+                    }
+                    cells
+                })
+                .collect();
+            let header: Vec<&str> = header.iter().map(String::as_str).collect();
+            out.push_str(&markdown_table(&header, &rows));
+        }
+        for row in &report.rows {
+            if report.instance.kind == LoadScenario::IdleExclusive && row.target == Target::McpProxy
+            {
+                out.push_str(&format!(
+                    "- {}: always multiplexes every session over one child (it has no per-session processes)\n",
+                    row.target.name()
+                ));
+            }
+            if let Some(s) = &row.summary {
+                for error in &s.first_errors {
+                    out.push_str(&format!(
+                        "- {}: error: {}\n",
+                        row.target.name(),
+                        one_line(error)
+                    ));
+                }
+            }
+            if let Some(note) = &row.note {
+                out.push_str(&format!("- {}: {}\n", row.target.name(), one_line(note)));
+            }
+        }
+    }
+    out
+}
+
+fn to_json(options: &LoadOptions, reports: &[ScenarioReport]) -> Value {
+    let scenarios: Vec<Value> = reports
+        .iter()
+        .map(|report| {
+            let rows: Vec<Value> = report
+                .rows
+                .iter()
+                .map(|row| {
+                    let mut value = json!({
+                        "target": row.target.name(),
+                        "url": match &row.target { Target::External(_, url) => Some(url.clone()), _ => None },
+                        "note": row.note,
+                    });
+                    let fields = value.as_object_mut().expect("object");
+                    match &row.status {
+                        Status::Ok => {
+                            fields.insert("status".into(), "ok".into());
+                        }
+                        Status::Unavailable(r) => {
+                            fields.insert("status".into(), "unavailable".into());
+                            fields.insert("reason".into(), r.as_str().into());
+                        }
+                        Status::Failed(r) => {
+                            fields.insert("status".into(), "failed".into());
+                            fields.insert("reason".into(), r.as_str().into());
+                        }
+                    }
+                    if let Some(s) = &row.summary {
+                        fields.extend(s.json_fields());
+                    }
+                    if let Some(wall) = row.wall {
+                        fields.insert("wall_ms".into(), json!(wall.as_secs_f64() * 1000.0));
+                    }
+                    if let Some(t) = row.calls_per_sec() {
+                        fields.insert("calls_per_sec".into(), json!((t * 10.0).round() / 10.0));
+                    }
+                    if let Some(m) = row.memory {
+                        fields.insert("rss_before_kib".into(), m.before_kib.into());
+                        fields.insert("rss_after_kib".into(), m.after_kib.into());
+                        fields.insert("idle_sessions".into(), m.sessions.into());
+                        fields.insert(
+                            "rss_per_session_kib".into(),
+                            json!((m.per_session_kib() * 10.0).round() / 10.0),
+                        );
+                    }
+                    value
+                })
+                .collect();
+            json!({
+                "scenario": report.instance.name,
+                "description": report.instance.describe(),
+                "sessions": report.instance.sessions,
+                "calls_per_session": report.instance.calls_each,
+                "rows": rows,
+            })
+        })
+        .collect();
+    json!({
+        "benchmark": "load",
+        "quick": options.quick,
+        "berth": options.berth,
+        "fixture": options.fixture,
+        "peers": options.peers,
+        "machine": machine(),
+        "scenarios": scenarios,
+    })
+}
+
+fn machine() -> Value {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|t| {
+        t.lines()
+            .find_map(|l| l.strip_prefix("model name"))
+            .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+    });
+    json!({
+        "cpus": std::thread::available_parallelism().map(|n| n.get()).ok(),
+        "cpu": cpu,
+        "kernel": std::fs::read_to_string("/proc/sys/kernel/osrelease").ok().map(|s| s.trim().to_string()),
+    })
+}
+
+/// `NAME=URL` of `--target`.
+pub fn parse_target(text: &str) -> Result<(String, String), String> {
+    let (name, url) = text
+        .split_once('=')
+        .ok_or_else(|| format!("expected NAME=URL, got {text:?}"))?;
+    if name.is_empty() || !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err(format!("expected NAME=http://…, got {text:?}"));
+    }
+    Ok((name.to_string(), url.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ratios() {
+        assert_eq!(ratio_us(3000, 1000), "3.00× (+2.000 ms)");
+        assert_eq!(ratio_us(500, 1000), "0.50× (−0.500 ms)");
+        assert_eq!(ratio_kib(10.0, 5.0), "2.00× (+5.0 KiB)");
+    }
+
+    #[test]
+    fn targets_parse() {
+        assert_eq!(
+            parse_target("x=http://127.0.0.1:1/mcp").unwrap(),
+            ("x".to_string(), "http://127.0.0.1:1/mcp".to_string())
+        );
+        assert!(parse_target("nourl").is_err());
+        assert!(parse_target("=http://a").is_err());
+    }
+}
