@@ -9,6 +9,13 @@
 //! * `idle-exclusive`: gateway RSS (its own, children excluded) before and
 //!   after opening K idle sessions, each with its own echo process.
 //! * `idle-shared`: the same with Berth `binding = "shared"` (2 processes).
+//! * `ttfr`: N sequential new sessions (initialize → initialized → first
+//!   `tools/call`) against `berth-fixture echo --boot-delay 300ms`: Berth
+//!   cold and with a pre-initialized pool, the peers, and a direct spawn.
+//!
+//! In `per-call` the CPU time (utime + stime from `/proc/PID/stat`) of the
+//! gateway's own process, or of the floor's echo process, is read right
+//! before and after the timed calls.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -25,7 +32,7 @@ use crate::mcp::{McpHttp, Session};
 use crate::peers::{self, Gateway};
 use crate::report::{Recorder, Sample, Summary, markdown_table};
 use crate::stdio::{response_with_id, send};
-use crate::ttfr::{TOOL, TOOL_TEXT, check_echo};
+use crate::ttfr::{RunOptions, TOOL, TOOL_TEXT, check_echo};
 
 const SERVER: &str = "echo";
 pub const FLOOR: &str = "stdio floor";
@@ -36,6 +43,7 @@ pub enum LoadScenario {
     Throughput,
     IdleExclusive,
     IdleShared,
+    Ttfr,
 }
 
 pub struct LoadOptions {
@@ -54,6 +62,12 @@ pub struct LoadOptions {
     pub timeout: Duration,
     pub scenario_timeout: Duration,
     pub scenarios: Vec<LoadScenario>,
+    /// ttfr: recorded sessions (after one warm-up session).
+    pub ttfr_sessions: u64,
+    /// ttfr: the echo fixture's `--boot-delay`.
+    pub ttfr_boot_delay: Duration,
+    /// ttfr: sleep between sessions, the same for every target.
+    pub ttfr_pause: Duration,
     pub quick: bool,
     pub out: Option<PathBuf>,
 }
@@ -62,6 +76,10 @@ pub struct LoadOptions {
 enum Target {
     Floor,
     Berth,
+    /// ttfr: Berth without a pool.
+    BerthCold,
+    /// ttfr: Berth with a pre-initialized pool.
+    BerthWarm,
     Supergateway,
     McpProxy,
     External(String, String),
@@ -72,6 +90,8 @@ impl Target {
         match self {
             Target::Floor => FLOOR.into(),
             Target::Berth => "berth".into(),
+            Target::BerthCold => "berth cold".into(),
+            Target::BerthWarm => "berth warm".into(),
             Target::Supergateway => format!("supergateway {}", peers::SUPERGATEWAY_VERSION),
             Target::McpProxy => format!("mcp-proxy {}", peers::MCP_PROXY_VERSION),
             Target::External(name, _) => name.clone(),
@@ -97,7 +117,7 @@ impl Instance {
         )
     }
 
-    fn describe(&self) -> String {
+    fn describe(&self, options: &LoadOptions) -> String {
         match self.kind {
             LoadScenario::PerCall => format!(
                 "Per-call overhead: 1 session, {} sequential tools/call echo",
@@ -115,8 +135,69 @@ impl Instance {
                 "Memory: gateway RSS with {} idle sessions multiplexed over shared echo processes (berth binding = \"shared\", 2 processes)",
                 self.sessions
             ),
+            LoadScenario::Ttfr => format!(
+                "New session, time to first tool result: {} sequential sessions (after 1 warm-up), initialize → initialized → tools/call echo, server `berth-fixture {}`, {} ms between sessions",
+                self.sessions,
+                fixture_args(options.ttfr_boot_delay).join(" "),
+                options.ttfr_pause.as_millis()
+            ),
         }
     }
+}
+
+/// CPU time one process used over the timed calls.
+#[derive(Debug, Clone, Copy)]
+struct Cpu {
+    ticks: u64,
+    ticks_per_sec: u64,
+    calls: u64,
+}
+
+impl Cpu {
+    fn per_call_us(&self) -> f64 {
+        self.ticks as f64 * 1e6 / self.ticks_per_sec.max(1) as f64 / self.calls.max(1) as f64
+    }
+}
+
+/// Reads the CPU ticks of `pids` (summed) before, and builds a [`Cpu`]
+/// after.
+struct CpuMeter {
+    pids: Vec<u32>,
+    before: Option<u64>,
+}
+
+impl CpuMeter {
+    fn start(pids: Vec<u32>) -> Self {
+        let before = ticks(&pids);
+        CpuMeter { pids, before }
+    }
+
+    fn stop(self, calls: u64) -> Option<Cpu> {
+        let (before, after) = (self.before?, ticks(&self.pids)?);
+        Some(Cpu {
+            ticks: after.saturating_sub(before),
+            ticks_per_sec: peers::clock_ticks_per_sec(),
+            calls,
+        })
+    }
+}
+
+fn ticks(pids: &[u32]) -> Option<u64> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter().map(|&pid| peers::cpu_ticks(pid)).sum()
+}
+
+/// `echo --boot-delay …` in a form the fixture parses.
+fn fixture_args(boot_delay: Duration) -> Vec<String> {
+    let us = boot_delay.as_micros();
+    let delay = if us.is_multiple_of(1000) {
+        format!("{}ms", us / 1000)
+    } else {
+        format!("{us}us")
+    };
+    vec!["echo".into(), "--boot-delay".into(), delay]
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -144,6 +225,7 @@ struct Row {
     summary: Option<Summary>,
     wall: Option<Duration>,
     memory: Option<Memory>,
+    cpu: Option<Cpu>,
     note: Option<String>,
 }
 
@@ -155,6 +237,7 @@ impl Row {
             summary: None,
             wall: None,
             memory: None,
+            cpu: None,
             note: None,
         }
     }
@@ -202,13 +285,23 @@ fn instances(options: &LoadOptions) -> Vec<Instance> {
                 sessions: options.shared_sessions,
                 calls_each: 0,
             }),
+            LoadScenario::Ttfr => out.push(Instance {
+                kind,
+                name: "ttfr".into(),
+                sessions: options.ttfr_sessions,
+                calls_each: 1,
+            }),
         }
     }
     out
 }
 
-fn targets(options: &LoadOptions) -> Vec<Target> {
-    let mut out = vec![Target::Floor, Target::Berth];
+fn targets(options: &LoadOptions, instance: &Instance) -> Vec<Target> {
+    let mut out = if instance.kind == LoadScenario::Ttfr {
+        vec![Target::Floor, Target::BerthCold, Target::BerthWarm]
+    } else {
+        vec![Target::Floor, Target::Berth]
+    };
     if options.peers {
         out.push(Target::Supergateway);
         out.push(Target::McpProxy);
@@ -242,7 +335,7 @@ pub async fn run(options: &LoadOptions) -> Result<bool> {
     let mut reports = Vec::new();
     for instance in instances(options) {
         let mut rows = Vec::new();
-        for target in targets(options) {
+        for target in targets(options, &instance) {
             eprintln!("[{}] {} ...", instance.name, target.name());
             let row = run_one(options, &instance, &target).await;
             match (&row.status, &row.summary) {
@@ -276,8 +369,10 @@ pub async fn run(options: &LoadOptions) -> Result<bool> {
     }
     Ok(reports.iter().all(|r| {
         r.rows.iter().all(|row| {
-            !matches!(row.target, Target::Berth | Target::Floor)
-                || matches!(row.status, Status::Ok | Status::Unavailable(_))
+            !matches!(
+                row.target,
+                Target::Berth | Target::BerthCold | Target::BerthWarm | Target::Floor
+            ) || matches!(row.status, Status::Ok | Status::Unavailable(_))
         })
     }))
 }
@@ -303,7 +398,137 @@ fn berth_config(options: &LoadOptions, shared: bool) -> String {
     text
 }
 
+/// Berth's configuration for `ttfr`: no pool (cold), or a pre-initialized
+/// pool of two (warm).
+fn ttfr_berth_config(options: &LoadOptions, warm: bool) -> String {
+    let args: Vec<String> = fixture_args(options.ttfr_boot_delay)
+        .iter()
+        .map(|a| crate::suite::toml_string(a))
+        .collect();
+    let mut text = format!(
+        "[gateway]\nlisten = \"127.0.0.1:0\"\n\n[servers.{SERVER}]\ncommand = {}\nargs = [{}]\n",
+        crate::suite::toml_string(&options.fixture.to_string_lossy()),
+        args.join(", ")
+    );
+    if warm {
+        text.push_str(&format!(
+            "\n[servers.{SERVER}.pool]\nmin_ready = 2\npreinitialize = true\n"
+        ));
+    }
+    text
+}
+
+/// Starts `target` (not the floor) hosting the echo fixture with
+/// `fixture_args`; Berth gets `berth_config`. Returns the URL and the
+/// gateway (none for an external target), or the row to report.
+async fn start_target(
+    options: &LoadOptions,
+    target: &Target,
+    dir: &std::path::Path,
+    fixture_args: &[String],
+    berth_config: String,
+) -> std::result::Result<(String, Option<Gateway>), Row> {
+    let log = dir.join("gateway.log");
+    let fixture_cmd = format!("{} {}", options.fixture.display(), fixture_args.join(" "));
+    let started = match target {
+        Target::Berth | Target::BerthCold | Target::BerthWarm => {
+            let config = dir.join("berth.toml");
+            match std::fs::write(&config, berth_config) {
+                Ok(()) => Gateway::berth(&options.berth, &config, SERVER, &log).await,
+                Err(error) => Err(anyhow!("writing the config: {error}")),
+            }
+        }
+        Target::Supergateway => Gateway::supergateway(&options.peers_dir, &fixture_cmd, &log).await,
+        Target::McpProxy => {
+            Gateway::mcp_proxy(&options.peers_dir, &options.fixture, fixture_args, &log).await
+        }
+        Target::External(_, _) | Target::Floor => Err(anyhow!("not started here")),
+    };
+    match (target, started) {
+        (Target::External(_, url), _) => Ok((url.clone(), None)),
+        (_, Ok(gateway)) => Ok((gateway.url.clone(), Some(gateway))),
+        (Target::Berth | Target::BerthCold | Target::BerthWarm, Err(error)) => {
+            Err(Row::new(target, Status::Failed(format!("{error:#}"))))
+        }
+        (_, Err(error)) => Err(Row::new(target, Status::Unavailable(format!("{error:#}")))),
+    }
+}
+
+async fn stop_gateway(gateway: Option<Gateway>) -> Option<String> {
+    let gateway = gateway?;
+    let tail = gateway.log_tail();
+    let note = gateway.stop().await;
+    note.map(|n| format!("{n}; log: {tail}"))
+}
+
+/// `ttfr`: one warm-up session, then `ttfr_sessions` timed sessions, one
+/// after the other, `ttfr_pause` apart.
+async fn run_ttfr(options: &LoadOptions, target: &Target) -> Row {
+    let args = fixture_args(options.ttfr_boot_delay);
+    let run_options = RunOptions {
+        sessions: options.ttfr_sessions,
+        warmup: 1,
+        pause: options.ttfr_pause,
+    };
+    let label = format!("[ttfr] {}", target.name());
+    let mut row = if *target == Target::Floor {
+        let measure = async {
+            let start = Instant::now();
+            let recorder = crate::ttfr::run(&label, run_options, || {
+                crate::stdio::direct_session(&options.fixture, &args, options.timeout)
+            })
+            .await;
+            Ok(Measured::new(recorder, start.elapsed()))
+        };
+        finish(target, bounded(options, measure).await, None)
+    } else {
+        if let Target::External(..) = target {
+            return Row::new(
+                target,
+                Status::Unavailable("external target: not started with a boot delay".into()),
+            );
+        }
+        let dir = match tempfile::Builder::new().prefix("berth-load-").tempdir() {
+            Ok(dir) => dir,
+            Err(error) => return Row::new(target, Status::Failed(format!("temp dir: {error}"))),
+        };
+        let warm = *target == Target::BerthWarm;
+        let config = ttfr_berth_config(options, warm);
+        let (url, gateway) = match start_target(options, target, dir.path(), &args, config).await {
+            Ok(started) => started,
+            Err(row) => return row,
+        };
+        let measured = match McpHttp::new(&url, options.timeout) {
+            Ok(client) => {
+                let measure = async {
+                    if warm {
+                        // Let the pool fill before the first session.
+                        tokio::time::sleep(options.ttfr_pause).await;
+                    }
+                    client.preconnect().await;
+                    let start = Instant::now();
+                    let recorder = crate::ttfr::run(&label, run_options, || {
+                        crate::ttfr::http_session(&client)
+                    })
+                    .await;
+                    Ok(Measured::new(recorder, start.elapsed()))
+                };
+                bounded(options, measure).await
+            }
+            Err(error) => Err(error),
+        };
+        let note = stop_gateway(gateway).await;
+        finish(target, measured, note)
+    };
+    // Sessions per second of a sequential, paused loop mean nothing.
+    row.wall = None;
+    row
+}
+
 async fn run_one(options: &LoadOptions, instance: &Instance, target: &Target) -> Row {
+    if instance.kind == LoadScenario::Ttfr {
+        return run_ttfr(options, target).await;
+    }
     if *target == Target::Floor {
         if instance.is_memory() {
             return Row::new(target, Status::Unavailable("not applicable".into()));
@@ -326,30 +551,12 @@ async fn run_one(options: &LoadOptions, instance: &Instance, target: &Target) ->
         Ok(dir) => dir,
         Err(error) => return Row::new(target, Status::Failed(format!("temp dir: {error}"))),
     };
-    let log = dir.path().join("gateway.log");
-    let fixture_cmd = format!("{} echo", options.fixture.display());
-    let started = match target {
-        Target::Berth => {
-            let config = dir.path().join("berth.toml");
-            let shared = instance.kind == LoadScenario::IdleShared;
-            match std::fs::write(&config, berth_config(options, shared)) {
-                Ok(()) => Gateway::berth(&options.berth, &config, SERVER, &log).await,
-                Err(error) => Err(anyhow!("writing the config: {error}")),
-            }
-        }
-        Target::Supergateway => Gateway::supergateway(&options.peers_dir, &fixture_cmd, &log).await,
-        Target::McpProxy => {
-            Gateway::mcp_proxy(&options.peers_dir, &options.fixture, &["echo".into()], &log).await
-        }
-        Target::External(_, _) | Target::Floor => Err(anyhow!("not started here")),
-    };
-    let (url, gateway) = match (target, started) {
-        (Target::External(_, url), _) => (url.clone(), None),
-        (_, Ok(gateway)) => (gateway.url.clone(), Some(gateway)),
-        (Target::Berth, Err(error)) => {
-            return Row::new(target, Status::Failed(format!("{error:#}")));
-        }
-        (_, Err(error)) => return Row::new(target, Status::Unavailable(format!("{error:#}"))),
+    let shared = instance.kind == LoadScenario::IdleShared;
+    let config = berth_config(options, shared);
+    let args = ["echo".to_string()];
+    let (url, gateway) = match start_target(options, target, dir.path(), &args, config).await {
+        Ok(started) => started,
+        Err(row) => return row,
     };
     if instance.is_memory() && gateway.is_none() {
         return Row::new(
@@ -366,14 +573,14 @@ async fn run_one(options: &LoadOptions, instance: &Instance, target: &Target) ->
         LoadScenario::PerCall => {
             bounded(
                 options,
-                http_calls(&client, 1, instance.calls_each, options.warmup),
+                http_calls(&client, 1, instance.calls_each, options.warmup, pid),
             )
             .await
         }
         LoadScenario::Throughput => {
             bounded(
                 options,
-                http_calls(&client, instance.sessions, instance.calls_each, 0),
+                http_calls(&client, instance.sessions, instance.calls_each, 0, None),
             )
             .await
         }
@@ -385,27 +592,38 @@ async fn run_one(options: &LoadOptions, instance: &Instance, target: &Target) ->
             )
             .await
         }
+        LoadScenario::Ttfr => unreachable!("handled above"),
     };
-    let stop_note = match gateway {
-        Some(gateway) => {
-            let tail = gateway.log_tail();
-            let note = gateway.stop().await;
-            note.map(|n| format!("{n}; log: {tail}"))
-        }
-        None => None,
-    };
+    let stop_note = stop_gateway(gateway).await;
     finish(target, measured, stop_note)
 }
 
-type Measured = (Recorder, Duration, Option<Memory>);
+struct Measured {
+    recorder: Recorder,
+    wall: Duration,
+    memory: Option<Memory>,
+    cpu: Option<Cpu>,
+}
+
+impl Measured {
+    fn new(recorder: Recorder, wall: Duration) -> Self {
+        Measured {
+            recorder,
+            wall,
+            memory: None,
+            cpu: None,
+        }
+    }
+}
 
 fn finish(target: &Target, measured: Result<Measured>, note: Option<String>) -> Row {
     let mut row = match measured {
-        Ok((recorder, wall, memory)) => {
+        Ok(measured) => {
             let mut row = Row::new(target, Status::Ok);
-            row.summary = Some(recorder.summary());
-            row.wall = Some(wall);
-            row.memory = memory;
+            row.summary = Some(measured.recorder.summary());
+            row.wall = Some(measured.wall);
+            row.memory = measured.memory;
+            row.cpu = measured.cpu;
             row
         }
         Err(error) => Row::new(target, Status::Failed(format!("{error:#}"))),
@@ -429,13 +647,15 @@ async fn bounded(
 }
 
 /// `sessions` concurrent sessions, each: open (untimed), `warmup` untimed
-/// calls, then `calls` timed calls; then DELETE. The wall time runs from
-/// when every session is open to the last call.
+/// calls, then `calls` timed calls; then DELETE (untimed). The wall time
+/// runs from when every session is open and warmed up to the last call; the
+/// CPU time of `pid`, if given, is read at the same two points.
 async fn http_calls(
     client: &Arc<McpHttp>,
     sessions: u64,
     calls: u64,
     warmup: u64,
+    pid: Option<u32>,
 ) -> Result<Measured> {
     client.preconnect().await;
     let mut opened = Vec::new();
@@ -457,34 +677,40 @@ async fn http_calls(
             recorder.summary().first_errors
         );
     }
+    for session in &opened {
+        for i in 0..warmup {
+            let _ = client
+                .call_tool(session, i + 1, TOOL, json!({ "text": TOOL_TEXT }))
+                .await;
+        }
+    }
+    let meter = CpuMeter::start(pid.into_iter().collect());
     let start = Instant::now();
     let tasks = opened.into_iter().map(|session| {
         let client = Arc::clone(client);
         tokio::spawn(async move {
             let mut local = Vec::new();
             let mut errors = Vec::new();
-            for i in 0..warmup + calls {
+            for i in warmup..warmup + calls {
                 let begin = Instant::now();
                 let result = client
                     .call_tool(&session, i + 1, TOOL, json!({ "text": TOOL_TEXT }))
                     .await
                     .and_then(|reply| check_echo(&reply.message).map(|_| reply.arrived));
-                if i < warmup {
-                    continue;
-                }
                 match result {
                     Ok(arrived) => local.push(arrived - begin),
                     Err(error) => errors.push(error),
                 }
             }
-            let _ = client.delete(&session).await;
-            (local, errors)
+            (session, local, errors)
         })
     });
     let results = futures::future::join_all(tasks).await;
     let wall = start.elapsed();
+    let mut sessions_done = Vec::new();
     for result in results {
-        let (latencies, errors) = result.context("a session task panicked")?;
+        let (session, latencies, errors) = result.context("a session task panicked")?;
+        sessions_done.push(session);
         for total in latencies {
             recorder.record(&Sample {
                 total,
@@ -495,7 +721,16 @@ async fn http_calls(
             recorder.error(&error);
         }
     }
-    Ok((recorder, wall, None))
+    let cpu = meter.stop(recorder.summary().ok);
+    let deletes = futures::stream::iter(sessions_done.iter())
+        .map(|s| client.delete(s))
+        .buffer_unordered(16)
+        .collect::<Vec<_>>();
+    let _ = tokio::time::timeout(Duration::from_secs(60), deletes).await;
+    Ok(Measured {
+        cpu,
+        ..Measured::new(recorder, wall)
+    })
 }
 
 async fn open(client: &McpHttp) -> Result<Session> {
@@ -555,7 +790,10 @@ async fn idle(
         .buffer_unordered(concurrency.max(1))
         .collect::<Vec<_>>();
     let _ = tokio::time::timeout(Duration::from_secs(60), deletes).await;
-    Ok((recorder, wall, Some(memory)))
+    Ok(Measured {
+        memory: Some(memory),
+        ..Measured::new(recorder, wall)
+    })
 }
 
 /// The floor: `sessions` echo servers spawned directly, initialized, then
@@ -591,49 +829,51 @@ async fn floor_calls(options: &LoadOptions, sessions: u64, calls: u64) -> Result
         .await?;
         children.push((child, stdin, lines));
     }
+    for (_, stdin, lines) in &mut children {
+        for i in 0..warmup {
+            let id = i + 1;
+            let call = json!({
+                "jsonrpc": "2.0", "id": id, "method": "tools/call",
+                "params": { "name": TOOL, "arguments": { "text": TOOL_TEXT } }
+            });
+            send(stdin, &call).await?;
+            response_with_id(lines, id).await?;
+        }
+    }
+    let meter = CpuMeter::start(children.iter().filter_map(|(c, _, _)| c.id()).collect());
     let start = Instant::now();
-    let tasks = children
-        .into_iter()
-        .map(|(mut child, mut stdin, mut lines)| {
-            tokio::spawn(async move {
-                let mut latencies = Vec::new();
-                let mut errors = Vec::new();
-                for i in 0..warmup + calls {
-                    let id = i + 1;
-                    let call = json!({
-                        "jsonrpc": "2.0", "id": id, "method": "tools/call",
-                        "params": { "name": TOOL, "arguments": { "text": TOOL_TEXT } }
-                    });
-                    let begin = Instant::now();
-                    let result = async {
-                        send(&mut stdin, &call).await?;
-                        check_echo(&response_with_id(&mut lines, id).await?)
-                    }
-                    .await;
-                    let elapsed = begin.elapsed();
-                    if i < warmup {
-                        continue;
-                    }
-                    match result {
-                        Ok(_) => latencies.push(elapsed),
-                        Err(error) => errors.push(error),
-                    }
+    let tasks = children.into_iter().map(|(child, mut stdin, mut lines)| {
+        tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut errors = Vec::new();
+            for i in warmup..warmup + calls {
+                let id = i + 1;
+                let call = json!({
+                    "jsonrpc": "2.0", "id": id, "method": "tools/call",
+                    "params": { "name": TOOL, "arguments": { "text": TOOL_TEXT } }
+                });
+                let begin = Instant::now();
+                let result = async {
+                    send(&mut stdin, &call).await?;
+                    check_echo(&response_with_id(&mut lines, id).await?)
                 }
-                drop(stdin);
-                if tokio::time::timeout(Duration::from_secs(5), child.wait())
-                    .await
-                    .is_err()
-                {
-                    let _ = child.kill().await;
+                .await;
+                let elapsed = begin.elapsed();
+                match result {
+                    Ok(_) => latencies.push(elapsed),
+                    Err(error) => errors.push(error),
                 }
-                (latencies, errors)
-            })
-        });
+            }
+            (child, stdin, latencies, errors)
+        })
+    });
     let results = futures::future::join_all(tasks).await;
     let wall = start.elapsed();
     let mut recorder = Recorder::default();
+    let mut finished = Vec::new();
     for result in results {
-        let (latencies, errors) = result.context("a floor task panicked")?;
+        let (child, stdin, latencies, errors) = result.context("a floor task panicked")?;
+        finished.push((child, stdin));
         for total in latencies {
             recorder.record(&Sample {
                 total,
@@ -644,7 +884,20 @@ async fn floor_calls(options: &LoadOptions, sessions: u64, calls: u64) -> Result
             recorder.error(&error);
         }
     }
-    Ok((recorder, wall, None))
+    let cpu = meter.stop(recorder.summary().ok);
+    for (mut child, stdin) in finished {
+        drop(stdin);
+        if tokio::time::timeout(Duration::from_secs(5), child.wait())
+            .await
+            .is_err()
+        {
+            let _ = child.kill().await;
+        }
+    }
+    Ok(Measured {
+        cpu,
+        ..Measured::new(recorder, wall)
+    })
 }
 
 /// Microseconds as milliseconds with three decimals, `–` when absent.
@@ -704,7 +957,7 @@ fn render(options: &LoadOptions, reports: &[ScenarioReport]) -> String {
         out.push_str(&format!(
             "\n## {}\n\n{}\n\n",
             report.instance.name,
-            report.instance.describe()
+            report.instance.describe(options)
         ));
         let measured: Vec<&Row> = report
             .rows
@@ -760,11 +1013,21 @@ fn render(options: &LoadOptions, reports: &[ScenarioReport]) -> String {
             let header: Vec<&str> = header.iter().map(String::as_str).collect();
             out.push_str(&markdown_table(&header, &rows));
         } else {
-            let mut header: Vec<String> = [
-                "target", "calls", "errors", "p50", "p90", "p99", "max", "calls/s",
-            ]
-            .map(String::from)
-            .to_vec();
+            let kind = report.instance.kind;
+            let mut header: Vec<String> = if kind == LoadScenario::Ttfr {
+                ["target", "sessions", "errors", "p50", "p90", "p99", "max"]
+                    .map(String::from)
+                    .to_vec()
+            } else {
+                [
+                    "target", "calls", "errors", "p50", "p90", "p99", "max", "calls/s",
+                ]
+                .map(String::from)
+                .to_vec()
+            };
+            if kind == LoadScenario::PerCall {
+                header.push("gateway CPU/call".into());
+            }
             for other in &measured {
                 header.push(format!("p50 vs {}", other.target.name()));
             }
@@ -786,10 +1049,21 @@ fn render(options: &LoadOptions, reports: &[ScenarioReport]) -> String {
                         ms(s.p90_us),
                         ms(s.p99_us),
                         ms(s.max_us),
-                        row.calls_per_sec()
-                            .map(|t| format!("{t:.0}"))
-                            .unwrap_or("–".into()),
                     ]);
+                    if kind != LoadScenario::Ttfr {
+                        cells.push(
+                            row.calls_per_sec()
+                                .map(|t| format!("{t:.0}"))
+                                .unwrap_or("–".into()),
+                        );
+                    }
+                    if kind == LoadScenario::PerCall {
+                        cells.push(
+                            row.cpu
+                                .map(|c| format!("{:.1} µs", c.per_call_us()))
+                                .unwrap_or("–".into()),
+                        );
+                    }
                     for other in &measured {
                         let base = other.summary.as_ref().and_then(|o| o.p50_us);
                         cells.push(match (base, s.p50_us) {
@@ -804,6 +1078,12 @@ fn render(options: &LoadOptions, reports: &[ScenarioReport]) -> String {
                 .collect();
             let header: Vec<&str> = header.iter().map(String::as_str).collect();
             out.push_str(&markdown_table(&header, &rows));
+        }
+        if report.instance.kind == LoadScenario::PerCall {
+            out.push_str(&format!(
+                "- gateway CPU/call: utime + stime of the gateway's own process (children excluded; the stdio floor: the echo process) over the timed calls, from /proc/PID/stat in ticks of 1/{} s\n",
+                peers::clock_ticks_per_sec()
+            ));
         }
         for row in &report.rows {
             if report.instance.kind == LoadScenario::IdleExclusive && row.target == Target::McpProxy
@@ -866,6 +1146,14 @@ fn to_json(options: &LoadOptions, reports: &[ScenarioReport]) -> Value {
                     if let Some(t) = row.calls_per_sec() {
                         fields.insert("calls_per_sec".into(), json!((t * 10.0).round() / 10.0));
                     }
+                    if let Some(c) = row.cpu {
+                        fields.insert("cpu_ticks".into(), c.ticks.into());
+                        fields.insert("clock_ticks_per_sec".into(), c.ticks_per_sec.into());
+                        fields.insert(
+                            "cpu_us_per_call".into(),
+                            json!((c.per_call_us() * 100.0).round() / 100.0),
+                        );
+                    }
                     if let Some(m) = row.memory {
                         fields.insert("rss_before_kib".into(), m.before_kib.into());
                         fields.insert("rss_after_kib".into(), m.after_kib.into());
@@ -880,7 +1168,7 @@ fn to_json(options: &LoadOptions, reports: &[ScenarioReport]) -> Value {
                 .collect();
             json!({
                 "scenario": report.instance.name,
-                "description": report.instance.describe(),
+                "description": report.instance.describe(options),
                 "sessions": report.instance.sessions,
                 "calls_per_session": report.instance.calls_each,
                 "rows": rows,

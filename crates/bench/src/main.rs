@@ -117,9 +117,18 @@ struct LoadArgs {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "per-call,throughput,idle-exclusive,idle-shared"
+        default_value = "per-call,throughput,idle-exclusive,idle-shared,ttfr"
     )]
     scenarios: Vec<load::LoadScenario>,
+    /// ttfr: recorded sessions, after one warm-up [default: 20, quick 5]
+    #[arg(long)]
+    ttfr_sessions: Option<u64>,
+    /// ttfr: the echo fixture's boot delay.
+    #[arg(long, default_value = "300ms", value_parser = humantime::parse_duration)]
+    ttfr_boot_delay: Duration,
+    /// ttfr: pause between sessions, the same for every target (lets Berth's pool refill).
+    #[arg(long, default_value = "400ms", value_parser = humantime::parse_duration)]
+    ttfr_pause: Duration,
     /// Also write the results as JSON to this file.
     #[arg(long, value_name = "FILE")]
     out: Option<PathBuf>,
@@ -297,6 +306,9 @@ async fn load_command(args: LoadArgs) -> Result<bool> {
         timeout: args.timeout,
         scenario_timeout: args.scenario_timeout,
         scenarios: args.scenarios.clone(),
+        ttfr_sessions: pick(args.ttfr_sessions, 20, 5),
+        ttfr_boot_delay: args.ttfr_boot_delay,
+        ttfr_pause: args.ttfr_pause,
         quick: args.quick,
         out: args.out.clone(),
     };

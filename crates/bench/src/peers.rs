@@ -309,9 +309,45 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
+/// CPU time one process (not its children) has used so far: utime + stime
+/// from `/proc/PID/stat`, in clock ticks (see [`clock_ticks_per_sec`]).
+pub fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_cpu_ticks(&stat)
+}
+
+/// utime (field 14) + stime (field 15) of a `/proc/PID/stat` line; the
+/// command name (field 2) may hold spaces and parentheses, so fields are
+/// counted after its last `)`.
+fn parse_cpu_ticks(stat: &str) -> Option<u64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// `sysconf(_SC_CLK_TCK)`: the unit of [`cpu_ticks`] (100 on Linux).
+pub fn clock_ticks_per_sec() -> u64 {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .and_then(|t| u64::try_from(t).ok())
+        .filter(|&t| t > 0)
+        .unwrap_or(100)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_ticks_parse() {
+        let stat = "42 (a (b) c) S 1 42 42 0 -1 4194560 100 0 0 0 7 5 0 0 20 0 1 0 9 1000 10";
+        assert_eq!(parse_cpu_ticks(stat), Some(12));
+        assert!(cpu_ticks(std::process::id()).is_some());
+        assert!(clock_ticks_per_sec() > 0);
+    }
 
     #[test]
     fn own_rss_is_readable() {

@@ -1,7 +1,7 @@
 //! Smoke test: `berth-bench load --quick --no-peers` with tiny counts against
 //! the real `berth` and `berth-fixture` binaries (offline: peers skipped).
-//! Asserts that every scenario has its Berth row (and the stdio floor where
-//! it applies), never timings.
+//! Asserts that every scenario has its Berth rows (and the stdio floor where
+//! it applies), with CPU/call in per-call; it never asserts a timing.
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -32,6 +32,8 @@ fn quick_load_reports_every_berth_row() {
         .args(["--calls", "20", "--warmup", "2", "--concurrency", "2,4"])
         .args(["--calls-per-session", "3", "--idle-sessions", "5"])
         .args(["--shared-sessions", "20", "--scenario-timeout", "60s"])
+        .args(["--ttfr-sessions", "2", "--ttfr-boot-delay", "100ms"])
+        .args(["--ttfr-pause", "200ms"])
         .arg("--out")
         .arg(&out_json)
         .stdin(Stdio::null())
@@ -75,7 +77,8 @@ fn quick_load_reports_every_berth_row() {
             "throughput-2",
             "throughput-4",
             "idle-exclusive-5",
-            "idle-shared-20"
+            "idle-shared-20",
+            "ttfr"
         ],
         "{context}"
     );
@@ -85,6 +88,8 @@ fn quick_load_reports_every_berth_row() {
         let targets: Vec<&str> = rows.iter().filter_map(|r| r["target"].as_str()).collect();
         let expected: &[&str] = if name.starts_with("idle-") {
             &["berth"]
+        } else if name == "ttfr" {
+            &["stdio floor", "berth cold", "berth warm"]
         } else {
             &["stdio floor", "berth"]
         };
@@ -100,8 +105,14 @@ fn quick_load_reports_every_berth_row() {
             if name.starts_with("idle-") {
                 assert!(row["rss_after_kib"].is_number(), "{row}");
                 assert!(row["rss_per_session_kib"].is_number(), "{row}");
+            } else if name == "ttfr" {
+                // Latencies only: a new session has no calls/s.
             } else {
                 assert!(row["calls_per_sec"].is_number(), "{row}");
+            }
+            if name == "per-call" {
+                assert!(row["cpu_us_per_call"].is_number(), "{row}");
+                assert!(row["cpu_ticks"].is_number(), "{row}");
             }
             // The Markdown table has the row too, with numbers.
             assert!(
