@@ -80,6 +80,9 @@ async fn two_thousand_sessions_leave_no_process_and_no_memory_behind() {
         left.iter().all(|(_, state)| *state != 'Z'),
         "zombies: {left:?}"
     );
+    // The gateway hands freed memory back once sessions stop ending (its idle
+    // reaper runs every 250 ms here); give it a moment.
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let (baseline, end) = (baseline_rss.load(Ordering::Relaxed), rss_kib(berth.pid()));
     println!(
         "gateway RSS after 200 sessions: {baseline} KiB; after {}: {end} KiB",

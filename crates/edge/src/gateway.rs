@@ -72,6 +72,8 @@ pub struct Gateway {
     servers: RwLock<BTreeMap<String, Arc<Server>>>,
     sessions: Mutex<HashMap<Arc<str>, Arc<Session>>>,
     shutting_down: CancellationToken,
+    /// Sessions ended so far (for returning freed memory once churn settles).
+    ended: std::sync::atomic::AtomicU64,
 }
 
 impl Gateway {
@@ -86,6 +88,7 @@ impl Gateway {
             servers: RwLock::new(servers),
             sessions: Mutex::new(HashMap::new()),
             shutting_down: CancellationToken::new(),
+            ended: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -294,6 +297,8 @@ impl Gateway {
         if !session.ended.is_cancelled() {
             session.ended.cancel();
             self.sessions().remove(&session.id);
+            self.ended
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             tracing::info!(server = %session.server.spec.name, session = %session.id, "session ended: {reason}");
         }
         let (session, reason) = (session.clone(), reason.to_owned());
@@ -436,6 +441,15 @@ impl Gateway {
     }
 }
 
+/// Returns freed heap memory to the system (glibc keeps it otherwise).
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks the allocator's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// The refusal for a session that could not get a process.
 fn acquire_refusal(server: &str, error: AcquireError) -> Refusal {
     match error {
@@ -469,11 +483,21 @@ async fn reap_idle_sessions(gateway: std::sync::Weak<Gateway>) {
         None => return,
     };
     let mut tick = tokio::time::interval(period);
+    let (mut previous, mut trimmed) = (0, 0);
     loop {
         tick.tick().await;
         let Some(gateway) = gateway.upgrade() else {
             return;
         };
+        // Once sessions have stopped ending (a burst is over), hand the memory
+        // they used back to the system, so RSS follows the live sessions
+        // rather than the high-water mark of the last burst.
+        let ended = gateway.ended.load(std::sync::atomic::Ordering::Relaxed);
+        if ended == previous && ended != trimmed {
+            release_free_memory();
+            trimmed = ended;
+        }
+        previous = ended;
         let timeout = gateway.config.session_idle_timeout;
         let idle: Vec<Arc<Session>> = gateway
             .sessions()
