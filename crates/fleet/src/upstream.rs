@@ -109,6 +109,8 @@ impl Drop for Exchange {
 // A request's deliveries: usually just its answer, so a channel that
 // allocates per message beats one that allocates a block of slots up front.
 type DeliverySender = futures::channel::mpsc::UnboundedSender<Delivery>;
+// Lines for the child's stdin: idle most of the time, so no slot block up front.
+type StdinSender = futures::channel::mpsc::UnboundedSender<Bytes>;
 type DeliveryReceiver = futures::channel::mpsc::UnboundedReceiver<Delivery>;
 
 struct Pending {
@@ -147,7 +149,7 @@ struct Routes {
 
 impl Routes {
     /// Serial mode: puts the next queued request still wanted on the wire.
-    fn advance(&mut self, stdin: &mpsc::UnboundedSender<Bytes>) {
+    fn advance(&mut self, stdin: &StdinSender) {
         if !self.serial
             || self
                 .on_wire
@@ -159,7 +161,7 @@ impl Routes {
         self.on_wire = None;
         while let Some((id, bytes)) = self.queue.pop_front() {
             if self.pending.contains_key(&id) {
-                let _ = stdin.send(bytes);
+                let _ = stdin.unbounded_send(bytes);
                 self.on_wire = Some(id);
                 return;
             }
@@ -179,7 +181,7 @@ struct Shared {
     server: String,
     pid: u32,
     log: ServerLog,
-    stdin: mpsc::UnboundedSender<Bytes>,
+    stdin: StdinSender,
     routes: Mutex<Routes>,
     /// Why the server closed, once it has (the stderr it left included).
     closed_tx: watch::Sender<Option<Failure>>,
@@ -394,7 +396,7 @@ impl Upstream {
             format!("started process {pid}: {}", spec.command),
         );
 
-        let (stdin_tx, stdin_rx) = mpsc::unbounded_channel();
+        let (stdin_tx, stdin_rx) = futures::channel::mpsc::unbounded();
         let (unsolicited_tx, unsolicited_rx) = mpsc::unbounded_channel();
         let (exited_tx, exited_rx) = watch::channel(None);
         let verdict = ExitVerdict::default();
@@ -532,7 +534,7 @@ impl Upstream {
                 if routes.serial {
                     routes.on_wire = Some(id.clone());
                 }
-                if self.shared.stdin.send(bytes).is_err() {
+                if self.shared.stdin.unbounded_send(bytes).is_err() {
                     drop(routes);
                     self.shared
                         .close(self.shared.closed_failure("is no longer accepting input"));
@@ -610,10 +612,13 @@ impl Upstream {
                 self.forget(&id);
             }
         }
-        self.shared.stdin.send(msg.bytes.clone()).map_err(|_| {
-            self.closed()
-                .unwrap_or_else(|| self.shared.closed_failure("is gone"))
-        })
+        self.shared
+            .stdin
+            .unbounded_send(msg.bytes.clone())
+            .map_err(|_| {
+                self.closed()
+                    .unwrap_or_else(|| self.shared.closed_failure("is gone"))
+            })
     }
 
     /// Gives up on a request (timed out): the server is told with
@@ -625,7 +630,10 @@ impl Upstream {
                 "method": "notifications/cancelled",
                 "params": { "requestId": serde_json::from_str::<serde_json::Value>(&id.to_json()).unwrap_or_default(), "reason": reason },
             });
-            let _ = self.shared.stdin.send(Bytes::from(note.to_string()));
+            let _ = self
+                .shared
+                .stdin
+                .unbounded_send(Bytes::from(note.to_string()));
         }
     }
 
@@ -783,7 +791,7 @@ impl ProcessWatch {
 
 async fn write_stdin(
     stdin: ChildStdin,
-    mut rx: mpsc::UnboundedReceiver<Bytes>,
+    mut rx: futures::channel::mpsc::UnboundedReceiver<Bytes>,
     close: CancellationToken,
 ) {
     let mut stdin = stdin;
@@ -794,7 +802,7 @@ async fn write_stdin(
         let msg = tokio::select! {
             biased;
             _ = close.cancelled() => break,
-            msg = rx.recv() => match msg { Some(msg) => msg, None => break },
+            msg = rx.next() => match msg { Some(msg) => msg, None => break },
         };
         let mut next = Some(msg);
         while let Some(msg) = next {
@@ -868,7 +876,7 @@ async fn read_stdout(
     stderr_done: tokio::task::JoinHandle<()>,
 ) {
     // Starts small and grows with the messages; most answers are short.
-    let mut lines = FramedRead::with_capacity(stdout, LineCodec::new(max_message_bytes), 1024);
+    let mut lines = FramedRead::with_capacity(stdout, LineCodec::new(max_message_bytes), 512);
     let mut misbehaved: Option<String> = None;
     while let Some(line) = lines.next().await {
         match line {
