@@ -868,3 +868,70 @@ async fn graceful_shutdown_with_live_sessions() {
     while standalone.next().await.is_some() {}
     while slow_events.next().await.is_some() {}
 }
+
+/// A browser page on an allowed origin (here loopback) can call the gateway:
+/// its preflight is answered and it may read the session id; other origins get 403.
+#[tokio::test]
+async fn browsers_on_allowed_origins_get_cors() {
+    let berth = Berth::start("", &fixture_server("svc", "echo"));
+    let http = reqwest::Client::new();
+    let preflight = http
+        .request(reqwest::Method::OPTIONS, berth.url("svc"))
+        .header("origin", "http://localhost:6274")
+        .header("access-control-request-method", "POST")
+        .header(
+            "access-control-request-headers",
+            "content-type, mcp-session-id",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(preflight.status(), 204);
+    let h = preflight.headers();
+    assert_eq!(h["access-control-allow-origin"], "http://localhost:6274");
+    assert!(
+        h["access-control-allow-headers"]
+            .to_str()
+            .unwrap()
+            .contains("mcp-session-id")
+    );
+    assert!(
+        h["access-control-allow-methods"]
+            .to_str()
+            .unwrap()
+            .contains("DELETE")
+    );
+
+    let raw = Raw::new(berth.url("svc"));
+    let reply = raw
+        .post_with(
+            initialize_body("2025-11-25"),
+            &[("origin", "http://localhost:6274")],
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(
+        reply.headers["access-control-allow-origin"],
+        "http://localhost:6274"
+    );
+    assert!(
+        reply.headers["access-control-expose-headers"]
+            .to_str()
+            .unwrap()
+            .contains("mcp-session-id")
+    );
+
+    let refused = http
+        .request(reqwest::Method::OPTIONS, berth.url("svc"))
+        .header("origin", "http://evil.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403);
+    assert!(
+        refused
+            .headers()
+            .get("access-control-allow-origin")
+            .is_none()
+    );
+}

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use berth_wire::ErrorCode;
@@ -102,6 +102,8 @@ fn host_name(authority: &str) -> &str {
 }
 
 /// Middleware: 403 with a JSON-RPC error for a disallowed Host or Origin.
+/// A browser on an allowed origin gets CORS: its preflight is answered here,
+/// and responses let it read the session headers.
 pub(crate) async fn check_origin(
     State(gateway): State<Arc<Gateway>>,
     request: Request,
@@ -121,7 +123,36 @@ pub(crate) async fn check_origin(
         )
         .into_response();
     }
-    next.run(request).await
+    let Some(origin) = request.headers().get(header::ORIGIN).cloned() else {
+        return next.run(request).await;
+    };
+    let mut response = if request.method() == Method::OPTIONS {
+        let mut preflight = StatusCode::NO_CONTENT.into_response();
+        let headers = preflight.headers_mut();
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static("GET, POST, DELETE, OPTIONS"),
+        );
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            HeaderValue::from_static("content-type, accept, authorization, mcp-session-id, mcp-protocol-version, last-event-id"),
+        );
+        headers.insert(
+            header::ACCESS_CONTROL_MAX_AGE,
+            HeaderValue::from_static("600"),
+        );
+        preflight
+    } else {
+        next.run(request).await
+    };
+    let headers = response.headers_mut();
+    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+    headers.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static("mcp-session-id, mcp-protocol-version"),
+    );
+    headers.append(header::VARY, HeaderValue::from_static("origin"));
+    response
 }
 
 #[cfg(test)]
