@@ -775,3 +775,38 @@ async fn batch_on_2025_11_25_session_is_400() {
     assert_eq!(old.delete().await, 200);
     assert_all_reaped(&berth);
 }
+
+/// A server that stops reading its stdin: requests queue up to the message
+/// limit, then further ones get 503 at once instead of growing the gateway.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_that_stops_reading_gets_503_not_unbounded_memory() {
+    // Answers initialize, then never reads again.
+    let deaf = "[servers.deaf]\ncommand = \"sh\"\nargs = [\"-c\", \"read line; echo '{\\\"jsonrpc\\\":\\\"2.0\\\",\\\"id\\\":0,\\\"result\\\":{\\\"protocolVersion\\\":\\\"2025-11-25\\\",\\\"capabilities\\\":{},\\\"serverInfo\\\":{\\\"name\\\":\\\"deaf\\\",\\\"version\\\":\\\"1\\\"}}}'; sleep 30\"]\n";
+    let berth = Berth::start(
+        "request_timeout = \"3s\"\nmax_message_bytes = 1048576\nmax_body_bytes = 1048576",
+        deaf,
+    );
+    let mut raw = Raw::new(berth.url("deaf"));
+    raw.initialize("2025-11-25").await;
+    let raw = std::sync::Arc::new(raw);
+    // 200 KiB requests: the pipe takes ~64 KiB, the queue 1 MiB, then refusals.
+    let padding = "x".repeat(200 * 1024);
+    let calls: Vec<_> = (1..=12)
+        .map(|i| {
+            let (raw, padding) = (raw.clone(), padding.clone());
+            tokio::spawn(async move {
+                raw.call_tool(i, "any", serde_json::json!({ "pad": padding }))
+                    .await
+            })
+        })
+        .collect();
+    let mut refused = 0;
+    for call in calls {
+        let reply = call.await.unwrap();
+        if reply.status == 503 {
+            assert_rpc_error(&reply, 503, Some(-32005), &["not reading its input"]);
+            refused += 1;
+        }
+    }
+    assert!(refused > 0, "no request was refused");
+}

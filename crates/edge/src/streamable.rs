@@ -343,8 +343,14 @@ pub(crate) async fn call(
                 return Err(session_gone(gw, session, &failure.message));
             }
             Err(failure) => {
+                // A server that stopped reading its input: retry later.
+                let status = if failure.code == ErrorCode::UNAVAILABLE {
+                    StatusCode::SERVICE_UNAVAILABLE
+                } else {
+                    StatusCode::BAD_REQUEST
+                };
                 return Err(Refusal::new(
-                    StatusCode::BAD_REQUEST,
+                    status,
                     failure_body(msg.raw_id().as_deref(), &failure),
                 ));
             }
@@ -375,9 +381,16 @@ pub(crate) async fn forward(
             .map_err(|why| session_gone(gw, session, &why))?;
         lease = session.lease();
     }
-    lease
-        .send(msg)
-        .map_err(|failure| session_gone(gw, session, &failure.message))
+    lease.send(msg).map_err(|failure| {
+        if failure.code == ErrorCode::UNAVAILABLE {
+            Refusal::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                failure_body(None, &failure),
+            )
+        } else {
+            session_gone(gw, session, &failure.message)
+        }
+    })
 }
 
 /// Ends a session that was never handed to its client (the request was dropped).

@@ -109,8 +109,42 @@ impl Drop for Exchange {
 // A request's deliveries: usually just its answer, so a channel that
 // allocates per message beats one that allocates a block of slots up front.
 type DeliverySender = futures::channel::mpsc::UnboundedSender<Delivery>;
-// Lines for the child's stdin: idle most of the time, so no slot block up front.
-type StdinSender = futures::channel::mpsc::UnboundedSender<Bytes>;
+/// Lines waiting for the child's stdin. Unbounded as a channel (idle most
+/// of the time, so no slot block up front) but bounded in bytes: a server that
+/// stops reading its input makes new requests fail at once instead of
+/// growing the gateway's memory.
+struct StdinQueue {
+    tx: futures::channel::mpsc::UnboundedSender<Bytes>,
+    /// Bytes sent and not yet written (shared with the writer).
+    queued: Arc<std::sync::atomic::AtomicUsize>,
+    limit: usize,
+}
+
+enum QueueError {
+    Closed,
+    Full(usize),
+}
+
+impl StdinQueue {
+    /// Queues a line; refuses when `limit` bytes are already waiting.
+    fn push(&self, bytes: Bytes) -> Result<(), QueueError> {
+        let waiting = self.queued.load(Ordering::Relaxed);
+        if waiting > 0 && waiting + bytes.len() > self.limit {
+            return Err(QueueError::Full(waiting));
+        }
+        self.force(bytes)
+    }
+
+    /// Queues a line already accepted (or Berth's own), whatever is waiting.
+    fn force(&self, bytes: Bytes) -> Result<(), QueueError> {
+        let len = bytes.len();
+        self.queued.fetch_add(len, Ordering::Relaxed);
+        self.tx.unbounded_send(bytes).map_err(|_| {
+            self.queued.fetch_sub(len, Ordering::Relaxed);
+            QueueError::Closed
+        })
+    }
+}
 type DeliveryReceiver = futures::channel::mpsc::UnboundedReceiver<Delivery>;
 
 struct Pending {
@@ -149,7 +183,7 @@ struct Routes {
 
 impl Routes {
     /// Serial mode: puts the next queued request still wanted on the wire.
-    fn advance(&mut self, stdin: &StdinSender) {
+    fn advance(&mut self, stdin: &StdinQueue) {
         if !self.serial
             || self
                 .on_wire
@@ -161,7 +195,7 @@ impl Routes {
         self.on_wire = None;
         while let Some((id, bytes)) = self.queue.pop_front() {
             if self.pending.contains_key(&id) {
-                let _ = stdin.unbounded_send(bytes);
+                let _ = stdin.force(bytes);
                 self.on_wire = Some(id);
                 return;
             }
@@ -181,7 +215,7 @@ struct Shared {
     server: String,
     pid: u32,
     log: ServerLog,
-    stdin: StdinSender,
+    stdin: StdinQueue,
     routes: Mutex<Routes>,
     /// Why the server closed, once it has (the stderr it left included).
     closed_tx: watch::Sender<Option<Failure>>,
@@ -215,6 +249,16 @@ impl Shared {
         Failure::new(
             ErrorCode::UPSTREAM_CLOSED,
             format!("server `{}` {what}", self.server),
+        )
+    }
+
+    fn not_reading(&self, waiting: usize) -> Failure {
+        Failure::new(
+            ErrorCode::UNAVAILABLE,
+            format!(
+                "server `{}` is not reading its input: {waiting} bytes are already waiting for its stdin; try again later",
+                self.server
+            ),
         )
     }
 
@@ -397,6 +441,7 @@ impl Upstream {
         );
 
         let (stdin_tx, stdin_rx) = futures::channel::mpsc::unbounded();
+        let queued = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let (unsolicited_tx, unsolicited_rx) = mpsc::unbounded_channel();
         let (exited_tx, exited_rx) = watch::channel(None);
         let verdict = ExitVerdict::default();
@@ -406,7 +451,11 @@ impl Upstream {
             server: spec.name.clone(),
             pid,
             log: log.clone(),
-            stdin: stdin_tx,
+            stdin: StdinQueue {
+                tx: stdin_tx,
+                queued: queued.clone(),
+                limit: spec.max_message_bytes,
+            },
             closed_tx: watch::channel(None).0,
             routes: Mutex::new(Routes {
                 unsolicited: Some(unsolicited_tx),
@@ -415,7 +464,7 @@ impl Upstream {
             }),
         });
 
-        tokio::spawn(write_stdin(stdin, stdin_rx, close_stdin.clone()));
+        tokio::spawn(write_stdin(stdin, stdin_rx, queued, close_stdin.clone()));
         let stderr_done = tokio::spawn(pump_stderr(stderr, log.clone(), pid));
         tokio::spawn(read_stdout(
             stdout,
@@ -534,13 +583,23 @@ impl Upstream {
                 if routes.serial {
                     routes.on_wire = Some(id.clone());
                 }
-                if self.shared.stdin.unbounded_send(bytes).is_err() {
-                    drop(routes);
-                    self.shared
-                        .close(self.shared.closed_failure("is no longer accepting input"));
-                    return Err(self
-                        .closed()
-                        .unwrap_or_else(|| self.shared.closed_failure("is gone")));
+                match self.shared.stdin.push(bytes) {
+                    Ok(()) => {}
+                    Err(QueueError::Full(waiting)) => {
+                        routes.remove(&id);
+                        if routes.serial {
+                            routes.on_wire = None;
+                        }
+                        return Err(self.shared.not_reading(waiting));
+                    }
+                    Err(QueueError::Closed) => {
+                        drop(routes);
+                        self.shared
+                            .close(self.shared.closed_failure("is no longer accepting input"));
+                        return Err(self
+                            .closed()
+                            .unwrap_or_else(|| self.shared.closed_failure("is gone")));
+                    }
                 }
             }
             id
@@ -614,10 +673,12 @@ impl Upstream {
         }
         self.shared
             .stdin
-            .unbounded_send(msg.bytes.clone())
-            .map_err(|_| {
-                self.closed()
-                    .unwrap_or_else(|| self.shared.closed_failure("is gone"))
+            .push(msg.bytes.clone())
+            .map_err(|e| match e {
+                QueueError::Full(waiting) => self.shared.not_reading(waiting),
+                QueueError::Closed => self
+                    .closed()
+                    .unwrap_or_else(|| self.shared.closed_failure("is gone")),
             })
     }
 
@@ -630,10 +691,7 @@ impl Upstream {
                 "method": "notifications/cancelled",
                 "params": { "requestId": serde_json::from_str::<serde_json::Value>(&id.to_json()).unwrap_or_default(), "reason": reason },
             });
-            let _ = self
-                .shared
-                .stdin
-                .unbounded_send(Bytes::from(note.to_string()));
+            let _ = self.shared.stdin.force(Bytes::from(note.to_string()));
         }
     }
 
@@ -792,6 +850,7 @@ impl ProcessWatch {
 async fn write_stdin(
     stdin: ChildStdin,
     mut rx: futures::channel::mpsc::UnboundedReceiver<Bytes>,
+    queued: Arc<std::sync::atomic::AtomicUsize>,
     close: CancellationToken,
 ) {
     let mut stdin = stdin;
@@ -805,7 +864,9 @@ async fn write_stdin(
             msg = rx.next() => match msg { Some(msg) => msg, None => break },
         };
         let mut next = Some(msg);
+        let mut counted = 0;
         while let Some(msg) = next {
+            counted += msg.len();
             batch.extend_from_slice(&msg);
             batch.push(b'\n');
             next = if batch.len() < WRITE_BATCH {
@@ -817,6 +878,7 @@ async fn write_stdin(
         if stdin.write_all(&batch).await.is_err() {
             return;
         }
+        queued.fetch_sub(counted, Ordering::Relaxed);
         batch.clear();
         if batch.capacity() > WRITE_BATCH {
             batch = Vec::new();
