@@ -746,6 +746,9 @@ fn drain(inner: &Inner, processes: VecDeque<Warm>, reason: &'static str) {
     }
 }
 
+/// How long a refill waits after the event that called for it.
+const REFILL_DELAY: Duration = Duration::from_millis(20);
+
 /// The pool's background work; runs until the pool stops.
 async fn maintain(inner: Arc<Inner>) {
     let pool = &inner.spec.pool;
@@ -758,10 +761,15 @@ async fn maintain(inner: Arc<Inner>) {
     }
     let tick = tick.max(Duration::from_millis(10));
     loop {
-        tokio::select! {
+        let woken = tokio::select! {
             _ = inner.stopping.cancelled() => break,
-            _ = inner.wake.notified() => {}
-            _ = tokio::time::sleep(tick) => {}
+            _ = inner.wake.notified() => true,
+            _ = tokio::time::sleep(tick) => false,
+        };
+        if woken {
+            // Usually a session just took a process: let its first requests
+            // run before a refill's fork/exec competes with them for the CPU.
+            tokio::time::sleep(REFILL_DELAY).await;
         }
         maintain_once(&inner);
     }
