@@ -10,9 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
-use tokio::sync::oneshot;
 
 /// Pinned peer versions (also in `bench/peers/package.json` and
 /// `bench/peers/requirements.txt`).
@@ -24,9 +22,6 @@ const START_LIMIT: Duration = Duration::from_secs(30);
 const STOP_LIMIT: Duration = Duration::from_secs(10);
 /// How long one installer may run.
 const INSTALL_LIMIT: Duration = Duration::from_secs(300);
-/// The line Berth prints on stdout once it accepts connections.
-const LISTENING: &str = "Berth is listening on http://";
-
 /// The default peers directory: `bench/peers` of the source tree.
 pub fn default_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../bench/peers")
@@ -160,18 +155,7 @@ impl Gateway {
             .stdout(Stdio::piped());
         let mut child = spawn_in_group(&mut command, log)?;
         let stdout = child.stdout.take().context("berth stdout")?;
-        let (tx, rx) = oneshot::channel();
-        tokio::spawn(async move {
-            let mut tx = Some(tx);
-            let mut lines = BufReader::new(stdout).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                if let Some(addr) = line.strip_prefix(LISTENING)
-                    && let Some(tx) = tx.take()
-                {
-                    let _ = tx.send(addr.trim().to_string());
-                }
-            }
-        });
+        let rx = crate::suite::listening_address(stdout);
         let pid = child.id().context("berth pid")?;
         let mut gateway = Gateway {
             child,

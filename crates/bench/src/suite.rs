@@ -30,6 +30,24 @@ const START_LIMIT: Duration = Duration::from_secs(30);
 const STOP_LIMIT: Duration = Duration::from_secs(10);
 /// The line Berth prints on stdout once it accepts connections.
 const LISTENING: &str = "Berth is listening on http://";
+
+/// Reads a Berth's stdout to its end (so it never blocks on a full pipe) and
+/// reports the address from its "listening" line, once.
+pub(crate) fn listening_address(stdout: tokio::process::ChildStdout) -> oneshot::Receiver<String> {
+    let (tx, rx) = oneshot::channel();
+    tokio::spawn(async move {
+        let mut tx = Some(tx);
+        let mut lines = BufReader::new(stdout).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Some(addr) = line.strip_prefix(LISTENING)
+                && let Some(tx) = tx.take()
+            {
+                let _ = tx.send(addr.trim().to_string());
+            }
+        }
+    });
+    rx
+}
 /// Configuration keys of the process pool; a Berth that refuses them does
 /// not support the pooled scenarios yet.
 const POOL_KEYS: [&str; 5] = [
@@ -404,18 +422,7 @@ impl Berth {
         // Read stdout to its end (so Berth never blocks on it), reporting the
         // listening address once.
         let stdout = child.stdout.take().context("berth stdout")?;
-        let (tx, mut rx) = oneshot::channel();
-        tokio::spawn(async move {
-            let mut tx = Some(tx);
-            let mut lines = BufReader::new(stdout).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                if let Some(addr) = line.strip_prefix(LISTENING)
-                    && let Some(tx) = tx.take()
-                {
-                    let _ = tx.send(addr.trim().to_string());
-                }
-            }
-        });
+        let mut rx = listening_address(stdout);
 
         enum Event {
             Listening(String),

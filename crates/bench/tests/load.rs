@@ -3,67 +3,41 @@
 //! Asserts that every scenario has its Berth rows (and the stdio floor where
 //! it applies), with CPU/call in per-call; it never asserts a timing.
 
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
-use serde_json::Value;
-
-fn sibling(name: &str) -> PathBuf {
-    let path = PathBuf::from(env!("CARGO_BIN_EXE_berth-bench")).with_file_name(name);
-    assert!(
-        path.exists(),
-        "{} is missing: build the workspace first (cargo build --workspace)",
-        path.display()
-    );
-    path
-}
+use common::run_bench;
 
 #[test]
 fn quick_load_reports_every_berth_row() {
-    sibling("berth");
-    sibling("berth-fixture");
-    let dir = tempfile::tempdir().expect("temp dir");
-    let out_json = dir.path().join("load.json");
-    let stdout_path = dir.path().join("stdout");
-    let stderr_path = dir.path().join("stderr");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_berth-bench"))
-        .args(["load", "--quick", "--no-peers"])
-        .args(["--calls", "20", "--warmup", "2", "--concurrency", "2,4"])
-        .args(["--calls-per-session", "3", "--idle-sessions", "5"])
-        .args(["--shared-sessions", "20", "--scenario-timeout", "60s"])
-        .args(["--ttfr-sessions", "2", "--ttfr-boot-delay", "100ms"])
-        .args(["--ttfr-pause", "200ms"])
-        .arg("--out")
-        .arg(&out_json)
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&stdout_path).expect("stdout file"))
-        .stderr(std::fs::File::create(&stderr_path).expect("stderr file"))
-        .spawn()
-        .expect("run berth-bench");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "berth-bench load did not finish within 120 s; stderr:\n{}",
-                std::fs::read_to_string(&stderr_path).unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let stdout = std::fs::read_to_string(&stdout_path).expect("stdout");
-    let stderr = std::fs::read_to_string(&stderr_path).expect("stderr");
-    let context = format!("stdout:\n{stdout}\nstderr:\n{stderr}");
-    assert!(status.success(), "exit {status}; {context}");
-
-    let report: Value =
-        serde_json::from_str(&std::fs::read_to_string(&out_json).expect("--out file"))
-            .expect("--out is JSON");
+    let common::BenchRun {
+        report,
+        stdout,
+        context,
+    } = run_bench(&[
+        "load",
+        "--quick",
+        "--no-peers",
+        "--calls",
+        "20",
+        "--warmup",
+        "2",
+        "--concurrency",
+        "2,4",
+        "--calls-per-session",
+        "3",
+        "--idle-sessions",
+        "5",
+        "--shared-sessions",
+        "20",
+        "--scenario-timeout",
+        "60s",
+        "--ttfr-sessions",
+        "2",
+        "--ttfr-boot-delay",
+        "100ms",
+        "--ttfr-pause",
+        "200ms",
+    ]);
     assert_eq!(report["peers"], false);
     let scenarios = report["scenarios"].as_array().expect("scenarios");
     let names: Vec<&str> = scenarios
