@@ -1,7 +1,10 @@
 //! Settings of the HTTP edge.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
+
+use berth_auth::Authenticator;
 
 #[derive(Debug, Clone)]
 pub struct EdgeConfig {
@@ -25,6 +28,11 @@ pub struct EdgeConfig {
     /// origins are accepted when listening on loopback, and a request whose
     /// Origin matches its own Host is always accepted.
     pub allowed_origins: Vec<String>,
+    /// Who may call the servers; `None` lets anyone who reaches the listener.
+    pub auth: Option<Arc<Authenticator>>,
+    /// Extra routes served beside the MCP endpoints (the built-in
+    /// authorization server).
+    pub extra_routes: Option<axum::Router>,
 }
 
 impl Default for EdgeConfig {
@@ -39,6 +47,8 @@ impl Default for EdgeConfig {
             replay_buffer: 256,
             allowed_hosts: Vec::new(),
             allowed_origins: Vec::new(),
+            auth: None,
+            extra_routes: None,
         }
     }
 }

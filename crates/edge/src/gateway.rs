@@ -8,6 +8,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
+use berth_auth::Principal;
 use berth_fleet::{
     AcquireError, Delivery, Lease, OnCrash, Pool, ServerLog, ServerSpec, Unsolicited,
 };
@@ -20,7 +21,7 @@ use crate::EdgeConfig;
 use crate::guard::{OriginPolicy, check_origin};
 use crate::reply::{Refusal, failure_body, rpc_error};
 use crate::session::{STANDALONE, Session, new_session_id};
-use crate::{legacy, streamable};
+use crate::{authz, legacy, streamable};
 
 /// A configured server: its spec and its pool of processes.
 pub struct Server {
@@ -131,15 +132,19 @@ impl Gateway {
     pub(crate) fn server(&self, name: &str) -> Result<Arc<Server>, Refusal> {
         let servers = self.servers.read().unwrap_or_else(|e| e.into_inner());
         servers.get(name).cloned().ok_or_else(|| {
-            let known: Vec<&str> = servers.keys().map(String::as_str).collect();
+            // Callers who must authenticate don't learn the other names.
+            let known = match self.config.auth {
+                Some(_) => "see your gateway's documentation".to_string(),
+                None => {
+                    let known: Vec<&str> = servers.keys().map(String::as_str).collect();
+                    format!("this gateway serves: {}", known.join(", "))
+                }
+            };
             rpc_error(
                 StatusCode::NOT_FOUND,
                 None,
                 ErrorCode::INVALID_REQUEST,
-                format!(
-                    "Not Found: no server named `{name}`; this gateway serves: {}",
-                    known.join(", ")
-                ),
+                format!("Not Found: no server named `{name}`; {known}"),
             )
         })
     }
@@ -156,6 +161,7 @@ impl Gateway {
         self: &Arc<Self>,
         server: &Arc<Server>,
         legacy: bool,
+        owner: Option<Arc<Principal>>,
     ) -> Result<Arc<Session>, Refusal> {
         if self.shutting_down.is_cancelled() {
             return Err(rpc_error(
@@ -170,7 +176,7 @@ impl Gateway {
             .acquire()
             .await
             .map_err(|e| acquire_refusal(&server.spec.name, e))?;
-        let session = Session::new(new_session_id(), server.clone(), lease, legacy, self);
+        let session = Session::new(new_session_id(), server.clone(), lease, legacy, owner, self);
         self.watch_lease(&session, session.lease(), unsolicited);
         Ok(session)
     }
@@ -324,12 +330,24 @@ impl Gateway {
             )
             .route("/sse/{name}", get(legacy::connect))
             .route("/sse/{name}/messages", post(legacy::message))
+            .route_layer(axum::middleware::from_fn_with_state(
+                self.clone(),
+                authz::authenticate,
+            ))
             .layer(axum::middleware::from_fn_with_state(
                 self.clone(),
                 check_origin,
             ));
-        Router::new()
+        let mut router = Router::new()
             .merge(mcp)
+            .route(
+                "/.well-known/oauth-protected-resource",
+                get(authz::gateway_metadata),
+            )
+            .route(
+                "/.well-known/oauth-protected-resource/mcp/{name}",
+                get(authz::server_metadata),
+            )
             .route("/healthz", get(|| async { "ok\n" }))
             .fallback(|| async {
                 rpc_error(
@@ -339,7 +357,11 @@ impl Gateway {
                     "Not Found: MCP servers are served at /mcp/<name> (Streamable HTTP) and /sse/<name> (legacy HTTP+SSE)",
                 )
             })
-            .with_state(self.clone())
+            .with_state(self.clone());
+        if let Some(extra) = &self.config.extra_routes {
+            router = router.merge(extra.clone());
+        }
+        router
     }
 
     /// Serves until `shutdown` resolves, then stops accepting, ends every

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use berth_wire::{ErrorCode, Kind, Message, SseEvent, to_single_line};
@@ -17,12 +17,17 @@ use serde::Deserialize;
 use crate::gateway::Gateway;
 use crate::reply::{Reply, rpc_error};
 use crate::session::STANDALONE;
-use crate::streamable::{Calls, call, check_content_type, forward, pump, read_body};
+use crate::streamable::{Caller, Calls, call, check_content_type, forward, pump, read_body};
 
-pub(crate) async fn connect(State(gw): State<Arc<Gateway>>, Path(name): Path<String>) -> Response {
+pub(crate) async fn connect(
+    State(gw): State<Arc<Gateway>>,
+    Path(name): Path<String>,
+    caller: Caller,
+) -> Response {
+    let caller = caller.map(|Extension(p)| p);
     let run = async {
         let server = gw.server(&name)?.clone();
-        let session = gw.start_session(&server, true).await?;
+        let session = gw.start_session(&server, true, caller).await?;
         gw.register(&session);
         let endpoint = format!("/sse/{name}/messages?sessionId={}", session.id);
         let first = SseEvent::frame(None, Some("endpoint"), endpoint.as_bytes());
@@ -41,9 +46,11 @@ pub(crate) async fn message(
     State(gw): State<Arc<Gateway>>,
     Path(name): Path<String>,
     Query(query): Query<SessionQuery>,
+    caller: Caller,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    let caller = caller.map(|Extension(p)| p);
     let run = async {
         let server = gw.server(&name)?.clone();
         check_content_type(&headers)?;
@@ -51,7 +58,9 @@ pub(crate) async fn message(
             .session_id
             .as_deref()
             .and_then(|id| gw.session(id))
-            .filter(|s| s.legacy && s.server.spec.name == server.spec.name)
+            .filter(|s| {
+                s.legacy && s.server.spec.name == server.spec.name && s.owned_by(caller.as_deref())
+            })
             .ok_or_else(|| {
                 rpc_error(
                     StatusCode::NOT_FOUND,
@@ -77,7 +86,7 @@ pub(crate) async fn message(
             }
         }
         if msg.kind == Kind::Request {
-            let call = call(&gw, &session, &msg).await?;
+            let call = call(&gw, &session, caller.as_ref(), &msg).await?;
             let calls = Calls::new(&session, vec![call], gw.config().request_timeout);
             tokio::spawn(pump(
                 session.clone(),

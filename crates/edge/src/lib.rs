@@ -8,6 +8,7 @@
 //! and headers before anything reaches a process.
 
 mod admin;
+mod authz;
 mod config;
 mod gateway;
 mod guard;

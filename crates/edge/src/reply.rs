@@ -24,17 +24,33 @@ pub(crate) fn json(status: StatusCode, body: Bytes) -> Response {
 pub(crate) struct Refusal {
     status: StatusCode,
     body: Bytes,
+    /// The bearer challenge of a 401 or 403.
+    challenge: Option<HeaderValue>,
 }
 
 impl Refusal {
     pub(crate) fn new(status: StatusCode, body: Bytes) -> Refusal {
-        Refusal { status, body }
+        Refusal {
+            status,
+            body,
+            challenge: None,
+        }
+    }
+
+    pub(crate) fn with_challenge(mut self, challenge: Option<String>) -> Refusal {
+        self.challenge = challenge.and_then(|c| HeaderValue::try_from(c).ok());
+        self
     }
 }
 
 impl IntoResponse for Refusal {
     fn into_response(self) -> Response {
         let mut response = json(self.status, self.body);
+        if let Some(challenge) = self.challenge {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, challenge);
+        }
         if self.status.is_client_error() {
             // The request body may be unread (a 413 stops reading it): the
             // connection cannot be reused, so say so rather than drop it.

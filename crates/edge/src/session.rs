@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use berth_auth::Principal;
 use berth_fleet::Lease;
 use berth_wire::{
     ClientHello, ErrorCode, Kind, Message, ProtocolVersion, SseEvent, error_response, priming_event,
@@ -59,6 +60,8 @@ pub(crate) struct Session {
     /// Open SSE connections.
     connections: AtomicUsize,
     pub(crate) ended: CancellationToken,
+    /// Who opened the session: only they may use it (`None` without auth).
+    pub(crate) owner: Option<Arc<Principal>>,
 }
 
 struct State {
@@ -111,11 +114,21 @@ impl Stream {
 }
 
 impl Session {
+    /// Whether `principal` is the one who opened this session.
+    pub(crate) fn owned_by(&self, principal: Option<&Principal>) -> bool {
+        match (&self.owner, principal) {
+            (None, None) => true,
+            (Some(owner), Some(p)) => owner.id == p.id,
+            _ => false,
+        }
+    }
+
     pub(crate) fn new(
         id: Arc<str>,
         server: Arc<Server>,
         lease: Lease,
         legacy: bool,
+        owner: Option<Arc<Principal>>,
         gateway: &Arc<Gateway>,
     ) -> Arc<Session> {
         let mut streams = HashMap::new();
@@ -138,6 +151,7 @@ impl Session {
             created: Instant::now(),
             last_active_ms: AtomicU64::new(0),
             connections: AtomicUsize::new(0),
+            owner,
             ended: CancellationToken::new(),
         })
     }

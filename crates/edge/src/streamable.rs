@@ -5,9 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use berth_auth::Principal;
 use berth_fleet::{Delivery, Exchange, Lease, OnCrash};
 use berth_wire::{
     ErrorCode, IdKey, Kind, Message, ProtocolVersion, error_response, to_single_line,
@@ -18,6 +19,7 @@ use futures::stream::{BoxStream, SelectAll};
 use serde_json::value::RawValue;
 use tokio::time::Instant;
 
+use crate::authz::{ToolFilter, Verdict, authorize};
 use crate::gateway::{Gateway, Server};
 use crate::reply::{Refusal, Reply, failure_body, json, rpc_error};
 use crate::session::{SESSION_HEADER, STANDALONE, Session};
@@ -25,18 +27,29 @@ use crate::session::{SESSION_HEADER, STANDALONE, Session};
 const VERSION_HEADER: &str = "mcp-protocol-version";
 const LAST_EVENT_ID: &str = "last-event-id";
 
+/// The caller, when the gateway authenticates (set by [`crate::authz::authenticate`]).
+pub(crate) type Caller = Option<Extension<Arc<Principal>>>;
+
 pub(crate) async fn post(
     State(gw): State<Arc<Gateway>>,
     Path(name): Path<String>,
+    caller: Caller,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    post_inner(gw, &name, headers, body)
+    let caller = caller.map(|Extension(p)| p);
+    post_inner(gw, &name, caller, headers, body)
         .await
         .unwrap_or_else(IntoResponse::into_response)
 }
 
-async fn post_inner(gw: Arc<Gateway>, name: &str, headers: HeaderMap, body: Body) -> Reply {
+async fn post_inner(
+    gw: Arc<Gateway>,
+    name: &str,
+    caller: Option<Arc<Principal>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Reply {
     let server = gw.server(name)?.clone();
     if !(accepts(&headers, "application/json") && accepts(&headers, "text/event-stream")) {
         return Err(rpc_error(
@@ -50,19 +63,19 @@ async fn post_inner(gw: Arc<Gateway>, name: &str, headers: HeaderMap, body: Body
     let body = to_single_line(read_body(&headers, body, gw.config().max_body_bytes).await?);
 
     if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
-        return post_batch(gw, &server, &headers, body).await;
+        return post_batch(gw, &server, caller.as_ref(), &headers, body).await;
     }
     let msg = Message::parse(body)
         .map_err(|e| rpc_error(StatusCode::BAD_REQUEST, None, e.code(), e.to_string()))?;
     if msg.kind == Kind::Request && msg.method() == Some("initialize") {
-        return initialize(gw, &server, &headers, msg).await;
+        return initialize(gw, &server, caller, &headers, msg).await;
     }
-    let session = session_for(&gw, &server, &headers)?;
+    let session = session_for(&gw, &server, caller.as_deref(), &headers)?;
     check_version(&headers)?;
     session.touch();
     match msg.kind {
         Kind::Request => {
-            let call = call(&gw, &session, &msg).await?;
+            let call = call(&gw, &session, caller.as_ref(), &msg).await?;
             Ok(respond(gw, session, vec![call], false, Vec::new()).await)
         }
         Kind::Notification | Kind::Response => {
@@ -76,6 +89,7 @@ async fn post_inner(gw: Arc<Gateway>, name: &str, headers: HeaderMap, body: Body
 async fn post_batch(
     gw: Arc<Gateway>,
     server: &Arc<Server>,
+    caller: Option<&Arc<Principal>>,
     headers: &HeaderMap,
     body: Bytes,
 ) -> Reply {
@@ -96,7 +110,7 @@ async fn post_batch(
             "Invalid Request: empty batch",
         ));
     }
-    let session = session_for(&gw, server, headers)?;
+    let session = session_for(&gw, server, caller.map(|p| &**p), headers)?;
     check_version(headers)?;
     if !session.version().allows_batches() {
         return Err(rpc_error(
@@ -120,7 +134,7 @@ async fn post_batch(
                 "Invalid Request: initialize must not be part of a batch",
                 None,
             )),
-            Ok(msg) if msg.kind == Kind::Request => match call(&gw, &session, &msg).await {
+            Ok(msg) if msg.kind == Kind::Request => match call(&gw, &session, caller, &msg).await {
                 Ok(c) => calls.push(c),
                 Err(r) => return Err(r),
             },
@@ -136,6 +150,7 @@ async fn post_batch(
 async fn initialize(
     gw: Arc<Gateway>,
     server: &Arc<Server>,
+    caller: Option<Arc<Principal>>,
     headers: &HeaderMap,
     msg: Message,
 ) -> Reply {
@@ -148,7 +163,7 @@ async fn initialize(
             "Bad Request: initialize must be sent without an Mcp-Session-Id header; it starts a new session",
         ));
     }
-    let session = gw.start_session(server, false).await?;
+    let session = gw.start_session(server, false, caller).await?;
     // If the client gives up before the answer, the process must not linger.
     let mut abandoned = EndIfAbandoned(Some((gw.clone(), session.clone())));
     let hello = session.set_hello(&msg);
@@ -239,12 +254,19 @@ async fn initialize(
 pub(crate) async fn get(
     State(gw): State<Arc<Gateway>>,
     Path(name): Path<String>,
+    caller: Caller,
     headers: HeaderMap,
 ) -> Response {
-    get_inner(gw, &name, headers).unwrap_or_else(IntoResponse::into_response)
+    let caller = caller.map(|Extension(p)| p);
+    get_inner(gw, &name, caller.as_deref(), headers).unwrap_or_else(IntoResponse::into_response)
 }
 
-fn get_inner(gw: Arc<Gateway>, name: &str, headers: HeaderMap) -> Reply {
+fn get_inner(
+    gw: Arc<Gateway>,
+    name: &str,
+    caller: Option<&Principal>,
+    headers: HeaderMap,
+) -> Reply {
     let server = gw.server(name)?.clone();
     if !accepts(&headers, "text/event-stream") {
         return Err(rpc_error(
@@ -254,7 +276,7 @@ fn get_inner(gw: Arc<Gateway>, name: &str, headers: HeaderMap) -> Reply {
             "Not Acceptable: a GET opens an SSE stream; the client must accept text/event-stream",
         ));
     }
-    let session = session_for(&gw, &server, &headers)?;
+    let session = session_for(&gw, &server, caller, &headers)?;
     check_version(&headers)?;
     session.touch();
     if let Some(last) = headers.get(LAST_EVENT_ID) {
@@ -292,11 +314,13 @@ fn get_inner(gw: Arc<Gateway>, name: &str, headers: HeaderMap) -> Reply {
 pub(crate) async fn delete(
     State(gw): State<Arc<Gateway>>,
     Path(name): Path<String>,
+    caller: Caller,
     headers: HeaderMap,
 ) -> Response {
+    let caller = caller.map(|Extension(p)| p);
     let run = || -> Reply {
         let server = gw.server(&name)?.clone();
-        let session = session_for(&gw, &server, &headers)?;
+        let session = session_for(&gw, &server, caller.as_deref(), &headers)?;
         // Removed now; the process is stopped and reaped in the background.
         tokio::spawn(gw.end_session(&session, "the client ended the session (DELETE)"));
         Ok(StatusCode::OK.into_response())
@@ -309,6 +333,8 @@ pub(crate) struct Call {
     exchange: Exchange,
     raw_id: String,
     lease: Arc<Lease>,
+    /// Hides tools the caller may not call from a `tools/list` answer.
+    filter: Option<ToolFilter>,
 }
 
 /// Sends a request to the session's process. If the process crashed and the
@@ -316,8 +342,15 @@ pub(crate) struct Call {
 pub(crate) async fn call(
     gw: &Arc<Gateway>,
     session: &Arc<Session>,
+    caller: Option<&Arc<Principal>>,
     msg: &Message,
 ) -> Result<Call, Refusal> {
+    // The scopes of this request's token, not the session opener's: a client
+    // that stepped up to more scopes uses them at once.
+    let filter = match authorize(gw, &session.server.spec.name, caller, msg)? {
+        Verdict::Allow => None,
+        Verdict::Filter(filter) => Some(filter),
+    };
     let mut lease = session.lease();
     let mut rebound = false;
     loop {
@@ -327,6 +360,7 @@ pub(crate) async fn call(
                     exchange,
                     raw_id: msg.raw_id().unwrap_or_else(|| "null".into()),
                     lease,
+                    filter,
                 });
             }
             Err(failure) if lease.closed().is_some() => {
@@ -558,6 +592,7 @@ pub(crate) struct Calls {
     merged: Merged,
     /// Per call: the id, as matched and as written, and the process it went to.
     ids: Vec<(IdKey, String, Arc<Lease>)>,
+    filters: Vec<Option<ToolFilter>>,
     started: Instant,
     settled: Vec<bool>,
     open: usize,
@@ -574,14 +609,17 @@ impl Calls {
         let now = Instant::now();
         let mut ids = Vec::with_capacity(calls.len());
         let mut exchanges = Vec::with_capacity(calls.len());
+        let mut filters = Vec::with_capacity(calls.len());
         for call in calls {
             ids.push((call.exchange.id().clone(), call.raw_id, call.lease));
             exchanges.push(call.exchange);
+            filters.push(call.filter);
         }
         let merged = Merged::new(exchanges);
         Calls {
             merged,
             settled: vec![false; ids.len()],
+            filters,
             open: ids.len(),
             ids,
             server: session.server.spec.name.clone(),
@@ -621,7 +659,10 @@ impl Calls {
                 }
                 Ok(Some((i, Some(Delivery::Response(m))))) => {
                     self.settle(i);
-                    return Some(Out::Final(m.bytes));
+                    return Some(Out::Final(match &self.filters[i] {
+                        Some(filter) => filter.apply(m.bytes),
+                        None => m.bytes,
+                    }));
                 }
                 Ok(Some((i, Some(Delivery::Failed(f))))) => {
                     self.settle(i);
@@ -668,6 +709,7 @@ pub(crate) fn humanize(d: Duration) -> String {
 pub(crate) fn session_for(
     gw: &Gateway,
     server: &Arc<Server>,
+    caller: Option<&Principal>,
     headers: &HeaderMap,
 ) -> Result<Arc<Session>, Refusal> {
     let Some(id) = headers.get(SESSION_HEADER) else {
@@ -681,7 +723,13 @@ pub(crate) fn session_for(
     id.to_str()
         .ok()
         .and_then(|id| gw.session(id))
-        .filter(|s| s.server.spec.name == server.spec.name && !s.legacy && !s.ended.is_cancelled())
+        // Another principal's session is as unknown as one that never existed.
+        .filter(|s| {
+            s.server.spec.name == server.spec.name
+                && !s.legacy
+                && !s.ended.is_cancelled()
+                && s.owned_by(caller)
+        })
         .ok_or_else(|| {
             rpc_error(
                 StatusCode::NOT_FOUND,

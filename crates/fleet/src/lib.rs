@@ -20,5 +20,5 @@ mod upstream;
 
 pub use log::{LogLine, LogSource, ServerLog};
 pub use pool::{AcquireError, InitCache, Lease, Pool, PoolReport, ProcState, ProcessReport};
-pub use spec::{CrashPolicy, OnCrash, PoolConfig, ServerSpec, ShutdownGrace};
+pub use spec::{CrashPolicy, OnCrash, PoolConfig, SecretResolver, ServerSpec, ShutdownGrace};
 pub use upstream::{Delivery, Exchange, Failure, ProcessWatch, SpawnError, Unsolicited, Upstream};

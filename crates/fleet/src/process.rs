@@ -22,15 +22,31 @@ pub(crate) struct ExitVerdict {
 /// Starts the server's command in a process group of its own, so that the
 /// whole tree (an `npx` wrapper and its node child, say) can be signalled.
 pub(crate) fn spawn(spec: &ServerSpec) -> std::io::Result<Child> {
+    let resolve = |text: &String| -> std::io::Result<String> {
+        match &spec.secrets {
+            Some(secrets) => secrets.expand(text).map_err(std::io::Error::other),
+            None => Ok(text.clone()),
+        }
+    };
+    let args = spec
+        .args
+        .iter()
+        .map(resolve)
+        .collect::<Result<Vec<_>, _>>()?;
+    let env = spec
+        .env
+        .iter()
+        .map(|(k, v)| Ok((k, resolve(v)?)))
+        .collect::<std::io::Result<Vec<_>>>()?;
     let mut cmd = Command::new(&spec.command);
-    cmd.args(&spec.args)
+    cmd.args(&args)
         .env_clear()
         .envs(
             spec.env_passthrough
                 .iter()
                 .filter_map(|k| std::env::var_os(k).map(|v| (k.clone(), v))),
         )
-        .envs(&spec.env)
+        .envs(env)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -1,7 +1,9 @@
 //! What it takes to start a server.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A stdio MCP server: the command to run and its limits.
@@ -12,6 +14,7 @@ pub struct ServerSpec {
     pub command: String,
     pub args: Vec<String>,
     /// Variables set for the child on top of the passed-through ones.
+    /// Values (and `args`) may refer to secrets as `${secret:NAME}`.
     pub env: BTreeMap<String, String>,
     /// Names of the gateway's own environment variables the child may see.
     pub env_passthrough: Vec<String>,
@@ -30,6 +33,56 @@ pub struct ServerSpec {
     /// Shared binding: sessions multiplexed over `pool.max_processes`
     /// processes, one request on the wire per process at a time.
     pub serial: bool,
+    /// Resolves `${secret:NAME}` in `env` and `args` each time a process is
+    /// spawned, so the values live only in that child's environment.
+    pub secrets: Option<SecretResolver>,
+}
+
+/// Looks secrets up by name: `Ok(value)`, or `Err` with a message that names
+/// the secret but never holds a value.
+#[derive(Clone)]
+pub struct SecretResolver(Arc<SecretLookup>);
+
+type SecretLookup = dyn Fn(&str) -> Result<String, String> + Send + Sync;
+
+impl SecretResolver {
+    pub fn new(lookup: impl Fn(&str) -> Result<String, String> + Send + Sync + 'static) -> Self {
+        SecretResolver(Arc::new(lookup))
+    }
+
+    /// `text` with every `${secret:NAME}` replaced.
+    pub fn expand(&self, text: &str) -> Result<String, String> {
+        if berth_secrets::references(text).is_empty() && !text.contains("$${") {
+            return Ok(text.to_owned());
+        }
+        let mut failure = None;
+        let expanded = berth_secrets::expand(text, |name| match (self.0)(name) {
+            Ok(value) => Some(value),
+            Err(why) => {
+                failure.get_or_insert(why);
+                None
+            }
+        });
+        match (expanded, failure) {
+            (Ok(text), _) => Ok(text),
+            (Err(_), Some(why)) => Err(why),
+            (Err(missing), None) => Err(missing.to_string()),
+        }
+    }
+}
+
+impl fmt::Debug for SecretResolver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretResolver")
+    }
+}
+
+/// Resolvers are not configuration: two specs that differ only in their
+/// resolver are the same server.
+impl PartialEq for SecretResolver {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
 }
 
 /// What happens to a session when its server process dies.
@@ -141,6 +194,7 @@ impl ServerSpec {
             init_timeout: Duration::from_secs(60),
             log_file: None,
             serial: false,
+            secrets: None,
         }
     }
 }
