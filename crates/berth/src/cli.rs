@@ -21,6 +21,29 @@ pub struct AdminArgs {
     pub admin_token: Option<String>,
 }
 
+/// Where Berth's data directory is, for commands that work on it directly.
+#[derive(clap::Args, Debug)]
+pub struct DataDirArgs {
+    /// Berth's data directory.
+    #[arg(long, env = "BERTH_DATA_DIR", global = true)]
+    pub data_dir: Option<PathBuf>,
+    /// Take the data directory from this configuration file (gateway.data_dir).
+    #[arg(long, short, global = true)]
+    pub config: Option<PathBuf>,
+}
+
+impl DataDirArgs {
+    pub fn resolve(&self) -> anyhow::Result<PathBuf> {
+        if let Some(dir) = &self.data_dir {
+            return Ok(dir.clone());
+        }
+        match &self.config {
+            Some(path) => Ok(crate::config::Config::load(path)?.gateway.data_dir),
+            None => Ok(crate::config::default_data_dir()),
+        }
+    }
+}
+
 /// What a running gateway writes to `<data_dir>/admin.json`.
 #[derive(serde::Serialize, serde::Deserialize)]
 pub struct AdminEndpoint {
@@ -107,6 +130,18 @@ impl AdminClient {
             bail!("admin API answered {status}: {message}");
         }
         Ok(response)
+    }
+
+    /// POSTs `body` as JSON and decodes the JSON answer.
+    pub async fn post_json<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &impl serde::Serialize,
+    ) -> anyhow::Result<T> {
+        let response = self
+            .send(self.http.post(format!("{}{path}", self.url)).json(body))
+            .await?;
+        Ok(response.json::<T>().await?)
     }
 
     pub async fn status(&self) -> anyhow::Result<Vec<ServerStatus>> {

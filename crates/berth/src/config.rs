@@ -21,7 +21,88 @@ pub struct Config {
     #[serde(default)]
     pub admin: Admin,
     #[serde(default)]
+    pub auth: Auth,
+    #[serde(default)]
     pub servers: BTreeMap<ServerName, Server>,
+}
+
+/// `[auth]`: who may call the servers.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Auth {
+    pub mode: AuthModeConfig,
+    /// The external authorization server; without one (mode "oauth"), Berth
+    /// is its own issuer at `gateway.public_url`.
+    pub issuer: Option<String>,
+    /// The issuer's keys; discovered from its metadata when absent.
+    pub jwks_uri: Option<String>,
+    pub scopes_supported: Vec<String>,
+    #[serde(deserialize_with = "duration")]
+    pub clock_skew: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub jwks_min_refresh: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub jwks_max_age: Duration,
+    /// A verified token is remembered this long (never past its expiry).
+    #[serde(deserialize_with = "duration")]
+    pub token_cache: Duration,
+    /// Lifetime of access tokens from the built-in issuer.
+    #[serde(deserialize_with = "duration")]
+    pub access_token_ttl: Duration,
+    pub introspection: Option<IntrospectionConfig>,
+    pub api_keys: Vec<ApiKeyConfig>,
+}
+
+impl Default for Auth {
+    fn default() -> Self {
+        let d = berth_auth::AuthConfig::default();
+        Auth {
+            mode: AuthModeConfig::None,
+            issuer: None,
+            jwks_uri: None,
+            scopes_supported: Vec::new(),
+            clock_skew: d.clock_skew,
+            jwks_min_refresh: d.jwks_min_refresh,
+            jwks_max_age: d.jwks_max_age,
+            token_cache: d.cache_ttl,
+            access_token_ttl: Duration::from_secs(3600),
+            introspection: None,
+            api_keys: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, Default, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthModeConfig {
+    #[default]
+    None,
+    ApiKey,
+    Oauth,
+}
+
+/// `[auth.introspection]`: RFC 7662, for opaque tokens.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntrospectionConfig {
+    pub endpoint: String,
+    pub client_id: String,
+    /// May be `${secret:NAME}`.
+    pub client_secret: String,
+}
+
+/// `[[auth.api_keys]]`: a key, by its digest (`berth key create` prints one).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyConfig {
+    pub name: String,
+    /// `sha256:<hex>` of the key.
+    pub hash: String,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// Servers the key may use; all when empty.
+    #[serde(default)]
+    pub servers: Vec<String>,
 }
 
 /// `[admin]`: the admin API behind `berth ps`, `logs`, `restart`, `reload`.
@@ -64,6 +145,10 @@ pub struct Gateway {
     pub allowed_origins: Vec<String>,
     /// Where Berth keeps its state (admin.json, ...).
     pub data_dir: PathBuf,
+    /// The canonical URL clients reach this gateway at; server `x`'s
+    /// resource URL (its tokens' audience) is `<public_url>/mcp/x`.
+    /// Defaults to `http://<listen address>`.
+    pub public_url: Option<String>,
 }
 
 /// `$BERTH_DATA_DIR`, else `$XDG_STATE_HOME/berth`, else `~/.local/state/berth`.
@@ -95,6 +180,7 @@ impl Default for Gateway {
             allowed_hosts: edge.allowed_hosts,
             allowed_origins: edge.allowed_origins,
             data_dir: default_data_dir(),
+            public_url: None,
         }
     }
 }
@@ -127,6 +213,13 @@ pub struct Server {
     pub crash_window: Duration,
     #[serde(default)]
     pub pool: Pool,
+    /// Scopes every request to this server needs.
+    #[serde(default)]
+    pub required_scopes: Vec<String>,
+    /// Extra scopes per tool, checked on tools/call; tools/list hides tools
+    /// a caller may not call.
+    #[serde(default)]
+    pub tool_scopes: BTreeMap<String, Vec<String>>,
 }
 
 impl Server {
@@ -303,6 +396,7 @@ impl Config {
                 )));
             }
         }
+        self.validate_auth(origin)?;
         for (name, server) in &self.servers {
             let name = &name.0;
             let pool = &server.pool;
@@ -322,6 +416,44 @@ impl Config {
                 return Err(ConfigError(format!(
                     "{origin}: servers.{name}.max_crashes must be greater than zero"
                 )));
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_auth(&self, origin: &str) -> Result<(), ConfigError> {
+        let auth = &self.auth;
+        let error = |msg: String| Err(ConfigError(format!("{origin}: {msg}")));
+        if let Some(url) = &self.gateway.public_url
+            && !(url.starts_with("https://") || url.starts_with("http://"))
+        {
+            return error(format!(
+                "gateway.public_url {url:?} must be an http(s) URL such as \"https://mcp.example.com\""
+            ));
+        }
+        match auth.mode {
+            AuthModeConfig::None => {}
+            AuthModeConfig::ApiKey => {
+                if auth.api_keys.is_empty() {
+                    return error(
+                        "auth.mode = \"api_key\" needs at least one [[auth.api_keys]] entry (create one with `berth key create NAME`)".into(),
+                    );
+                }
+                for key in &auth.api_keys {
+                    if berth_auth::parse_api_key_digest(&key.hash).is_none() {
+                        return error(format!(
+                            "auth.api_keys {:?}: hash must be \"sha256:<64 hex digits>\" as printed by `berth key create`",
+                            key.name
+                        ));
+                    }
+                }
+            }
+            AuthModeConfig::Oauth => {
+                if auth.issuer.is_none() && auth.jwks_uri.is_some() {
+                    return error(
+                        "auth.jwks_uri needs auth.issuer (the iss its tokens carry)".into(),
+                    );
+                }
             }
         }
         Ok(())
@@ -349,12 +481,15 @@ impl Config {
                     max_crashes: default_max_crashes(),
                     crash_window: default_crash_window(),
                     pool: Pool::default(),
+                    required_scopes: Vec::new(),
+                    tool_scopes: BTreeMap::new(),
                 },
             );
         }
         Config {
             gateway: Gateway::default(),
             admin: Admin::default(),
+            auth: Auth::default(),
             servers,
         }
     }
@@ -371,14 +506,31 @@ impl Config {
             replay_buffer: g.replay_buffer,
             allowed_hosts: g.allowed_hosts.clone(),
             allowed_origins: g.allowed_origins.clone(),
+            ..EdgeConfig::default()
         }
     }
 
+    /// Each server's authorization rules.
+    pub fn server_access(&self) -> std::collections::HashMap<String, berth_auth::ServerAccess> {
+        self.servers
+            .iter()
+            .map(|(name, s)| {
+                let access = berth_auth::ServerAccess {
+                    required_scopes: s.required_scopes.clone(),
+                    tool_scopes: s.tool_scopes.clone(),
+                };
+                (name.0.clone(), access)
+            })
+            .collect()
+    }
+
     pub fn server_specs(&self) -> Vec<ServerSpec> {
+        let secrets = crate::security::secret_resolver(&self.gateway.data_dir);
         self.servers
             .iter()
             .map(|(name, s)| {
                 let mut spec = ServerSpec::new(&name.0, &s.command.0);
+                spec.secrets = Some(secrets.clone());
                 spec.args = s.args.clone();
                 spec.env = s.env.clone();
                 spec.env_passthrough

@@ -2,6 +2,8 @@
 
 mod cli;
 mod config;
+mod credentials;
+mod security;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -67,10 +69,91 @@ enum Command {
         #[command(flatten)]
         admin: cli::AdminArgs,
     },
+    /// Manage the encrypted secrets servers get as `${secret:NAME}`.
+    Secret {
+        #[command(subcommand)]
+        action: SecretAction,
+        #[command(flatten)]
+        place: cli::DataDirArgs,
+    },
+    /// Create an API key (for `[auth] mode = "api_key"`).
+    Key {
+        #[command(subcommand)]
+        action: KeyAction,
+    },
+    /// Mint an access token from the running gateway's built-in issuer.
+    Token {
+        #[command(subcommand)]
+        action: TokenAction,
+    },
+    /// Manage OAuth clients of the built-in issuer (client credentials, for headless agents).
+    Client {
+        #[command(subcommand)]
+        action: ClientAction,
+    },
     /// Run a built-in MCP server on stdin/stdout (Berth runs these as its own children).
     Builtin {
         #[arg(value_parser = clap::builder::PossibleValuesParser::new(berth_servers::BUILTINS))]
         name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum SecretAction {
+    /// Store a secret; the value is read from stdin (one trailing newline dropped).
+    Set { name: String },
+    /// List the names of stored secrets (never their values).
+    List,
+    /// Remove a secret.
+    Rm { name: String },
+}
+
+#[derive(Subcommand)]
+enum KeyAction {
+    /// Print a new random API key and the `[[auth.api_keys]]` entry (its digest) to configure.
+    Create {
+        name: String,
+        /// Scopes the key grants.
+        #[arg(long = "scope", value_delimiter = ' ')]
+        scopes: Vec<String>,
+        /// Servers the key may use (all when omitted).
+        #[arg(long = "server")]
+        servers: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenAction {
+    /// Mint an access token for one server.
+    Create {
+        /// The client the token is issued to (its `client_id` and `sub`).
+        #[arg(long)]
+        client: String,
+        /// The server the token is for (its audience).
+        #[arg(long)]
+        server: String,
+        /// Scopes to grant (repeat, or space-separated).
+        #[arg(long = "scope", value_delimiter = ' ')]
+        scopes: Vec<String>,
+        /// Lifetime, e.g. 1h, 30m.
+        #[arg(long, default_value = "1h")]
+        ttl: humantime::Duration,
+        #[command(flatten)]
+        admin: cli::AdminArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClientAction {
+    /// Create (or replace) a confidential client allowed the client_credentials
+    /// grant; prints its id and secret once.
+    Create {
+        name: String,
+        /// Scopes the client may ask for (repeat, or space-separated).
+        #[arg(long = "scope", value_delimiter = ' ')]
+        scopes: Vec<String>,
+        #[command(flatten)]
+        admin: cli::AdminArgs,
     },
 }
 
@@ -115,6 +198,36 @@ fn main() -> ExitCode {
             } => cli::logs(&admin, &server, follow, lines).await,
             Command::Restart { server, admin } => cli::restart(&admin, &server).await,
             Command::Reload { admin } => cli::reload(&admin).await,
+            Command::Secret { action, place } => secret(action, &place),
+            Command::Key {
+                action:
+                    KeyAction::Create {
+                        name,
+                        scopes,
+                        servers,
+                    },
+            } => {
+                credentials::key_create(&name, &scopes, &servers);
+                Ok(())
+            }
+            Command::Token {
+                action:
+                    TokenAction::Create {
+                        client,
+                        server,
+                        scopes,
+                        ttl,
+                        admin,
+                    },
+            } => credentials::token_create(&admin, &client, &server, &scopes, ttl.into()).await,
+            Command::Client {
+                action:
+                    ClientAction::Create {
+                        name,
+                        scopes,
+                        admin,
+                    },
+            } => credentials::client_create(&admin, &name, &scopes).await,
         }
     });
     match result {
@@ -124,6 +237,41 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn secret(action: SecretAction, place: &cli::DataDirArgs) -> anyhow::Result<()> {
+    let data_dir = place.resolve()?;
+    let store = berth_secrets::SecretStore::open(&data_dir)?;
+    match action {
+        SecretAction::Set { name } => {
+            use std::io::Read;
+            let mut value = String::new();
+            std::io::stdin()
+                .read_to_string(&mut value)
+                .context("cannot read the secret's value from stdin")?;
+            let value = value
+                .strip_suffix('\n')
+                .map(|v| v.strip_suffix('\r').unwrap_or(v))
+                .unwrap_or(&value);
+            store.set(&name, value)?;
+            eprintln!(
+                "stored secret `{name}` in {} (servers see it through ${{secret:{name}}} when they next start)",
+                store.path().display()
+            );
+        }
+        SecretAction::List => {
+            for name in store.names()? {
+                println!("{name}");
+            }
+        }
+        SecretAction::Rm { name } => {
+            if !store.remove(&name)? {
+                anyhow::bail!("no secret named `{name}` in {}", store.path().display());
+            }
+            eprintln!("removed secret `{name}`");
+        }
+    }
+    Ok(())
 }
 
 fn init_logging(format: LogFormat) {
@@ -159,23 +307,45 @@ async fn serve(
         .with_context(|| format!("cannot listen on {}", config.gateway.listen))?;
     let mut edge = config.edge();
     edge.listen = listener.local_addr()?;
-    if !edge.listen.ip().is_loopback() {
-        tracing::warn!(
-            "listening on {} (not loopback) without client authentication: anyone who can reach this address can use every server; put an authenticating proxy in front",
-            edge.listen
-        );
-    }
+    let public_url = security::public_url(&config, edge.listen);
+    let admin_token = config
+        .admin
+        .token
+        .clone()
+        .unwrap_or_else(|| berth_edge::random_token().to_string());
+    let secrets = security::secret_resolver(&config.gateway.data_dir);
+    let security = security::build(&config, &public_url, edge.listen, &admin_token, &secrets)?;
+    edge.auth = security.auth.clone();
+    edge.extra_routes = security.issuer.as_ref().map(|issuer| issuer.router());
     let gateway = Gateway::new(edge.clone(), config.server_specs());
-    let reloader = reloader(config_path.clone(), Arc::downgrade(&gateway));
+    let reloader = reloader(
+        config_path.clone(),
+        Arc::downgrade(&gateway),
+        security.auth.clone(),
+        security.issuer.clone(),
+        public_url.clone(),
+    );
     let stop = tokio_util::sync::CancellationToken::new();
     let admin = if config.admin.enabled {
-        Some(start_admin(&config, &gateway, reloader.clone(), stop.clone()).await?)
+        Some(
+            start_admin(
+                &config,
+                &gateway,
+                reloader.clone(),
+                admin_token,
+                security.issuer.clone(),
+                public_url.clone(),
+                stop.clone(),
+            )
+            .await?,
+        )
     } else {
         None
     };
     announce(
         &gateway,
         &edge.listen,
+        &public_url,
         config_path.is_none(),
         admin.as_deref(),
     );
@@ -194,15 +364,29 @@ async fn serve(
 }
 
 /// Re-reads the configuration file and applies its servers.
-fn reloader(path: Option<PathBuf>, gateway: std::sync::Weak<Gateway>) -> berth_edge::Reloader {
+fn reloader(
+    path: Option<PathBuf>,
+    gateway: std::sync::Weak<Gateway>,
+    auth: Option<Arc<berth_auth::Authenticator>>,
+    issuer: Option<Arc<berth_issuer::Issuer>>,
+    public_url: String,
+) -> berth_edge::Reloader {
     Arc::new(move || {
         let (path, gateway) = (path.clone(), gateway.clone());
+        let (auth, issuer, public_url) = (auth.clone(), issuer.clone(), public_url.clone());
         Box::pin(async move {
             let path = path.ok_or(
                 "nothing to reload: Berth was started without --config (the embedded default)",
             )?;
             let config = Config::load(&path).map_err(|e| e.to_string())?;
             let gateway = gateway.upgrade().ok_or("the gateway is stopping")?;
+            // Scopes and resources follow the servers; [auth] itself needs a restart.
+            if let Some(auth) = &auth {
+                auth.set_access(config.server_access());
+            }
+            if let Some(issuer) = &issuer {
+                issuer.set_resources(security::resources(&config, &public_url));
+            }
             Ok(gateway.reload(config.server_specs()).await)
         })
     })
@@ -226,24 +410,25 @@ async fn start_admin(
     config: &Config,
     gateway: &Arc<Gateway>,
     reloader: berth_edge::Reloader,
+    token: String,
+    issuer: Option<Arc<berth_issuer::Issuer>>,
+    public_url: String,
     stop: tokio_util::sync::CancellationToken,
 ) -> anyhow::Result<String> {
     let listener = tokio::net::TcpListener::bind(config.admin.listen)
         .await
         .with_context(|| format!("cannot listen on {} (admin.listen)", config.admin.listen))?;
     let url = format!("http://{}", listener.local_addr()?);
-    let token = config
-        .admin
-        .token
-        .clone()
-        .unwrap_or_else(|| berth_edge::random_token().to_string());
     let path = cli::AdminEndpoint {
         url: url.clone(),
         token: token.clone(),
     }
     .write(&config.gateway.data_dir)?;
     tracing::info!("admin API on {url} (token in {})", path.display());
-    let router = berth_edge::admin_router(gateway.clone(), token, reloader);
+    let mut router = berth_edge::admin_router(gateway.clone(), token.clone(), reloader);
+    if let Some(issuer) = issuer {
+        router = router.merge(credentials::issuer_admin_router(issuer, token, public_url));
+    }
     tokio::spawn(async move {
         let served = axum::serve(listener, router)
             .with_graceful_shutdown(async move { stop.cancelled().await })
@@ -256,10 +441,15 @@ async fn start_admin(
 }
 
 /// Prints where each server is and a client configuration to paste.
-fn announce(gateway: &Gateway, addr: &std::net::SocketAddr, embedded: bool, admin: Option<&str>) {
-    let base = format!("http://{addr}");
+fn announce(
+    gateway: &Gateway,
+    addr: &std::net::SocketAddr,
+    base: &str,
+    embedded: bool,
+    admin: Option<&str>,
+) {
     let mut out = String::new();
-    out.push_str(&format!("Berth is listening on {base}\n"));
+    out.push_str(&format!("Berth is listening on http://{addr}\n"));
     if embedded {
         out.push_str("No --config given: serving the built-in servers.\n");
     }

@@ -18,6 +18,7 @@ fn same_session(raw: &Raw) -> Raw {
         http: reqwest::Client::new(),
         url: raw.url.clone(),
         session: raw.session.clone(),
+        token: raw.token.clone(),
     }
 }
 

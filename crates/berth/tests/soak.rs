@@ -53,6 +53,7 @@ async fn two_thousand_sessions_leave_no_process_and_no_memory_behind() {
                         http: http.clone(),
                         url: berth.url("svc"),
                         session: None,
+                        token: None,
                     };
                     raw.initialize("2025-11-25").await;
                     let reply = raw

@@ -317,6 +317,8 @@ pub struct Raw {
     pub http: reqwest::Client,
     pub url: String,
     pub session: Option<String>,
+    /// Sent as `Authorization: Bearer <token>` when set.
+    pub token: Option<String>,
 }
 
 pub struct Reply {
@@ -378,6 +380,7 @@ impl Raw {
             http: reqwest::Client::new(),
             url,
             session: None,
+            token: None,
         }
     }
 
@@ -388,6 +391,12 @@ impl Raw {
         headers.insert("content-type", HeaderValue::from_static("application/json"));
         if let Some(s) = &self.session {
             headers.insert("mcp-session-id", HeaderValue::from_str(s).unwrap());
+        }
+        if let Some(t) = &self.token {
+            headers.insert(
+                "authorization",
+                HeaderValue::from_str(&format!("Bearer {t}")).unwrap(),
+            );
         }
         for (k, v) in extra {
             headers.insert(
@@ -453,6 +462,9 @@ impl Raw {
             .header("accept", "text/event-stream");
         if let Some(s) = &self.session {
             req = req.header("mcp-session-id", s);
+        }
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
         }
         for (k, v) in extra {
             req = req.header(*k, *v);

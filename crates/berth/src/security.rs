@@ -1,0 +1,158 @@
+//! Wiring the security pieces into a gateway: the authenticator for the
+//! configured `[auth]` mode, the built-in issuer when Berth is its own
+//! authorization server, and the secrets store behind `${secret:NAME}`.
+
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+
+use anyhow::Context;
+use berth_auth::{AuthConfig, AuthMode, Authenticator, Introspection, KeySource};
+use berth_fleet::SecretResolver;
+use berth_issuer::{Issuer, IssuerConfig};
+use berth_secrets::{ExposeSecret, SecretStore};
+
+use crate::config::{AuthModeConfig, Config};
+
+/// What `[auth]` turns into.
+pub struct Security {
+    pub auth: Option<Arc<Authenticator>>,
+    /// Berth's own authorization server, when `[auth] mode = "oauth"` names no issuer.
+    pub issuer: Option<Arc<Issuer>>,
+}
+
+/// The canonical base URL: `gateway.public_url`, or the listener's address.
+pub fn public_url(config: &Config, listening: std::net::SocketAddr) -> String {
+    match &config.gateway.public_url {
+        Some(url) => url.trim_end_matches('/').to_string(),
+        None => format!("http://{listening}"),
+    }
+}
+
+pub fn build(
+    config: &Config,
+    public_url: &str,
+    listening: std::net::SocketAddr,
+    approval_secret: &str,
+    secrets: &SecretResolver,
+) -> anyhow::Result<Security> {
+    let a = &config.auth;
+    if a.mode == AuthModeConfig::None {
+        if !listening.ip().is_loopback() {
+            anyhow::bail!(
+                "auth.mode = \"none\" is allowed only on a loopback listener, and {listening} is not one: set [auth] mode = \"oauth\" or \"api_key\" (see README, Security)"
+            );
+        }
+        tracing::warn!(
+            "auth.mode = \"none\": anyone who can reach {listening} can use every server (fine for local use; set [auth] for anything else)"
+        );
+        return Ok(Security {
+            auth: None,
+            issuer: None,
+        });
+    }
+    let mut auth_config = AuthConfig {
+        mode: match a.mode {
+            AuthModeConfig::ApiKey => AuthMode::ApiKey,
+            _ => AuthMode::OAuth,
+        },
+        issuer: a.issuer.clone().unwrap_or_else(|| public_url.to_string()),
+        scopes_supported: a.scopes_supported.clone(),
+        clock_skew: a.clock_skew,
+        jwks_min_refresh: a.jwks_min_refresh,
+        jwks_max_age: a.jwks_max_age,
+        cache_ttl: a.token_cache,
+        ..AuthConfig::default()
+    };
+    for key in &a.api_keys {
+        auth_config.api_keys.push(berth_auth::ApiKey {
+            name: key.name.clone(),
+            sha256: berth_auth::parse_api_key_digest(&key.hash)
+                .context("auth.api_keys: bad hash")?,
+            scopes: key.scopes.clone(),
+            servers: key.servers.clone(),
+        });
+    }
+    if let Some(i) = &a.introspection {
+        let client_secret = secrets
+            .expand(&i.client_secret)
+            .map_err(|e| anyhow::anyhow!("auth.introspection.client_secret: {e}"))?;
+        auth_config.introspection = Some(Introspection {
+            endpoint: i.endpoint.clone(),
+            client_id: i.client_id.clone(),
+            client_secret,
+        });
+    }
+    let mut issuer = None;
+    let keys = match (a.mode, &a.issuer) {
+        (AuthModeConfig::Oauth, Some(external)) => Some(KeySource::remote(
+            external,
+            a.jwks_uri.clone(),
+            a.jwks_min_refresh,
+            a.jwks_max_age,
+        )),
+        (AuthModeConfig::Oauth, None) => {
+            let builtin = Issuer::open(
+                &config.gateway.data_dir,
+                issuer_config(config, public_url, approval_secret),
+            )
+            .context("cannot start the built-in authorization server")?;
+            let keys = KeySource::from_set(&builtin.jwks());
+            issuer = Some(builtin);
+            Some(keys)
+        }
+        _ => None,
+    };
+    let auth = Arc::new(Authenticator::new(auth_config, public_url, keys));
+    auth.set_access(config.server_access());
+    Ok(Security {
+        auth: Some(auth),
+        issuer,
+    })
+}
+
+/// The built-in issuer's settings for `config`.
+pub fn issuer_config(config: &Config, public_url: &str, approval_secret: &str) -> IssuerConfig {
+    let mut issuer = IssuerConfig::new(public_url, approval_secret);
+    issuer.resources = resources(config, public_url);
+    issuer.access_token_ttl = config.auth.access_token_ttl;
+    let mut scopes = config.auth.scopes_supported.clone();
+    for access in config.server_access().values() {
+        for s in access.all_scopes() {
+            if !scopes.contains(&s) {
+                scopes.push(s);
+            }
+        }
+    }
+    issuer.scopes_supported = scopes;
+    issuer
+}
+
+/// Every server's resource URL.
+pub fn resources(config: &Config, public_url: &str) -> Vec<String> {
+    config
+        .servers
+        .keys()
+        .map(|name| format!("{public_url}/mcp/{}", name.0))
+        .collect()
+}
+
+/// Resolves `${secret:NAME}` from the store in `data_dir`, opened on first
+/// use (a gateway that uses no secret never creates a key).
+pub fn secret_resolver(data_dir: &Path) -> SecretResolver {
+    let data_dir = data_dir.to_path_buf();
+    let store: OnceLock<Result<SecretStore, String>> = OnceLock::new();
+    SecretResolver::new(move |name| {
+        let store = store
+            .get_or_init(|| SecretStore::open(&data_dir).map_err(|e| e.to_string()))
+            .as_ref()
+            .map_err(|e| format!("cannot open the secrets store: {e}"))?;
+        match store.get(name) {
+            Ok(Some(value)) => Ok(value.expose_secret().to_owned()),
+            Ok(None) => Err(format!(
+                "secret `{name}` is not in the secrets store ({}); add it with `berth secret set {name}`",
+                store.path().display()
+            )),
+            Err(e) => Err(e.to_string()),
+        }
+    })
+}
