@@ -11,8 +11,10 @@
 //! * `load` — Berth against its peers (supergateway, mcp-proxy, any
 //!   `--target`) and the direct stdio floor: per-call overhead, throughput
 //!   under concurrent sessions, gateway memory per idle session.
+//! * `auth` — the cost of checking a bearer token per request, in process.
 //! * `peers-install` — installs the peers into `bench/peers/`.
 
+mod auth;
 mod load;
 mod mcp;
 mod peers;
@@ -57,6 +59,18 @@ enum Command {
     /// Install the peer gateways (supergateway from npm, mcp-proxy from PyPI)
     /// into the peers directory.
     PeersInstall(PeersArgs),
+    /// What checking a bearer token costs per request (JWT, cached, API key).
+    Auth(AuthArgs),
+}
+
+#[derive(Args)]
+struct AuthArgs {
+    /// Checks per case.
+    #[arg(long, default_value_t = 20_000)]
+    iterations: u64,
+    /// Also write the results as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -211,6 +225,13 @@ async fn main() -> ExitCode {
         Command::TtfrSuite(args) => suite_command(args).await,
         Command::Load(args) => load_command(args).await,
         Command::PeersInstall(args) => peers_install_command(args).await,
+        Command::Auth(args) => {
+            auth::run(&auth::AuthOptions {
+                iterations: args.iterations,
+                out: args.out,
+            })
+            .await
+        }
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

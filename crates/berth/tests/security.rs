@@ -612,3 +612,110 @@ fn no_auth_is_refused_off_loopback() {
     );
     let _ = fixture_bin();
 }
+
+/// Runs tests/python/oauth_client.py (the official Python SDK's OAuth client).
+fn python_oauth(args: &[&str]) -> Value {
+    let mut cmd = Command::new(common::python());
+    cmd.arg(repo().join("tests/python/oauth_client.py"))
+        .args(args);
+    let (ok, out) = common::run_with_timeout(&mut cmd, Duration::from_secs(90));
+    let line = out
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or_else(|| panic!("no JSON line from oauth_client.py:\n{out}"));
+    let result: Value = serde_json::from_str(line).unwrap();
+    assert!(ok && result["ok"] == true, "oauth_client.py failed:\n{out}");
+    result
+}
+
+#[tokio::test]
+async fn the_python_sdk_completes_oauth_against_the_built_in_issuer() {
+    let berth = Berth::start(
+        "[auth]\nmode = \"oauth\"\nscopes_supported = [\"tools:read\", \"tools:call\"]\n",
+        &format!(
+            "{}required_scopes = [\"tools:call\"]\n",
+            fixture_server("svc", "echo")
+        ),
+    );
+    let url = berth.url("svc");
+    let admin: Value = serde_json::from_str(
+        &std::fs::read_to_string(berth.dir.path().join("admin.json")).unwrap(),
+    )
+    .unwrap();
+    let approval = admin["token"].as_str().unwrap();
+
+    // Discovery from the 401, registration, authorization code + PKCE with
+    // the consent answered by the script, token, tools/call.
+    let result = python_oauth(&[
+        "--url",
+        &url,
+        "--mode",
+        "authcode",
+        "--approval-secret",
+        approval,
+        "--tool",
+        "echo",
+        "--args",
+        r#"{"text":"via authorization code"}"#,
+    ]);
+    assert_eq!(
+        result["result"]["content"][0]["text"],
+        "via authorization code"
+    );
+    assert_eq!(result["token_audience"], url.as_str());
+    assert_eq!(result["tools"], json!(["echo"]));
+
+    // A wrong approval secret: the flow fails cleanly.
+    let mut cmd = Command::new(common::python());
+    cmd.arg(repo().join("tests/python/oauth_client.py")).args([
+        "--url",
+        &url,
+        "--mode",
+        "authcode",
+        "--approval-secret",
+        "not-the-secret",
+        "--tool",
+        "echo",
+        "--args",
+        "{}",
+        "--timeout",
+        "30",
+    ]);
+    let (ok, out) = common::run_with_timeout(&mut cmd, Duration::from_secs(60));
+    assert!(!ok && out.contains("\"ok\": false"), "{out}");
+
+    // A headless agent with client credentials created by the operator.
+    let (ok, out) = berth.cli(&[
+        "client",
+        "create",
+        "agent",
+        "--scope",
+        "tools:call tools:read",
+    ]);
+    assert!(ok, "{out}");
+    let field = |name: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap_or_else(|| panic!("no {name} in {out}"))
+            .trim()
+            .to_string()
+    };
+    let (client_id, client_secret) = (field("client_id:"), field("client_secret:"));
+    let result = python_oauth(&[
+        "--url",
+        &url,
+        "--mode",
+        "client-credentials",
+        "--client-id",
+        &client_id,
+        "--client-secret",
+        &client_secret,
+        "--tool",
+        "echo",
+        "--args",
+        r#"{"text":"headless"}"#,
+    ]);
+    assert_eq!(result["result"]["content"][0]["text"], "headless");
+    assert_eq!(result["token_audience"], url.as_str());
+}
