@@ -566,6 +566,46 @@ mod tests {
     use super::*;
 
     #[test]
+    fn secure_example_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/secure.toml");
+        let config = Config::load(&path).unwrap();
+        assert_eq!(config.auth.mode, AuthModeConfig::Oauth);
+        assert_eq!(config.auth.issuer, None);
+        assert_eq!(
+            config.gateway.public_url.as_deref(),
+            Some("https://mcp.example.com")
+        );
+        let access = &config.server_access()["github"];
+        assert_eq!(access.required_scopes, ["tools:call"]);
+        assert_eq!(access.tool_scopes["create_issue"], ["github:write"]);
+        let spec = &config.server_specs()[0];
+        assert_eq!(
+            spec.env["GITHUB_PERSONAL_ACCESS_TOKEN"],
+            "${secret:github_token}"
+        );
+        assert!(spec.secrets.is_some());
+    }
+
+    #[test]
+    fn auth_settings_are_checked() {
+        let bad_key = Config::parse(
+            "[auth]\nmode = \"api_key\"\n[[auth.api_keys]]\nname = \"ci\"\nhash = \"plain-key\"\n",
+            "t.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(bad_key.contains("sha256:<64 hex digits>"), "{bad_key}");
+        let no_keys = Config::parse("[auth]\nmode = \"api_key\"\n", "t.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(no_keys.contains("berth key create"), "{no_keys}");
+        let mode = Config::parse("[auth]\nmode = \"basic\"\n", "t.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(mode.starts_with("t.toml:2:8:"), "{mode}");
+    }
+
+    #[test]
     fn example_config_loads() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/berth.toml");
         let config = Config::load(&path).unwrap();
