@@ -394,10 +394,11 @@ pub(crate) async fn authorize_post(State(iss): State<Arc<Issuer>>, body: Bytes) 
             tracing::warn!(client_id = %req.client_id, "consent approval with a wrong approval secret");
             "Wrong approval secret."
         };
+        // 403, not 401: the consent form is not an HTTP authentication scheme.
         let status = if too_many {
             StatusCode::TOO_MANY_REQUESTS
         } else {
-            StatusCode::UNAUTHORIZED
+            StatusCode::FORBIDDEN
         };
         return consent::render_consent(
             status,

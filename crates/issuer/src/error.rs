@@ -142,7 +142,9 @@ impl IntoResponse for OAuthError {
         let h = resp.headers_mut();
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
-        if self.basic_challenge {
+        // A 401 always carries a challenge (RFC 9110 §15.5.2), whichever way
+        // the client tried to authenticate.
+        if self.basic_challenge || self.status == StatusCode::UNAUTHORIZED {
             h.insert(
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Basic realm=\"berth\""),

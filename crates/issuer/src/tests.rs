@@ -502,7 +502,7 @@ async fn wrong_approval_secret_is_401_with_the_form_again() {
         ),
     )
     .await;
-    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
     assert!(r.headers.get(header::LOCATION).is_none());
     let page = r.text();
     assert!(page.contains("Wrong approval secret"));
