@@ -213,3 +213,70 @@ async fn api_keys_are_matched_by_digest_and_server() {
     );
     invalid(check(&auth, "other", "bk_test_123").await, "not allowed");
 }
+
+#[tokio::test]
+async fn opaque_tokens_are_introspected() {
+    use axum::Form;
+    use axum::http::HeaderMap;
+    async fn introspect(
+        headers: HeaderMap,
+        Form(form): Form<HashMap<String, String>>,
+    ) -> axum::Json<Value> {
+        // Berth authenticates to the endpoint as its configured client.
+        let basic = headers["authorization"].to_str().unwrap();
+        if basic != format!("Basic {}", B64_STD.encode("berth:s3cret")) {
+            return axum::Json(json!({"active": false}));
+        }
+        let aud = "https://mcp.test/mcp/github";
+        axum::Json(match form["token"].as_str() {
+            "opaque-good" => json!({"active": true, "aud": aud, "iss": ISSUER, "sub": "carol",
+                                    "client_id": "agent", "scope": "tools:call", "exp": now() + 60}),
+            "opaque-other" => {
+                json!({"active": true, "aud": ["https://mcp.test/mcp/other"], "scope": "tools:call"})
+            }
+            "opaque-foreign" => {
+                json!({"active": true, "aud": aud, "iss": "https://evil.test", "scope": "tools:call"})
+            }
+            _ => json!({"active": false}),
+        })
+    }
+    use base64::engine::general_purpose::STANDARD as B64_STD;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}/introspect", listener.local_addr().unwrap());
+    let app = axum::Router::new().route("/introspect", axum::routing::post(introspect));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let config = |endpoint: String| AuthConfig {
+        mode: AuthMode::OAuth,
+        issuer: ISSUER.into(),
+        introspection: Some(berth_auth::Introspection {
+            endpoint,
+            client_id: "berth".into(),
+            client_secret: "s3cret".into(),
+        }),
+        ..AuthConfig::default()
+    };
+    let auth = Authenticator::new(
+        config(endpoint),
+        BASE,
+        Some(KeySource::from_set(&idp().jwks)),
+    );
+    assert_eq!(
+        check(&auth, "github", "opaque-good").await.unwrap(),
+        "carol"
+    );
+    invalid(
+        check(&auth, "github", "opaque-other").await,
+        "another resource",
+    );
+    invalid(
+        check(&auth, "github", "opaque-foreign").await,
+        "another issuer",
+    );
+    invalid(check(&auth, "github", "opaque-revoked").await, "inactive");
+    // An unreachable endpoint is a 503, not a refusal of the token.
+    let down = Authenticator::new(config("http://127.0.0.1:9/introspect".into()), BASE, None);
+    assert!(matches!(
+        check(&down, "github", "opaque-good").await,
+        Err(Denial::Unavailable(_))
+    ));
+}

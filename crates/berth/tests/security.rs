@@ -345,6 +345,51 @@ async fn a_session_belongs_to_whoever_opened_it() {
     assert_eq!(reply.status, 200, "{}", reply.body);
     assert_eq!(reply.json()["result"]["content"][0]["text"], "still mine");
 
+    // The legacy transport too: Bob cannot post into Alice's SSE session.
+    let http = reqwest::Client::new();
+    let mut sse = http
+        .get(format!("{}/sse/svc", berth.base()))
+        .bearer_auth(owner.token.as_deref().unwrap())
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sse.status(), 200);
+    let mut first = String::new();
+    while !first.contains("\n\n") {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), sse.chunk())
+            .await
+            .expect("endpoint event in time")
+            .unwrap()
+            .expect("stream open");
+        first.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let endpoint = first
+        .lines()
+        .find_map(|l| l.strip_prefix("data: "))
+        .expect("endpoint event")
+        .trim()
+        .to_string();
+    let post = |token: String| {
+        http.post(format!("{}{endpoint}", berth.base()))
+            .bearer_auth(token)
+            .header("content-type", "application/json")
+            .body(common::initialize_body("2024-11-05"))
+            .send()
+    };
+    let hijack = post(intruder.token.clone().unwrap()).await.unwrap();
+    assert_eq!(hijack.status(), 404);
+    let own = post(owner.token.clone().unwrap()).await.unwrap();
+    assert_eq!(own.status(), 202);
+    let anonymous_sse = http
+        .get(format!("{}/sse/svc", berth.base()))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous_sse.status(), 401);
+    drop(sse);
+
     // And with no token at all: 401, not the session.
     let mut anonymous = Raw::new(berth.url("svc"));
     anonymous.session = owner.session.clone();
