@@ -7,8 +7,11 @@ use common::run_bench;
 #[test]
 fn auth_reports_every_case() {
     let common::BenchRun {
-        report, context, ..
+        report,
+        stdout,
+        context,
     } = run_bench(&["auth", "--iterations", "50"]);
+    assert!(stdout.contains("| cached |"), "{context}");
     let rows = report["results"].as_array().expect("results");
     let cases: Vec<&str> = rows.iter().filter_map(|r| r["case"].as_str()).collect();
     assert_eq!(

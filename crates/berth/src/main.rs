@@ -186,6 +186,9 @@ fn main() -> ExitCode {
                     config.display(),
                     loaded.servers.len()
                 );
+                for warning in security::missing_secrets(&loaded) {
+                    println!("warning: {warning}");
+                }
                 Ok(())
             }
             Command::Builtin { name } => berth_servers::run(&name).await,
@@ -315,6 +318,11 @@ async fn serve(
         .unwrap_or_else(|| berth_edge::random_token().to_string());
     let secrets = security::secret_resolver(&config.gateway.data_dir);
     let security = security::build(&config, &public_url, edge.listen, &admin_token, &secrets)?;
+    if security.issuer.is_some() && !config.admin.enabled && config.admin.token.is_none() {
+        tracing::warn!(
+            "the built-in issuer's consent page is approved with the admin token, and with the admin API disabled there is none to read: set [admin] token"
+        );
+    }
     edge.auth = security.auth.clone();
     edge.extra_routes = security.issuer.as_ref().map(|issuer| issuer.router());
     let gateway = Gateway::new(edge.clone(), config.server_specs());

@@ -156,3 +156,31 @@ pub fn secret_resolver(data_dir: &Path) -> SecretResolver {
         }
     })
 }
+
+/// Secrets the configuration refers to that the store does not hold (for
+/// `berth check`; the store is only read, never created).
+pub fn missing_secrets(config: &Config) -> Vec<String> {
+    let dir = &config.gateway.data_dir;
+    let store = dir
+        .join("secrets.json")
+        .exists()
+        .then(|| SecretStore::open(dir));
+    let mut missing = Vec::new();
+    for (name, server) in &config.servers {
+        let texts = server.env.values().chain(server.args.iter());
+        for reference in texts.flat_map(|t| berth_secrets::references(t)) {
+            let found = match &store {
+                Some(Ok(store)) => matches!(store.get(reference), Ok(Some(_))),
+                _ => false,
+            };
+            if !found {
+                missing.push(format!(
+                    "servers.{}: secret `{reference}` is not in the secrets store in {}; add it with `berth secret set {reference}` before the server starts",
+                    name.0,
+                    dir.display()
+                ));
+            }
+        }
+    }
+    missing
+}

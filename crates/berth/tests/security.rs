@@ -433,6 +433,23 @@ async fn secrets_reach_only_their_server_and_never_leak() {
     set("github_token", SECRET);
     set("db_password", OTHER);
 
+    // `berth check` names the secret the configuration lacks, and only that one.
+    let (ok, check) = common::run_with_timeout(
+        Command::new(common::berth_bin())
+            .arg("check")
+            .arg(berth.dir.path().join("berth.toml")),
+        Duration::from_secs(10),
+    );
+    assert!(ok, "{check}");
+    assert!(
+        check.contains("secret `missing_one` is not in the secrets store"),
+        "{check}"
+    );
+    assert!(
+        !check.contains("`github_token`") && !check.contains(SECRET),
+        "{check}"
+    );
+
     // Encrypted at rest; the names are listed, never the values.
     let store = std::fs::read(berth.dir.path().join("secrets.json")).unwrap();
     let store_text = String::from_utf8_lossy(&store);
