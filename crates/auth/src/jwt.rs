@@ -117,6 +117,9 @@ impl JwtVerifier {
                     }
                     ErrorKind::InvalidIssuer => "the token was issued by another issuer",
                     ErrorKind::InvalidSignature => "bad signature",
+                    ErrorKind::Base64(_) | ErrorKind::Json(_) | ErrorKind::Utf8(_) => {
+                        "malformed JWT (a part is not valid base64url JSON)"
+                    }
                     ErrorKind::MissingRequiredClaim(_) => "the token lacks exp, iss or aud",
                     ErrorKind::InvalidAlgorithm => "the key does not match the token's algorithm",
                     _ => "the token cannot be verified",
