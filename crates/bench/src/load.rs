@@ -76,6 +76,9 @@ pub struct LoadOptions {
 enum Target {
     Floor,
     Berth,
+    /// Berth with `[auth] mode = "oauth"`: every request carries a JWT from
+    /// the built-in issuer (per-call and throughput).
+    BerthOAuth,
     /// ttfr: Berth without a pool.
     BerthCold,
     /// ttfr: Berth with a pre-initialized pool.
@@ -90,6 +93,7 @@ impl Target {
         match self {
             Target::Floor => FLOOR.into(),
             Target::Berth => "berth".into(),
+            Target::BerthOAuth => "berth oauth".into(),
             Target::BerthCold => "berth cold".into(),
             Target::BerthWarm => "berth warm".into(),
             Target::Supergateway => format!("supergateway {}", peers::SUPERGATEWAY_VERSION),
@@ -300,7 +304,14 @@ fn targets(options: &LoadOptions, instance: &Instance) -> Vec<Target> {
     let mut out = if instance.kind == LoadScenario::Ttfr {
         vec![Target::Floor, Target::BerthCold, Target::BerthWarm]
     } else {
-        vec![Target::Floor, Target::Berth]
+        let mut berths = vec![Target::Floor, Target::Berth];
+        if matches!(
+            instance.kind,
+            LoadScenario::PerCall | LoadScenario::Throughput
+        ) {
+            berths.push(Target::BerthOAuth);
+        }
+        berths
     };
     if options.peers {
         out.push(Target::Supergateway);
@@ -371,7 +382,11 @@ pub async fn run(options: &LoadOptions) -> Result<bool> {
         r.rows.iter().all(|row| {
             !matches!(
                 row.target,
-                Target::Berth | Target::BerthCold | Target::BerthWarm | Target::Floor
+                Target::Berth
+                    | Target::BerthOAuth
+                    | Target::BerthCold
+                    | Target::BerthWarm
+                    | Target::Floor
             ) || matches!(row.status, Status::Ok | Status::Unavailable(_))
         })
     }))
@@ -396,6 +411,28 @@ fn berth_config(options: &LoadOptions, shared: bool) -> String {
         ));
     }
     text
+}
+
+/// The built-in issuer's key, made in Berth's data directory before Berth
+/// starts, and a token it signed for the echo server: the `[gateway]` and
+/// `[auth]` lines to add, and the token.
+fn oauth_setup(dir: &std::path::Path) -> Result<(String, String)> {
+    const PUBLIC: &str = "http://berth-bench.invalid";
+    let mut config = berth_issuer::IssuerConfig::new(PUBLIC, "unused");
+    config.resources = vec![format!("{PUBLIC}/mcp/{SERVER}")];
+    let issuer = berth_issuer::Issuer::open(dir, config)?;
+    let token = issuer.mint(&berth_issuer::Grant {
+        subject: "bench".into(),
+        client_id: "bench".into(),
+        audience: format!("{PUBLIC}/mcp/{SERVER}"),
+        scopes: vec!["tools:call".into()],
+        ttl: Duration::from_secs(24 * 3600),
+    })?;
+    let gateway = format!(
+        "[auth]\nmode = \"oauth\"\n\n[gateway]\npublic_url = {PUBLIC:?}\ndata_dir = {}\n",
+        crate::suite::toml_string(&dir.to_string_lossy())
+    );
+    Ok((gateway, token))
 }
 
 /// Berth's configuration for `ttfr`: no pool (cold), or a pre-initialized
@@ -431,7 +468,7 @@ async fn start_target(
     let log = dir.join("gateway.log");
     let fixture_cmd = format!("{} {}", options.fixture.display(), fixture_args.join(" "));
     let started = match target {
-        Target::Berth | Target::BerthCold | Target::BerthWarm => {
+        Target::Berth | Target::BerthOAuth | Target::BerthCold | Target::BerthWarm => {
             let config = dir.join("berth.toml");
             match std::fs::write(&config, berth_config) {
                 Ok(()) => Gateway::berth(&options.berth, &config, SERVER, &log).await,
@@ -447,9 +484,10 @@ async fn start_target(
     match (target, started) {
         (Target::External(_, url), _) => Ok((url.clone(), None)),
         (_, Ok(gateway)) => Ok((gateway.url.clone(), Some(gateway))),
-        (Target::Berth | Target::BerthCold | Target::BerthWarm, Err(error)) => {
-            Err(Row::new(target, Status::Failed(format!("{error:#}"))))
-        }
+        (
+            Target::Berth | Target::BerthOAuth | Target::BerthCold | Target::BerthWarm,
+            Err(error),
+        ) => Err(Row::new(target, Status::Failed(format!("{error:#}")))),
         (_, Err(error)) => Err(Row::new(target, Status::Unavailable(format!("{error:#}")))),
     }
 }
@@ -498,7 +536,7 @@ async fn run_ttfr(options: &LoadOptions, target: &Target) -> Row {
             Ok(started) => started,
             Err(row) => return row,
         };
-        let measured = match McpHttp::new(&url, options.timeout) {
+        let measured = match McpHttp::new(&url, options.timeout, None) {
             Ok(client) => {
                 let measure = async {
                     if warm {
@@ -552,7 +590,17 @@ async fn run_one(options: &LoadOptions, instance: &Instance, target: &Target) ->
         Err(error) => return Row::new(target, Status::Failed(format!("temp dir: {error}"))),
     };
     let shared = instance.kind == LoadScenario::IdleShared;
-    let config = berth_config(options, shared);
+    let mut config = berth_config(options, shared);
+    let mut token = None;
+    if *target == Target::BerthOAuth {
+        match oauth_setup(dir.path()) {
+            Ok((extra, minted)) => {
+                config = config.replacen("[gateway]\n", &extra, 1);
+                token = Some(minted);
+            }
+            Err(error) => return Row::new(target, Status::Failed(format!("{error:#}"))),
+        }
+    }
     let args = ["echo".to_string()];
     let (url, gateway) = match start_target(options, target, dir.path(), &args, config).await {
         Ok(started) => started,
@@ -564,7 +612,7 @@ async fn run_one(options: &LoadOptions, instance: &Instance, target: &Target) ->
             Status::Unavailable("external target: its process is unknown".into()),
         );
     }
-    let client = match McpHttp::new(&url, options.timeout) {
+    let client = match McpHttp::new(&url, options.timeout, token.as_deref()) {
         Ok(client) => Arc::new(client),
         Err(error) => return Row::new(target, Status::Failed(format!("{error:#}"))),
     };

@@ -250,7 +250,7 @@ async fn ttfr_command(args: TtfrArgs) -> Result<bool> {
         warmup: args.common.warmup,
         pause: Duration::from_millis(args.pause),
     };
-    let client = mcp::McpHttp::new(&args.url, args.common.timeout)?;
+    let client = mcp::McpHttp::new(&args.url, args.common.timeout, None)?;
     client.preconnect().await;
     let recorder = ttfr::run("ttfr", options, || ttfr::http_session(&client)).await;
     let summary = recorder.summary();

@@ -39,9 +39,17 @@ pub struct Reply {
 
 impl McpHttp {
     /// `timeout` bounds every request, body included.
-    pub fn new(url: &str, timeout: Duration) -> Result<Self> {
+    /// `bearer` is sent as `Authorization: Bearer <token>` on every request.
+    pub fn new(url: &str, timeout: Duration, bearer: Option<&str>) -> Result<Self> {
         let url = Url::parse(url).with_context(|| format!("invalid URL {url:?}"))?;
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(token) = bearer {
+            let value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+                .context("the bearer token is not a valid header value")?;
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
         let http = reqwest::Client::builder()
+            .default_headers(headers)
             .http1_only()
             .tcp_nodelay(true)
             .no_proxy()

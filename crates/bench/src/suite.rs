@@ -300,7 +300,7 @@ async fn through_berth(scenario: Scenario, options: &SuiteOptions) -> (Outcome, 
     };
 
     let url = format!("http://{}/mcp/{SERVER}", berth.addr);
-    let outcome = match McpHttp::new(&url, options.timeout) {
+    let outcome = match McpHttp::new(&url, options.timeout, None) {
         Ok(client) => {
             let measure = async {
                 tokio::time::sleep(scenario.settle(options)).await;
