@@ -65,7 +65,8 @@ fn quick_load_reports_every_berth_row() {
         } else if name == "ttfr" {
             &["stdio floor", "berth cold", "berth warm"]
         } else {
-            &["stdio floor", "berth"]
+            // Every request of the oauth row carries a built-in issuer's JWT.
+            &["stdio floor", "berth", "berth oauth"]
         };
         assert_eq!(targets, expected, "{name}; {context}");
         for row in rows {
