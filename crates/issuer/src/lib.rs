@@ -18,9 +18,10 @@
 //! is the single resource they were granted for. The gateway validates them
 //! with [`Issuer::jwks`] and [`AccessTokenClaims`], without HTTP.
 //!
-//! State: the signing key and registered clients live under the data dir;
-//! authorization codes and refresh tokens live in memory only, so a restart
-//! makes clients authorize again.
+//! State: the signing key, registered clients and refresh tokens (as
+//! digests, in a journal) live under the data dir, so clients keep their
+//! refresh tokens across a restart; authorization codes (valid for a minute)
+//! and pending consent forms live in memory only.
 
 mod authorize;
 mod clients;
@@ -28,6 +29,7 @@ mod consent;
 mod error;
 mod keys;
 mod metadata;
+mod refresh;
 mod register;
 mod token;
 mod util;
@@ -186,7 +188,7 @@ pub struct Issuer {
     /// Seals consent forms (see `consent`); lives only in memory.
     consent_key: Vec<u8>,
     codes: Mutex<authorize::Codes>,
-    refresh: Mutex<token::RefreshTokens>,
+    refresh: Mutex<refresh::RefreshTokens>,
     approval_failures: Mutex<authorize::FailureWindow>,
 }
 
@@ -251,7 +253,7 @@ impl Issuer {
             clients,
             consent_key: util::random_bytes(32),
             codes: Mutex::new(authorize::Codes::default()),
-            refresh: Mutex::new(token::RefreshTokens::default()),
+            refresh: Mutex::new(refresh::RefreshTokens::new(data_dir)),
             approval_failures: Mutex::new(authorize::FailureWindow::default()),
         }))
     }

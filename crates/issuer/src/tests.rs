@@ -944,3 +944,48 @@ async fn config_and_body_limits() {
     .await;
     assert_eq!(r.error(), "unsupported_grant_type");
 }
+
+#[tokio::test]
+async fn refresh_tokens_survive_a_restart() {
+    let (dir, iss) = setup();
+    let c = register(&iss, Some("client_secret_post")).await;
+    let id = c["client_id"].as_str().unwrap().to_owned();
+    let secret = c["client_secret"].as_str().unwrap().to_owned();
+    let (verifier, challenge) = pkce();
+    let code = approve(&iss, &id, &challenge).await;
+    let r = call(
+        &iss,
+        exchange_request(&id, Some(&secret), &code, &verifier, RESOURCE),
+    )
+    .await;
+    let first = r.json()["refresh_token"].as_str().unwrap().to_owned();
+    drop(iss);
+
+    // A new process on the same data dir: the client refreshes as if
+    // nothing happened, and the grant is the one that was approved.
+    let iss = Issuer::open(&dir.path().join("data"), config()).unwrap();
+    let refresh = |token: &str| {
+        form(
+            "/oauth/token",
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", token),
+                ("client_id", &id),
+                ("client_secret", &secret),
+            ],
+            None,
+        )
+    };
+    let r = call(&iss, refresh(&first)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let t = r.json();
+    let claims = decode(&iss, t["access_token"].as_str().unwrap(), RESOURCE);
+    assert_eq!(claims.sub, OPERATOR_SUBJECT);
+    assert_eq!(t["scope"], "mcp");
+    drop(iss);
+
+    // The rotation was kept too: the first token is now a replay.
+    let iss = Issuer::open(&dir.path().join("data"), config()).unwrap();
+    let r = call(&iss, refresh(&first)).await;
+    assert_eq!(r.error(), "invalid_grant", "{}", r.text());
+}

@@ -2,9 +2,7 @@
 //! authentication, then the authorization code, refresh token and client
 //! credentials grants.
 
-use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::body::Bytes;
@@ -18,153 +16,9 @@ use serde_json::json;
 use crate::authorize::{self, Redeem};
 use crate::clients::{Client, Origin};
 use crate::error::OAuthError;
+use crate::refresh::Lookup;
 use crate::util::{self, Params};
 use crate::{Grant, Issuer, OPERATOR_SUBJECT};
-
-/// At most this many refresh token families (one per authorization) are kept.
-const MAX_REFRESH_FAMILIES: usize = 50_000;
-/// Superseded refresh tokens remembered per family, to detect reuse.
-const REMEMBERED_ROTATIONS: usize = 8;
-
-/// The chain of refresh tokens from one authorization. Only the newest is
-/// valid; presenting an older one means a copy leaked, so the whole family
-/// is revoked (OAuth 2.1 §4.3.1).
-struct Family {
-    client_id: String,
-    subject: String,
-    resource: String,
-    scopes: Vec<String>,
-    current: [u8; 32],
-    previous: VecDeque<[u8; 32]>,
-    expires: Instant,
-}
-
-/// What a family grants, copied out of the store.
-pub(crate) struct RefreshGrant {
-    family: u64,
-    client_id: String,
-    subject: String,
-    resource: String,
-    scopes: Vec<String>,
-}
-
-enum Lookup {
-    Invalid,
-    /// An already-rotated token: the family has been revoked.
-    Reused,
-    Current(RefreshGrant),
-}
-
-/// Refresh tokens, in memory, indexed by SHA-256 (the tokens themselves are
-/// never kept).
-#[derive(Default)]
-pub(crate) struct RefreshTokens {
-    families: HashMap<u64, Family>,
-    index: HashMap<[u8; 32], u64>,
-    next_family: u64,
-}
-
-impl RefreshTokens {
-    /// Starts a family; returns its id and first token, `None` if full.
-    fn create(
-        &mut self,
-        client_id: &str,
-        subject: &str,
-        resource: &str,
-        scopes: &[String],
-        ttl: Duration,
-    ) -> Option<(u64, String)> {
-        let now = Instant::now();
-        if self.families.len() >= MAX_REFRESH_FAMILIES {
-            let expired: Vec<u64> = self
-                .families
-                .iter()
-                .filter(|(_, f)| f.expires <= now)
-                .map(|(id, _)| *id)
-                .collect();
-            for id in expired {
-                self.revoke(id);
-            }
-            if self.families.len() >= MAX_REFRESH_FAMILIES {
-                return None;
-            }
-        }
-        let token = util::random_token(32);
-        let hash = util::sha256(token.as_bytes());
-        let id = self.next_family;
-        self.next_family += 1;
-        self.families.insert(
-            id,
-            Family {
-                client_id: client_id.to_owned(),
-                subject: subject.to_owned(),
-                resource: resource.to_owned(),
-                scopes: scopes.to_vec(),
-                current: hash,
-                previous: VecDeque::new(),
-                expires: now + ttl,
-            },
-        );
-        self.index.insert(hash, id);
-        Some((id, token))
-    }
-
-    fn lookup(&mut self, token: &str) -> Lookup {
-        let hash = util::sha256(token.as_bytes());
-        let Some(&id) = self.index.get(&hash) else {
-            return Lookup::Invalid;
-        };
-        let Some(f) = self.families.get(&id) else {
-            self.index.remove(&hash);
-            return Lookup::Invalid;
-        };
-        if f.expires <= Instant::now() {
-            self.revoke(id);
-            return Lookup::Invalid;
-        }
-        if f.current != hash {
-            self.revoke(id);
-            return Lookup::Reused;
-        }
-        Lookup::Current(RefreshGrant {
-            family: id,
-            client_id: f.client_id.clone(),
-            subject: f.subject.clone(),
-            resource: f.resource.clone(),
-            scopes: f.scopes.clone(),
-        })
-    }
-
-    /// Replaces the family's token with a new one (lifetime renewed).
-    fn rotate(&mut self, id: u64, ttl: Duration) -> Option<String> {
-        let f = self.families.get_mut(&id)?;
-        let token = util::random_token(32);
-        let hash = util::sha256(token.as_bytes());
-        f.previous.push_back(f.current);
-        f.current = hash;
-        f.expires = Instant::now() + ttl;
-        let forgotten = if f.previous.len() > REMEMBERED_ROTATIONS {
-            f.previous.pop_front()
-        } else {
-            None
-        };
-        if let Some(old) = forgotten {
-            self.index.remove(&old);
-        }
-        self.index.insert(hash, id);
-        Some(token)
-    }
-
-    /// Revokes every token of family `id`.
-    pub(crate) fn revoke(&mut self, id: u64) {
-        if let Some(f) = self.families.remove(&id) {
-            self.index.remove(&f.current);
-            for h in f.previous {
-                self.index.remove(&h);
-            }
-        }
-    }
-}
 
 /// How the client identified itself.
 struct Presented {
