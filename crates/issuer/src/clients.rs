@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{ErrorKind, Write as _};
+use std::io::ErrorKind;
 use std::os::fd::AsRawFd as _;
 use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
@@ -126,7 +126,6 @@ struct Loaded {
 pub(crate) struct ClientStore {
     path: PathBuf,
     lock_path: PathBuf,
-    dir: PathBuf,
     loaded: Mutex<Loaded>,
 }
 
@@ -137,7 +136,6 @@ impl ClientStore {
         let (clients, stamp) = read_file(&path)?;
         Ok(ClientStore {
             lock_path: data_dir.join(LOCK_FILE),
-            dir: data_dir.to_owned(),
             path,
             loaded: Mutex::new(Loaded { clients, stamp }),
         })
@@ -222,25 +220,10 @@ impl ClientStore {
             path: self.path.clone(),
             reason: format!("serialising: {e}"),
         })?;
-        let tmp = self
-            .dir
-            .join(format!(".{CLIENTS_FILE}.{}.tmp", util::random_token(9)));
-        let result = (|| -> std::io::Result<()> {
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&tmp)?;
-            f.write_all(&body)?;
-            f.write_all(b"\n")?;
-            f.sync_all()?;
-            fs::rename(&tmp, &self.path)?;
-            File::open(&self.dir)?.sync_all()
-        })();
-        if let Err(e) = result {
-            let _ = fs::remove_file(&tmp);
-            return Err(IssuerError::io("writing", &self.path, e));
-        }
+        let mut body = body;
+        body.push(b'\n');
+        util::replace_private_file(&self.path, &body)
+            .map_err(|e| IssuerError::io("writing", &self.path, e))?;
         Ok(())
     }
 }
