@@ -384,7 +384,12 @@ impl Gateway {
                 .end_all_sessions("the gateway is shutting down")
                 .await;
         };
-        let served = axum::serve(listener, self.router())
+        // The peer's address: the issuer's consent form limits wrong
+        // approval secrets per peer.
+        let app = self
+            .router()
+            .into_make_service_with_connect_info::<std::net::SocketAddr>();
+        let served = axum::serve(listener, app)
             .with_graceful_shutdown(graceful)
             .await;
         reaper.abort();

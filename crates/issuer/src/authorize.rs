@@ -6,12 +6,13 @@
 //! redirector. After that, errors go back to the client per RFC 6749 §4.1.2.1.
 
 use std::collections::HashMap;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use axum::extract::{RawQuery, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::extract::{ConnectInfo, RawQuery, State};
+use axum::http::{Extensions, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::Issuer;
@@ -24,9 +25,13 @@ pub(crate) const CODE_TTL: Duration = Duration::from_secs(60);
 /// At most this many codes are outstanding (redeemed ones are remembered
 /// until they expire, to detect replays).
 pub(crate) const MAX_CODES: usize = 10_000;
-/// Wrong approval secrets tolerated per minute, across all clients, before
-/// the consent form answers 429: the secret is the admin token.
+/// Wrong approval secrets tolerated per minute from one network peer before
+/// the consent form answers it 429: the secret is the admin token. Counted per
+/// peer so that a stranger's guesses cannot lock the operator out.
 const MAX_APPROVAL_FAILURES_PER_MINUTE: u32 = 20;
+/// Peers whose failures are remembered at once; past this, lapsed windows
+/// are pruned, then the oldest.
+const MAX_FAILURE_PEERS: usize = 10_000;
 
 /// One issued authorization code.
 pub(crate) struct CodeEntry {
@@ -102,24 +107,56 @@ impl Codes {
     }
 }
 
-/// Counts wrong approval secrets in the current minute.
-#[derive(Default)]
-pub(crate) struct FailureWindow {
-    start: Option<Instant>,
-    count: u32,
+/// Who is guessing: an IPv4 address, or an IPv6 /64 (one host's usual
+/// allocation); `None` when the server was not told the peer's address.
+type Peer = Option<IpAddr>;
+
+fn peer_of(extensions: &Extensions) -> Peer {
+    let ip = extensions.get::<ConnectInfo<SocketAddr>>()?.0.ip();
+    Some(match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(Ipv6Addr::from(prefix))
+        }
+        v4 => v4,
+    })
 }
 
-impl FailureWindow {
-    fn current(&mut self) -> &mut u32 {
+/// Wrong approval secrets per peer in the current minute.
+#[derive(Default)]
+pub(crate) struct FailureWindows {
+    by_peer: HashMap<Peer, (Instant, u32)>,
+}
+
+impl FailureWindows {
+    const WINDOW: Duration = Duration::from_secs(60);
+
+    fn exhausted(&self, peer: Peer) -> bool {
+        self.by_peer.get(&peer).is_some_and(|(start, count)| {
+            start.elapsed() < Self::WINDOW && *count >= MAX_APPROVAL_FAILURES_PER_MINUTE
+        })
+    }
+
+    fn record(&mut self, peer: Peer) {
         let now = Instant::now();
-        if self
-            .start
-            .is_none_or(|s| now.duration_since(s) >= Duration::from_secs(60))
-        {
-            self.start = Some(now);
-            self.count = 0;
+        if self.by_peer.len() >= MAX_FAILURE_PEERS && !self.by_peer.contains_key(&peer) {
+            self.by_peer
+                .retain(|_, (start, _)| now.duration_since(*start) < Self::WINDOW);
+            if self.by_peer.len() >= MAX_FAILURE_PEERS
+                && let Some(oldest) = self
+                    .by_peer
+                    .iter()
+                    .min_by_key(|(_, (start, _))| *start)
+                    .map(|(p, _)| *p)
+            {
+                self.by_peer.remove(&oldest);
+            }
         }
-        &mut self.count
+        let (start, count) = self.by_peer.entry(peer).or_insert((now, 0));
+        if now.duration_since(*start) >= Self::WINDOW {
+            (*start, *count) = (now, 0);
+        }
+        *count += 1;
     }
 }
 
@@ -318,7 +355,12 @@ pub(crate) fn is_pkce_string(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
 }
 
-pub(crate) async fn authorize_post(State(iss): State<Arc<Issuer>>, body: Bytes) -> Response {
+pub(crate) async fn authorize_post(
+    State(iss): State<Arc<Issuer>>,
+    extensions: Extensions,
+    body: Bytes,
+) -> Response {
+    let peer = peer_of(&extensions);
     let params = match Params::parse(&body) {
         Ok(p) => p,
         Err(e) => return consent::render_error(StatusCode::BAD_REQUEST, &e),
@@ -373,13 +415,11 @@ pub(crate) async fn authorize_post(State(iss): State<Arc<Issuer>>, body: Bytes) 
         }
     }
 
-    let too_many = {
-        let mut w = iss
-            .approval_failures
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        *w.current() >= MAX_APPROVAL_FAILURES_PER_MINUTE
-    };
+    let too_many = iss
+        .approval_failures
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .exhausted(peer);
     let secret_ok = !too_many
         && field("approval_secret")
             .is_some_and(|s| util::secrets_equal(s.as_bytes(), iss.approval_secret.as_bytes()));
@@ -387,11 +427,11 @@ pub(crate) async fn authorize_post(State(iss): State<Arc<Issuer>>, body: Bytes) 
         let message = if too_many {
             "Too many wrong approval secrets in the last minute. Wait a minute, then try again."
         } else {
-            *iss.approval_failures
+            iss.approval_failures
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .current() += 1;
-            tracing::warn!(client_id = %req.client_id, "consent approval with a wrong approval secret");
+                .record(peer);
+            tracing::warn!(client_id = %req.client_id, peer = ?peer, "consent approval with a wrong approval secret");
             "Wrong approval secret."
         };
         // 403, not 401: the consent form is not an HTTP authentication scheme.

@@ -189,7 +189,7 @@ pub struct Issuer {
     consent_key: Vec<u8>,
     codes: Mutex<authorize::Codes>,
     refresh: Mutex<refresh::RefreshTokens>,
-    approval_failures: Mutex<authorize::FailureWindow>,
+    approval_failures: Mutex<authorize::FailureWindows>,
 }
 
 impl std::fmt::Debug for Issuer {
@@ -254,7 +254,7 @@ impl Issuer {
             consent_key: util::random_bytes(32),
             codes: Mutex::new(authorize::Codes::default()),
             refresh: Mutex::new(refresh::RefreshTokens::new(data_dir)),
-            approval_failures: Mutex::new(authorize::FailureWindow::default()),
+            approval_failures: Mutex::new(authorize::FailureWindows::default()),
         }))
     }
 
