@@ -104,6 +104,18 @@ enum Journal {
     MemoryOnly,
 }
 
+impl Journal {
+    /// After an I/O error: logs it once and keeps tokens in memory only.
+    fn degraded(what: &str, path: &Path, error: &std::io::Error) -> Journal {
+        tracing::error!(
+            path = %path.display(),
+            %error,
+            "cannot {what} the refresh token journal; refresh tokens will not survive a restart"
+        );
+        Journal::MemoryOnly
+    }
+}
+
 /// Refresh tokens indexed by SHA-256 (the tokens themselves are never kept).
 pub(crate) struct RefreshTokens {
     families: HashMap<u64, Family>,
@@ -267,12 +279,7 @@ impl RefreshTokens {
                 self.rewrite(path);
             }
             Err(e) => {
-                tracing::error!(
-                    path = %path.display(),
-                    error = %e,
-                    "cannot read the refresh token journal; refresh tokens will not survive a restart"
-                );
-                self.journal = Journal::MemoryOnly;
+                self.journal = Journal::degraded("read", &path, &e);
             }
         }
     }
@@ -296,12 +303,7 @@ impl RefreshTokens {
                 self.compact();
             }
             Err(e) => {
-                tracing::error!(
-                    path = %path.display(),
-                    error = %e,
-                    "cannot write the refresh token journal; refresh tokens will not survive a restart"
-                );
-                self.journal = Journal::MemoryOnly;
+                self.journal = Journal::degraded("write", path, &e);
             }
         }
     }
@@ -347,12 +349,7 @@ impl RefreshTokens {
                 };
             }
             Err(e) => {
-                tracing::error!(
-                    path = %path.display(),
-                    error = %e,
-                    "cannot write the refresh token journal; refresh tokens will not survive a restart"
-                );
-                self.journal = Journal::MemoryOnly;
+                self.journal = Journal::degraded("write", &path, &e);
             }
         }
     }

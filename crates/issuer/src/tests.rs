@@ -990,73 +990,64 @@ async fn refresh_tokens_survive_a_restart() {
     assert_eq!(r.error(), "invalid_grant", "{}", r.text());
 }
 
+/// The consent form, submitted from network address `peer`.
+fn consent_from(peer: &str, sealed: &str, secret: &str) -> Request<Body> {
+    let mut req = form(
+        "/oauth/authorize",
+        &[
+            ("request", sealed),
+            ("approval_secret", secret),
+            ("decision", "approve"),
+        ],
+        None,
+    );
+    let addr: std::net::SocketAddr = peer.parse().unwrap();
+    req.extensions_mut()
+        .insert(axum::extract::ConnectInfo(addr));
+    req
+}
+
+async fn sealed_consent(iss: &Arc<Issuer>) -> String {
+    let c = register(iss, Some("none")).await;
+    let (_, challenge) = pkce();
+    sealed_request(&consent_page(iss, c["client_id"].as_str().unwrap(), &challenge).await)
+}
+
 #[tokio::test]
 async fn wrong_approval_secrets_lock_out_only_the_peer_that_guessed() {
     let (_d, iss) = setup();
-    let c = register(&iss, Some("none")).await;
-    let id = c["client_id"].as_str().unwrap();
-    let (_, challenge) = pkce();
-    let sealed = sealed_request(&consent_page(&iss, id, &challenge).await);
-    let submit = |peer: &str, secret: &str| {
-        let mut req = form(
-            "/oauth/authorize",
-            &[
-                ("request", &sealed),
-                ("approval_secret", secret),
-                ("decision", "approve"),
-            ],
-            None,
-        );
-        let addr: std::net::SocketAddr = peer.parse().unwrap();
-        req.extensions_mut()
-            .insert(axum::extract::ConnectInfo(addr));
-        req
-    };
-
+    let sealed = sealed_consent(&iss).await;
     let guesser = "198.51.100.7:40000";
     for i in 0..20 {
-        let r = call(&iss, submit(guesser, &format!("guess-{i}"))).await;
+        let r = call(&iss, consent_from(guesser, &sealed, &format!("guess-{i}"))).await;
         assert_eq!(r.status, StatusCode::FORBIDDEN, "guess {i}");
     }
     // The guesser is refused even with the right secret now...
-    let r = call(&iss, submit(guesser, SECRET)).await;
+    let r = call(&iss, consent_from(guesser, &sealed, SECRET)).await;
     assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.text());
     assert!(r.text().contains("Too many wrong approval secrets"));
     // ...but the operator, elsewhere, approves as usual.
-    let r = call(&iss, submit("203.0.113.9:50000", SECRET)).await;
+    let r = call(&iss, consent_from("203.0.113.9:50000", &sealed, SECRET)).await;
     assert_eq!(r.status, StatusCode::FOUND, "{}", r.text());
 }
 
 #[tokio::test]
 async fn an_ipv6_slash_64_counts_as_one_peer() {
     let (_d, iss) = setup();
-    let c = register(&iss, Some("none")).await;
-    let id = c["client_id"].as_str().unwrap();
-    let (_, challenge) = pkce();
-    let sealed = sealed_request(&consent_page(&iss, id, &challenge).await);
-    let submit = |peer: String| {
-        let mut req = form(
-            "/oauth/authorize",
-            &[
-                ("request", &sealed),
-                ("approval_secret", "guess"),
-                ("decision", "approve"),
-            ],
-            None,
-        );
-        let addr: std::net::SocketAddr = peer.parse().unwrap();
-        req.extensions_mut()
-            .insert(axum::extract::ConnectInfo(addr));
-        req
-    };
+    let sealed = sealed_consent(&iss).await;
     // Twenty guesses from twenty addresses of one /64...
     for i in 0..20 {
-        let r = call(&iss, submit(format!("[2001:db8:0:1::{:x}]:1", i + 1))).await;
+        let peer = format!("[2001:db8:0:1::{:x}]:1", i + 1);
+        let r = call(&iss, consent_from(&peer, &sealed, "guess")).await;
         assert_eq!(r.status, StatusCode::FORBIDDEN);
     }
     // ...exhaust that /64, not the next one.
-    let r = call(&iss, submit("[2001:db8:0:1:ffff::1]:1".into())).await;
+    let r = call(
+        &iss,
+        consent_from("[2001:db8:0:1:ffff::1]:1", &sealed, "guess"),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
-    let r = call(&iss, submit("[2001:db8:0:2::1]:1".into())).await;
+    let r = call(&iss, consent_from("[2001:db8:0:2::1]:1", &sealed, "guess")).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
 }
