@@ -433,10 +433,11 @@ async fn start_admin(
     }
     .write(&config.gateway.data_dir)?;
     tracing::info!("admin API on {url} (token in {})", path.display());
-    let mut router = berth_edge::admin_router(gateway.clone(), token.clone(), reloader);
-    if let Some(issuer) = issuer {
-        router = router.merge(credentials::issuer_admin_router(issuer, token, public_url));
-    }
+    let issuer_routes = match issuer {
+        Some(issuer) => credentials::issuer_admin_router(issuer, public_url),
+        None => axum::Router::new(),
+    };
+    let router = berth_edge::admin_router(gateway.clone(), token, reloader, issuer_routes);
     tokio::spawn(async move {
         let served = axum::serve(listener, router)
             .with_graceful_shutdown(async move { stop.cancelled().await })

@@ -36,7 +36,14 @@ pub struct ServerStatus {
     pub sessions: usize,
 }
 
-pub fn admin_router(gateway: Arc<Gateway>, token: String, reloader: Reloader) -> Router {
+/// The admin API. `extra` routes (the built-in issuer's, say) are served
+/// beside it, behind the same admin token check.
+pub fn admin_router(
+    gateway: Arc<Gateway>,
+    token: String,
+    reloader: Reloader,
+    extra: Router,
+) -> Router {
     let admin = Arc::new(Admin {
         gateway,
         token,
@@ -47,11 +54,9 @@ pub fn admin_router(gateway: Arc<Gateway>, token: String, reloader: Reloader) ->
         .route("/v1/servers/{name}/logs", get(logs))
         .route("/v1/servers/{name}/restart", post(restart))
         .route("/v1/reload", post(reload))
-        .layer(axum::middleware::from_fn_with_state(
-            admin.clone(),
-            authorize,
-        ))
-        .with_state(admin)
+        .with_state(admin.clone())
+        .merge(extra)
+        .layer(axum::middleware::from_fn_with_state(admin, authorize))
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
