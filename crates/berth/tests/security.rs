@@ -278,10 +278,18 @@ async fn tokens_from_an_independent_openid_provider() {
     );
 
     // Key rotation at the IdP: picked up without a restart.
+    // The new kid is fetched once the 1 s refetch window (jwks_min_refresh)
+    // has passed since the unknown-kid flood above.
     idp.post("/test/rotate", json!({})).await;
-    tokio::time::sleep(Duration::from_millis(1100)).await;
     let rotated = idp.token("agent", &resource_a, "tools:call").await;
-    let reply = initialize_with(&berth, "a", Some(&rotated)).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let reply = loop {
+        let reply = initialize_with(&berth, "a", Some(&rotated)).await;
+        if reply.status == 200 || std::time::Instant::now() > deadline {
+            break reply;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     assert_eq!(reply.status, 200, "after rotation: {}", reply.body);
     // The old key is gone from the JWKS, so its tokens no longer pass.
     let reply = initialize_with(&berth, "a", Some(&full)).await;
