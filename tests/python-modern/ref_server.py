@@ -18,6 +18,12 @@ expect from any modern server, Berth included:
                               subscriptions/listen stream that asked for toolsListChanged
   stats()                  -> JSON counters {"slow_started", "slow_completed", "slow_cancelled"}
                               so a test can check that a cancelled call really stopped server-side
+
+What the two SDK clients insist on from a 2026-07-28 server (checked against a hand-made server):
+every result carries "resultType": "complete" (TS 2.4.0: INVALID_RESULT without it; mcp 2.3.0:
+ValidationError), and mcp 2.3.0 also requires "ttlMs" and "cacheScope" on tools/list (and the
+other cacheable results: prompts/list, resources/list, resources/templates/list, resources/read).
+A server/discover result without resultType is still accepted by both probes.
 """
 
 from __future__ import annotations
