@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use berth_auth::Principal;
 use berth_fleet::{
-    AcquireError, Delivery, Lease, OnCrash, Pool, ServerLog, ServerSpec, Unsolicited,
+    AcquireError, Delivery, Era, Lease, OnCrash, Pool, ServerLog, ServerSpec, Unsolicited,
 };
 use berth_wire::{ErrorCode, Message};
 use serde::Serialize;
@@ -19,14 +19,17 @@ use tokio_util::sync::CancellationToken;
 
 use crate::EdgeConfig;
 use crate::guard::{OriginPolicy, check_origin};
+use crate::modern::Stateless;
 use crate::reply::{Refusal, failure_body, rpc_error};
 use crate::session::{STANDALONE, Session, new_session_id};
 use crate::{authz, legacy, streamable};
 
-/// A configured server: its spec and its pool of processes.
+/// A configured server: its spec, the pool of processes its sessions use,
+/// and the stateless side that serves 2026-07-28 requests.
 pub struct Server {
     pub spec: ServerSpec,
     pub pool: Pool,
+    pub(crate) stateless: Arc<Stateless>,
 }
 
 impl Server {
@@ -42,13 +45,36 @@ impl Server {
             };
         }
         Arc::new(Server {
-            pool: Pool::start(spec.clone(), log),
+            pool: Pool::start(spec.clone(), log.clone()),
+            stateless: Stateless::start(spec.clone(), log),
             spec,
         })
     }
 
     pub fn log(&self) -> &ServerLog {
         self.pool.log()
+    }
+
+    /// The era the server's probe found (`None` while it runs), and why
+    /// for a handshake-only verdict.
+    pub fn era(&self) -> Option<(&'static str, Option<String>)> {
+        self.stateless.era().map(|era| {
+            let why = match era {
+                Era::HandshakeOnly(why) => Some(why.clone()),
+                Era::Modern(_) => None,
+            };
+            (era.label(), why)
+        })
+    }
+
+    /// The pool serving stateless requests, once the probe is done.
+    pub fn stateless_pool(&self) -> Option<&Pool> {
+        self.stateless.pool()
+    }
+
+    /// Stops every process of the server.
+    async fn stop(&self) {
+        futures::future::join(self.pool.stop(), self.stateless.stop()).await;
     }
 }
 
@@ -99,6 +125,11 @@ impl Gateway {
 
     pub(crate) fn origin_policy(&self) -> &OriginPolicy {
         &self.policy
+    }
+
+    /// Cancelled when the gateway starts shutting down.
+    pub(crate) fn stopping(&self) -> CancellationToken {
+        self.shutting_down.clone()
     }
 
     /// The servers, by name.
@@ -383,6 +414,10 @@ impl Gateway {
             gateway
                 .end_all_sessions("the gateway is shutting down")
                 .await;
+            // Stateless requests in flight fail now rather than hold the
+            // listener open until their servers answer.
+            let servers = gateway.servers();
+            futures::future::join_all(servers.iter().map(|s| s.stateless.stop())).await;
         };
         // The peer's address: the issuer's consent form limits wrong
         // approval secrets per peer.
@@ -396,7 +431,7 @@ impl Gateway {
         // Sessions started while the listener drained.
         self.end_all_sessions("the gateway is shutting down").await;
         let pools: Vec<Arc<Server>> = self.servers();
-        futures::future::join_all(pools.iter().map(|s| s.pool.stop())).await;
+        futures::future::join_all(pools.iter().map(|s| s.stop())).await;
         served
     }
 
@@ -446,7 +481,7 @@ impl Gateway {
                 .map(|s| self.end_session(s, "the server was removed from the configuration")),
         )
         .await;
-        futures::future::join_all(retired.iter().map(|s| s.pool.stop())).await;
+        futures::future::join_all(retired.iter().map(|s| s.stop())).await;
         tracing::info!(?report, "configuration reloaded");
         report
     }

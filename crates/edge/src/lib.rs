@@ -1,7 +1,9 @@
 //! The edge: MCP over HTTP in front of the fleet.
 //!
-//! Serves each configured server at `/mcp/<name>` over Streamable HTTP
-//! (revision 2025-11-25, also 2025-06-18 and 2025-03-26 clients) and at
+//! Serves each configured server at `/mcp/<name>` over Streamable HTTP, in
+//! both protocol eras chosen per request: 2026-07-28 stateless requests
+//! (see `modern`), and sessions opened by `initialize` (revision 2025-11-25,
+//! also 2025-06-18 and 2025-03-26 clients); and at
 //! `/sse/<name>` over the legacy HTTP+SSE transport (2024-11-05). A session is
 //! one upstream process; the edge turns what that process says into JSON
 //! replies or resumable SSE streams, and checks every request's Host, Origin
@@ -10,9 +12,11 @@
 mod admin;
 mod authz;
 mod config;
+mod error;
 mod gateway;
 mod guard;
 mod legacy;
+mod modern;
 mod reply;
 mod session;
 mod streamable;

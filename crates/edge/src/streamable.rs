@@ -20,11 +20,13 @@ use serde_json::value::RawValue;
 use tokio::time::Instant;
 
 use crate::authz::{ToolFilter, Verdict, authorize};
+use crate::error::EdgeError;
 use crate::gateway::{Gateway, Server};
+use crate::modern;
 use crate::reply::{Refusal, Reply, failure_body, json, rpc_error};
 use crate::session::{SESSION_HEADER, STANDALONE, Session};
 
-const VERSION_HEADER: &str = "mcp-protocol-version";
+use crate::modern::VERSION_HEADER;
 const LAST_EVENT_ID: &str = "last-event-id";
 
 /// The caller, when the gateway authenticates (set by [`crate::authz::authenticate`]).
@@ -62,6 +64,10 @@ async fn post_inner(
     check_content_type(&headers)?;
     let body = to_single_line(read_body(&headers, body, gw.config().max_body_bytes).await?);
 
+    if modern::is_stateless(&headers, &body) {
+        let msg = Message::parse(body).map_err(|e| EdgeError::from(e).refusal(None))?;
+        return modern::post(gw, server, caller, &headers, msg).await;
+    }
     if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
         return post_batch(gw, &server, caller.as_ref(), &headers, body).await;
     }
@@ -268,6 +274,9 @@ fn get_inner(
     headers: HeaderMap,
 ) -> Reply {
     let server = gw.server(name)?.clone();
+    if !headers.contains_key(SESSION_HEADER) && modern::is_stateless_get(&headers) {
+        return Ok(modern::method_not_allowed());
+    }
     if !accepts(&headers, "text/event-stream") {
         return Err(rpc_error(
             StatusCode::NOT_ACCEPTABLE,
@@ -320,6 +329,9 @@ pub(crate) async fn delete(
     let caller = caller.map(|Extension(p)| p);
     let run = || -> Reply {
         let server = gw.server(&name)?.clone();
+        if !headers.contains_key(SESSION_HEADER) && modern::is_stateless_get(&headers) {
+            return Ok(modern::method_not_allowed());
+        }
         let session = session_for(&gw, &server, caller.as_deref(), &headers)?;
         // Removed now; the process is stopped and reaped in the background.
         tokio::spawn(gw.end_session(&session, "the client ended the session (DELETE)"));

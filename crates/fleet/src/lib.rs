@@ -12,13 +12,18 @@
 //! The fleet knows MCP messages but nothing of HTTP: the edge decides how the
 //! messages an upstream produces reach a client.
 
+mod era;
 mod log;
 mod pool;
 mod process;
 mod spec;
 mod upstream;
 
+pub use era::{Discovery, Era, probe};
 pub use log::{LogLine, LogSource, ServerLog};
-pub use pool::{AcquireError, InitCache, Lease, Pool, PoolReport, ProcState, ProcessReport};
+pub use pool::{
+    AcquireError, Announcement, InitCache, Lease, Pool, PoolKind, PoolReport, ProcState,
+    ProcessReport,
+};
 pub use spec::{CrashPolicy, OnCrash, PoolConfig, SecretResolver, ServerSpec, ShutdownGrace};
 pub use upstream::{Delivery, Exchange, Failure, ProcessWatch, SpawnError, Unsolicited, Upstream};

@@ -27,6 +27,28 @@ use crate::{
 
 /// What Berth tells a server about itself when it initializes it ahead of any client.
 const PREINIT_CAPABILITIES: &str = r#"{"sampling":{},"elicitation":{"form":{},"url":{}}}"#;
+/// What a bridge process is told: nothing. A 2026-07-28 client cannot be
+/// asked anything mid-request, so no capability is declared on its behalf.
+const BRIDGE_CAPABILITIES: &str = "{}";
+
+/// How a pool hands out its processes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoolKind {
+    /// Handshake era: a session takes a process to itself, or shares one
+    /// (`spec.serial`) with one request on the wire at a time.
+    Sessions,
+    /// 2026-07-28 stateless requests: each request takes a share of the least
+    /// busy process, many in flight at once, ids rewritten. With `bridge`
+    /// the server speaks only the handshake era: Berth initializes its
+    /// processes first and relays stateless requests to them.
+    Stateless { bridge: bool },
+}
+
+/// A server message about no request, from a stateless pool's processes
+/// (list changes, resource updates), for `subscriptions/listen` streams.
+pub type Announcement = Arc<Message>;
+/// How many announcements a slow listener may fall behind before it misses some.
+const ANNOUNCEMENTS_KEPT: usize = 256;
 
 /// A process's `initialize` result, kept to answer clients from.
 ///
@@ -68,6 +90,17 @@ impl InitCache {
             (Some(client), Some(server)) if client <= server => client.as_str().to_string(),
             _ => self.server_version.clone(),
         }
+    }
+
+    /// The server's `initialize` result (JSON text) with `version` in it.
+    pub fn result(&self, version: &str) -> String {
+        let version = serde_json::Value::from(version).to_string();
+        // head and tail were cut from a `str` at value boundaries.
+        format!(
+            "{}{version}{}",
+            String::from_utf8_lossy(&self.head),
+            String::from_utf8_lossy(&self.tail)
+        )
     }
 
     /// The full `initialize` response for a client request with id `raw_id`.
@@ -171,8 +204,10 @@ struct Warm {
 /// A process serving several sessions (shared binding).
 struct SharedProc {
     upstream: Arc<Upstream>,
-    init: Arc<InitCache>,
-    subscribers: Subscribers,
+    init: Option<Arc<InitCache>>,
+    /// Where its messages about no request go (sessions mode only).
+    subscribers: Option<Subscribers>,
+    /// Leases on it: sessions, or requests in flight (stateless).
     sessions: usize,
 }
 
@@ -212,6 +247,9 @@ struct Latency {
 
 struct Inner {
     spec: ServerSpec,
+    kind: PoolKind,
+    /// Stateless pools: what their processes announce, for listeners.
+    announcements: Option<tokio::sync::broadcast::Sender<Announcement>>,
     log: ServerLog,
     state: Mutex<State>,
     /// Kept apart from `state`: every call records here.
@@ -225,6 +263,31 @@ struct Inner {
 impl Inner {
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether several leases share a process.
+    fn shares(&self) -> bool {
+        self.spec.serial || self.stateless()
+    }
+
+    fn stateless(&self) -> bool {
+        matches!(self.kind, PoolKind::Stateless { .. })
+    }
+
+    /// Whether Berth initializes each process before handing it out.
+    fn preinitializes(&self) -> bool {
+        self.spec.pool.preinitialize
+            || self.spec.serial
+            || self.kind == PoolKind::Stateless { bridge: true }
+    }
+
+    /// Processes a stateless pool keeps while in use.
+    fn stateless_target(&self) -> usize {
+        self.spec
+            .pool
+            .min_ready
+            .max(1)
+            .min(self.spec.pool.max_processes)
     }
 }
 
@@ -400,9 +463,24 @@ const LATENCY_WINDOW: usize = 1024;
 impl Pool {
     /// Creates the pool and starts its maintenance task.
     pub fn start(spec: ServerSpec, log: ServerLog) -> Pool {
+        Pool::start_kind(spec, log, PoolKind::Sessions)
+    }
+
+    /// A pool for 2026-07-28 stateless requests (see [`PoolKind::Stateless`]).
+    /// It starts with no process and spawns its first on first use, so a
+    /// server that only handshake-era clients call never runs twice as many.
+    pub fn start_stateless(mut spec: ServerSpec, log: ServerLog, bridge: bool) -> Pool {
+        spec.serial = false;
+        Pool::start_kind(spec, log, PoolKind::Stateless { bridge })
+    }
+
+    fn start_kind(spec: ServerSpec, log: ServerLog, kind: PoolKind) -> Pool {
         let now = Instant::now();
+        let stateless = matches!(kind, PoolKind::Stateless { .. });
         let inner = Arc::new(Inner {
             spec,
+            kind,
+            announcements: stateless.then(|| tokio::sync::broadcast::channel(ANNOUNCEMENTS_KEPT).0),
             log,
             state: Mutex::new(State {
                 ready: VecDeque::new(),
@@ -418,7 +496,7 @@ impl Pool {
                 failed: None,
                 restarts: 0,
                 last_used: now,
-                scaled_to_zero: false,
+                scaled_to_zero: stateless,
             }),
             latency: Mutex::new(Latency::default()),
             reaped: Notify::new(),
@@ -433,6 +511,16 @@ impl Pool {
         &self.inner.spec
     }
 
+    pub fn kind(&self) -> PoolKind {
+        self.inner.kind
+    }
+
+    /// Listens to what a stateless pool's processes announce outside any
+    /// request (`None` for a sessions pool, whose sessions hear it themselves).
+    pub fn announcements(&self) -> Option<tokio::sync::broadcast::Receiver<Announcement>> {
+        self.inner.announcements.as_ref().map(|tx| tx.subscribe())
+    }
+
     pub fn log(&self) -> &ServerLog {
         &self.inner.log
     }
@@ -442,7 +530,7 @@ impl Pool {
     /// initialized if none is yet). The receiver carries the process's
     /// messages that concern no request.
     pub async fn acquire(&self) -> Result<(Lease, Unsolicited), AcquireError> {
-        if !self.inner.spec.serial {
+        if !self.inner.shares() {
             return self.acquire_exclusive();
         }
         let deadline = Instant::now() + self.inner.spec.init_timeout;
@@ -474,19 +562,22 @@ impl Pool {
             return Ok(None);
         };
         shared.sessions += 1;
+        // A stateless lease hears nothing outside its request: the pool's
+        // announcements carry that (the receiver here just closes).
         let (tx, rx) = mpsc::unbounded_channel();
-        shared
-            .subscribers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(tag, tx);
+        if let Some(subscribers) = &shared.subscribers {
+            subscribers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(tag, tx);
+        }
         let lease = Lease {
             pool: inner.clone(),
             upstream: shared.upstream.clone(),
-            init: Some(shared.init.clone()),
+            init: shared.init.clone(),
             released: AtomicBool::new(false),
             tag,
-            subscribers: Some(shared.subscribers.clone()),
+            subscribers: shared.subscribers.clone(),
         };
         state.next_tag += 1;
         Ok(Some((lease, rx)))
@@ -496,7 +587,6 @@ impl Pool {
         let inner = &self.inner;
         let mut state = inner.state();
         admit(inner, &mut state)?;
-        state.scaled_to_zero = false;
         // Most recently readied first: the warmest, least likely frozen.
         while let Some(warm) = state.ready.pop_back() {
             if warm.upstream.closed().is_some() {
@@ -646,6 +736,10 @@ fn admit(inner: &Inner, state: &mut State) -> Result<(), AcquireError> {
         return Err(AcquireError::Failed(failure.clone()));
     }
     state.last_used = Instant::now();
+    if state.scaled_to_zero {
+        state.scaled_to_zero = false;
+        inner.wake.notify_one();
+    }
     Ok(())
 }
 
@@ -780,6 +874,7 @@ fn maintain_once(inner: &Arc<Inner>) {
     let now = Instant::now();
     let mut state = inner.state();
     let mut stop = VecDeque::new();
+    let mut stop_shared = Vec::new();
 
     // Waiting processes: drop dead ones, answer what they ask, freeze idle ones.
     let mut keep = VecDeque::with_capacity(state.ready.len());
@@ -815,10 +910,14 @@ fn maintain_once(inner: &Arc<Inner>) {
         && !state.scaled_to_zero
         && now.duration_since(state.last_used) >= after
         && !state.procs.values().any(|p| p.state == ProcState::Leased)
+        && !(inner.stateless() && state.shared.iter().any(|p| p.sessions > 0))
     {
         state.scaled_to_zero = true;
         stop = std::mem::take(&mut state.ready);
-        if !stop.is_empty() {
+        if inner.stateless() {
+            stop_shared = std::mem::take(&mut state.shared);
+        }
+        if !stop.is_empty() || !stop_shared.is_empty() {
             inner.log.push(
                 None,
                 LogSource::Lifecycle,
@@ -834,6 +933,8 @@ fn maintain_once(inner: &Arc<Inner>) {
         0
     } else if inner.spec.serial {
         config.max_processes
+    } else if inner.stateless() {
+        inner.stateless_target()
     } else {
         config.min_ready
     };
@@ -855,48 +956,69 @@ fn maintain_once(inner: &Arc<Inner>) {
     }
     drop(state);
     drain(inner, stop, "scaled to zero");
+    for shared in stop_shared {
+        tokio::spawn(async move { shared.upstream.shutdown("scaled to zero").await });
+    }
 }
 
 /// Initializes a new process (when configured) and adds it to the ready set.
 async fn warm_up(inner: Arc<Inner>, upstream: Arc<Upstream>, unsolicited: Unsolicited) {
-    let init = if inner.spec.pool.preinitialize || inner.spec.serial {
-        match preinitialize(&upstream, inner.spec.init_timeout).await {
-            Ok(init) => Some(Arc::new(init)),
-            Err(failure) => {
+    let prepared = if inner.preinitializes() {
+        let capabilities = if inner.stateless() {
+            BRIDGE_CAPABILITIES
+        } else {
+            PREINIT_CAPABILITIES
+        };
+        preinitialize(&upstream, inner.spec.init_timeout, capabilities)
+            .await
+            .map(|init| Some(Arc::new(init)))
+    } else if inner.stateless() {
+        crate::era::open_listen(&upstream, inner.spec.init_timeout)
+            .await
+            .map(|()| None)
+    } else {
+        Ok(None)
+    };
+    let init = match prepared {
+        Ok(init) => init,
+        Err(failure) => {
+            {
                 inner.log.push(
                     Some(upstream.pid()),
                     LogSource::Lifecycle,
                     format!("pre-initialization failed: {}", failure.message),
                 );
-                {
-                    let mut state = inner.state();
-                    state.starting -= 1;
-                    // An exit is counted by the process watch; a bad answer is a crash too.
-                    if upstream.closed().is_none() {
-                        let stderr = inner.log.last_stderr(upstream.pid(), 10);
-                        note_crash(&inner, &mut state, &failure.message, stderr);
-                    }
+                let mut state = inner.state();
+                state.starting -= 1;
+                // An exit is counted by the process watch; a bad answer is a crash too.
+                if upstream.closed().is_none() {
+                    let stderr = inner.log.last_stderr(upstream.pid(), 10);
+                    note_crash(&inner, &mut state, &failure.message, stderr);
                 }
-                upstream.shutdown("pre-initialization failed").await;
-                return;
             }
+            upstream.shutdown("pre-initialization failed").await;
+            return;
         }
-    } else {
-        None
     };
     let now = Instant::now();
     let stopping = {
         let mut state = inner.state();
         state.starting -= 1;
         let stopping = inner.stopping.is_cancelled();
-        if !stopping && inner.spec.serial {
+        if !stopping && inner.shares() {
             if let Some(p) = state.procs.get_mut(&upstream.pid()) {
                 p.state = ProcState::Shared;
                 p.since = now;
             }
-            let subscribers = Subscribers::default();
-            tokio::spawn(fan_out(upstream.clone(), unsolicited, subscribers.clone()));
-            let init = init.expect("shared processes are pre-initialized");
+            let audience = match &inner.announcements {
+                Some(tx) => Audience::Listeners(tx.clone()),
+                None => Audience::Sessions(Subscribers::default()),
+            };
+            let subscribers = match &audience {
+                Audience::Sessions(s) => Some(s.clone()),
+                Audience::Listeners(_) => None,
+            };
+            tokio::spawn(fan_out(upstream.clone(), unsolicited, audience));
             state.shared.push(SharedProc {
                 upstream: upstream.clone(),
                 init,
@@ -924,34 +1046,56 @@ async fn warm_up(inner: Arc<Inner>, upstream: Arc<Upstream>, unsolicited: Unsoli
     }
 }
 
-/// Hands a shared process's messages about no request to every session on
-/// it; answers its requests itself (none can be tied to one session). When
-/// the process is gone, its sessions' channels close.
-async fn fan_out(upstream: Arc<Upstream>, mut unsolicited: Unsolicited, subscribers: Subscribers) {
+/// Who hears a shared process's messages about no request.
+enum Audience {
+    /// Every session on it.
+    Sessions(Subscribers),
+    /// The stateless pool's listeners.
+    Listeners(tokio::sync::broadcast::Sender<Announcement>),
+}
+
+/// Hands a shared process's messages about no request to its audience;
+/// answers its requests itself (none can be tied to one client). When the
+/// process is gone, its sessions' channels close.
+async fn fan_out(upstream: Arc<Upstream>, mut unsolicited: Unsolicited, audience: Audience) {
     while let Some(msg) = unsolicited.recv().await {
         if msg.kind == Kind::Request {
             answer_as_berth(&upstream, &msg);
             continue;
         }
-        for tx in subscribers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-        {
-            let _ = tx.send(msg.clone());
+        match &audience {
+            Audience::Sessions(subscribers) => {
+                for tx in subscribers
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .values()
+                {
+                    let _ = tx.send(msg.clone());
+                }
+            }
+            // No listener is not an error: the announcement concerns no one.
+            Audience::Listeners(tx) => {
+                let _ = tx.send(Arc::from(msg));
+            }
         }
     }
-    subscribers
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clear();
+    if let Audience::Sessions(subscribers) = audience {
+        subscribers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
 }
 
 /// Berth's own `initialize`, on behalf of a client to come.
-async fn preinitialize(upstream: &Upstream, timeout: Duration) -> Result<InitCache, Failure> {
+async fn preinitialize(
+    upstream: &Upstream,
+    timeout: Duration,
+    capabilities: &str,
+) -> Result<InitCache, Failure> {
     let params = serde_json::json!({
         "protocolVersion": ProtocolVersion::LATEST.as_str(),
-        "capabilities": serde_json::from_str::<serde_json::Value>(PREINIT_CAPABILITIES).unwrap_or_default(),
+        "capabilities": serde_json::from_str::<serde_json::Value>(capabilities).unwrap_or_default(),
         "clientInfo": { "name": "berth", "version": env!("CARGO_PKG_VERSION") },
     });
     let answer = upstream

@@ -368,6 +368,8 @@ fn is_unrelated(method: Option<&str>) -> bool {
                 | "notifications/resources/list_changed"
                 | "notifications/tools/list_changed"
                 | "notifications/prompts/list_changed"
+                // 2026-07-28: the answer to Berth's own `subscriptions/listen`.
+                | "notifications/subscriptions/acknowledged"
         )
     )
 }
@@ -385,7 +387,7 @@ pub struct Upstream {
 
 /// Ids of requests Berth itself sends: a prefix no client would pick by
 /// chance, a per-gateway random part, and a counter.
-fn gateway_request_id() -> String {
+pub(crate) fn gateway_request_id() -> String {
     static NEXT: AtomicU64 = AtomicU64::new(1);
     static NONCE: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
     let nonce = NONCE.get_or_init(|| {

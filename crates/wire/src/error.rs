@@ -24,6 +24,14 @@ impl ErrorCode {
     pub const REQUEST_TIMEOUT: i64 = -32004;
     /// No capacity to serve the request right now.
     pub const UNAVAILABLE: i64 = -32005;
+    /// Resource not found, as handshake-era servers say it (2026-07-28 uses -32602).
+    pub const RESOURCE_NOT_FOUND_LEGACY: i64 = -32002;
+    /// 2026-07-28: an HTTP header disagrees with the body, or is missing.
+    pub const HEADER_MISMATCH: i64 = -32020;
+    /// 2026-07-28: the request needs a client capability it did not declare.
+    pub const MISSING_REQUIRED_CLIENT_CAPABILITY: i64 = -32021;
+    /// 2026-07-28: the request names a protocol version the server does not speak.
+    pub const UNSUPPORTED_PROTOCOL_VERSION: i64 = -32022;
 }
 
 #[derive(Serialize)]

@@ -10,6 +10,7 @@
 mod envelope;
 mod error;
 mod lines;
+pub mod modern;
 mod sse;
 mod version;
 

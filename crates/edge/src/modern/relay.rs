@@ -1,0 +1,343 @@
+//! One stateless request relayed to a process of the server's stateless
+//! pool, and what the process says about it relayed back: a JSON answer, or
+//! an SSE stream when progress or log messages come first.
+//!
+//! The process is shared by many clients at once, so the request's id and
+//! progress token are rewritten on the way in and restored on the way out
+//! (by the fleet). A client that closes its response stream cancels the
+//! request: the process is sent `notifications/cancelled`, and anything it
+//! says later about the request is dropped.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use berth_fleet::{Delivery, Exchange, Lease};
+use berth_wire::modern::{error_code, is_cacheable, log_level_rank, message_level};
+use berth_wire::{ErrorCode, Kind, Message, SseEvent, error_response};
+use bytes::Bytes;
+use tokio::time::Instant;
+
+use super::backend::{Ready, acquire_refusal};
+use crate::authz::ToolFilter;
+use crate::error::{status_for_code, status_for_failure};
+use crate::gateway::{Gateway, Server};
+use crate::reply::{failure_body, json};
+use crate::streamable::humanize;
+
+/// Methods a handshake-era server can answer for a stateless client.
+pub(crate) fn bridgeable(method: &str) -> bool {
+    matches!(
+        method,
+        "tools/list"
+            | "tools/call"
+            | "resources/list"
+            | "resources/templates/list"
+            | "resources/read"
+            | "prompts/list"
+            | "prompts/get"
+            | "completion/complete"
+    )
+}
+
+/// What the edge knows about the request beyond its bytes.
+pub(crate) struct Request {
+    pub(crate) method: String,
+    /// The lowest log level the client asked to hear (`_meta.logLevel`);
+    /// without it, no log message reaches the client.
+    pub(crate) log_level: Option<u8>,
+    /// Hides tools the caller may not call from a `tools/list` answer.
+    pub(crate) filter: Option<ToolFilter>,
+}
+
+/// A request on a process. Dropped before its answer (the client went
+/// away, or the request timed out), it cancels the request on the process.
+struct InFlight {
+    exchange: Exchange,
+    lease: Lease,
+    settled: bool,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.lease
+                .cancel(self.exchange.id(), "the client closed the response stream");
+        }
+    }
+}
+
+/// What goes back to the client next.
+enum Out {
+    /// A notification about the request (progress, a log message).
+    Interim(Bytes),
+    /// The answer, and the status it would have as a JSON reply.
+    Final(Bytes, StatusCode),
+}
+
+/// The relay's state between two deliveries.
+struct Relay {
+    gw: Arc<Gateway>,
+    server: Arc<Server>,
+    flight: InFlight,
+    request: Request,
+    raw_id: String,
+    /// Stamped on a bridged server's results.
+    bridge: Option<Option<String>>,
+    started: Instant,
+    deadline: Instant,
+    hard_deadline: Instant,
+    timeout: Duration,
+    done: bool,
+}
+
+/// Relays `msg` and answers with what the process says.
+pub(crate) async fn relay(
+    gw: Arc<Gateway>,
+    server: Arc<Server>,
+    ready: &Ready,
+    msg: Message,
+    request: Request,
+) -> Response {
+    let raw_id = msg.raw_id().unwrap_or_else(|| "null".into());
+    let (lease, _) = match ready.pool.acquire().await {
+        Ok(taken) => taken,
+        Err(e) => {
+            return acquire_refusal(&server.spec.name, Some(&raw_id), e).into_response();
+        }
+    };
+    let exchange = match lease.call(&msg) {
+        Ok(exchange) => exchange,
+        Err(failure) => {
+            return json(
+                status_for_failure(failure.code),
+                failure_body(Some(&raw_id), &failure),
+            );
+        }
+    };
+    let bridge = if ready.bridged() {
+        let info = ready
+            .discovery()
+            .await
+            .ok()
+            .and_then(|d| d.server_info.clone());
+        Some(info)
+    } else {
+        None
+    };
+    let timeout = gw.config().request_timeout;
+    let now = Instant::now();
+    let mut relay = Relay {
+        gw,
+        server,
+        flight: InFlight {
+            exchange,
+            lease,
+            settled: false,
+        },
+        request,
+        raw_id,
+        bridge,
+        started: now,
+        deadline: now + timeout,
+        hard_deadline: now + timeout * 10,
+        timeout,
+        done: false,
+    };
+    match relay.next().await {
+        Some(Out::Final(bytes, status)) => json(status, bytes),
+        Some(Out::Interim(first)) => relay.into_sse(first),
+        None => json(
+            StatusCode::BAD_GATEWAY,
+            error_response(
+                Some(&relay.raw_id),
+                ErrorCode::UPSTREAM_CLOSED,
+                "the request ended without an answer",
+                None,
+            ),
+        ),
+    }
+}
+
+impl Relay {
+    /// The next thing for the client; `None` once the answer was given.
+    async fn next(&mut self) -> Option<Out> {
+        if self.done {
+            return None;
+        }
+        loop {
+            let delivery =
+                tokio::time::timeout_at(self.deadline, self.flight.exchange.next()).await;
+            match delivery {
+                Ok(Some(Delivery::Message(m))) => {
+                    if let Some(out) = self.interim(m) {
+                        return Some(out);
+                    }
+                }
+                Ok(Some(Delivery::Response(m))) => {
+                    self.settle();
+                    return Some(self.answer(m.bytes));
+                }
+                Ok(Some(Delivery::Failed(f))) => {
+                    self.settle();
+                    return Some(Out::Final(
+                        failure_body(Some(&self.raw_id), &f),
+                        status_for_failure(f.code),
+                    ));
+                }
+                Ok(None) => {
+                    self.settle();
+                    return None;
+                }
+                Err(_) => {
+                    let message = format!(
+                        "Request timed out: server `{}` did not answer within {} (request_timeout); the request was cancelled",
+                        self.server.spec.name,
+                        humanize(self.timeout)
+                    );
+                    // Dropping the flight unsettled cancels it on the process.
+                    self.done = true;
+                    return Some(Out::Final(
+                        error_response(
+                            Some(&self.raw_id),
+                            ErrorCode::REQUEST_TIMEOUT,
+                            &message,
+                            None,
+                        ),
+                        StatusCode::GATEWAY_TIMEOUT,
+                    ));
+                }
+            }
+        }
+    }
+
+    fn settle(&mut self) {
+        self.done = true;
+        self.flight.settled = true;
+        self.flight.lease.record_latency(self.started.elapsed());
+    }
+
+    /// What a message from the process about the request becomes.
+    fn interim(&mut self, m: Message) -> Option<Out> {
+        match (m.kind, m.method()) {
+            (Kind::Notification, Some("notifications/progress")) => {
+                self.deadline = (Instant::now() + self.timeout).min(self.hard_deadline);
+                Some(Out::Interim(m.bytes))
+            }
+            (Kind::Notification, Some("notifications/message")) => {
+                let wanted = self.request.log_level?;
+                let level = message_level(&m.bytes).and_then(|l| log_level_rank(&l));
+                (level.unwrap_or(u8::MAX) >= wanted).then_some(Out::Interim(m.bytes))
+            }
+            (Kind::Request, method) => {
+                // A stateless client is never sent a request: the process
+                // must hear at once that nobody will answer.
+                let method = method.unwrap_or_default();
+                tracing::debug!(server = %self.server.spec.name, method, "refused a server request on a stateless request");
+                let reply = error_response(
+                    m.raw_id().as_deref(),
+                    ErrorCode::METHOD_NOT_FOUND,
+                    &format!(
+                        "`{method}` cannot reach this client: it speaks MCP 2026-07-28, where servers ask for input with input_required results, and Berth bridges this handshake-era server without a session"
+                    ),
+                    None,
+                );
+                if let Ok(reply) = Message::parse(reply) {
+                    let _ = self.flight.lease.send(&reply);
+                }
+                None
+            }
+            (_, method) => {
+                tracing::debug!(server = %self.server.spec.name, method = method.unwrap_or_default(), "dropped a notification that no stateless client asked for");
+                None
+            }
+        }
+    }
+
+    /// The process's answer as the client gets it.
+    fn answer(&self, bytes: Bytes) -> Out {
+        let mut bytes = match &self.request.filter {
+            Some(filter) => filter.apply(bytes),
+            None => bytes,
+        };
+        let code = error_code(&bytes);
+        if let Some(server_info) = &self.bridge {
+            match code {
+                None => {
+                    if let Some(modern) = berth_wire::modern::modernize_result(
+                        &bytes,
+                        is_cacheable(&self.request.method),
+                        server_info.as_deref(),
+                    ) {
+                        bytes = modern;
+                    }
+                }
+                // 2026-07-28 says "resource not found" with -32602.
+                Some(ErrorCode::RESOURCE_NOT_FOUND_LEGACY)
+                    if self.request.method == "resources/read" =>
+                {
+                    if let Some(fixed) =
+                        berth_wire::modern::with_error_code(&bytes, ErrorCode::INVALID_PARAMS)
+                    {
+                        return Out::Final(fixed, StatusCode::BAD_REQUEST);
+                    }
+                }
+                Some(_) => {}
+            }
+        }
+        let status = code.map_or(StatusCode::OK, status_for_code);
+        Out::Final(bytes, status)
+    }
+
+    /// Streams the rest of the exchange, `first` first.
+    fn into_sse(self, first: Bytes) -> Response {
+        let keepalive = self.gw.config().sse_keepalive;
+        let state = (
+            self,
+            Some(first),
+            tokio::time::interval_at(Instant::now() + keepalive, keepalive),
+        );
+        let body = futures::stream::unfold(state, |(mut relay, first, mut tick)| async move {
+            if let Some(first) = first {
+                let event = SseEvent::frame(None, None, &first);
+                return Some((
+                    Ok::<_, std::convert::Infallible>(event),
+                    (relay, None, tick),
+                ));
+            }
+            if relay.done {
+                return None;
+            }
+            let event = tokio::select! {
+                out = relay.next() => match out? {
+                    Out::Interim(b) | Out::Final(b, _) => SseEvent::frame(None, None, &b),
+                },
+                _ = tick.tick() => Bytes::from_static(b": keep-alive\n\n"),
+            };
+            Some((Ok(event), (relay, None, tick)))
+        });
+        sse_response(Body::from_stream(body))
+    }
+}
+
+/// A 200 carrying an SSE body.
+pub(crate) fn sse_response(body: Body) -> Response {
+    (
+        StatusCode::OK,
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/event-stream"),
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+            (
+                header::HeaderName::from_static("x-accel-buffering"),
+                HeaderValue::from_static("no"),
+            ),
+        ],
+        body,
+    )
+        .into_response()
+}
