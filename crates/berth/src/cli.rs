@@ -203,21 +203,47 @@ pub async fn ps(args: &AdminArgs, json: bool) -> anyhow::Result<()> {
         if let Some(failure) = &s.pool.failure {
             println!("  ! {failure}");
         }
-        for p in &s.pool.processes {
-            let state = serde_json::to_value(p.state)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default();
+        let era = match (&s.era, &s.era_reason) {
+            (Some(era), Some(why)) => format!("{era} ({why})"),
+            (Some(era), None) => era.clone(),
+            (None, _) => "probing".into(),
+        };
+        println!("  era: {era}");
+        print_processes(&s.pool.processes);
+        if let Some(pool) = s
+            .stateless
+            .as_ref()
+            .filter(|p| !p.processes.is_empty() || p.calls > 0)
+        {
             println!(
-                "  pid {:<8} {:<9} {:>8.1}s  generation {}",
-                p.pid,
-                state,
-                p.age_ms as f64 / 1000.0,
-                p.generation
+                "  stateless (2026-07-28) pool: {} calls, p50 {}, p99 {}",
+                pool.calls,
+                ms(pool.p50_ms),
+                ms(pool.p99_ms)
             );
+            if let Some(failure) = &pool.failure {
+                println!("  ! {failure}");
+            }
+            print_processes(&pool.processes);
         }
     }
     Ok(())
+}
+
+fn print_processes(processes: &[berth_fleet::ProcessReport]) {
+    for p in processes {
+        let state = serde_json::to_value(p.state)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        println!(
+            "  pid {:<8} {:<9} {:>8.1}s  generation {}",
+            p.pid,
+            state,
+            p.age_ms as f64 / 1000.0,
+            p.generation
+        );
+    }
 }
 
 pub async fn logs(

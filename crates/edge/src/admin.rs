@@ -34,6 +34,16 @@ pub struct ServerStatus {
     #[serde(flatten)]
     pub pool: PoolReport,
     pub sessions: usize,
+    /// The era the server's probe found: `2026-07-28` or `handshake-only`
+    /// (`None` while the probe runs).
+    #[serde(default)]
+    pub era: Option<String>,
+    /// Why the probe judged it handshake-only.
+    #[serde(default)]
+    pub era_reason: Option<String>,
+    /// The pool serving 2026-07-28 requests (modern, or a bridge).
+    #[serde(default)]
+    pub stateless: Option<PoolReport>,
 }
 
 /// The admin API. `extra` routes (the built-in issuer's, say) are served
@@ -97,9 +107,17 @@ async fn status(State(admin): State<Arc<Admin>>) -> Response {
         .gateway
         .servers()
         .iter()
-        .map(|s| ServerStatus {
-            pool: s.pool.report(),
-            sessions: sessions.get(&s.spec.name).copied().unwrap_or(0),
+        .map(|s| {
+            let (era, era_reason) = s
+                .era()
+                .map_or((None, None), |(label, why)| (Some(label.to_owned()), why));
+            ServerStatus {
+                pool: s.pool.report(),
+                sessions: sessions.get(&s.spec.name).copied().unwrap_or(0),
+                era,
+                era_reason,
+                stateless: s.stateless_pool().map(|p| p.report()),
+            }
         })
         .collect();
     axum::Json(serde_json::json!({ "servers": servers })).into_response()

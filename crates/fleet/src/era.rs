@@ -159,7 +159,11 @@ pub(crate) fn own_params(extra: serde_json::Value) -> serde_json::Value {
 pub async fn probe(spec: &ServerSpec, log: &ServerLog, timeout: Duration) -> Era {
     let (upstream, _unsolicited) = match Upstream::spawn(spec, log.clone()) {
         Ok(spawned) => spawned,
-        Err(e) => return Era::HandshakeOnly(format!("the era probe could not start it: {e}")),
+        Err(e) => {
+            let era = Era::HandshakeOnly(format!("the era probe could not start it: {e}"));
+            log.push(None, LogSource::Lifecycle, format!("era probe: {e}"));
+            return era;
+        }
     };
     let pid = upstream.pid();
     let answer = upstream

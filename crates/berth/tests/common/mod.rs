@@ -101,10 +101,37 @@ impl Berth {
         let dir = tempfile::tempdir().expect("temp dir");
         let config = dir.path().join("berth.toml");
         std::fs::write(&config, config_text(dir.path(), gateway, servers)).expect("write config");
-        Berth::spawn(
+        let berth = Berth::spawn(
             &["serve", "--config", config.to_str().expect("utf-8 path")],
             dir,
-        )
+        );
+        berth.wait_for_era_probes(Duration::from_secs(30));
+        berth
+    }
+
+    /// Waits until every server's era probe (a throwaway process started
+    /// with the gateway) is done, so tests that count processes start from
+    /// a settled fleet.
+    pub fn wait_for_era_probes(&self, within: Duration) {
+        let deadline = std::time::Instant::now() + within;
+        while std::time::Instant::now() < deadline {
+            let (ok, out) = self.cli(&["ps", "--json"]);
+            let json = out.find('[').map_or("", |i| &out[i..]);
+            let Ok(servers) = serde_json::from_str::<Vec<serde_json::Value>>(json) else {
+                if !ok {
+                    return;
+                }
+                continue;
+            };
+            if servers.iter().all(|s| !s["era"].is_null()) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "era probes did not finish within {within:?}; log:\n{}",
+            self.log()
+        );
     }
 
     /// Starts `berth` with raw arguments (e.g. `serve --listen ...` on the embedded default).
@@ -478,5 +505,55 @@ impl Raw {
             req = req.header("mcp-session-id", s);
         }
         req.send().await.expect("DELETE").status().as_u16()
+    }
+}
+
+/// The 2026-07-28 revision's version string.
+pub const MODERN: &str = "2026-07-28";
+
+/// A 2026-07-28 request: `params` with the `_meta` envelope added.
+pub fn modern_body(id: serde_json::Value, method: &str, params: serde_json::Value) -> String {
+    let mut params = params;
+    let meta = params
+        .as_object_mut()
+        .expect("params is an object")
+        .entry("_meta")
+        .or_insert_with(|| serde_json::json!({}));
+    meta["io.modelcontextprotocol/protocolVersion"] = MODERN.into();
+    meta["io.modelcontextprotocol/clientCapabilities"] = serde_json::json!({});
+    meta["io.modelcontextprotocol/clientInfo"] =
+        serde_json::json!({"name": "berth-tests", "version": "1"});
+    serde_json::json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}).to_string()
+}
+
+/// The headers that mirror a 2026-07-28 request (`name`: Mcp-Name, if any).
+pub fn modern_headers(method: &str, name: Option<&str>) -> Vec<(&'static str, String)> {
+    let mut headers = vec![
+        ("mcp-protocol-version", MODERN.to_string()),
+        ("mcp-method", method.to_string()),
+    ];
+    if let Some(name) = name {
+        headers.push(("mcp-name", name.to_string()));
+    }
+    headers
+}
+
+impl Raw {
+    /// A well-formed 2026-07-28 request (headers mirroring the body).
+    pub async fn modern(
+        &self,
+        id: serde_json::Value,
+        method: &str,
+        params: serde_json::Value,
+    ) -> Reply {
+        let name = params
+            .get("name")
+            .or_else(|| params.get("uri"))
+            .and_then(|v| v.as_str())
+            .map(str::to_owned);
+        let headers = modern_headers(method, name.as_deref());
+        let extra: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        self.post_with(modern_body(id, method, params), &extra)
+            .await
     }
 }

@@ -12,6 +12,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::reply::{Refusal, failure_body, rpc_error};
 
+/// Era probes running at once, gateway-wide.
+static PROBES: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(4);
+
 /// The stateless side of one server. Probes the server's era once, in the
 /// background from the moment the server is configured; requests that come
 /// before the verdict wait for it.
@@ -97,6 +100,8 @@ impl Stateless {
         let ready = self
             .ready
             .get_or_init(|| async {
+                // A gateway starting with many servers probes a few at a time.
+                let _turn = PROBES.acquire().await;
                 let era = berth_fleet::probe(&self.spec, &self.log, self.spec.init_timeout).await;
                 let bridge = matches!(era, Era::HandshakeOnly(_));
                 let pool = Pool::start_stateless(self.spec.clone(), self.log.clone(), bridge);

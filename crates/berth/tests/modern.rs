@@ -1,0 +1,448 @@
+//! MCP 2026-07-28 through Berth, on the wire: stateless requests beside
+//! sessions on the same endpoint, the revision's header and `_meta` rules
+//! with its status codes, many concurrent clients sharing a small pool, and
+//! a handshake-only server (npm `server-everything`) bridged for clients
+//! pinned to the new revision.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{Value, json};
+
+/// The built-in demo server (rmcp 3.x: speaks both eras over stdio).
+fn demo(name: &str, pool: &str) -> String {
+    format!(
+        "[servers.{name}]\ncommand = {:?}\nargs = [\"builtin\", \"demo\"]\n{pool}\n",
+        berth_bin().display().to_string()
+    )
+}
+
+fn result_text(reply: &Reply) -> String {
+    let body = if reply.content_type().starts_with("text/event-stream") {
+        reply.sse_messages().pop().expect("an answer")
+    } else {
+        reply.json()
+    };
+    body["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no text in {body}"))
+        .to_owned()
+}
+
+fn assert_error(reply: &Reply, status: u16, code: i64, id: Value) {
+    assert_eq!(reply.status, status, "status of {}", reply.body);
+    let body = reply.json();
+    assert_eq!(body["error"]["code"], code, "code of {body}");
+    assert_eq!(body["id"], id, "id of {body}");
+    assert!(
+        !body["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .is_empty(),
+        "an error says why: {body}"
+    );
+    assert!(
+        reply.headers.get("mcp-session-id").is_none(),
+        "no session id is minted in the stateless era"
+    );
+}
+
+#[tokio::test]
+async fn both_eras_on_one_endpoint_and_no_session_for_modern_requests() {
+    let berth = Berth::start("", &demo("demo", ""));
+    let mut raw = Raw::new(berth.url("demo"));
+
+    let discover = raw.modern(json!(1), "server/discover", json!({})).await;
+    assert_eq!(discover.status, 200, "{}", discover.body);
+    assert!(discover.headers.get("mcp-session-id").is_none());
+    let result = &discover.json()["result"];
+    assert!(
+        result["supportedVersions"]
+            .as_array()
+            .unwrap()
+            .contains(&json!(MODERN)),
+        "{result}"
+    );
+    assert_eq!(result["resultType"], "complete");
+    assert!(
+        result["ttlMs"].is_u64() && result["cacheScope"].is_string(),
+        "{result}"
+    );
+
+    let call = raw
+        .modern(
+            json!("c-1"),
+            "tools/call",
+            json!({"name": "echo", "arguments": {"text": "modern"}}),
+        )
+        .await;
+    assert_eq!(call.status, 200, "{}", call.body);
+    assert_eq!(call.json()["id"], "c-1");
+    assert_eq!(result_text(&call), "modern");
+    assert_eq!(call.json()["result"]["resultType"], "complete");
+
+    // The same endpoint still serves the handshake era.
+    raw.initialize("2025-11-25").await;
+    let legacy = raw.call_tool(2, "echo", json!({"text": "legacy"})).await;
+    assert_eq!(result_text(&legacy), "legacy");
+    // A modern request carrying a session id is still stateless.
+    let mixed = raw
+        .modern(
+            json!(3),
+            "tools/call",
+            json!({"name": "echo", "arguments": {"text": "both"}}),
+        )
+        .await;
+    assert_eq!(result_text(&mixed), "both");
+
+    let (ok, ps) = berth.cli(&["ps"]);
+    assert!(ok && ps.contains("era: 2026-07-28"), "{ps}");
+}
+
+#[tokio::test]
+async fn bad_input_of_the_new_era_gets_the_specs_status_and_code() {
+    let berth = Berth::start("", &demo("demo", ""));
+    let raw = Raw::new(berth.url("demo"));
+    let echo = json!({"name": "echo", "arguments": {"text": "x"}});
+    let body = modern_body(json!(7), "tools/call", echo.clone());
+
+    // Headers: missing or disagreeing with the body → 400, -32020, id echoed.
+    let no_headers = raw.post_with(body.clone(), &[]).await;
+    assert_error(&no_headers, 400, -32020, json!(7));
+    let wrong_method = raw
+        .post_with(
+            body.clone(),
+            &[
+                ("mcp-protocol-version", MODERN),
+                ("mcp-method", "tools/list"),
+                ("mcp-name", "echo"),
+            ],
+        )
+        .await;
+    assert_error(&wrong_method, 400, -32020, json!(7));
+    let no_name = raw
+        .post_with(
+            body.clone(),
+            &[
+                ("mcp-protocol-version", MODERN),
+                ("mcp-method", "tools/call"),
+            ],
+        )
+        .await;
+    assert_error(&no_name, 400, -32020, json!(7));
+    let wrong_name = raw
+        .post_with(
+            body.clone(),
+            &[
+                ("MCP-Protocol-Version", MODERN),
+                ("MCP-METHOD", "tools/call"),
+                ("Mcp-Name", "add"),
+            ],
+        )
+        .await;
+    assert_error(&wrong_name, 400, -32020, json!(7));
+    let version_mismatch = raw
+        .post_with(
+            body.clone(),
+            &[
+                ("mcp-protocol-version", "2025-11-25"),
+                ("mcp-method", "tools/call"),
+                ("mcp-name", "echo"),
+            ],
+        )
+        .await;
+    assert_error(&version_mismatch, 400, -32020, json!(7));
+
+    // _meta: a missing field → -32602; an unknown version → -32022 with the supported list.
+    let headers = modern_headers("tools/list", None);
+    let extra: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let no_caps = json!({"jsonrpc":"2.0","id":8,"method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/protocolVersion": MODERN}}});
+    assert_error(
+        &raw.post_with(no_caps.to_string(), &extra).await,
+        400,
+        -32602,
+        json!(8),
+    );
+    let no_meta = json!({"jsonrpc":"2.0","id":9,"method":"tools/list","params":{}});
+    assert_error(
+        &raw.post_with(no_meta.to_string(), &extra).await,
+        400,
+        -32602,
+        json!(9),
+    );
+    let future = json!({"jsonrpc":"2.0","id":10,"method":"tools/list","params":{"_meta":{
+        "io.modelcontextprotocol/protocolVersion":"2099-01-01","io.modelcontextprotocol/clientCapabilities":{}}}});
+    let unsupported = raw.post_with(future.to_string(), &extra).await;
+    assert_error(&unsupported, 400, -32022, json!(10));
+    assert_eq!(
+        unsupported.json()["error"]["data"]["supported"],
+        json!([MODERN])
+    );
+    assert_eq!(
+        unsupported.json()["error"]["data"]["requested"],
+        "2099-01-01"
+    );
+
+    // Methods the revision removed → 404, -32601; so is a method the server lacks.
+    for method in [
+        "initialize",
+        "ping",
+        "logging/setLevel",
+        "resources/subscribe",
+        "resources/unsubscribe",
+    ] {
+        let reply = raw.modern(json!(method), method, json!({})).await;
+        assert_error(&reply, 404, -32601, json!(method));
+    }
+    let unknown = raw.modern(json!(11), "no/such-method", json!({})).await;
+    assert_error(&unknown, 404, -32601, json!(11));
+
+    // Malformed JSON, notifications, GET and DELETE.
+    let garbage = raw.post_with("{not json", &extra).await;
+    assert_error(&garbage, 400, -32700, Value::Null);
+    let note = json!({"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":1}});
+    assert_eq!(raw.post_with(note.to_string(), &extra).await.status, 202);
+    let get = raw.get(&[("mcp-protocol-version", MODERN)]).await;
+    assert_eq!(get.status().as_u16(), 405);
+    let delete = raw
+        .http
+        .delete(&raw.url)
+        .header("mcp-protocol-version", MODERN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(delete.status().as_u16(), 405);
+
+    // After all that, a good request is served.
+    let good = raw.modern(json!(12), "tools/call", echo).await;
+    assert_eq!(result_text(&good), "x");
+}
+
+#[tokio::test]
+async fn listeners_that_never_read_leave_other_clients_unaffected() {
+    let berth = Berth::start("sse_keepalive = \"50ms\"", &demo("demo", ""));
+    let raw = Raw::new(berth.url("demo"));
+    // Stalled listeners: the streams are opened and never read.
+    let mut stalled = Vec::new();
+    for i in 0..8 {
+        let body = modern_body(
+            json!(format!("listen-{i}")),
+            "subscriptions/listen",
+            json!({"notifications": {"toolsListChanged": true}}),
+        );
+        let headers = modern_headers("subscriptions/listen", None);
+        let mut request = raw.http.post(&raw.url).body(body);
+        for (k, v) in &headers {
+            request = request.header(*k, v);
+        }
+        let response = request
+            .header("accept", "application/json, text/event-stream")
+            .header("content-type", "application/json")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 200);
+        stalled.push(response);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = Instant::now();
+    let calls = (0..32).map(|i| {
+        let raw = Raw::new(berth.url("demo"));
+        async move {
+            raw.modern(
+                json!(i),
+                "tools/call",
+                json!({"name": "echo", "arguments": {"text": format!("t{i}")}}),
+            )
+            .await
+        }
+    });
+    for (i, reply) in futures::future::join_all(calls).await.iter().enumerate() {
+        assert_eq!(result_text(reply), format!("t{i}"));
+    }
+    assert!(started.elapsed() < Duration::from_secs(10));
+    drop(stalled);
+}
+
+#[tokio::test]
+async fn sixty_four_concurrent_clients_share_a_pool_of_two() {
+    let berth = Berth::start(
+        "",
+        &demo(
+            "demo",
+            "[servers.demo.pool]\nmin_ready = 2\nmax_processes = 2",
+        ),
+    );
+    let baseline_deadline = Instant::now() + Duration::from_secs(10);
+    // Every client uses the same id: answers must still reach their own caller.
+    for round in 0..3 {
+        let calls = (0..64).map(|i| {
+            let raw = Raw::new(berth.url("demo"));
+            async move {
+                let text = format!("client-{i}-round-{round}");
+                let reply = raw
+                    .modern(
+                        json!(1),
+                        "tools/call",
+                        json!({"name": "echo", "arguments": {"text": text}}),
+                    )
+                    .await;
+                (text, reply)
+            }
+        });
+        for (text, reply) in futures::future::join_all(calls).await {
+            assert_eq!(reply.status, 200, "{}", reply.body);
+            assert_eq!(reply.json()["id"], 1);
+            assert_eq!(result_text(&reply), text);
+        }
+    }
+    let (ok, status) = berth.cli(&["ps", "--json"]);
+    assert!(ok, "{status}");
+    let servers: Value = serde_json::from_str(&status).unwrap();
+    let stateless = &servers[0]["stateless"];
+    assert_eq!(
+        stateless["processes"].as_array().map(Vec::len),
+        Some(2),
+        "{stateless}"
+    );
+    assert!(stateless["calls"].as_u64().unwrap() >= 192, "{stateless}");
+    // Two warm handshake processes + two stateless ones, nothing else.
+    while berth.children().len() > 4 && Instant::now() < baseline_deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(berth.children().len() <= 4, "{:?}", berth.children());
+    let pid = berth.pid();
+    let status = berth.stop(Duration::from_secs(10));
+    assert!(status.success());
+    assert!(children_of(pid).is_empty());
+}
+
+#[tokio::test]
+async fn handshake_only_npm_server_is_bridged_for_pinned_clients() {
+    let berth = Berth::start(
+        "",
+        &npm_server(
+            "everything",
+            "@modelcontextprotocol/server-everything",
+            &["stdio"],
+            &[],
+        ),
+    );
+    let raw = Raw::new(berth.url("everything"));
+
+    let discover = raw.modern(json!(1), "server/discover", json!({})).await;
+    assert_eq!(discover.status, 200, "{}", discover.body);
+    let result = &discover.json()["result"];
+    assert!(
+        result["supportedVersions"]
+            .as_array()
+            .unwrap()
+            .contains(&json!(MODERN))
+    );
+    assert_eq!(
+        result["_meta"]["io.modelcontextprotocol/serverInfo"]["name"],
+        "mcp-servers/everything"
+    );
+
+    let tools = raw.modern(json!(2), "tools/list", json!({})).await;
+    let tools = tools.json()["result"].clone();
+    assert_eq!(tools["resultType"], "complete");
+    assert_eq!(tools["ttlMs"], 0);
+    assert_eq!(tools["cacheScope"], "private");
+    let names: Vec<&str> = tools["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    assert!(names.contains(&"echo"), "{names:?}");
+    // The bridge declares no client capability, so tools that need one stay hidden.
+    assert!(!names.contains(&"trigger-sampling-request"), "{names:?}");
+
+    let call = raw
+        .modern(
+            json!(3),
+            "tools/call",
+            json!({"name": "echo", "arguments": {"message": "bridged"}}),
+        )
+        .await;
+    assert_eq!(result_text(&call), "Echo: bridged");
+    assert_eq!(call.json()["result"]["resultType"], "complete");
+
+    let read = raw
+        .modern(
+            json!(4),
+            "resources/read",
+            json!({"uri": "demo://resource/static/document/architecture.md"}),
+        )
+        .await;
+    let read = read.json()["result"].clone();
+    assert_eq!(
+        (read["resultType"].as_str(), read["cacheScope"].as_str()),
+        (Some("complete"), Some("private"))
+    );
+    assert!(read["contents"][0]["text"].is_string(), "{read}");
+    let missing = raw
+        .modern(
+            json!(5),
+            "resources/read",
+            json!({"uri": "demo://nothing/here"}),
+        )
+        .await;
+    assert_error(&missing, 400, -32602, json!(5));
+
+    let prompt = raw
+        .modern(json!(6), "prompts/get", json!({"name": "simple-prompt"}))
+        .await;
+    assert_eq!(
+        prompt.json()["result"]["resultType"],
+        "complete",
+        "{}",
+        prompt.body
+    );
+    assert!(prompt.json()["result"]["messages"].is_array());
+
+    // Progress travels on the POST's stream, under the client's own token.
+    let progress = raw
+        .modern(
+            json!(7),
+            "tools/call",
+            json!({"name": "trigger-long-running-operation", "arguments": {"duration": 1, "steps": 3},
+                   "_meta": {"progressToken": "my-token"}}),
+        )
+        .await;
+    assert!(progress.content_type().starts_with("text/event-stream"));
+    let events = progress.sse_messages();
+    let tokens: Vec<&Value> = events
+        .iter()
+        .filter_map(|m| m["params"].get("progressToken"))
+        .collect();
+    assert_eq!(tokens, vec![&json!("my-token"); 3], "{events:?}");
+    assert_eq!(events.last().unwrap()["id"], 7);
+
+    // The sampling tool is not there for a stateless client: the answer comes at once.
+    let started = Instant::now();
+    let sampling = raw
+        .modern(
+            json!(8),
+            "tools/call",
+            json!({"name": "trigger-sampling-request", "arguments": {"prompt": "hi"}}),
+        )
+        .await;
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let body = sampling.json();
+    assert!(
+        body["result"]["isError"] == true || body["error"].is_object(),
+        "{body}"
+    );
+
+    // Methods a handshake-era server cannot serve statelessly are refused.
+    let listen_tasks = raw
+        .modern(json!(9), "tasks/get", json!({"taskId": "t"}))
+        .await;
+    assert_error(&listen_tasks, 404, -32601, json!(9));
+    let (ok, ps) = berth.cli(&["ps"]);
+    assert!(ok && ps.contains("era: handshake-only"), "{ps}");
+}
