@@ -140,7 +140,7 @@ impl Discovery {
 }
 
 /// `params` of a request Berth sends in the 2026-07-28 era on its own behalf.
-pub(crate) fn own_params(extra: serde_json::Value) -> serde_json::Value {
+pub fn own_params(extra: serde_json::Value) -> serde_json::Value {
     let mut params = serde_json::json!({
         "_meta": {
             meta::PROTOCOL_VERSION: MODERN_VERSION,

@@ -19,7 +19,7 @@ mod process;
 mod spec;
 mod upstream;
 
-pub use era::{Discovery, Era, probe};
+pub use era::{Discovery, Era, own_params, probe};
 pub use log::{LogLine, LogSource, ServerLog};
 pub use pool::{
     AcquireError, Announcement, InitCache, Lease, Pool, PoolKind, PoolReport, ProcState,

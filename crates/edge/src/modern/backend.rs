@@ -2,11 +2,17 @@
 //! and the stateless pool that era calls for (a modern pool, or a bridge of
 //! pre-initialized handshake-era processes).
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use axum::http::StatusCode;
+use berth_fleet::Delivery;
 use berth_fleet::{Discovery, Era, Pool, ServerLog, ServerSpec};
-use berth_wire::ErrorCode;
+use berth_wire::{Envelope, ErrorCode, Message};
+use bytes::Bytes;
+
+use super::params::ToolHeaders;
 use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 
@@ -33,9 +39,95 @@ pub(crate) struct Ready {
     /// The answer to `server/discover` (for a bridge: made from the first
     /// process's `initialize` result).
     discovery: OnceCell<Arc<Discovery>>,
+    /// The tools' `x-mcp-header` annotations, from a `tools/list` of Berth's
+    /// own; dropped when the server announces a new tool list.
+    tool_headers: Arc<ToolHeaderCache>,
+}
+
+#[derive(Default)]
+struct ToolHeaderCache {
+    current: RwLock<Option<Arc<ToolHeaders>>>,
+    /// Bumped by every announced change, so a list fetched before one is not kept.
+    generation: AtomicU64,
 }
 
 impl Ready {
+    fn new(era: Era, pool: Pool) -> Ready {
+        let tool_headers = Arc::new(ToolHeaderCache::default());
+        if let Some(mut announcements) = pool.announcements() {
+            let cache = Arc::downgrade(&tool_headers);
+            tokio::spawn(async move {
+                use tokio::sync::broadcast::error::RecvError;
+                loop {
+                    let changed = match announcements.recv().await {
+                        Ok(msg) => msg.method() == Some("notifications/tools/list_changed"),
+                        Err(RecvError::Lagged(_)) => true,
+                        Err(RecvError::Closed) => return,
+                    };
+                    let Some(cache) = cache.upgrade() else { return };
+                    if changed {
+                        cache.generation.fetch_add(1, Ordering::SeqCst);
+                        *cache.current.write().unwrap_or_else(|e| e.into_inner()) = None;
+                    }
+                }
+            });
+        }
+        Ready {
+            era,
+            pool,
+            discovery: OnceCell::new(),
+            tool_headers,
+        }
+    }
+
+    /// The tools' header annotations; fetched with a `tools/list` of
+    /// Berth's own when not known. `None` if the server cannot list its tools.
+    pub(crate) async fn tool_headers(&self, timeout: Duration) -> Option<Arc<ToolHeaders>> {
+        let cache = &self.tool_headers;
+        if let Some(known) = cache
+            .current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+        {
+            return Some(known);
+        }
+        let generation = cache.generation.load(Ordering::SeqCst);
+        let answer = self.own_request("tools/list", timeout).await;
+        let Some(parsed) = answer.as_deref().and_then(ToolHeaders::from_list_answer) else {
+            tracing::warn!(server = %self.pool.spec().name, "could not list the server's tools to check Mcp-Param headers");
+            return None;
+        };
+        let parsed = Arc::new(parsed);
+        if cache.generation.load(Ordering::SeqCst) == generation {
+            *cache.current.write().unwrap_or_else(|e| e.into_inner()) = Some(parsed.clone());
+        }
+        Some(parsed)
+    }
+
+    /// Sends a request of Berth's own to a process of the pool; the answer's bytes.
+    async fn own_request(&self, method: &str, timeout: Duration) -> Option<Bytes> {
+        let params = berth_fleet::own_params(serde_json::json!({}));
+        let body = serde_json::json!({"jsonrpc": "2.0", "id": "berth:own", "method": method, "params": params});
+        let msg = Message::parse(Bytes::from(body.to_string())).ok()?;
+        let (lease, _) = self.pool.acquire().await.ok()?;
+        let mut exchange = lease.call(&msg).ok()?;
+        let answer = tokio::time::timeout(timeout, async {
+            loop {
+                match exchange.next().await? {
+                    Delivery::Message(_) => continue,
+                    Delivery::Response(m) => return Some(m.bytes),
+                    Delivery::Failed(_) => return None,
+                }
+            }
+        })
+        .await
+        .ok()
+        .flatten()?;
+        Envelope::parse(&answer).ok()?.result?;
+        Some(answer)
+    }
+
     /// Whether requests are relayed to handshake-era processes.
     pub(crate) fn bridged(&self) -> bool {
         matches!(self.era, Era::HandshakeOnly(_))
@@ -105,11 +197,7 @@ impl Stateless {
                 let era = berth_fleet::probe(&self.spec, &self.log, self.spec.init_timeout).await;
                 let bridge = matches!(era, Era::HandshakeOnly(_));
                 let pool = Pool::start_stateless(self.spec.clone(), self.log.clone(), bridge);
-                Ready {
-                    era,
-                    pool,
-                    discovery: OnceCell::new(),
-                }
+                Ready::new(era, pool)
             })
             .await;
         if self.stopped.is_cancelled() {

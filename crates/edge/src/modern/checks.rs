@@ -12,12 +12,24 @@ use crate::error::EdgeError;
 const METHOD_HEADER: &str = "mcp-method";
 const NAME_HEADER: &str = "mcp-name";
 
-/// The `_meta` envelope: a version Berth serves, and the client's capabilities.
-/// An unsupported version wins over every other complaint, so a client learns
-/// first which version to retry with.
+/// The `_meta` envelope: a version Berth serves (and the version header, when
+/// sent, equal to it), and the client's capabilities. An unsupported version
+/// wins over every complaint but a disagreeing header, so a client learns
+/// early which version to retry with.
 pub(crate) fn envelope(headers: &HeaderMap, facts: &RequestFacts<'_>) -> Result<(), EdgeError> {
-    let header = headers.get(VERSION_HEADER).and_then(|v| v.to_str().ok());
+    let header = headers
+        .get(VERSION_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim);
     match &facts.protocol_version {
+        // The header must say what the body says, whatever that is.
+        Some(Ok(version)) if header.is_some_and(|h| h != version) => {
+            return Err(EdgeError::HeaderMismatch(format!(
+                "Header mismatch: MCP-Protocol-Version is {:?} but _meta[\"{}\"] is {version:?}",
+                header.unwrap_or_default(),
+                meta::PROTOCOL_VERSION
+            )));
+        }
         Some(Ok(version)) if !is_modern_version(version) => {
             return Err(EdgeError::UnsupportedVersion {
                 requested: version.to_string(),
@@ -85,7 +97,7 @@ fn expect(headers: &HeaderMap, name: &str, shown: &str, want: &str) -> Result<()
             "Header mismatch: the {shown} header is required in MCP 2026-07-28 and must be {want:?}"
         )));
     };
-    match decode_header_value(value.as_bytes()) {
+    match decode_header_value(value.as_bytes()).map(|v| v.trim().to_owned()) {
         Some(got) if got == want => Ok(()),
         Some(got) => Err(EdgeError::HeaderMismatch(format!(
             "Header mismatch: {shown} is {got:?} but the body says {want:?}"

@@ -10,6 +10,7 @@
 mod backend;
 mod checks;
 mod listen;
+mod params;
 mod relay;
 
 use std::sync::Arc;
@@ -105,6 +106,17 @@ pub(crate) async fn post(
         Verdict::Filter(filter) => Some(filter),
     };
     let ready = server.stateless.ready().await?;
+    if method == "tools/call"
+        && let Some(tools) = ready.tool_headers(gw.config().request_timeout).await
+    {
+        tools
+            .check(
+                headers,
+                facts.name.as_deref().unwrap_or_default(),
+                facts.arguments,
+            )
+            .map_err(|e| e.refusal(id))?;
+    }
     match method.as_str() {
         "server/discover" => {
             let discovery = ready.discovery().await?;
