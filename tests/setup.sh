@@ -3,6 +3,9 @@
 #
 #   tests/node/node_modules   npm ci from tests/node/package-lock.json
 #   tests/python/.venv        python3 -m venv + pip install -r tests/python/requirements.txt
+#   tests/conformance         the conformance suite 0.2.0-alpha.12 and Node 22 (setup-conformance.sh)
+#   tests/node-modern, tests/python-modern
+#                             SDK clients of the 2026-07-28 era (setup-modern-clients.sh)
 #
 # Each part is redone only when its stamp is missing or older than / different
 # from its inputs. Needs node >= 20, npm and python3 >= 3.10 on PATH; reaches only
@@ -63,5 +66,9 @@ else
   echo "$want" > "$py_stamp"
   say "python: installed"
 fi
+
+# ---- conformance 0.2 and the 2026-07-28 clients --------------------------------
+"$TESTS_DIR/setup-conformance.sh"
+"$TESTS_DIR/setup-modern-clients.sh"
 
 say "ready: node tests/node/client.mjs URL MODE | tests/python/.venv/bin/python tests/python/client.py URL MODE"

@@ -1,5 +1,7 @@
-//! The official MCP conformance suite (`@modelcontextprotocol/conformance`
-//! 0.1.13) against a stdio fixture server hosted by Berth.
+//! The official MCP conformance suite against a stdio fixture server hosted
+//! by Berth: 0.1.13 (the 2025 revisions), and 0.2.0-alpha.12 at both wires,
+//! 2026-07-28 (stateless) and 2025-11-25 (sessions), on the same endpoint of
+//! the same running gateway.
 
 mod common;
 
@@ -77,4 +79,44 @@ fn conformance_suite_passes_through_berth_and_leaves_no_process() {
     // The suite never deletes its sessions: they end by idle expiry, and every
     // process they held must be reaped with no zombie left behind.
     berth.wait_for_children(baseline, Duration::from_secs(30));
+}
+
+/// `tests/conformance/run.sh` (suite 0.2.0-alpha.12, `--suite all`) for one
+/// revision; it judges every check and fails on any FAILURE or WARNING.
+fn run_revision(berth: &Berth, spec: &str) -> String {
+    let script = repo().join("tests/conformance/run.sh");
+    let url = format!("http://localhost:{}/mcp/conformance", berth.addr.port());
+    let out_dir = berth.dir.path().join(format!("results-{spec}"));
+    let (ok, out) = run_with_timeout(
+        Command::new("bash").arg(script).args([&url, spec]).arg(&out_dir),
+        Duration::from_secs(600),
+    );
+    let summary = out
+        .lines()
+        .rev()
+        .find(|l| l.contains(" passed, "))
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        ok && summary.ends_with(" 0 failed"),
+        "conformance 0.2 at {spec} failed: {summary}\n{out}\n--- berth log ---\n{}",
+        berth.log()
+    );
+    println!("conformance 0.2.0-alpha.12 at {spec}: {summary}");
+    summary
+}
+
+#[test]
+fn conformance_0_2_passes_both_eras_on_one_endpoint() {
+    let berth = Berth::start(
+        "session_idle_timeout = \"3s\"",
+        &fixture_server("conformance", "everything"),
+    );
+    let baseline = berth.children().len();
+    assert_eq!(run_revision(&berth, "2026-07-28"), "40 passed, 0 failed");
+    assert_eq!(run_revision(&berth, "2025-11-25"), "33 passed, 0 failed");
+    let (ok, ps) = berth.cli(&["ps"]);
+    assert!(ok && ps.contains("era: 2026-07-28"), "{ps}");
+    // Sessions expire; the stateless pool keeps its one warm process.
+    berth.wait_for_children(baseline + 1, Duration::from_secs(30));
 }
