@@ -88,7 +88,10 @@ fn run_revision(berth: &Berth, spec: &str) -> String {
     let url = format!("http://localhost:{}/mcp/conformance", berth.addr.port());
     let out_dir = berth.dir.path().join(format!("results-{spec}"));
     let (ok, out) = run_with_timeout(
-        Command::new("bash").arg(script).args([&url, spec]).arg(&out_dir),
+        Command::new("bash")
+            .arg(script)
+            .args([&url, spec])
+            .arg(&out_dir),
         Duration::from_secs(600),
     );
     let summary = out

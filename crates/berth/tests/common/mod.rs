@@ -57,6 +57,17 @@ pub fn python() -> PathBuf {
     py
 }
 
+/// The Python of tests/python-modern/.venv (the `mcp` 2.3.0 SDK), installed by tests/setup.sh.
+pub fn python_modern() -> PathBuf {
+    let py = repo().join("tests/python-modern/.venv/bin/python");
+    assert!(
+        py.exists(),
+        "{} is missing: run tests/setup.sh (it installs the 2026-07-28 SDK clients)",
+        py.display()
+    );
+    py
+}
+
 /// A `[servers.NAME]` table running the fixture in `mode`.
 pub fn fixture_server(name: &str, mode: &str) -> String {
     format!(
