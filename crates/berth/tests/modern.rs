@@ -267,7 +267,8 @@ async fn listeners_that_never_read_leave_other_clients_unaffected() {
 }
 
 #[tokio::test]
-async fn sixty_four_concurrent_clients_share_a_pool_of_two() {
+async fn sixty_four_concurrent_clients_share_a_pool_of_two_each_answer_and_progress_to_its_caller()
+{
     let berth = Berth::start(
         "",
         &demo(
@@ -298,9 +299,41 @@ async fn sixty_four_concurrent_clients_share_a_pool_of_two() {
             assert_eq!(result_text(&reply), text);
         }
     }
+    // Progress: every client uses the same id and the same token too; each
+    // stream must carry exactly its own call's progress, then its answer.
+    let calls = (0..64u32).map(|i| {
+        let raw = Raw::new(berth.url("demo"));
+        async move {
+            let params = json!({"name": "countdown", "arguments": {"seconds": 0.3 + f64::from(i % 4) / 10.0},
+                                "_meta": {"progressToken": "p"}});
+            (i, raw.modern(json!(1), "tools/call", params).await)
+        }
+    });
+    for (i, reply) in futures::future::join_all(calls).await {
+        let steps = 3 + u64::from(i % 4);
+        let messages = reply.sse_messages();
+        let progress: Vec<&Value> = messages
+            .iter()
+            .filter(|m| m["method"] == "notifications/progress")
+            .collect();
+        assert_eq!(progress.len() as u64, steps, "client {i}: {messages:?}");
+        assert!(
+            progress.iter().all(|p| p["params"]["progressToken"] == "p"
+                && p["params"]["total"].as_f64() == Some(steps as f64)),
+            "client {i}: {progress:?}"
+        );
+        let answer = messages.last().unwrap();
+        assert_eq!(answer["id"], 1);
+        assert!(
+            answer["result"]["content"][0]["text"]
+                .as_str()
+                .unwrap()
+                .starts_with("counted down")
+        );
+    }
     let (ok, status) = berth.cli(&["ps", "--json"]);
     assert!(ok, "{status}");
-    let servers: Value = serde_json::from_str(&status).unwrap();
+    let servers: Value = serde_json::from_str(&status[status.find('[').unwrap_or(0)..]).unwrap();
     let stateless = &servers[0]["stateless"];
     assert_eq!(
         stateless["processes"].as_array().map(Vec::len),
