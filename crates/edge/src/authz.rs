@@ -13,13 +13,14 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use berth_auth::{Authenticator, Denial, Principal, ServerAccess};
-use berth_wire::{ErrorCode, Message};
+use berth_wire::Message;
 use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use crate::error::EdgeError;
 use crate::gateway::Gateway;
-use crate::reply::{Refusal, rpc_error};
+use crate::reply::Refusal;
 
 /// Headers that carry credentials: never passed on, whatever the upstream.
 const CREDENTIAL_HEADERS: [&str; 4] = [
@@ -71,11 +72,13 @@ pub(crate) async fn authenticate(
 
 /// The 401/403/503 for `denial`, with its bearer challenge.
 pub(crate) fn refuse(auth: &Authenticator, server: &str, denial: &Denial) -> Refusal {
-    let code = match denial {
-        Denial::Unavailable(_) => ErrorCode::UNAVAILABLE,
-        _ => ErrorCode::FORBIDDEN,
+    let error = match denial {
+        Denial::Missing | Denial::InvalidToken(_) => EdgeError::Unauthorized(denial.message()),
+        Denial::InsufficientScope(_) => EdgeError::Forbidden(denial.message()),
+        Denial::Unavailable(_) => EdgeError::Unavailable(denial.message()),
     };
-    rpc_error(denial.status(), None, code, denial.message())
+    error
+        .refusal(None)
         .with_challenge(auth.challenge(server, denial))
 }
 
@@ -118,13 +121,10 @@ pub(crate) fn authorize(
                 Ok(Verdict::Allow)
             } else {
                 let denial = Denial::InsufficientScope(missing);
-                let refusal = rpc_error(
-                    StatusCode::FORBIDDEN,
-                    msg.raw_id().as_deref(),
-                    ErrorCode::FORBIDDEN,
-                    format!("{} (to call tool `{tool}`)", denial.message()),
-                )
-                .with_challenge(auth.challenge(server, &denial));
+                let refusal =
+                    EdgeError::Forbidden(format!("{} (to call tool `{tool}`)", denial.message()))
+                        .refusal(msg.raw_id().as_deref())
+                        .with_challenge(auth.challenge(server, &denial));
                 Err(refusal)
             }
         }
@@ -191,13 +191,9 @@ pub(crate) async fn server_metadata(
         return not_protected();
     };
     if gw.server(&name).is_err() {
-        return rpc_error(
-            StatusCode::NOT_FOUND,
-            None,
-            ErrorCode::INVALID_REQUEST,
-            format!("Not Found: no server named `{name}`"),
-        )
-        .into_response();
+        return EdgeError::NotFound(format!("Not Found: no server named `{name}`"))
+            .refusal(None)
+            .into_response();
     }
     metadata_response(auth.resource_metadata(Some(&name)))
 }
@@ -211,12 +207,10 @@ pub(crate) async fn gateway_metadata(State(gw): State<Arc<Gateway>>) -> Response
 }
 
 fn not_protected() -> Response {
-    rpc_error(
-        StatusCode::NOT_FOUND,
-        None,
-        ErrorCode::INVALID_REQUEST,
-        "Not Found: this gateway does not require authorization (auth.mode = \"none\")",
+    EdgeError::NotFound(
+        "Not Found: this gateway does not require authorization (auth.mode = \"none\")".into(),
     )
+    .refusal(None)
     .into_response()
 }
 

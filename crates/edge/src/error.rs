@@ -1,27 +1,143 @@
-//! Why the edge refuses a request, as one type, and the one place that turns
-//! a JSON-RPC error code into an HTTP status.
+//! Why the edge refuses a request, as one type, and the one place that
+//! turns each reason into an HTTP status and a JSON-RPC error code: the same
+//! for 2026-07-28 stateless requests, Streamable HTTP sessions and the legacy
+//! HTTP+SSE transport.
 
 use axum::http::StatusCode;
+use berth_fleet::Failure;
 use berth_wire::ErrorCode;
 use berth_wire::modern::MODERN_VERSIONS;
 
 use crate::reply::Refusal;
 
-/// A request the edge answers itself, with an error.
+/// A request the edge answers itself, with an error. Each variant carries
+/// the message a person reads; status and code follow from the variant.
 #[derive(Debug)]
 pub(crate) enum EdgeError {
-    /// The body is not JSON (-32700).
+    /// The body is not JSON (400, -32700).
     Parse(String),
-    /// JSON, but not a request the edge can serve (-32600).
+    /// JSON, but not a request the edge can serve (400, -32600).
     InvalidRequest(String),
-    /// The request's params (its `_meta` envelope included) are wrong (-32602).
+    /// The request's params (its `_meta` envelope included) are wrong (400, -32602).
     InvalidParams(String),
-    /// An HTTP header is missing or disagrees with the body (-32020).
+    /// An HTTP header is missing or disagrees with the body (400, -32020).
     HeaderMismatch(String),
-    /// A protocol version the edge does not serve (-32022).
+    /// A protocol version the edge does not serve (400, -32022, `data.supported`).
     UnsupportedVersion { requested: String },
-    /// No such method in this era, or not through this route (-32601).
+    /// No such method in this era, or not through this route (404, -32601).
     MethodNotFound(String),
+    /// The `Accept` header rules out every answer (406, -32600).
+    NotAcceptable(String),
+    /// The body is not JSON by its `Content-Type` (415, -32600).
+    UnsupportedMediaType(String),
+    /// The body is over the limit (413, -32600).
+    PayloadTooLarge(String),
+    /// No such server or route (404, -32600).
+    NotFound(String),
+    /// Unknown or ended session (404, -32001): the client starts a new one.
+    SessionNotFound(String),
+    /// A second standalone stream on one session (409, -32600).
+    Conflict(String),
+    /// No valid credential for this server (401, -32003).
+    Unauthorized(String),
+    /// Refused: Origin/Host, or a scope the token lacks (403, -32003).
+    Forbidden(String),
+    /// No capacity now, or a dependency is unreachable (503, -32005).
+    Unavailable(String),
+    /// The server could not be started or failed (502, -32000).
+    UpstreamFailed(String),
+    /// The server did not answer in time (504, -32004).
+    Timeout(String),
+    /// The fleet's own account of why a server gave no answer; its code
+    /// decides the status (502 closed, 503 not reading, 504 timed out).
+    Upstream(Failure),
+}
+
+impl EdgeError {
+    pub(crate) fn code(&self) -> i64 {
+        match self {
+            EdgeError::Parse(_) => ErrorCode::PARSE_ERROR,
+            EdgeError::InvalidRequest(_)
+            | EdgeError::NotAcceptable(_)
+            | EdgeError::UnsupportedMediaType(_)
+            | EdgeError::PayloadTooLarge(_)
+            | EdgeError::NotFound(_)
+            | EdgeError::Conflict(_) => ErrorCode::INVALID_REQUEST,
+            EdgeError::InvalidParams(_) => ErrorCode::INVALID_PARAMS,
+            EdgeError::HeaderMismatch(_) => ErrorCode::HEADER_MISMATCH,
+            EdgeError::UnsupportedVersion { .. } => ErrorCode::UNSUPPORTED_PROTOCOL_VERSION,
+            EdgeError::MethodNotFound(_) => ErrorCode::METHOD_NOT_FOUND,
+            EdgeError::SessionNotFound(_) => ErrorCode::SESSION_NOT_FOUND,
+            EdgeError::Unauthorized(_) | EdgeError::Forbidden(_) => ErrorCode::FORBIDDEN,
+            EdgeError::Unavailable(_) => ErrorCode::UNAVAILABLE,
+            EdgeError::UpstreamFailed(_) => ErrorCode::UPSTREAM_CLOSED,
+            EdgeError::Timeout(_) => ErrorCode::REQUEST_TIMEOUT,
+            EdgeError::Upstream(failure) => failure.code,
+        }
+    }
+
+    pub(crate) fn status(&self) -> StatusCode {
+        match self {
+            EdgeError::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
+            EdgeError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            EdgeError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            EdgeError::NotFound(_) | EdgeError::SessionNotFound(_) => StatusCode::NOT_FOUND,
+            EdgeError::Conflict(_) => StatusCode::CONFLICT,
+            EdgeError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            EdgeError::Forbidden(_) => StatusCode::FORBIDDEN,
+            EdgeError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            EdgeError::UpstreamFailed(_) => StatusCode::BAD_GATEWAY,
+            EdgeError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            EdgeError::Upstream(failure) => status_for_failure(failure.code),
+            other => status_for_code(other.code()),
+        }
+    }
+
+    fn message(&self) -> String {
+        match self {
+            EdgeError::UnsupportedVersion { requested } => format!(
+                "Unsupported protocol version {requested:?}: this endpoint serves {} statelessly, and 2025-11-25, 2025-06-18 and 2025-03-26 through initialize",
+                MODERN_VERSIONS.join(", ")
+            ),
+            EdgeError::Upstream(failure) => failure.message.clone(),
+            EdgeError::Parse(m)
+            | EdgeError::InvalidRequest(m)
+            | EdgeError::InvalidParams(m)
+            | EdgeError::HeaderMismatch(m)
+            | EdgeError::MethodNotFound(m)
+            | EdgeError::NotAcceptable(m)
+            | EdgeError::UnsupportedMediaType(m)
+            | EdgeError::PayloadTooLarge(m)
+            | EdgeError::NotFound(m)
+            | EdgeError::SessionNotFound(m)
+            | EdgeError::Conflict(m)
+            | EdgeError::Unauthorized(m)
+            | EdgeError::Forbidden(m)
+            | EdgeError::Unavailable(m)
+            | EdgeError::UpstreamFailed(m)
+            | EdgeError::Timeout(m) => m.clone(),
+        }
+    }
+
+    fn data(&self) -> Option<serde_json::Value> {
+        match self {
+            EdgeError::UnsupportedVersion { requested } => Some(serde_json::json!({
+                "supported": MODERN_VERSIONS,
+                "requested": requested,
+            })),
+            EdgeError::Upstream(failure) => failure.data.clone(),
+            _ => None,
+        }
+    }
+
+    /// The refusal answering the request with id `id` (JSON text, when it
+    /// could be read).
+    pub(crate) fn refusal(&self, id: Option<&str>) -> Refusal {
+        Refusal::new(
+            self.status(),
+            berth_wire::error_response(id, self.code(), &self.message(), self.data().as_ref()),
+        )
+    }
 }
 
 impl From<berth_wire::ParseError> for EdgeError {
@@ -30,49 +146,6 @@ impl From<berth_wire::ParseError> for EdgeError {
             berth_wire::ParseError::Json(_) => EdgeError::Parse(e.to_string()),
             berth_wire::ParseError::Invalid(_) => EdgeError::InvalidRequest(e.to_string()),
         }
-    }
-}
-
-impl EdgeError {
-    pub(crate) fn code(&self) -> i64 {
-        match self {
-            EdgeError::Parse(_) => ErrorCode::PARSE_ERROR,
-            EdgeError::InvalidRequest(_) => ErrorCode::INVALID_REQUEST,
-            EdgeError::InvalidParams(_) => ErrorCode::INVALID_PARAMS,
-            EdgeError::HeaderMismatch(_) => ErrorCode::HEADER_MISMATCH,
-            EdgeError::UnsupportedVersion { .. } => ErrorCode::UNSUPPORTED_PROTOCOL_VERSION,
-            EdgeError::MethodNotFound(_) => ErrorCode::METHOD_NOT_FOUND,
-        }
-    }
-
-    fn message(&self) -> String {
-        match self {
-            EdgeError::Parse(m)
-            | EdgeError::InvalidRequest(m)
-            | EdgeError::InvalidParams(m)
-            | EdgeError::HeaderMismatch(m)
-            | EdgeError::MethodNotFound(m) => m.clone(),
-            EdgeError::UnsupportedVersion { requested } => format!(
-                "Unsupported protocol version {requested:?}: this endpoint serves {} statelessly, and 2025-11-25, 2025-06-18 and 2025-03-26 through initialize",
-                MODERN_VERSIONS.join(", ")
-            ),
-        }
-    }
-
-    /// The refusal answering the request with id `id` (JSON text, when it
-    /// could be read).
-    pub(crate) fn refusal(&self, id: Option<&str>) -> Refusal {
-        let data = match self {
-            EdgeError::UnsupportedVersion { requested } => Some(serde_json::json!({
-                "supported": MODERN_VERSIONS,
-                "requested": requested,
-            })),
-            _ => None,
-        };
-        Refusal::new(
-            status_for_code(self.code()),
-            berth_wire::error_response(id, self.code(), &self.message(), data.as_ref()),
-        )
     }
 }
 
@@ -98,6 +171,9 @@ pub(crate) fn status_for_failure(code: i64) -> StatusCode {
         ErrorCode::REQUEST_TIMEOUT => StatusCode::GATEWAY_TIMEOUT,
         ErrorCode::UNAVAILABLE => StatusCode::SERVICE_UNAVAILABLE,
         ErrorCode::UPSTREAM_CLOSED => StatusCode::BAD_GATEWAY,
-        other => status_for_code(other),
+        other => match status_for_code(other) {
+            StatusCode::OK => StatusCode::BAD_GATEWAY,
+            status => status,
+        },
     }
 }

@@ -6,21 +6,21 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use axum::Router;
-use axum::http::StatusCode;
 use axum::routing::{get, post};
 use berth_auth::Principal;
 use berth_fleet::{
     AcquireError, Delivery, Era, Lease, OnCrash, Pool, ServerLog, ServerSpec, Unsolicited,
 };
-use berth_wire::{ErrorCode, Message};
+use berth_wire::Message;
 use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::EdgeConfig;
+use crate::error::EdgeError;
 use crate::guard::{OriginPolicy, check_origin};
 use crate::modern::Stateless;
-use crate::reply::{Refusal, failure_body, rpc_error};
+use crate::reply::Refusal;
 use crate::session::{STANDALONE, Session, new_session_id};
 use crate::{authz, legacy, streamable};
 
@@ -171,12 +171,8 @@ impl Gateway {
                     format!("this gateway serves: {}", known.join(", "))
                 }
             };
-            rpc_error(
-                StatusCode::NOT_FOUND,
-                None,
-                ErrorCode::INVALID_REQUEST,
-                format!("Not Found: no server named `{name}`; {known}"),
-            )
+            EdgeError::NotFound(format!("Not Found: no server named `{name}`; {known}"))
+                .refusal(None)
         })
     }
 
@@ -195,12 +191,10 @@ impl Gateway {
         owner: Option<Arc<Principal>>,
     ) -> Result<Arc<Session>, Refusal> {
         if self.shutting_down.is_cancelled() {
-            return Err(rpc_error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                None,
-                ErrorCode::UNAVAILABLE,
-                "Service Unavailable: the gateway is shutting down",
-            ));
+            return Err(EdgeError::Unavailable(
+                "Service Unavailable: the gateway is shutting down".into(),
+            )
+            .refusal(None));
         }
         let (lease, unsolicited) = server
             .pool
@@ -381,12 +375,7 @@ impl Gateway {
             )
             .route("/healthz", get(|| async { "ok\n" }))
             .fallback(|| async {
-                rpc_error(
-                    StatusCode::NOT_FOUND,
-                    None,
-                    ErrorCode::INVALID_REQUEST,
-                    "Not Found: MCP servers are served at /mcp/<name> (Streamable HTTP) and /sse/<name> (legacy HTTP+SSE)",
-                )
+                EdgeError::NotFound("Not Found: MCP servers are served at /mcp/<name> (Streamable HTTP) and /sse/<name> (legacy HTTP+SSE)".into()).refusal(None)
             })
             .with_state(self.clone());
         if let Some(extra) = &self.config.extra_routes {
@@ -515,25 +504,13 @@ fn release_free_memory() {
 /// The refusal for a session that could not get a process.
 fn acquire_refusal(server: &str, error: AcquireError) -> Refusal {
     match error {
-        AcquireError::Failed(failure) => Refusal::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            failure_body(None, &failure),
-        ),
+        AcquireError::Failed(failure) => EdgeError::Upstream(failure.clone()).refusal(None),
         AcquireError::Spawn(e) => {
             tracing::error!("{e}");
-            rpc_error(
-                StatusCode::BAD_GATEWAY,
-                None,
-                ErrorCode::UPSTREAM_CLOSED,
-                format!("Bad Gateway: {e}"),
-            )
+            EdgeError::UpstreamFailed(format!("Bad Gateway: {e}")).refusal(None)
         }
-        other => rpc_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            None,
-            ErrorCode::UNAVAILABLE,
-            format!("Service Unavailable: server `{server}`: {other}"),
-        ),
+        other => EdgeError::Unavailable(format!("Service Unavailable: server `{server}`: {other}"))
+            .refusal(None),
     }
 }
 

@@ -6,11 +6,10 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use berth_wire::ErrorCode;
 
 use crate::EdgeConfig;
+use crate::error::EdgeError;
 use crate::gateway::Gateway;
-use crate::reply::rpc_error;
 
 const LOOPBACK_NAMES: [&str; 4] = ["localhost", "127.0.0.1", "[::1]", "::1"];
 
@@ -115,13 +114,9 @@ pub(crate) async fn check_origin(
         .check(request.headers(), authority.as_deref())
     {
         tracing::warn!("refused request: {why}");
-        return rpc_error(
-            StatusCode::FORBIDDEN,
-            None,
-            ErrorCode::FORBIDDEN,
-            format!("Forbidden: {why}"),
-        )
-        .into_response();
+        return EdgeError::Forbidden(format!("Forbidden: {why}"))
+            .refusal(None)
+            .into_response();
     }
     let Some(origin) = request.headers().get(header::ORIGIN).cloned() else {
         return next.run(request).await;

@@ -11,11 +11,12 @@ use axum::body::Body;
 use axum::extract::{Extension, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use berth_wire::{ErrorCode, Kind, Message, SseEvent, to_single_line};
+use berth_wire::{Kind, Message, SseEvent, to_single_line};
 use serde::Deserialize;
 
+use crate::error::EdgeError;
 use crate::gateway::Gateway;
-use crate::reply::{Reply, rpc_error};
+use crate::reply::Reply;
 use crate::session::STANDALONE;
 use crate::streamable::{Caller, Calls, call, check_content_type, forward, pump, read_body};
 
@@ -62,16 +63,14 @@ pub(crate) async fn message(
                 s.legacy && s.server.spec.name == server.spec.name && s.owned_by(caller.as_deref())
             })
             .ok_or_else(|| {
-                rpc_error(
-                    StatusCode::NOT_FOUND,
-                    None,
-                    ErrorCode::SESSION_NOT_FOUND,
-                    "Session not found: unknown or ended sessionId; open a new SSE connection",
+                EdgeError::SessionNotFound(
+                    "Session not found: unknown or ended sessionId; open a new SSE connection"
+                        .into(),
                 )
+                .refusal(None)
             })?;
         let body = to_single_line(read_body(&headers, body, gw.config().max_body_bytes).await?);
-        let msg = Message::parse(body)
-            .map_err(|e| rpc_error(StatusCode::BAD_REQUEST, None, e.code(), e.to_string()))?;
+        let msg = Message::parse(body).map_err(|e| EdgeError::from(e).refusal(None))?;
         session.touch();
         if msg.kind == Kind::Request && msg.method() == Some("initialize") {
             let hello = session.set_hello(&msg);

@@ -65,19 +65,6 @@ impl IntoResponse for Refusal {
 /// What a handler returns: a response, or a refusal.
 pub(crate) type Reply = Result<Response, Refusal>;
 
-/// A refusal whose body is a JSON-RPC error with `code` and `message`.
-pub(crate) fn rpc_error(
-    status: StatusCode,
-    id: Option<&str>,
-    code: i64,
-    message: impl AsRef<str>,
-) -> Refusal {
-    Refusal::new(
-        status,
-        berth_wire::error_response(id, code, message.as_ref(), None),
-    )
-}
-
 /// The JSON-RPC error answering request `id` when the server gave no answer.
 pub(crate) fn failure_body(id: Option<&str>, failure: &Failure) -> Bytes {
     berth_wire::error_response(id, failure.code, &failure.message, failure.data.as_ref())

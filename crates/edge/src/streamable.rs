@@ -23,7 +23,7 @@ use crate::authz::{ToolFilter, Verdict, authorize};
 use crate::error::EdgeError;
 use crate::gateway::{Gateway, Server};
 use crate::modern;
-use crate::reply::{Refusal, Reply, failure_body, json, rpc_error};
+use crate::reply::{Refusal, Reply, failure_body, json};
 use crate::session::{SESSION_HEADER, STANDALONE, Session};
 
 use crate::modern::VERSION_HEADER;
@@ -54,12 +54,7 @@ async fn post_inner(
 ) -> Reply {
     let server = gw.server(name)?.clone();
     if !(accepts(&headers, "application/json") && accepts(&headers, "text/event-stream")) {
-        return Err(rpc_error(
-            StatusCode::NOT_ACCEPTABLE,
-            None,
-            ErrorCode::INVALID_REQUEST,
-            "Not Acceptable: the client must accept both application/json and text/event-stream (Accept header)",
-        ));
+        return Err(EdgeError::NotAcceptable("Not Acceptable: the client must accept both application/json and text/event-stream (Accept header)".into()).refusal(None));
     }
     check_content_type(&headers)?;
     let body = to_single_line(read_body(&headers, body, gw.config().max_body_bytes).await?);
@@ -71,8 +66,7 @@ async fn post_inner(
     if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
         return post_batch(gw, &server, caller.as_ref(), &headers, body).await;
     }
-    let msg = Message::parse(body)
-        .map_err(|e| rpc_error(StatusCode::BAD_REQUEST, None, e.code(), e.to_string()))?;
+    let msg = Message::parse(body).map_err(|e| EdgeError::from(e).refusal(None))?;
     if msg.kind == Kind::Request && msg.method() == Some("initialize") {
         return initialize(gw, &server, caller, &headers, msg).await;
     }
@@ -101,33 +95,19 @@ async fn post_batch(
 ) -> Reply {
     let items: Vec<&RawValue> = serde_json::from_slice(&body).map_err(|e| {
         let message = format!("Parse error: the body is not valid JSON ({e})");
-        rpc_error(
-            StatusCode::BAD_REQUEST,
-            None,
-            ErrorCode::PARSE_ERROR,
-            message,
-        )
+        EdgeError::Parse(message).refusal(None)
     })?;
     if items.is_empty() {
-        return Err(rpc_error(
-            StatusCode::BAD_REQUEST,
-            None,
-            ErrorCode::INVALID_REQUEST,
-            "Invalid Request: empty batch",
-        ));
+        return Err(EdgeError::InvalidRequest("Invalid Request: empty batch".into()).refusal(None));
     }
     let session = session_for(&gw, server, caller.map(|p| &**p), headers)?;
     check_version(headers)?;
     if !session.version().allows_batches() {
-        return Err(rpc_error(
-            StatusCode::BAD_REQUEST,
-            None,
-            ErrorCode::INVALID_REQUEST,
-            format!(
-                "Invalid Request: JSON-RPC batches are not part of MCP {}; send one message per POST",
-                session.version()
-            ),
-        ));
+        return Err(EdgeError::InvalidRequest(format!(
+            "Invalid Request: JSON-RPC batches are not part of MCP {}; send one message per POST",
+            session.version()
+        ))
+        .refusal(None));
     }
     session.touch();
     let (mut calls, mut ready) = (Vec::new(), Vec::new());
@@ -162,12 +142,7 @@ async fn initialize(
 ) -> Reply {
     let raw_id = msg.raw_id();
     if headers.contains_key(SESSION_HEADER) {
-        return Err(rpc_error(
-            StatusCode::BAD_REQUEST,
-            raw_id.as_deref(),
-            ErrorCode::INVALID_REQUEST,
-            "Bad Request: initialize must be sent without an Mcp-Session-Id header; it starts a new session",
-        ));
+        return Err(EdgeError::InvalidRequest("Bad Request: initialize must be sent without an Mcp-Session-Id header; it starts a new session".into()).refusal(raw_id.as_deref()));
     }
     let session = gw.start_session(server, false, caller).await?;
     // If the client gives up before the answer, the process must not linger.
@@ -189,10 +164,7 @@ async fn initialize(
         Ok(exchange) => exchange,
         Err(failure) => {
             gw.end_session(&session, &failure.message).await;
-            return Err(Refusal::new(
-                StatusCode::BAD_GATEWAY,
-                failure_body(raw_id.as_deref(), &failure),
-            ));
+            return Err(EdgeError::Upstream(failure.clone()).refusal(raw_id.as_deref()));
         }
     };
     let timeout = gw.config().request_timeout;
@@ -225,19 +197,12 @@ async fn initialize(
             }
             Ok(Some(Delivery::Failed(failure))) => {
                 gw.end_session(&session, &failure.message).await;
-                return Err(Refusal::new(
-                    StatusCode::BAD_GATEWAY,
-                    failure_body(raw_id.as_deref(), &failure),
-                ));
+                return Err(EdgeError::Upstream(failure.clone()).refusal(raw_id.as_deref()));
             }
             Ok(None) => {
                 gw.end_session(&session, "initialize was cancelled").await;
-                return Err(rpc_error(
-                    StatusCode::BAD_GATEWAY,
-                    raw_id.as_deref(),
-                    ErrorCode::UPSTREAM_CLOSED,
-                    "initialize was cancelled",
-                ));
+                return Err(EdgeError::UpstreamFailed("initialize was cancelled".into())
+                    .refusal(raw_id.as_deref()));
             }
             Err(_) => {
                 let message = format!(
@@ -246,12 +211,7 @@ async fn initialize(
                     humanize(timeout)
                 );
                 gw.end_session(&session, &message).await;
-                return Err(rpc_error(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    raw_id.as_deref(),
-                    ErrorCode::REQUEST_TIMEOUT,
-                    message,
-                ));
+                return Err(EdgeError::Timeout(message).refusal(raw_id.as_deref()));
             }
         }
     }
@@ -278,12 +238,11 @@ fn get_inner(
         return Ok(modern::method_not_allowed());
     }
     if !accepts(&headers, "text/event-stream") {
-        return Err(rpc_error(
-            StatusCode::NOT_ACCEPTABLE,
-            None,
-            ErrorCode::INVALID_REQUEST,
-            "Not Acceptable: a GET opens an SSE stream; the client must accept text/event-stream",
-        ));
+        return Err(EdgeError::NotAcceptable(
+            "Not Acceptable: a GET opens an SSE stream; the client must accept text/event-stream"
+                .into(),
+        )
+        .refusal(None));
     }
     let session = session_for(&gw, &server, caller, &headers)?;
     check_version(&headers)?;
@@ -298,23 +257,16 @@ fn get_inner(
                 });
         return match parsed {
             Some((stream, seq)) if session.has_stream(stream) => Ok(session.sse(stream, seq, None)),
-            _ => Err(rpc_error(
-                StatusCode::BAD_REQUEST,
-                None,
-                ErrorCode::INVALID_REQUEST,
-                format!(
+            _ => Err(EdgeError::InvalidRequest(format!(
                     "Bad Request: Last-Event-ID {last:?} names no stream of this session (it may have expired); open a new stream without it"
-                ),
-            )),
+                )).refusal(None)),
         };
     }
     let Some(cursor) = session.standalone_cursor() else {
-        return Err(rpc_error(
-            StatusCode::CONFLICT,
-            None,
-            ErrorCode::INVALID_REQUEST,
-            "Conflict: this session already has an open GET stream; only one is allowed",
-        ));
+        return Err(EdgeError::Conflict(
+            "Conflict: this session already has an open GET stream; only one is allowed".into(),
+        )
+        .refusal(None));
     };
     let priming = session.priming(STANDALONE, cursor, gw.config().sse_retry);
     Ok(session.sse(STANDALONE, cursor, priming))
@@ -388,17 +340,10 @@ pub(crate) async fn call(
                 }
                 return Err(session_gone(gw, session, &failure.message));
             }
+            // A server that stopped reading its input (503: retry later),
+            // or a request it cannot take (a duplicate id: 400).
             Err(failure) => {
-                // A server that stopped reading its input: retry later.
-                let status = if failure.code == ErrorCode::UNAVAILABLE {
-                    StatusCode::SERVICE_UNAVAILABLE
-                } else {
-                    StatusCode::BAD_REQUEST
-                };
-                return Err(Refusal::new(
-                    status,
-                    failure_body(msg.raw_id().as_deref(), &failure),
-                ));
+                return Err(EdgeError::Upstream(failure).refusal(msg.raw_id().as_deref()));
             }
         }
     }
@@ -429,10 +374,7 @@ pub(crate) async fn forward(
     }
     lease.send(msg).map_err(|failure| {
         if failure.code == ErrorCode::UNAVAILABLE {
-            Refusal::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                failure_body(None, &failure),
-            )
+            EdgeError::Upstream(failure.clone()).refusal(None)
         } else {
             session_gone(gw, session, &failure.message)
         }
@@ -462,12 +404,10 @@ fn with_session_header(mut response: Response, session: &Session) -> Response {
 /// 404 for a session whose process is gone, so the client re-initializes.
 fn session_gone(gw: &Gateway, session: &Arc<Session>, why: &str) -> Refusal {
     tokio::spawn(gw.end_session(session, why));
-    rpc_error(
-        StatusCode::NOT_FOUND,
-        None,
-        ErrorCode::SESSION_NOT_FOUND,
-        format!("Session not found: the session ended ({why}); initialize a new one"),
-    )
+    EdgeError::SessionNotFound(format!(
+        "Session not found: the session ended ({why}); initialize a new one"
+    ))
+    .refusal(None)
 }
 
 /// Waits for the answers to `calls`. Answers as JSON when they come first
@@ -725,12 +665,7 @@ pub(crate) fn session_for(
     headers: &HeaderMap,
 ) -> Result<Arc<Session>, Refusal> {
     let Some(id) = headers.get(SESSION_HEADER) else {
-        return Err(rpc_error(
-            StatusCode::BAD_REQUEST,
-            None,
-            ErrorCode::INVALID_REQUEST,
-            "Bad Request: missing Mcp-Session-Id header; send initialize first and echo the session id it returns",
-        ));
+        return Err(EdgeError::InvalidRequest("Bad Request: missing Mcp-Session-Id header; send initialize first and echo the session id it returns".into()).refusal(None));
     };
     id.to_str()
         .ok()
@@ -743,12 +678,11 @@ pub(crate) fn session_for(
                 && s.owned_by(caller)
         })
         .ok_or_else(|| {
-            rpc_error(
-                StatusCode::NOT_FOUND,
-                None,
-                ErrorCode::SESSION_NOT_FOUND,
-                "Session not found: unknown or ended Mcp-Session-Id; initialize a new session",
+            EdgeError::SessionNotFound(
+                "Session not found: unknown or ended Mcp-Session-Id; initialize a new session"
+                    .into(),
             )
+            .refusal(None)
         })
 }
 
@@ -758,15 +692,11 @@ fn check_version(headers: &HeaderMap) -> Result<(), Refusal> {
     };
     match value.to_str().ok().and_then(ProtocolVersion::parse) {
         Some(_) => Ok(()),
-        None => Err(rpc_error(
-            StatusCode::BAD_REQUEST,
-            None,
-            ErrorCode::INVALID_REQUEST,
-            format!(
-                "Bad Request: unsupported MCP-Protocol-Version {value:?}; this gateway supports {}",
-                ProtocolVersion::supported_list()
-            ),
-        )),
+        None => Err(EdgeError::InvalidRequest(format!(
+            "Bad Request: unsupported MCP-Protocol-Version {value:?}; this gateway supports {}",
+            ProtocolVersion::supported_list()
+        ))
+        .refusal(None)),
     }
 }
 
@@ -779,12 +709,10 @@ pub(crate) fn check_content_type(headers: &HeaderMap) -> Result<(), Refusal> {
     if ok {
         Ok(())
     } else {
-        Err(rpc_error(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            None,
-            ErrorCode::INVALID_REQUEST,
-            "Unsupported Media Type: the body must be JSON (Content-Type: application/json)",
-        ))
+        Err(EdgeError::UnsupportedMediaType(
+            "Unsupported Media Type: the body must be JSON (Content-Type: application/json)".into(),
+        )
+        .refusal(None))
     }
 }
 
@@ -813,14 +741,10 @@ pub(crate) async fn read_body(
     limit: usize,
 ) -> Result<Bytes, Refusal> {
     let too_large = || {
-        rpc_error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            None,
-            ErrorCode::INVALID_REQUEST,
-            format!(
-                "Payload Too Large: the body exceeds the {limit}-byte limit (gateway.max_body_bytes)"
-            ),
-        )
+        EdgeError::PayloadTooLarge(format!(
+            "Payload Too Large: the body exceeds the {limit}-byte limit (gateway.max_body_bytes)"
+        ))
+        .refusal(None)
     };
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -836,12 +760,8 @@ pub(crate) async fn read_body(
     let mut total = 0usize;
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| {
-            rpc_error(
-                StatusCode::BAD_REQUEST,
-                None,
-                ErrorCode::INVALID_REQUEST,
-                format!("Bad Request: could not read the body ({e})"),
-            )
+            EdgeError::InvalidRequest(format!("Bad Request: could not read the body ({e})"))
+                .refusal(None)
         })?;
         total += chunk.len();
         if total > limit {

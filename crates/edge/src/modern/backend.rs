@@ -6,17 +6,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use axum::http::StatusCode;
 use berth_fleet::Delivery;
 use berth_fleet::{Discovery, Era, Pool, ServerLog, ServerSpec};
-use berth_wire::{Envelope, ErrorCode, Message};
+use berth_wire::{Envelope, Message};
 use bytes::Bytes;
 
 use super::params::ToolHeaders;
 use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 
-use crate::reply::{Refusal, failure_body, rpc_error};
+use crate::error::EdgeError;
+use crate::reply::Refusal;
 
 /// Era probes running at once, gateway-wide.
 static PROBES: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(4);
@@ -161,12 +161,7 @@ impl Ready {
 }
 
 fn unavailable(server: &str, why: &str) -> Refusal {
-    rpc_error(
-        StatusCode::SERVICE_UNAVAILABLE,
-        None,
-        ErrorCode::UNAVAILABLE,
-        format!("Service Unavailable: server `{server}`: {why}"),
-    )
+    EdgeError::Unavailable(format!("Service Unavailable: server `{server}`: {why}")).refusal(None)
 }
 
 impl Stateless {
@@ -234,13 +229,9 @@ pub(crate) fn acquire_refusal(
 ) -> Refusal {
     match error {
         berth_fleet::AcquireError::Failed(failure) => {
-            Refusal::new(StatusCode::SERVICE_UNAVAILABLE, failure_body(id, &failure))
+            EdgeError::Upstream(failure.clone()).refusal(id)
         }
-        other => rpc_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            id,
-            ErrorCode::UNAVAILABLE,
-            format!("Service Unavailable: server `{server}`: {other}"),
-        ),
+        other => EdgeError::Unavailable(format!("Service Unavailable: server `{server}`: {other}"))
+            .refusal(id),
     }
 }

@@ -14,7 +14,6 @@
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::http::StatusCode;
 use berth_fleet::{Announcement, Discovery};
 use berth_wire::modern::{meta, tag_subscription};
 use berth_wire::{Message, SseEvent};
@@ -28,7 +27,7 @@ use super::backend::Ready;
 use super::relay::sse_response;
 use crate::error::EdgeError;
 use crate::gateway::{Gateway, Server};
-use crate::reply::{Refusal, Reply};
+use crate::reply::Reply;
 
 /// What a client opts in to (`params.notifications`).
 #[derive(Debug, Default, Deserialize)]
@@ -115,15 +114,11 @@ pub(crate) async fn open(
     let discovery = ready.discovery().await?;
     let honoured = requested.honoured(&discovery);
     let announcements = ready.pool.announcements().ok_or_else(|| {
-        Refusal::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            berth_wire::error_response(
-                Some(&raw_id),
-                berth_wire::ErrorCode::INTERNAL_ERROR,
-                "this server's pool has no announcements",
-                None,
-            ),
-        )
+        EdgeError::Unavailable(format!(
+            "Service Unavailable: server `{}` has no stateless pool to listen to",
+            server.spec.name
+        ))
+        .refusal(Some(&raw_id))
     })?;
     let ack = serde_json::json!({
         "jsonrpc": "2.0",
