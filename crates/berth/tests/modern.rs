@@ -174,7 +174,15 @@ async fn bad_input_of_the_new_era_gets_the_specs_status_and_code() {
     );
     let future = json!({"jsonrpc":"2.0","id":10,"method":"tools/list","params":{"_meta":{
         "io.modelcontextprotocol/protocolVersion":"2099-01-01","io.modelcontextprotocol/clientCapabilities":{}}}});
-    let unsupported = raw.post_with(future.to_string(), &extra).await;
+    // A header that disagrees with _meta is a mismatch first...
+    let disagreeing = raw.post_with(future.to_string(), &extra).await;
+    assert_error(&disagreeing, 400, -32020, json!(10));
+    // ...and a version both name but Berth does not serve is -32022.
+    let future_headers = [
+        ("mcp-protocol-version", "2099-01-01"),
+        ("mcp-method", "tools/list"),
+    ];
+    let unsupported = raw.post_with(future.to_string(), &future_headers).await;
     assert_error(&unsupported, 400, -32022, json!(10));
     assert_eq!(
         unsupported.json()["error"]["data"]["supported"],

@@ -14,11 +14,12 @@ use axum::response::{IntoResponse, Response};
 use berth_wire::{Kind, Message, SseEvent, to_single_line};
 use serde::Deserialize;
 
+use crate::engine::{Calls, call, forward, pump};
 use crate::error::EdgeError;
 use crate::gateway::Gateway;
 use crate::reply::Reply;
 use crate::session::STANDALONE;
-use crate::streamable::{Caller, Calls, call, check_content_type, forward, pump, read_body};
+use crate::streamable::{Caller, check_content_type, read_body};
 
 pub(crate) async fn connect(
     State(gw): State<Arc<Gateway>>,

@@ -12,6 +12,7 @@
 mod admin;
 mod authz;
 mod config;
+mod engine;
 mod error;
 mod gateway;
 mod guard;

@@ -18,6 +18,12 @@ use tokio_util::sync::CancellationToken;
 use crate::error::EdgeError;
 use crate::reply::Refusal;
 
+/// The longest a probe waits for `server/discover` (or `init_timeout`, if
+/// shorter). Some older servers never answer a method they do not know; a
+/// slow first start (an npx download) may be judged handshake-only, which
+/// the bridge still serves.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Era probes running at once, gateway-wide.
 static PROBES: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(4);
 
@@ -189,7 +195,8 @@ impl Stateless {
             .get_or_init(|| async {
                 // A gateway starting with many servers probes a few at a time.
                 let _turn = PROBES.acquire().await;
-                let era = berth_fleet::probe(&self.spec, &self.log, self.spec.init_timeout).await;
+                let timeout = self.spec.init_timeout.min(PROBE_TIMEOUT);
+                let era = berth_fleet::probe(&self.spec, &self.log, timeout).await;
                 let bridge = matches!(era, Era::HandshakeOnly(_));
                 let pool = Pool::start_stateless(self.spec.clone(), self.log.clone(), bridge);
                 Ready::new(era, pool)

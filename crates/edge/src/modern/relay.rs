@@ -9,7 +9,6 @@
 //! says later about the request is dropped.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -22,10 +21,10 @@ use tokio::time::Instant;
 
 use super::backend::{Ready, acquire_refusal};
 use crate::authz::ToolFilter;
+use crate::engine::{Deadline, humanize};
 use crate::error::{status_for_code, status_for_failure};
 use crate::gateway::{Gateway, Server};
 use crate::reply::{failure_body, json};
-use crate::streamable::humanize;
 
 /// Methods a handshake-era server can answer for a stateless client.
 pub(crate) fn bridgeable(method: &str) -> bool {
@@ -87,9 +86,7 @@ struct Relay {
     /// Stamped on a bridged server's results.
     bridge: Option<Option<String>>,
     started: Instant,
-    deadline: Instant,
-    hard_deadline: Instant,
-    timeout: Duration,
+    deadline: Deadline,
     done: bool,
 }
 
@@ -127,8 +124,7 @@ pub(crate) async fn relay(
     } else {
         None
     };
-    let timeout = gw.config().request_timeout;
-    let now = Instant::now();
+    let deadline = Deadline::new(gw.config().request_timeout);
     let mut relay = Relay {
         gw,
         server,
@@ -140,10 +136,8 @@ pub(crate) async fn relay(
         request,
         raw_id,
         bridge,
-        started: now,
-        deadline: now + timeout,
-        hard_deadline: now + timeout * 10,
-        timeout,
+        started: Instant::now(),
+        deadline,
         done: false,
     };
     match relay.next().await {
@@ -169,7 +163,7 @@ impl Relay {
         }
         loop {
             let delivery =
-                tokio::time::timeout_at(self.deadline, self.flight.exchange.next()).await;
+                tokio::time::timeout_at(self.deadline.at(), self.flight.exchange.next()).await;
             match delivery {
                 Ok(Some(Delivery::Message(m))) => {
                     if let Some(out) = self.interim(m) {
@@ -195,7 +189,7 @@ impl Relay {
                     let message = format!(
                         "Request timed out: server `{}` did not answer within {} (request_timeout); the request was cancelled",
                         self.server.spec.name,
-                        humanize(self.timeout)
+                        humanize(self.deadline.timeout())
                     );
                     // Dropping the flight unsettled cancels it on the process.
                     self.done = true;
@@ -223,7 +217,7 @@ impl Relay {
     fn interim(&mut self, m: Message) -> Option<Out> {
         match (m.kind, m.method()) {
             (Kind::Notification, Some("notifications/progress")) => {
-                self.deadline = (Instant::now() + self.timeout).min(self.hard_deadline);
+                self.deadline.progressed();
                 Some(Out::Interim(m.bytes))
             }
             (Kind::Notification, Some("notifications/message")) => {

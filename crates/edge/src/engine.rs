@@ -1,0 +1,398 @@
+//! The request engine of the session eras: a request sent to a session's
+//! process, what the process says about it merged under one deadline (pushed
+//! back by progress), and the answer as JSON or, once anything else comes
+//! first, as a resumable SSE stream. Streamable HTTP sessions and the legacy
+//! HTTP+SSE transport both run on it; the 2026-07-28 relay shares its
+//! [`Deadline`].
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use berth_auth::Principal;
+use berth_fleet::{Delivery, Exchange, Lease, OnCrash};
+use berth_wire::{ErrorCode, IdKey, Message, error_response};
+use bytes::Bytes;
+use futures::StreamExt;
+use futures::stream::{BoxStream, SelectAll};
+use tokio::time::Instant;
+
+use crate::authz::{ToolFilter, Verdict, authorize};
+use crate::error::EdgeError;
+use crate::gateway::Gateway;
+use crate::reply::{Refusal, failure_body, json};
+use crate::session::Session;
+
+/// A request sent upstream, the id to answer it with, and the process it went to.
+pub(crate) struct Call {
+    exchange: Exchange,
+    raw_id: String,
+    lease: Arc<Lease>,
+    /// Hides tools the caller may not call from a `tools/list` answer.
+    filter: Option<ToolFilter>,
+}
+
+/// Sends a request to the session's process. If the process crashed and the
+/// server replays, the session is re-bound to a fresh one first.
+pub(crate) async fn call(
+    gw: &Arc<Gateway>,
+    session: &Arc<Session>,
+    caller: Option<&Arc<Principal>>,
+    msg: &Message,
+) -> Result<Call, Refusal> {
+    // The scopes of this request's token, not the session opener's: a client
+    // that stepped up to more scopes uses them at once.
+    let filter = match authorize(gw, &session.server.spec.name, caller, msg)? {
+        Verdict::Allow => None,
+        Verdict::Filter(filter) => Some(filter),
+    };
+    let mut lease = session.lease();
+    let mut rebound = false;
+    loop {
+        match lease.call(msg) {
+            Ok(exchange) => {
+                return Ok(Call {
+                    exchange,
+                    raw_id: msg.raw_id().unwrap_or_else(|| "null".into()),
+                    lease,
+                    filter,
+                });
+            }
+            Err(failure) if lease.closed().is_some() => {
+                if !rebound && replays(session, &lease) {
+                    rebound = true;
+                    match gw.replace_crashed(session, &lease).await {
+                        Ok(()) => {
+                            lease = session.lease();
+                            continue;
+                        }
+                        Err(why) => return Err(session_gone(gw, session, &why)),
+                    }
+                }
+                return Err(session_gone(gw, session, &failure.message));
+            }
+            // A server that stopped reading its input (503: retry later),
+            // or a request it cannot take (a duplicate id: 400).
+            Err(failure) => {
+                return Err(EdgeError::Upstream(failure).refusal(msg.raw_id().as_deref()));
+            }
+        }
+    }
+}
+
+fn replays(session: &Session, lease: &Lease) -> bool {
+    lease.crashed()
+        && session.server.spec.on_crash == OnCrash::Replay
+        && !session.ended.is_cancelled()
+}
+
+/// Sends a notification or a response to the session's process.
+pub(crate) async fn forward(
+    gw: &Arc<Gateway>,
+    session: &Arc<Session>,
+    msg: &Message,
+) -> Result<(), Refusal> {
+    let mut lease = session.lease();
+    // A pre-initialized process got `initialized` from Berth already.
+    if lease.init.is_some() && msg.method() == Some("notifications/initialized") {
+        return Ok(());
+    }
+    if lease.closed().is_some() && replays(session, &lease) {
+        gw.replace_crashed(session, &lease)
+            .await
+            .map_err(|why| session_gone(gw, session, &why))?;
+        lease = session.lease();
+    }
+    lease.send(msg).map_err(|failure| {
+        if failure.code == ErrorCode::UNAVAILABLE {
+            EdgeError::Upstream(failure.clone()).refusal(None)
+        } else {
+            session_gone(gw, session, &failure.message)
+        }
+    })
+}
+
+/// 404 for a session whose process is gone, so the client re-initializes.
+fn session_gone(gw: &Gateway, session: &Arc<Session>, why: &str) -> Refusal {
+    tokio::spawn(gw.end_session(session, why));
+    EdgeError::SessionNotFound(format!(
+        "Session not found: the session ended ({why}); initialize a new one"
+    ))
+    .refusal(None)
+}
+
+/// Waits for the answers to `calls`. Answers as JSON when they come first
+/// (the common case); switches to an SSE stream as soon as the server sends
+/// anything else first (progress, logging, sampling, elicitation...).
+pub(crate) async fn respond(
+    gw: Arc<Gateway>,
+    session: Arc<Session>,
+    calls: Vec<Call>,
+    batch: bool,
+    mut ready: Vec<Bytes>,
+) -> Response {
+    let mut calls = Calls::new(&session, calls, gw.config().request_timeout);
+    while let Some(out) = calls.next(&session).await {
+        match out {
+            Out::Final(bytes) => ready.push(bytes),
+            Out::Interim(bytes) => {
+                let cap = gw.config().replay_buffer;
+                let stream = session.open_stream();
+                let priming = session.priming(stream, 0, gw.config().sse_retry);
+                for answer in &ready {
+                    session.push(stream, answer, cap);
+                }
+                session.push(stream, &bytes, cap);
+                tokio::spawn(pump(session.clone(), stream, calls, cap, true));
+                return session.sse(stream, 0, priming);
+            }
+        }
+    }
+    match (batch, ready.len()) {
+        // Every request was cancelled by the client: a request's POST still
+        // gets one of the two content types, here a stream with no event.
+        (_, 0) => (
+            StatusCode::OK,
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/event-stream"),
+            )],
+        )
+            .into_response(),
+        (false, _) => json(StatusCode::OK, ready.swap_remove(0)),
+        (true, _) => {
+            let mut body = Vec::with_capacity(ready.iter().map(|b| b.len() + 1).sum::<usize>() + 2);
+            body.push(b'[');
+            for (i, answer) in ready.iter().enumerate() {
+                if i > 0 {
+                    body.push(b',');
+                }
+                body.extend_from_slice(answer);
+            }
+            body.push(b']');
+            json(StatusCode::OK, Bytes::from(body))
+        }
+    }
+}
+
+/// Moves everything the server sends about `calls` into a stream.
+pub(crate) async fn pump(
+    session: Arc<Session>,
+    stream: u64,
+    mut calls: Calls,
+    cap: usize,
+    finish: bool,
+) {
+    while let Some(out) = calls.next(&session).await {
+        session.push(stream, out.bytes(), cap);
+    }
+    if finish {
+        session.finish(stream);
+    }
+}
+
+pub(crate) enum Out {
+    /// A message before the answer.
+    Interim(Bytes),
+    /// An answer (or an error in its place).
+    Final(Bytes),
+}
+
+impl Out {
+    fn bytes(&self) -> &Bytes {
+        match self {
+            Out::Interim(b) | Out::Final(b) => b,
+        }
+    }
+}
+
+/// The deliveries of one or more exchanges, tagged by index; `(i, None)`
+/// when exchange `i` ended without an answer (cancelled by the client).
+pub(crate) enum Merged {
+    /// The common case, without boxing or merging.
+    One(Option<Exchange>),
+    /// A batch.
+    Many(SelectAll<BoxStream<'static, (usize, Option<Delivery>)>>),
+}
+
+impl Merged {
+    fn new(mut exchanges: Vec<Exchange>) -> Merged {
+        if exchanges.len() == 1 {
+            return Merged::One(exchanges.pop());
+        }
+        let streams = exchanges.into_iter().enumerate().map(|(i, exchange)| {
+            futures::stream::unfold(Some(exchange), move |exchange| async move {
+                let mut exchange = exchange?;
+                match exchange.next().await {
+                    Some(d) => Some(((i, Some(d)), Some(exchange))),
+                    None => Some(((i, None), None)),
+                }
+            })
+            .boxed()
+        });
+        Merged::Many(streams.collect())
+    }
+
+    async fn next(&mut self) -> Option<(usize, Option<Delivery>)> {
+        match self {
+            Merged::One(slot) => {
+                let exchange = slot.as_mut()?;
+                match exchange.next().await {
+                    Some(d) => Some((0, Some(d))),
+                    None => {
+                        *slot = None;
+                        Some((0, None))
+                    }
+                }
+            }
+            Merged::Many(all) => all.next().await,
+        }
+    }
+}
+
+/// How long a request may wait for its answer: `request_timeout` after
+/// it was sent or after its last progress, and never more than ten times that.
+pub(crate) struct Deadline {
+    timeout: Duration,
+    at: Instant,
+    hard: Instant,
+}
+
+impl Deadline {
+    pub(crate) fn new(timeout: Duration) -> Deadline {
+        let now = Instant::now();
+        Deadline {
+            timeout,
+            at: now + timeout,
+            hard: now + timeout * 10,
+        }
+    }
+
+    pub(crate) fn at(&self) -> Instant {
+        self.at
+    }
+
+    pub(crate) fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// The server reported progress: it gets another `timeout`.
+    pub(crate) fn progressed(&mut self) {
+        self.at = (Instant::now() + self.timeout).min(self.hard);
+    }
+}
+
+/// The requests of one POST, merged, under one deadline.
+pub(crate) struct Calls {
+    merged: Merged,
+    /// Per call: the id, as matched and as written, and the process it went to.
+    ids: Vec<(IdKey, String, Arc<Lease>)>,
+    filters: Vec<Option<ToolFilter>>,
+    started: Instant,
+    settled: Vec<bool>,
+    open: usize,
+    server: String,
+    deadline: Deadline,
+    queue: VecDeque<Out>,
+}
+
+impl Calls {
+    pub(crate) fn new(session: &Session, calls: Vec<Call>, timeout: Duration) -> Calls {
+        let now = Instant::now();
+        let mut ids = Vec::with_capacity(calls.len());
+        let mut exchanges = Vec::with_capacity(calls.len());
+        let mut filters = Vec::with_capacity(calls.len());
+        for call in calls {
+            ids.push((call.exchange.id().clone(), call.raw_id, call.lease));
+            exchanges.push(call.exchange);
+            filters.push(call.filter);
+        }
+        let merged = Merged::new(exchanges);
+        Calls {
+            merged,
+            settled: vec![false; ids.len()],
+            filters,
+            open: ids.len(),
+            ids,
+            server: session.server.spec.name.clone(),
+            deadline: Deadline::new(timeout),
+            queue: VecDeque::new(),
+            started: now,
+        }
+    }
+
+    fn settle(&mut self, i: usize) -> bool {
+        if std::mem::replace(&mut self.settled[i], true) {
+            return false;
+        }
+        self.open -= 1;
+        self.ids[i].2.record_latency(self.started.elapsed());
+        true
+    }
+
+    pub(crate) async fn next(&mut self, session: &Session) -> Option<Out> {
+        loop {
+            if let Some(out) = self.queue.pop_front() {
+                return Some(out);
+            }
+            if self.open == 0 {
+                return None;
+            }
+            match tokio::time::timeout_at(self.deadline.at(), self.merged.next()).await {
+                Ok(Some((i, Some(Delivery::Message(m))))) => {
+                    if m.method() == Some("notifications/progress") {
+                        self.deadline.progressed();
+                    }
+                    if let Some(m) = session.screen(&self.ids[i].2, m) {
+                        return Some(Out::Interim(m.bytes));
+                    }
+                }
+                Ok(Some((i, Some(Delivery::Response(m))))) => {
+                    self.settle(i);
+                    return Some(Out::Final(match &self.filters[i] {
+                        Some(filter) => filter.apply(m.bytes),
+                        None => m.bytes,
+                    }));
+                }
+                Ok(Some((i, Some(Delivery::Failed(f))))) => {
+                    self.settle(i);
+                    return Some(Out::Final(failure_body(Some(&self.ids[i].1), &f)));
+                }
+                Ok(Some((i, None))) => {
+                    self.settle(i);
+                }
+                Ok(None) => self.open = 0,
+                Err(_) => {
+                    let message = format!(
+                        "Request timed out: server `{}` did not answer within {} (request_timeout); the request was cancelled",
+                        self.server,
+                        humanize(self.deadline.timeout())
+                    );
+                    for i in 0..self.ids.len() {
+                        if self.settle(i) {
+                            self.ids[i]
+                                .2
+                                .cancel(&self.ids[i].0, "request timed out at the gateway");
+                            self.queue.push_back(Out::Final(error_response(
+                                Some(&self.ids[i].1),
+                                ErrorCode::REQUEST_TIMEOUT,
+                                &message,
+                                None,
+                            )));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+pub(crate) fn humanize(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
