@@ -487,3 +487,93 @@ async fn handshake_only_npm_server_is_bridged_for_pinned_clients() {
     let (ok, ps) = berth.cli(&["ps"]);
     assert!(ok && ps.contains("era: handshake-only"), "{ps}");
 }
+
+#[tokio::test]
+async fn listen_streams_acknowledge_filter_tag_and_close_when_berth_stops() {
+    let berth = Berth::start("", &fixture_server("fixture", "everything"));
+    let raw = Raw::new(berth.url("fixture"));
+    let open = |filter: Value, id: &str| {
+        let body = modern_body(
+            json!(id),
+            "subscriptions/listen",
+            json!({ "notifications": filter }),
+        );
+        let mut request = raw
+            .http
+            .post(&raw.url)
+            .header("accept", "application/json, text/event-stream")
+            .header("content-type", "application/json")
+            .body(body);
+        for (k, v) in modern_headers("subscriptions/listen", None) {
+            request = request.header(k, v);
+        }
+        request.send()
+    };
+    let prompts = open(json!({"promptsListChanged": true}), "only-prompts")
+        .await
+        .unwrap();
+    let tools = open(json!({"toolsListChanged": true}), "only-tools")
+        .await
+        .unwrap();
+    assert_eq!(prompts.status().as_u16(), 200);
+    assert!(
+        prompts.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let trigger = raw
+        .modern(
+            json!(1),
+            "tools/call",
+            json!({"name": "test_trigger_prompt_change", "arguments": {}}),
+        )
+        .await;
+    assert_eq!(trigger.status, 200, "{}", trigger.body);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Stopping Berth ends every listen stream with its closing result.
+    let pid = berth.pid();
+    let stopping = std::thread::spawn(move || berth.stop(Duration::from_secs(10)));
+    let read = |response: reqwest::Response| async move {
+        tokio::time::timeout(Duration::from_secs(10), response.text())
+            .await
+            .expect("the stream ends when Berth stops")
+            .unwrap()
+    };
+    let (prompts, tools) = tokio::join!(read(prompts), read(tools));
+    assert!(stopping.join().unwrap().success());
+    assert!(children_of(pid).is_empty());
+
+    let prompts = sse_messages(&prompts);
+    assert_eq!(
+        prompts[0]["method"], "notifications/subscriptions/acknowledged",
+        "{prompts:?}"
+    );
+    assert_eq!(
+        prompts[0]["params"]["notifications"],
+        json!({"promptsListChanged": true})
+    );
+    assert_eq!(
+        prompts[1]["method"], "notifications/prompts/list_changed",
+        "{prompts:?}"
+    );
+    for m in &prompts {
+        let tag = m["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"].clone();
+        let tag = if tag.is_null() {
+            m["result"]["_meta"]["io.modelcontextprotocol/subscriptionId"].clone()
+        } else {
+            tag
+        };
+        assert_eq!(tag, "only-prompts", "{m}");
+    }
+    let last = prompts.last().unwrap();
+    assert_eq!(
+        (last["id"].as_str(), last["result"]["resultType"].as_str()),
+        (Some("only-prompts"), Some("complete"))
+    );
+    // The tools-only stream heard no prompt change: acknowledgement, then the closing result.
+    let tools = sse_messages(&tools);
+    assert_eq!(tools.len(), 2, "{tools:?}");
+    assert_eq!(tools[1]["id"], "only-tools");
+}
