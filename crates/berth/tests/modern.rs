@@ -577,3 +577,91 @@ async fn listen_streams_acknowledge_filter_tag_and_close_when_berth_stops() {
     assert_eq!(tools.len(), 2, "{tools:?}");
     assert_eq!(tools[1]["id"], "only-tools");
 }
+
+#[tokio::test]
+async fn resource_subscriptions_reach_only_the_listeners_that_asked() {
+    let berth = Berth::start(
+        "",
+        &(fixture_server("fixture", "everything") + "[servers.fixture.pool]\nmin_ready = 2\n"),
+    );
+    let raw = Raw::new(berth.url("fixture"));
+    let open = |filter: Value, id: &str| {
+        let body = modern_body(
+            json!(id),
+            "subscriptions/listen",
+            json!({ "notifications": filter }),
+        );
+        let mut request = raw
+            .http
+            .post(&raw.url)
+            .header("accept", "application/json, text/event-stream")
+            .header("content-type", "application/json")
+            .body(body);
+        for (k, v) in modern_headers("subscriptions/listen", None) {
+            request = request.header(k, v);
+        }
+        request.send()
+    };
+    let watched = open(
+        json!({"resourceSubscriptions": ["test://watched-resource"]}),
+        "watched",
+    )
+    .await
+    .unwrap();
+    let other = open(json!({"resourceSubscriptions": ["test://other"]}), "other")
+        .await
+        .unwrap();
+    let tools = open(json!({"toolsListChanged": true}), "tools")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for id in 0..4 {
+        let reply = raw
+            .modern(
+                json!(id),
+                "tools/call",
+                json!({"name": "test_trigger_resource_update", "arguments": {}}),
+            )
+            .await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let stopping = std::thread::spawn(move || berth.stop(Duration::from_secs(10)));
+    let read = |response: reqwest::Response| async move {
+        sse_messages(
+            &tokio::time::timeout(Duration::from_secs(10), response.text())
+                .await
+                .unwrap()
+                .unwrap(),
+        )
+    };
+    let (watched, other, tools) = tokio::join!(read(watched), read(other), read(tools));
+    assert!(stopping.join().unwrap().success());
+
+    assert_eq!(
+        watched[0]["params"]["notifications"]["resourceSubscriptions"],
+        json!(["test://watched-resource"]),
+        "{watched:?}"
+    );
+    let updates: Vec<&Value> = watched
+        .iter()
+        .filter(|m| m["method"] == "notifications/resources/updated")
+        .collect();
+    // Four triggers, spread over two processes: each reaches this stream once.
+    assert_eq!(updates.len(), 4, "{watched:?}");
+    for update in updates {
+        assert_eq!(update["params"]["uri"], "test://watched-resource");
+        assert_eq!(
+            update["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"],
+            "watched"
+        );
+    }
+    for (name, stream) in [("other", &other), ("tools", &tools)] {
+        assert!(
+            stream
+                .iter()
+                .all(|m| m["method"] != "notifications/resources/updated"),
+            "{name} heard an update it did not ask for: {stream:?}"
+        );
+    }
+}

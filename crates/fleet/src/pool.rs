@@ -583,6 +583,37 @@ impl Pool {
         Ok(Some((lease, rx)))
     }
 
+    /// A lease on every live process of a stateless pool, for what must
+    /// reach them all (a resource subscription: any process may see the
+    /// change). Empty for a sessions pool, or before the first process is up.
+    pub fn lease_each(&self) -> Vec<Lease> {
+        if !self.inner.stateless() {
+            return Vec::new();
+        }
+        let inner = &self.inner;
+        let mut state = inner.state();
+        let mut leases = Vec::new();
+        let mut tag = state.next_tag;
+        for shared in state
+            .shared
+            .iter_mut()
+            .filter(|p| p.upstream.closed().is_none())
+        {
+            shared.sessions += 1;
+            leases.push(Lease {
+                pool: inner.clone(),
+                upstream: shared.upstream.clone(),
+                init: shared.init.clone(),
+                released: AtomicBool::new(false),
+                tag,
+                subscribers: None,
+            });
+            tag += 1;
+        }
+        state.next_tag = tag;
+        leases
+    }
+
     fn acquire_exclusive(&self) -> Result<(Lease, Unsolicited), AcquireError> {
         let inner = &self.inner;
         let mut state = inner.state();

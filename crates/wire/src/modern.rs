@@ -308,6 +308,33 @@ pub fn tag_subscription(bytes: &[u8], subscription: &str) -> Option<Bytes> {
     serde_json::to_vec(&value).ok().map(Bytes::from)
 }
 
+/// `params._meta["io.modelcontextprotocol/subscriptionId"]` of a notification.
+pub fn subscription_id(bytes: &[u8]) -> Option<crate::IdKey> {
+    #[derive(Deserialize)]
+    struct Meta<'a> {
+        #[serde(borrow, rename = "io.modelcontextprotocol/subscriptionId")]
+        id: Option<&'a RawValue>,
+    }
+    #[derive(Deserialize)]
+    struct Params<'a> {
+        #[serde(borrow, rename = "_meta")]
+        meta: Option<Meta<'a>>,
+    }
+    let env = Envelope::parse(bytes).ok()?;
+    let params: Params<'_> = serde_json::from_str(env.params?.get()).ok()?;
+    crate::IdKey::from_raw(params.meta?.id?)
+}
+
+/// `params.uri` of a `notifications/resources/updated`.
+pub fn updated_uri(bytes: &[u8]) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Params {
+        uri: Option<String>,
+    }
+    let env = Envelope::parse(bytes).ok()?;
+    serde_json::from_str::<Params>(env.params?.get()).ok()?.uri
+}
+
 /// Decodes a header value sent as `=?base64?...?=` (values that are not
 /// plain visible ASCII); other values are returned as they are.
 pub fn decode_header_value(value: &[u8]) -> Option<String> {

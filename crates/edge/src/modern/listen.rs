@@ -2,10 +2,12 @@
 //! list changes (and resource updates) the client opted in to.
 //!
 //! The edge keeps these streams itself. Each process of a modern pool has
-//! one `subscriptions/listen` of Berth's own open (a bridged server announces
-//! changes unprompted), and the pool broadcasts what they announce; every
-//! client stream takes what its filter admits, tagged with its own
-//! subscription id. A client that stops reading falls behind by a bounded
+//! one `subscriptions/listen` of Berth's own open for list changes (a bridged
+//! server announces them unprompted), and the pool broadcasts what they
+//! announce; every client stream takes what its filter admits, tagged with
+//! its own subscription id. Resource URIs are per client: Berth opens a
+//! listen for them on every process and takes only the updates tagged with
+//! those requests' ids. A client that stops reading falls behind by a bounded
 //! number of announcements and then misses some (logged), never holding
 //! memory for them. The stream is acknowledged first, is not bound by
 //! `request_timeout`, and ends with the closing result when the server
@@ -15,8 +17,10 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use berth_fleet::{Announcement, Discovery};
-use berth_wire::modern::{meta, tag_subscription};
-use berth_wire::{Message, SseEvent};
+use std::collections::HashSet;
+
+use berth_wire::modern::{meta, subscription_id, tag_subscription, updated_uri};
+use berth_wire::{IdKey, Message, SseEvent};
 use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -24,7 +28,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::time::Instant;
 
 use super::backend::Ready;
-use super::relay::sse_response;
+use super::relay::{InFlight, sse_response};
 use crate::error::EdgeError;
 use crate::gateway::{Gateway, Server};
 use crate::reply::Reply;
@@ -45,7 +49,7 @@ struct Filter {
 
 impl Filter {
     /// The part of `self` this server can deliver.
-    fn honoured(&self, discovery: &Discovery) -> Filter {
+    fn honoured(&self, discovery: &Discovery, bridged: bool) -> Filter {
         Filter {
             tools_list_changed: self.tools_list_changed
                 && discovery.announces("tools", "listChanged"),
@@ -53,14 +57,26 @@ impl Filter {
                 && discovery.announces("prompts", "listChanged"),
             resources_list_changed: self.resources_list_changed
                 && discovery.announces("resources", "listChanged"),
-            // Resource updates need a subscription per URI on every process,
-            // which Berth does not hold yet: not honoured, and so not promised.
-            resource_subscriptions: Vec::new(),
+            // A modern server's processes are each asked to listen for these
+            // URIs; a bridged server would need resources/subscribe on each
+            // of its processes, which Berth does not do yet: not promised.
+            resource_subscriptions: if bridged || !discovery.announces("resources", "subscribe") {
+                Vec::new()
+            } else {
+                self.resource_subscriptions.clone()
+            },
         }
     }
 
-    fn admits(&self, msg: &Message) -> bool {
+    /// Whether an announcement belongs on this stream; resource updates
+    /// only from the listen requests opened for it (`own`).
+    fn admits(&self, msg: &Message, own: &HashSet<IdKey>) -> bool {
         match msg.method() {
+            Some("notifications/resources/updated") => {
+                subscription_id(&msg.bytes).is_some_and(|id| own.contains(&id))
+                    && updated_uri(&msg.bytes)
+                        .is_some_and(|uri| self.resource_subscriptions.contains(&uri))
+            }
             Some("notifications/tools/list_changed") => self.tools_list_changed,
             Some("notifications/prompts/list_changed") => self.prompts_list_changed,
             Some("notifications/resources/list_changed") => self.resources_list_changed,
@@ -112,7 +128,7 @@ pub(crate) async fn open(
             .refusal(Some(&raw_id))
         })?;
     let discovery = ready.discovery().await?;
-    let honoured = requested.honoured(&discovery);
+    let honoured = requested.honoured(&discovery, ready.bridged());
     let announcements = ready.pool.announcements().ok_or_else(|| {
         EdgeError::Unavailable(format!(
             "Service Unavailable: server `{}` has no stateless pool to listen to",
@@ -132,8 +148,11 @@ pub(crate) async fn open(
         r#"{{"jsonrpc":"2.0","id":{raw_id},"result":{{"resultType":"complete","_meta":{{"{}":{raw_id}}}}}}}"#,
         meta::SUBSCRIPTION_ID
     ));
+    let watches = watch_resources(ready, &honoured.resource_subscriptions).await;
     let keepalive = gw.config().sse_keepalive;
     let stream = Stream {
+        own: watches.iter().map(|w| w.id().clone()).collect(),
+        _watches: watches,
         ack: Some(Bytes::from(ack.to_string())),
         closing: Some(closing),
         filter: honoured,
@@ -150,7 +169,37 @@ pub(crate) async fn open(
     Ok(sse_response(Body::from_stream(body)))
 }
 
+/// Opens, on every process of a modern pool, a `subscriptions/listen` for
+/// `uris` on the client's behalf (a change may be seen by any of them).
+/// Dropping the returned requests cancels them on their processes.
+async fn watch_resources(ready: &Ready, uris: &[String]) -> Vec<InFlight> {
+    if uris.is_empty() {
+        return Vec::new();
+    }
+    // A cold pool gets its processes first.
+    drop(ready.pool.acquire().await);
+    let params = berth_fleet::own_params(serde_json::json!({
+        "notifications": { "resourceSubscriptions": uris }
+    }));
+    let body = serde_json::json!({"jsonrpc": "2.0", "id": "berth:watch", "method": "subscriptions/listen", "params": params});
+    let Ok(msg) = Message::parse(Bytes::from(body.to_string())) else {
+        return Vec::new();
+    };
+    ready
+        .pool
+        .lease_each()
+        .into_iter()
+        .filter_map(|lease| {
+            let exchange = lease.call(&msg).ok()?;
+            Some(InFlight::new(exchange, lease))
+        })
+        .collect()
+}
+
 struct Stream {
+    /// The listen requests Berth holds for this stream's resource URIs, and their ids.
+    _watches: Vec<InFlight>,
+    own: HashSet<IdKey>,
     ack: Option<Bytes>,
     /// Sent once, when the stream ends from Berth's side.
     closing: Option<Bytes>,
@@ -174,7 +223,7 @@ impl Stream {
                 _ = self.server.stateless.stopped.cancelled() => return self.close(),
                 _ = self.tick.tick() => return Some(Bytes::from_static(b": keep-alive\n\n")),
                 got = self.announcements.recv() => match got {
-                    Ok(msg) if self.filter.admits(&msg) => {
+                    Ok(msg) if self.filter.admits(&msg, &self.own) => {
                         if let Some(tagged) = tag_subscription(&msg.bytes, &self.raw_id) {
                             return Some(SseEvent::frame(None, None, &tagged));
                         }

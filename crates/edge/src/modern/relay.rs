@@ -53,10 +53,24 @@ pub(crate) struct Request {
 
 /// A request on a process. Dropped before its answer (the client went
 /// away, or the request timed out), it cancels the request on the process.
-struct InFlight {
+pub(crate) struct InFlight {
     exchange: Exchange,
     lease: Lease,
     settled: bool,
+}
+
+impl InFlight {
+    pub(crate) fn new(exchange: Exchange, lease: Lease) -> InFlight {
+        InFlight {
+            exchange,
+            lease,
+            settled: false,
+        }
+    }
+
+    pub(crate) fn id(&self) -> &berth_wire::IdKey {
+        self.exchange.id()
+    }
 }
 
 impl Drop for InFlight {
@@ -128,11 +142,7 @@ pub(crate) async fn relay(
     let mut relay = Relay {
         gw,
         server,
-        flight: InFlight {
-            exchange,
-            lease,
-            settled: false,
-        },
+        flight: InFlight::new(exchange, lease),
         request,
         raw_id,
         bridge,
