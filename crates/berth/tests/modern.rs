@@ -665,3 +665,54 @@ async fn resource_subscriptions_reach_only_the_listeners_that_asked() {
         );
     }
 }
+
+/// A handshake-only server in `sh` whose tool `ask` sends
+/// `sampling/createMessage` whatever the client declared, then reports the
+/// error code it was answered with.
+const ASKER: &str = r#"
+while IFS= read -r line; do
+  id=$(printf '%s\n' "$line" | sed -n 's/^.*"id":\("[^"]*"\|[0-9][0-9]*\).*$/\1/p')
+  case "$line" in
+    *'"method":"initialize"'*)
+      printf '{"jsonrpc":"2.0","id":%s,"result":{"protocolVersion":"2025-11-25","capabilities":{"tools":{}},"serverInfo":{"name":"asker","version":"1"}}}\n' "$id" ;;
+    *'"method":"tools/call"'*)
+      printf '{"jsonrpc":"2.0","id":"ask-1","method":"sampling/createMessage","params":{"messages":[],"maxTokens":1}}\n'
+      IFS= read -r reply
+      code=$(printf '%s\n' "$reply" | sed -n 's/^.*"code":\(-[0-9]*\).*$/\1/p')
+      printf '{"jsonrpc":"2.0","id":%s,"result":{"content":[{"type":"text","text":"sampling answered with %s"}],"isError":true}}\n' "$id" "$code" ;;
+    *'"method":"notifications/'*) ;;
+    *'"method":"server/discover"'*)
+      printf '{"jsonrpc":"2.0","id":%s,"error":{"code":-32601,"message":"Method not found"}}\n' "$id" ;;
+    *) [ -n "$id" ] && printf '{"jsonrpc":"2.0","id":%s,"result":{}}\n' "$id" ;;
+  esac
+done
+"#;
+
+#[tokio::test]
+async fn a_bridged_servers_own_request_is_refused_at_once() {
+    let server = format!("[servers.asker]\ncommand = \"/bin/sh\"\nargs = [\"-c\", {ASKER:?}]\n");
+    let berth = Berth::start("", &server);
+    let raw = Raw::new(berth.url("asker"));
+    let started = Instant::now();
+    let reply = raw
+        .modern(
+            json!(1),
+            "tools/call",
+            json!({"name": "ask", "arguments": {}}),
+        )
+        .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let body = reply.json();
+    assert_eq!(
+        body["result"]["content"][0]["text"], "sampling answered with -32601",
+        "{body}"
+    );
+    assert_eq!(body["result"]["resultType"], "complete");
+    // Nothing but the answer reached the client: no server request on its stream.
+    assert!(reply.content_type().starts_with("application/json"));
+}
