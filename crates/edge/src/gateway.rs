@@ -5,84 +5,18 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use axum::Router;
-use axum::routing::{get, post};
 use berth_auth::Principal;
-use berth_fleet::{
-    AcquireError, Delivery, Era, Lease, OnCrash, Pool, ServerLog, ServerSpec, Unsolicited,
-};
+use berth_fleet::{AcquireError, Delivery, Lease, OnCrash, ServerSpec, Unsolicited};
 use berth_wire::Message;
 use serde::Serialize;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::EdgeConfig;
 use crate::error::EdgeError;
-use crate::guard::{OriginPolicy, check_origin};
-use crate::modern::Stateless;
+use crate::guard::OriginPolicy;
 use crate::reply::Refusal;
-use crate::session::{STANDALONE, Session, new_session_id};
-use crate::{authz, legacy, streamable};
-
-/// A configured server: its spec, the pool of processes its sessions use,
-/// and the stateless side that serves 2026-07-28 requests.
-pub struct Server {
-    pub spec: ServerSpec,
-    pub pool: Pool,
-    pub(crate) stateless: Arc<Stateless>,
-}
-
-impl Server {
-    fn start(spec: ServerSpec) -> Arc<Server> {
-        let mut log = ServerLog::new(spec.name.clone(), LOG_LINES);
-        if let Some(path) = &spec.log_file {
-            log = match log.clone().with_file(path, LOG_FILE_BYTES, LOG_FILES_KEPT) {
-                Ok(log) => log,
-                Err(e) => {
-                    tracing::error!(server = %spec.name, "cannot write log file {}: {e}", path.display());
-                    log
-                }
-            };
-        }
-        Arc::new(Server {
-            pool: Pool::start(spec.clone(), log.clone()),
-            stateless: Stateless::start(spec.clone(), log),
-            spec,
-        })
-    }
-
-    pub fn log(&self) -> &ServerLog {
-        self.pool.log()
-    }
-
-    /// The era the server's probe found (`None` while it runs), and why
-    /// for a handshake-only verdict.
-    pub fn era(&self) -> Option<(&'static str, Option<String>)> {
-        self.stateless.era().map(|era| {
-            let why = match era {
-                Era::HandshakeOnly(why) => Some(why.clone()),
-                Era::Modern(_) => None,
-            };
-            (era.label(), why)
-        })
-    }
-
-    /// The pool serving stateless requests, once the probe is done.
-    pub fn stateless_pool(&self) -> Option<&Pool> {
-        self.stateless.pool()
-    }
-
-    /// Stops every process of the server.
-    async fn stop(&self) {
-        futures::future::join(self.pool.stop(), self.stateless.stop()).await;
-    }
-}
-
-/// Lines kept in each server's log ring.
-const LOG_LINES: usize = 2000;
-/// A server's log file is rotated past this size, keeping this many old files.
-const LOG_FILE_BYTES: u64 = 10 * 1024 * 1024;
-const LOG_FILES_KEPT: usize = 5;
+use crate::server::Server;
+use crate::session::{STANDALONE, Session, SessionRegistry, new_session_id};
 
 /// What a configuration reload changed.
 #[derive(Debug, Default, Serialize, serde::Deserialize)]
@@ -94,11 +28,11 @@ pub struct ReloadReport {
 }
 
 pub struct Gateway {
-    config: EdgeConfig,
-    policy: OriginPolicy,
+    pub(crate) config: EdgeConfig,
+    policy: Arc<OriginPolicy>,
     servers: RwLock<BTreeMap<String, Arc<Server>>>,
     sessions: Mutex<HashMap<Arc<str>, Arc<Session>>>,
-    shutting_down: CancellationToken,
+    pub(crate) shutting_down: CancellationToken,
     /// Sessions ended so far (for returning freed memory once churn settles).
     ended: std::sync::atomic::AtomicU64,
 }
@@ -110,7 +44,7 @@ impl Gateway {
             .map(|spec| (spec.name.clone(), Server::start(spec)))
             .collect();
         Arc::new(Gateway {
-            policy: OriginPolicy::new(&config),
+            policy: Arc::new(OriginPolicy::new(&config)),
             config,
             servers: RwLock::new(servers),
             sessions: Mutex::new(HashMap::new()),
@@ -123,8 +57,8 @@ impl Gateway {
         &self.config
     }
 
-    pub(crate) fn origin_policy(&self) -> &OriginPolicy {
-        &self.policy
+    pub(crate) fn origin_policy(&self) -> Arc<OriginPolicy> {
+        self.policy.clone()
     }
 
     /// Cancelled when the gateway starts shutting down.
@@ -201,7 +135,15 @@ impl Gateway {
             .acquire()
             .await
             .map_err(|e| acquire_refusal(&server.spec.name, e))?;
-        let session = Session::new(new_session_id(), server.clone(), lease, legacy, owner, self);
+        let session = Session::new(
+            new_session_id(),
+            server.clone(),
+            lease,
+            legacy,
+            owner,
+            self.config.sse_keepalive,
+            Arc::downgrade(self) as std::sync::Weak<dyn SessionRegistry>,
+        );
         self.watch_lease(&session, session.lease(), unsolicited);
         Ok(session)
     }
@@ -340,88 +282,9 @@ impl Gateway {
     }
 
     /// Ends every session, concurrently; returns once all processes are reaped.
-    async fn end_all_sessions(&self, reason: &str) {
+    pub(crate) async fn end_all_sessions(&self, reason: &str) {
         let sessions: Vec<Arc<Session>> = self.sessions().values().cloned().collect();
         futures::future::join_all(sessions.iter().map(|s| self.end_session(s, reason))).await;
-    }
-
-    pub fn router(self: &Arc<Self>) -> Router {
-        let mcp = Router::new()
-            .route(
-                "/mcp/{name}",
-                post(streamable::post)
-                    .get(streamable::get)
-                    .delete(streamable::delete),
-            )
-            .route("/sse/{name}", get(legacy::connect))
-            .route("/sse/{name}/messages", post(legacy::message))
-            .route_layer(axum::middleware::from_fn_with_state(
-                self.clone(),
-                authz::authenticate,
-            ))
-            .layer(axum::middleware::from_fn_with_state(
-                self.clone(),
-                check_origin,
-            ));
-        let mut router = Router::new()
-            .merge(mcp)
-            .route(
-                "/.well-known/oauth-protected-resource",
-                get(authz::gateway_metadata),
-            )
-            .route(
-                "/.well-known/oauth-protected-resource/mcp/{name}",
-                get(authz::server_metadata),
-            )
-            .route("/healthz", get(|| async { "ok\n" }))
-            .fallback(|| async {
-                EdgeError::NotFound("Not Found: MCP servers are served at /mcp/<name> (Streamable HTTP) and /sse/<name> (legacy HTTP+SSE)".into()).refusal(None)
-            })
-            .with_state(self.clone());
-        if let Some(extra) = &self.config.extra_routes {
-            router = router.merge(extra.clone());
-        }
-        router
-    }
-
-    /// Serves until `shutdown` resolves, then stops accepting, ends every
-    /// session and returns once every child process has been reaped.
-    pub async fn run(
-        self: Arc<Self>,
-        listener: TcpListener,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> std::io::Result<()> {
-        let reaper = tokio::spawn(reap_idle_sessions(Arc::downgrade(&self)));
-        let gateway = self.clone();
-        let graceful = async move {
-            shutdown.await;
-            tracing::info!(
-                "shutting down: ending {} session(s)",
-                gateway.session_count()
-            );
-            gateway.shutting_down.cancel();
-            gateway
-                .end_all_sessions("the gateway is shutting down")
-                .await;
-            // Stateless requests in flight fail now rather than hold the
-            // listener open until their servers answer.
-            let servers = gateway.servers();
-            futures::future::join_all(servers.iter().map(|s| s.stateless.stop())).await;
-        };
-        // The peer's address: the issuer's consent form limits wrong
-        // approval secrets per peer.
-        let app = self
-            .router()
-            .into_make_service_with_connect_info::<std::net::SocketAddr>();
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(graceful)
-            .await;
-        reaper.abort();
-        // Sessions started while the listener drained.
-        self.end_all_sessions("the gateway is shutting down").await;
-        let pools: Vec<Arc<Server>> = self.servers();
-        futures::future::join_all(pools.iter().map(|s| s.stop())).await;
-        served
     }
 
     /// Applies a new set of servers without touching the others: added ones
@@ -515,7 +378,7 @@ fn acquire_refusal(server: &str, error: AcquireError) -> Refusal {
 }
 
 /// Ends sessions that have been idle longer than `session_idle_timeout`.
-async fn reap_idle_sessions(gateway: std::sync::Weak<Gateway>) {
+pub(crate) async fn reap_idle_sessions(gateway: std::sync::Weak<Gateway>) {
     let period = match gateway.upgrade() {
         Some(g) => (g.config.session_idle_timeout / 4)
             .clamp(Duration::from_millis(100), Duration::from_secs(30)),
@@ -552,5 +415,11 @@ async fn reap_idle_sessions(gateway: std::sync::Weak<Gateway>) {
                     .await;
             });
         }
+    }
+}
+
+impl SessionRegistry for Gateway {
+    fn end_detached(&self, session: &Arc<Session>, reason: &str) {
+        tokio::spawn(self.end_session(session, reason));
     }
 }

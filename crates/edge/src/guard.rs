@@ -9,7 +9,6 @@ use axum::response::{IntoResponse, Response};
 
 use crate::EdgeConfig;
 use crate::error::EdgeError;
-use crate::gateway::Gateway;
 
 const LOOPBACK_NAMES: [&str; 4] = ["localhost", "127.0.0.1", "[::1]", "::1"];
 
@@ -104,15 +103,12 @@ fn host_name(authority: &str) -> &str {
 /// A browser on an allowed origin gets CORS: its preflight is answered here,
 /// and responses let it read the session headers.
 pub(crate) async fn check_origin(
-    State(gateway): State<Arc<Gateway>>,
+    State(policy): State<Arc<OriginPolicy>>,
     request: Request,
     next: Next,
 ) -> Response {
     let authority = request.uri().authority().map(|a| a.as_str().to_owned());
-    if let Err(why) = gateway
-        .origin_policy()
-        .check(request.headers(), authority.as_deref())
-    {
+    if let Err(why) = policy.check(request.headers(), authority.as_deref()) {
         tracing::warn!("refused request: {why}");
         return EdgeError::Forbidden(format!("Forbidden: {why}"))
             .refusal(None)

@@ -19,10 +19,13 @@ mod guard;
 mod legacy;
 mod modern;
 mod reply;
+mod serve;
+mod server;
 mod session;
 mod streamable;
 
 pub use admin::{Reloader, ServerStatus, admin_router};
 pub use config::EdgeConfig;
-pub use gateway::{Gateway, ReloadReport, Server};
+pub use gateway::{Gateway, ReloadReport};
+pub use server::Server;
 pub use session::{SESSION_HEADER, new_session_id as random_token};

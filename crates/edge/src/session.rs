@@ -26,7 +26,14 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::gateway::{Gateway, Server};
+use crate::server::Server;
+
+/// Who ends sessions (the gateway). A session ends itself through it when its
+/// legacy SSE connection closes.
+pub(crate) trait SessionRegistry: Send + Sync {
+    /// Ends `session` in the background.
+    fn end_detached(&self, session: &Arc<Session>, reason: &str);
+}
 
 /// The session header (header names are case-insensitive; 2025-06-18 and
 /// earlier spell it `Mcp-Session-Id`).
@@ -50,7 +57,10 @@ pub(crate) struct Session {
     hello: Mutex<Option<(ClientHello, Bytes)>>,
     /// Legacy HTTP+SSE (2024-11-05): one stream, `event: message` framing.
     pub(crate) legacy: bool,
-    gateway: Weak<Gateway>,
+    /// Interval of keep-alive comments on idle streams.
+    keepalive: Duration,
+    /// Ends the session when its legacy SSE connection closes.
+    registry: Weak<dyn SessionRegistry>,
     state: Mutex<State>,
     /// Woken whenever any stream of the session changes.
     notify: Notify,
@@ -129,7 +139,8 @@ impl Session {
         lease: Lease,
         legacy: bool,
         owner: Option<Arc<Principal>>,
-        gateway: &Arc<Gateway>,
+        keepalive: Duration,
+        registry: Weak<dyn SessionRegistry>,
     ) -> Arc<Session> {
         let mut streams = HashMap::new();
         streams.insert(STANDALONE, Stream::new());
@@ -140,7 +151,8 @@ impl Session {
             rebinding: tokio::sync::Mutex::new(()),
             hello: Mutex::new(None),
             legacy,
-            gateway: Arc::downgrade(gateway),
+            keepalive,
+            registry,
             state: Mutex::new(State {
                 version: ProtocolVersion::HTTP_DEFAULT,
                 streams,
@@ -321,12 +333,7 @@ impl Session {
         cursor: u64,
         first: Option<Bytes>,
     ) -> Response {
-        let gateway = self.gateway.upgrade();
-        let keepalive = gateway
-            .as_ref()
-            .map(|g| g.config().sse_keepalive)
-            .unwrap_or(Duration::from_secs(15));
-        let reader = Reader::attach(self.clone(), stream, cursor, first, keepalive);
+        let reader = Reader::attach(self.clone(), stream, cursor, first, self.keepalive);
         let body = futures::stream::unfold(reader, |mut reader| async move {
             let chunk = reader.next().await?;
             Some((Ok::<_, Infallible>(chunk), reader))
@@ -425,9 +432,9 @@ impl Drop for Reader {
         // A legacy session lives exactly as long as its SSE connection.
         if session.legacy
             && !session.ended.is_cancelled()
-            && let Some(gateway) = session.gateway.upgrade()
+            && let Some(registry) = session.registry.upgrade()
         {
-            tokio::spawn(gateway.end_session(session, "the client closed its SSE connection"));
+            registry.end_detached(session, "the client closed its SSE connection");
         }
     }
 }

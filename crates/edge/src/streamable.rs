@@ -16,9 +16,10 @@ use tokio::time::Instant;
 
 use crate::engine::{call, forward, humanize, respond};
 use crate::error::EdgeError;
-use crate::gateway::{Gateway, Server};
+use crate::gateway::Gateway;
 use crate::modern;
 use crate::reply::{Refusal, Reply, json};
+use crate::server::Server;
 use crate::session::{SESSION_HEADER, STANDALONE, Session};
 
 use crate::modern::VERSION_HEADER;

@@ -17,7 +17,6 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::pool::InitCache;
 use crate::upstream::gateway_request_id;
 use crate::{Delivery, Failure, LogSource, ServerLog, ServerSpec, Upstream};
 
@@ -92,13 +91,13 @@ impl Discovery {
     }
 
     /// What Berth answers `server/discover` with for a handshake-only
-    /// server it bridges: the server's `initialize` result re-dressed. The
-    /// endpoint speaks both eras, so both are listed.
-    pub fn bridged(init: &InitCache) -> Option<Discovery> {
-        let result: serde_json::Value =
-            serde_json::from_str(&init.result(&init.server_version)).ok()?;
+    /// server it bridges: the server's `initialize` result (JSON text, with
+    /// the version it speaks) re-dressed. The endpoint speaks both eras, so
+    /// both are listed.
+    pub fn bridged(initialize_result: &str, server_version: &str) -> Option<Discovery> {
+        let result: serde_json::Value = serde_json::from_str(initialize_result).ok()?;
         let mut versions = vec![serde_json::Value::from(MODERN_VERSION)];
-        versions.push(init.server_version.clone().into());
+        versions.push(server_version.into());
         let mut discover = serde_json::json!({
             "resultType": "complete",
             "supportedVersions": versions,

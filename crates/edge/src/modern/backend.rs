@@ -154,12 +154,14 @@ impl Ready {
                 let init = lease.init.clone().ok_or_else(|| {
                     unavailable(&self.pool.spec().name, "the process was not initialized")
                 })?;
-                Discovery::bridged(&init).map(Arc::new).ok_or_else(|| {
-                    unavailable(
-                        &self.pool.spec().name,
-                        "its initialize result could not be read",
-                    )
-                })
+                Discovery::bridged(&init.result(&init.server_version), &init.server_version)
+                    .map(Arc::new)
+                    .ok_or_else(|| {
+                        unavailable(
+                            &self.pool.spec().name,
+                            "its initialize result could not be read",
+                        )
+                    })
             })
             .await
             .cloned()

@@ -30,8 +30,9 @@ use tokio::time::Instant;
 use super::backend::Ready;
 use super::relay::{InFlight, sse_response};
 use crate::error::EdgeError;
-use crate::gateway::{Gateway, Server};
+use crate::gateway::Gateway;
 use crate::reply::Reply;
+use crate::server::Server;
 
 /// What a client opts in to (`params.notifications`).
 #[derive(Debug, Default, Deserialize)]

@@ -7,7 +7,7 @@
 //! `subscriptions/listen` streams itself, and relays everything else to a
 //! process of the server's stateless pool.
 
-mod backend;
+pub(crate) mod backend;
 mod checks;
 mod listen;
 mod params;
@@ -21,12 +21,11 @@ use berth_auth::Principal;
 use berth_wire::modern::{RequestFacts, is_after_handshake_era};
 use berth_wire::{Envelope, Kind, Message};
 
-pub(crate) use backend::Stateless;
-
 use crate::authz::{Verdict, authorize};
 use crate::error::EdgeError;
-use crate::gateway::{Gateway, Server};
+use crate::gateway::Gateway;
 use crate::reply::{Reply, json};
+use crate::server::Server;
 
 /// `MCP-Protocol-Version`.
 pub(crate) const VERSION_HEADER: &str = "mcp-protocol-version";

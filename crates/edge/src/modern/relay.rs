@@ -23,8 +23,9 @@ use super::backend::{Ready, acquire_refusal};
 use crate::authz::ToolFilter;
 use crate::engine::{Deadline, humanize};
 use crate::error::{status_for_code, status_for_failure};
-use crate::gateway::{Gateway, Server};
+use crate::gateway::Gateway;
 use crate::reply::{failure_body, json};
+use crate::server::Server;
 
 /// Methods a handshake-era server can answer for a stateless client.
 pub(crate) fn bridgeable(method: &str) -> bool {
