@@ -716,3 +716,50 @@ async fn a_bridged_servers_own_request_is_refused_at_once() {
     // Nothing but the answer reached the client: no server request on its stream.
     assert!(reply.content_type().starts_with("application/json"));
 }
+
+#[tokio::test]
+async fn idle_stateless_processes_go_to_standby_and_wake_for_the_next_request() {
+    let berth = Berth::start(
+        "",
+        &demo(
+            "demo",
+            "[servers.demo.pool]\nstandby_after = \"200ms\"\nhealth_interval = \"100ms\"",
+        ),
+    );
+    let raw = Raw::new(berth.url("demo"));
+    let echo = |text: &str| json!({"name": "echo", "arguments": {"text": text}});
+    assert_eq!(
+        result_text(&raw.modern(json!(1), "tools/call", echo("first")).await),
+        "first"
+    );
+    let stateless_states = || {
+        let (_, out) = berth.cli(&["ps", "--json"]);
+        let servers: Value = serde_json::from_str(&out[out.find('[').unwrap_or(0)..]).unwrap();
+        servers[0]["stateless"]["processes"]
+            .as_array()
+            .map(|ps| {
+                ps.iter()
+                    .map(|p| p["state"].as_str().unwrap_or_default().to_owned())
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while stateless_states() != ["standby"] {
+        assert!(
+            Instant::now() < deadline,
+            "never went to standby: {:?}",
+            stateless_states()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Frozen (SIGSTOP), and health-checked only while awake.
+    let started = Instant::now();
+    assert_eq!(
+        result_text(&raw.modern(json!(2), "tools/call", echo("again")).await),
+        "again"
+    );
+    assert!(started.elapsed() < Duration::from_secs(2));
+    let (_, logs) = berth.cli(&["logs", "demo"]);
+    assert!(!logs.contains("unresponsive"), "{logs}");
+}

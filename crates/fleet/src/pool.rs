@@ -209,6 +209,11 @@ struct SharedProc {
     subscribers: Option<Subscribers>,
     /// Leases on it: sessions, or requests in flight (stateless).
     sessions: usize,
+    /// Since when it has had no lease (stateless: standby and health checks
+    /// apply to idle processes only).
+    idle_since: Instant,
+    last_ping: Instant,
+    pinging: bool,
 }
 
 /// Sessions of a shared process, by tag: where its unrelated messages go.
@@ -412,6 +417,9 @@ impl Lease {
             .find(|p| p.upstream.pid() == pid)
         {
             shared.sessions = shared.sessions.saturating_sub(1);
+            if shared.sessions == 0 {
+                shared.idle_since = Instant::now();
+            }
         }
         self.upstream
             .forget_session(self.tag, &Failure::new(ErrorCode::UPSTREAM_CLOSED, reason));
@@ -550,8 +558,9 @@ impl Pool {
 
     fn try_share(&self) -> Result<Option<(Lease, Unsolicited)>, AcquireError> {
         let inner = &self.inner;
-        let mut state = inner.state();
-        admit(inner, &mut state)?;
+        let mut guard = inner.state();
+        admit(inner, &mut guard)?;
+        let state = &mut *guard;
         let tag = state.next_tag;
         let Some(shared) = state
             .shared
@@ -562,6 +571,12 @@ impl Pool {
             return Ok(None);
         };
         shared.sessions += 1;
+        if shared.upstream.is_frozen() {
+            shared.upstream.thaw();
+            if let Some(p) = state.procs.get_mut(&shared.upstream.pid()) {
+                p.state = ProcState::Shared;
+            }
+        }
         // A stateless lease hears nothing outside its request: the pool's
         // announcements carry that (the receiver here just closes).
         let (tx, rx) = mpsc::unbounded_channel();
@@ -591,7 +606,8 @@ impl Pool {
             return Vec::new();
         }
         let inner = &self.inner;
-        let mut state = inner.state();
+        let mut guard = inner.state();
+        let state = &mut *guard;
         let mut leases = Vec::new();
         let mut tag = state.next_tag;
         for shared in state
@@ -600,6 +616,12 @@ impl Pool {
             .filter(|p| p.upstream.closed().is_none())
         {
             shared.sessions += 1;
+            if shared.upstream.is_frozen() {
+                shared.upstream.thaw();
+                if let Some(p) = state.procs.get_mut(&shared.upstream.pid()) {
+                    p.state = ProcState::Shared;
+                }
+            }
             leases.push(Lease {
                 pool: inner.clone(),
                 upstream: shared.upstream.clone(),
@@ -960,6 +982,9 @@ fn maintain_once(inner: &Arc<Inner>) {
     // Refill up to `min_ready`, within `max_processes`, unless backing off or failed.
     // (A shared pool keeps `max_processes` processes for all its sessions.)
     state.shared.retain(|p| p.upstream.closed().is_none());
+    if inner.stateless() {
+        rest_idle_stateless(inner, &mut state, now);
+    }
     let target = if state.scaled_to_zero || state.failed.is_some() {
         0
     } else if inner.spec.serial {
@@ -1055,6 +1080,9 @@ async fn warm_up(inner: Arc<Inner>, upstream: Arc<Upstream>, unsolicited: Unsoli
                 init,
                 subscribers,
                 sessions: 0,
+                idle_since: now,
+                last_ping: now,
+                pinging: false,
             });
         } else if !stopping {
             if let Some(p) = state.procs.get_mut(&upstream.pid()) {
@@ -1182,6 +1210,64 @@ fn answer_as_berth(upstream: &Upstream, msg: &Message) {
         if let Ok(reply) = Message::parse(reply) {
             let _ = upstream.send(&reply);
         }
+    }
+}
+
+/// Stateless processes with no request in flight: frozen after
+/// `standby_after` (thawed by the next request), checked every
+/// `health_interval` while awake (`server/discover` for a modern process,
+/// `ping` for a bridged one) and replaced when they do not answer.
+fn rest_idle_stateless(inner: &Arc<Inner>, state: &mut State, now: Instant) {
+    let config = &inner.spec.pool;
+    let State { shared, procs, .. } = state;
+    for p in shared.iter_mut().filter(|p| p.sessions == 0 && !p.pinging) {
+        if let Some(after) = config.standby_after
+            && !p.upstream.is_frozen()
+            && now.duration_since(p.idle_since) >= after
+        {
+            p.upstream.freeze();
+            if let Some(proc) = procs.get_mut(&p.upstream.pid()) {
+                proc.state = ProcState::Standby;
+            }
+        }
+        if !p.upstream.is_frozen() && now.duration_since(p.last_ping) >= config.health_interval {
+            p.pinging = true;
+            p.last_ping = now;
+            tokio::spawn(check_stateless(inner.clone(), p.upstream.clone()));
+        }
+    }
+}
+
+async fn check_stateless(inner: Arc<Inner>, upstream: Arc<Upstream>) {
+    let timeout = inner.spec.pool.health_timeout;
+    let result = if inner.preinitializes() {
+        upstream.request("ping", None, timeout).await
+    } else {
+        let params = crate::era::own_params(serde_json::json!({}));
+        upstream
+            .request("server/discover", Some(params), timeout)
+            .await
+    };
+    let pid = upstream.pid();
+    let removed = {
+        let mut state = inner.state();
+        if let Some(p) = state.shared.iter_mut().find(|p| p.upstream.pid() == pid) {
+            p.pinging = false;
+        }
+        let before = state.shared.len();
+        if result.is_err() {
+            state.shared.retain(|p| p.upstream.pid() != pid);
+        }
+        state.shared.len() < before
+    };
+    if let (true, Err(failure)) = (removed, result) {
+        inner.log.push(
+            Some(pid),
+            LogSource::Lifecycle,
+            format!("unresponsive ({}); replacing it", failure.message),
+        );
+        upstream.shutdown("failed its health check").await;
+        inner.wake.notify_one();
     }
 }
 
