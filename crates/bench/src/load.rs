@@ -6,6 +6,11 @@
 //!   the same calls over the echo server's own stdin/stdout.
 //! * `throughput-C`: C concurrent sessions, M calls each; the floor is C
 //!   echo servers driven over their pipes.
+//!
+//!   Both also have a `berth 2026-07-28` row: the same Berth configuration
+//!   and echo server (which speaks both eras), called by stateless
+//!   2026-07-28 clients (no session, `_meta` and the revision's headers on
+//!   every request), so Berth serves them from its stateless pool.
 //! * `idle-exclusive`: gateway RSS (its own, children excluded) before and
 //!   after opening K idle sessions, each with its own echo process.
 //! * `idle-shared`: the same with Berth `binding = "shared"` (2 processes).
@@ -79,6 +84,9 @@ enum Target {
     /// Berth with `[auth] mode = "oauth"`: every request carries a JWT from
     /// the built-in issuer (per-call and throughput).
     BerthOAuth,
+    /// Berth's `berth` configuration called by stateless 2026-07-28 clients
+    /// (per-call and throughput; nothing to measure elsewhere).
+    BerthModern,
     /// ttfr: Berth without a pool.
     BerthCold,
     /// ttfr: Berth with a pre-initialized pool.
@@ -94,6 +102,7 @@ impl Target {
             Target::Floor => FLOOR.into(),
             Target::Berth => "berth".into(),
             Target::BerthOAuth => "berth oauth".into(),
+            Target::BerthModern => format!("berth {}", crate::mcp::MODERN_VERSION),
             Target::BerthCold => "berth cold".into(),
             Target::BerthWarm => "berth warm".into(),
             Target::Supergateway => format!("supergateway {}", peers::SUPERGATEWAY_VERSION),
@@ -124,11 +133,11 @@ impl Instance {
     fn describe(&self, options: &LoadOptions) -> String {
         match self.kind {
             LoadScenario::PerCall => format!(
-                "Per-call overhead: 1 session, {} sequential tools/call echo",
+                "Per-call overhead: 1 session (berth 2026-07-28: 1 stateless client), {} sequential tools/call echo",
                 self.calls_each
             ),
             LoadScenario::Throughput => format!(
-                "Throughput: {} concurrent sessions, {} tools/call each (latency of every call)",
+                "Throughput: {} concurrent sessions (berth 2026-07-28: stateless clients), {} tools/call each (latency of every call)",
                 self.sessions, self.calls_each
             ),
             LoadScenario::IdleExclusive => format!(
@@ -302,7 +311,14 @@ fn instances(options: &LoadOptions) -> Vec<Instance> {
 
 fn targets(options: &LoadOptions, instance: &Instance) -> Vec<Target> {
     let mut out = if instance.kind == LoadScenario::Ttfr {
-        vec![Target::Floor, Target::BerthCold, Target::BerthWarm]
+        // The 2026-07-28 row sits beside the handshake-era ones; where it
+        // has nothing to measure it is reported unavailable.
+        vec![
+            Target::Floor,
+            Target::BerthCold,
+            Target::BerthWarm,
+            Target::BerthModern,
+        ]
     } else {
         let mut berths = vec![Target::Floor, Target::Berth];
         if matches!(
@@ -311,6 +327,7 @@ fn targets(options: &LoadOptions, instance: &Instance) -> Vec<Target> {
         ) {
             berths.push(Target::BerthOAuth);
         }
+        berths.push(Target::BerthModern);
         berths
     };
     if options.peers {
@@ -384,6 +401,7 @@ pub async fn run(options: &LoadOptions) -> Result<bool> {
                 row.target,
                 Target::Berth
                     | Target::BerthOAuth
+                    | Target::BerthModern
                     | Target::BerthCold
                     | Target::BerthWarm
                     | Target::Floor
@@ -468,7 +486,11 @@ async fn start_target(
     let log = dir.join("gateway.log");
     let fixture_cmd = format!("{} {}", options.fixture.display(), fixture_args.join(" "));
     let started = match target {
-        Target::Berth | Target::BerthOAuth | Target::BerthCold | Target::BerthWarm => {
+        Target::Berth
+        | Target::BerthOAuth
+        | Target::BerthModern
+        | Target::BerthCold
+        | Target::BerthWarm => {
             let config = dir.join("berth.toml");
             match std::fs::write(&config, berth_config) {
                 Ok(()) => Gateway::berth(&options.berth, &config, SERVER, &log).await,
@@ -485,7 +507,11 @@ async fn start_target(
         (Target::External(_, url), _) => Ok((url.clone(), None)),
         (_, Ok(gateway)) => Ok((gateway.url.clone(), Some(gateway))),
         (
-            Target::Berth | Target::BerthOAuth | Target::BerthCold | Target::BerthWarm,
+            Target::Berth
+            | Target::BerthOAuth
+            | Target::BerthModern
+            | Target::BerthCold
+            | Target::BerthWarm,
             Err(error),
         ) => Err(Row::new(target, Status::Failed(format!("{error:#}")))),
         (_, Err(error)) => Err(Row::new(target, Status::Unavailable(format!("{error:#}")))),
@@ -564,6 +590,20 @@ async fn run_ttfr(options: &LoadOptions, target: &Target) -> Row {
 }
 
 async fn run_one(options: &LoadOptions, instance: &Instance, target: &Target) -> Row {
+    if *target == Target::BerthModern {
+        let reason = match instance.kind {
+            LoadScenario::PerCall | LoadScenario::Throughput => None,
+            LoadScenario::IdleExclusive | LoadScenario::IdleShared => Some(
+                "not applicable: a 2026-07-28 client opens no session, so there is nothing idle to hold",
+            ),
+            LoadScenario::Ttfr => Some(
+                "not applicable: a 2026-07-28 client opens no session; its first tool call is any tool call",
+            ),
+        };
+        if let Some(reason) = reason {
+            return Row::new(target, Status::Unavailable(reason.into()));
+        }
+    }
     if instance.kind == LoadScenario::Ttfr {
         return run_ttfr(options, target).await;
     }
@@ -601,6 +641,18 @@ async fn run_one(options: &LoadOptions, instance: &Instance, target: &Target) ->
             Err(error) => return Row::new(target, Status::Failed(format!("{error:#}"))),
         }
     }
+    let stateless = *target == Target::BerthModern;
+    if stateless {
+        // Its own data directory, where `berth ps` finds this gateway.
+        config = config.replacen(
+            "[gateway]\n",
+            &format!(
+                "[gateway]\ndata_dir = {}\n",
+                crate::suite::toml_string(&dir.path().to_string_lossy())
+            ),
+            1,
+        );
+    }
     let args = ["echo".to_string()];
     let (url, gateway) = match start_target(options, target, dir.path(), &args, config).await {
         Ok(started) => started,
@@ -621,14 +673,28 @@ async fn run_one(options: &LoadOptions, instance: &Instance, target: &Target) ->
         LoadScenario::PerCall => {
             bounded(
                 options,
-                http_calls(&client, 1, instance.calls_each, options.warmup, pid),
+                http_calls(
+                    &client,
+                    stateless,
+                    1,
+                    instance.calls_each,
+                    options.warmup,
+                    pid,
+                ),
             )
             .await
         }
         LoadScenario::Throughput => {
             bounded(
                 options,
-                http_calls(&client, instance.sessions, instance.calls_each, 0, None),
+                http_calls(
+                    &client,
+                    stateless,
+                    instance.sessions,
+                    instance.calls_each,
+                    0,
+                    None,
+                ),
             )
             .await
         }
@@ -642,8 +708,55 @@ async fn run_one(options: &LoadOptions, instance: &Instance, target: &Target) ->
         }
         LoadScenario::Ttfr => unreachable!("handled above"),
     };
+    // Stateless requests to a server Berth judged handshake-only would have
+    // measured the bridge, not the 2026-07-28 path.
+    let measured = match measured {
+        Ok(measured) if stateless => stateless_era(options, dir.path())
+            .await
+            .and_then(|era| match era.as_str() {
+                crate::mcp::MODERN_VERSION => Ok(measured),
+                other => Err(anyhow!(
+                    "Berth's era probe found the echo server {other}: this would measure the bridge, not the 2026-07-28 path"
+                )),
+            }),
+        other => other,
+    };
     let stop_note = stop_gateway(gateway).await;
     finish(target, measured, stop_note)
+}
+
+/// The era Berth's probe found for the echo server, from `berth ps --json`
+/// of the gateway whose data directory is `data_dir`.
+async fn stateless_era(options: &LoadOptions, data_dir: &std::path::Path) -> Result<String> {
+    let output = Command::new(&options.berth)
+        .args(["ps", "--json", "--data-dir"])
+        .arg(data_dir)
+        .env_remove("BERTH_ADMIN_URL")
+        .env_remove("BERTH_ADMIN_TOKEN")
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .context("running berth ps")?;
+    if !output.status.success() {
+        bail!(
+            "berth ps: {}: {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    let servers: Value =
+        serde_json::from_slice(&output.stdout).context("berth ps --json is not JSON")?;
+    servers
+        .as_array()
+        .and_then(|servers| servers.iter().find(|s| s["server"] == SERVER))
+        .and_then(|server| server["era"].as_str())
+        .map(str::to_string)
+        .ok_or_else(|| {
+            anyhow!(
+                "berth ps --json names no era for {SERVER}: {}",
+                String::from_utf8_lossy(&output.stdout)
+            )
+        })
 }
 
 struct Measured {
@@ -698,8 +811,13 @@ async fn bounded(
 /// calls, then `calls` timed calls; then DELETE (untimed). The wall time
 /// runs from when every session is open and warmed up to the last call; the
 /// CPU time of `pid`, if given, is read at the same two points.
+///
+/// `stateless`: 2026-07-28 clients instead of sessions; each "opens" with
+/// one untimed call (the stateless pool starts with no process) and ends
+/// with nothing.
 async fn http_calls(
     client: &Arc<McpHttp>,
+    stateless: bool,
     sessions: u64,
     calls: u64,
     warmup: u64,
@@ -709,7 +827,13 @@ async fn http_calls(
     let mut opened = Vec::new();
     let mut recorder = Recorder::default();
     let opens = futures::stream::iter(0..sessions)
-        .map(|_| open(client))
+        .map(|_| async move {
+            if stateless {
+                open_stateless(client).await
+            } else {
+                open(client).await
+            }
+        })
         .buffer_unordered(16)
         .collect::<Vec<_>>()
         .await;
@@ -784,6 +908,16 @@ async fn http_calls(
 async fn open(client: &McpHttp) -> Result<Session> {
     let (session, _) = client.initialize().await?;
     client.initialized(&session).await?;
+    Ok(session)
+}
+
+/// A 2026-07-28 client, after one untimed call (id 0).
+async fn open_stateless(client: &McpHttp) -> Result<Session> {
+    let session = Session::stateless();
+    let reply = client
+        .call_tool(&session, 0, TOOL, json!({ "text": TOOL_TEXT }))
+        .await?;
+    check_echo(&reply.message)?;
     Ok(session)
 }
 

@@ -1,5 +1,11 @@
 //! A minimal MCP Streamable HTTP client: just enough to open a session, call
 //! one tool and end the session, with answers as JSON or as SSE streams.
+//!
+//! It also speaks the stateless revision 2026-07-28 ([`Session::stateless`]):
+//! no `initialize`, no session and no `DELETE`; every request carries
+//! `params._meta` (protocol version, client capabilities and info) and the
+//! headers `MCP-Protocol-Version`, `Mcp-Method` and, for `tools/call`,
+//! `Mcp-Name`; a result must say `"resultType":"complete"`.
 
 use std::time::{Duration, Instant};
 
@@ -13,6 +19,9 @@ use serde_json::{Value, json};
 /// The protocol revision offered in `initialize`.
 pub const PROTOCOL_VERSION: &str = "2025-11-25";
 
+/// The stateless revision: no handshake, no session.
+pub const MODERN_VERSION: &str = "2026-07-28";
+
 /// How long an SSE answer's stream is read after our response arrived, so
 /// that the connection can go back to the keep-alive pool (off the clock).
 const SSE_DRAIN_LIMIT: Duration = Duration::from_secs(10);
@@ -23,12 +32,43 @@ pub struct McpHttp {
     url: Url,
 }
 
-/// An open MCP session.
+/// An open MCP session, or a 2026-07-28 client that needs none.
 pub struct Session {
     /// `Mcp-Session-Id`, absent for a stateless server.
     pub id: Option<String>,
     /// The version the server chose, sent back as `MCP-Protocol-Version`.
     pub protocol_version: String,
+    /// 2026-07-28: every request carries `_meta` and the revision's headers.
+    pub stateless: bool,
+}
+
+impl Session {
+    /// A 2026-07-28 client: nothing to open and nothing to end.
+    pub fn stateless() -> Session {
+        Session {
+            id: None,
+            protocol_version: MODERN_VERSION.to_string(),
+            stateless: true,
+        }
+    }
+}
+
+/// `params` of a 2026-07-28 request: `params` with the revision's `_meta`.
+fn with_modern_meta(mut params: Value) -> Value {
+    if let Value::Object(fields) = &mut params {
+        fields.insert(
+            "_meta".into(),
+            json!({
+                "io.modelcontextprotocol/protocolVersion": MODERN_VERSION,
+                "io.modelcontextprotocol/clientCapabilities": {},
+                "io.modelcontextprotocol/clientInfo": {
+                    "name": "berth-bench",
+                    "version": env!("CARGO_PKG_VERSION")
+                }
+            }),
+        );
+    }
+    params
 }
 
 /// A JSON-RPC response and the moment it was fully received.
@@ -94,6 +134,7 @@ impl McpHttp {
             Session {
                 id,
                 protocol_version,
+                stateless: false,
             },
             reply,
         ))
@@ -113,7 +154,7 @@ impl McpHttp {
     }
 
     /// POSTs `tools/call`; returns the reply, failing on a JSON-RPC error or
-    /// a tool result marked `isError`.
+    /// a tool result marked `isError` (or, stateless, not `complete`).
     pub async fn call_tool(
         &self,
         session: &Session,
@@ -128,6 +169,9 @@ impl McpHttp {
         let result = result_of("tools/call", &reply.message)?;
         if result.get("isError") == Some(&Value::Bool(true)) {
             bail!("tools/call {name}: the tool failed: {result}");
+        }
+        if session.stateless && result.get("resultType") != Some(&json!("complete")) {
+            bail!("tools/call {name}: a 2026-07-28 result that is not complete: {result}");
         }
         Ok(reply)
     }
@@ -166,6 +210,16 @@ impl McpHttp {
                 request = request.header("mcp-session-id", id);
             }
             request = request.header("mcp-protocol-version", &session.protocol_version);
+            if session.stateless
+                && let Some(method) = body["method"].as_str()
+            {
+                request = request.header("mcp-method", method);
+                if method == "tools/call"
+                    && let Some(name) = body["params"]["name"].as_str()
+                {
+                    request = request.header("mcp-name", name);
+                }
+            }
         }
         let method = body["method"].as_str().unwrap_or("POST");
         request.send().await.with_context(|| method.to_string())
@@ -180,6 +234,10 @@ impl McpHttp {
         method: &str,
         params: Value,
     ) -> Result<(HeaderMap, Reply)> {
+        let params = match session {
+            Some(session) if session.stateless => with_modern_meta(params),
+            _ => params,
+        };
         let body = json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params });
         let response = self.post(session, &body).await?;
         let status = response.status();
@@ -357,6 +415,23 @@ mod tests {
         assert_eq!(find_response(note.clone(), 1), None);
         assert_eq!(find_response(request, 1), None);
         assert_eq!(find_response(json!([note, ok.clone()]), 1), Some(ok));
+    }
+
+    #[test]
+    fn stateless_params_carry_the_revisions_meta() {
+        let params = with_modern_meta(json!({ "name": "echo" }));
+        assert_eq!(params["name"], "echo");
+        let meta = &params["_meta"];
+        assert_eq!(
+            meta["io.modelcontextprotocol/protocolVersion"],
+            "2026-07-28"
+        );
+        assert!(meta["io.modelcontextprotocol/clientCapabilities"].is_object());
+        assert_eq!(
+            meta["io.modelcontextprotocol/clientInfo"]["name"],
+            "berth-bench"
+        );
+        assert!(Session::stateless().stateless && Session::stateless().id.is_none());
     }
 
     #[test]

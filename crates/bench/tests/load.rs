@@ -1,11 +1,16 @@
 //! Smoke test: `berth-bench load --quick --no-peers` with tiny counts against
 //! the real `berth` and `berth-fixture` binaries (offline: peers skipped).
 //! Asserts that every scenario has its Berth rows (and the stdio floor where
-//! it applies), with CPU/call in per-call; it never asserts a timing.
+//! it applies), with CPU/call in per-call; it never asserts a timing. The
+//! `berth 2026-07-28` row (stateless clients, same Berth and echo server) is
+//! measured in per-call and throughput and says why not elsewhere.
 
 mod common;
 
 use common::run_bench;
+
+/// The row of stateless 2026-07-28 clients.
+const MODERN: &str = "berth 2026-07-28";
 
 #[test]
 fn quick_load_reports_every_berth_row() {
@@ -61,16 +66,28 @@ fn quick_load_reports_every_berth_row() {
         let rows = scenario["rows"].as_array().expect("rows");
         let targets: Vec<&str> = rows.iter().filter_map(|r| r["target"].as_str()).collect();
         let expected: &[&str] = if name.starts_with("idle-") {
-            &["berth"]
+            &["berth", MODERN]
         } else if name == "ttfr" {
-            &["stdio floor", "berth cold", "berth warm"]
+            &["stdio floor", "berth cold", "berth warm", MODERN]
         } else {
             // Every request of the oauth row carries a built-in issuer's JWT.
-            &["stdio floor", "berth", "berth oauth"]
+            &["stdio floor", "berth", "berth oauth", MODERN]
         };
         assert_eq!(targets, expected, "{name}; {context}");
         for row in rows {
             let target = row["target"].as_str().unwrap();
+            if target == MODERN && (name.starts_with("idle-") || name == "ttfr") {
+                assert_eq!(row["status"], "unavailable", "{name}: {row}");
+                let reason = row["reason"].as_str().unwrap_or_default();
+                assert!(reason.starts_with("not applicable"), "{name}: {row}");
+                assert!(
+                    stdout.lines().any(
+                        |l| l.starts_with(&format!("| {target} | unavailable: not applicable"))
+                    ),
+                    "no table row for {target} in {name}; {context}"
+                );
+                continue;
+            }
             assert_eq!(row["status"], "ok", "{name}/{target}: {row}\n{context}");
             assert_eq!(row["errors"], 0, "{name}/{target}: {row}\n{context}");
             assert!(row["note"].is_null(), "{name}/{target}: {row}");
