@@ -11,6 +11,26 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::{Value, json};
 
+/// Opens a `subscriptions/listen` stream with `filter`; the response is
+/// returned unread.
+async fn open_listen(raw: &Raw, filter: Value, id: &str) -> reqwest::Response {
+    let body = modern_body(
+        json!(id),
+        "subscriptions/listen",
+        json!({ "notifications": filter }),
+    );
+    let mut request = raw
+        .http
+        .post(&raw.url)
+        .header("accept", "application/json, text/event-stream")
+        .header("content-type", "application/json")
+        .body(body);
+    for (k, v) in modern_headers("subscriptions/listen", None) {
+        request = request.header(k, v);
+    }
+    request.send().await.expect("listen")
+}
+
 /// The built-in demo server (rmcp 3.x: speaks both eras over stdio).
 fn demo(name: &str, pool: &str) -> String {
     format!(
@@ -235,22 +255,8 @@ async fn listeners_that_never_read_leave_other_clients_unaffected() {
     // Stalled listeners: the streams are opened and never read.
     let mut stalled = Vec::new();
     for i in 0..8 {
-        let body = modern_body(
-            json!(format!("listen-{i}")),
-            "subscriptions/listen",
-            json!({"notifications": {"toolsListChanged": true}}),
-        );
-        let headers = modern_headers("subscriptions/listen", None);
-        let mut request = raw.http.post(&raw.url).body(body);
-        for (k, v) in &headers {
-            request = request.header(*k, v);
-        }
-        let response = request
-            .header("accept", "application/json, text/event-stream")
-            .header("content-type", "application/json")
-            .send()
-            .await
-            .unwrap();
+        let filter = json!({"toolsListChanged": true});
+        let response = open_listen(&raw, filter, &format!("listen-{i}")).await;
         assert_eq!(response.status().as_u16(), 200);
         stalled.push(response);
     }
@@ -492,29 +498,8 @@ async fn handshake_only_npm_server_is_bridged_for_pinned_clients() {
 async fn listen_streams_acknowledge_filter_tag_and_close_when_berth_stops() {
     let berth = Berth::start("", &fixture_server("fixture", "everything"));
     let raw = Raw::new(berth.url("fixture"));
-    let open = |filter: Value, id: &str| {
-        let body = modern_body(
-            json!(id),
-            "subscriptions/listen",
-            json!({ "notifications": filter }),
-        );
-        let mut request = raw
-            .http
-            .post(&raw.url)
-            .header("accept", "application/json, text/event-stream")
-            .header("content-type", "application/json")
-            .body(body);
-        for (k, v) in modern_headers("subscriptions/listen", None) {
-            request = request.header(k, v);
-        }
-        request.send()
-    };
-    let prompts = open(json!({"promptsListChanged": true}), "only-prompts")
-        .await
-        .unwrap();
-    let tools = open(json!({"toolsListChanged": true}), "only-tools")
-        .await
-        .unwrap();
+    let prompts = open_listen(&raw, json!({"promptsListChanged": true}), "only-prompts").await;
+    let tools = open_listen(&raw, json!({"toolsListChanged": true}), "only-tools").await;
     assert_eq!(prompts.status().as_u16(), 200);
     assert!(
         prompts.headers()["content-type"]
@@ -585,35 +570,37 @@ async fn resource_subscriptions_reach_only_the_listeners_that_asked() {
         &(fixture_server("fixture", "everything") + "[servers.fixture.pool]\nmin_ready = 2\n"),
     );
     let raw = Raw::new(berth.url("fixture"));
-    let open = |filter: Value, id: &str| {
-        let body = modern_body(
-            json!(id),
-            "subscriptions/listen",
-            json!({ "notifications": filter }),
-        );
-        let mut request = raw
-            .http
-            .post(&raw.url)
-            .header("accept", "application/json, text/event-stream")
-            .header("content-type", "application/json")
-            .body(body);
-        for (k, v) in modern_headers("subscriptions/listen", None) {
-            request = request.header(k, v);
+    // Both stateless processes up before anyone listens (the watches go to every process).
+    raw.modern(json!("warm"), "tools/list", json!({})).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, out) = berth.cli(&["ps", "--json"]);
+        let servers: Value = serde_json::from_str(&out[out.find('[').unwrap_or(0)..]).unwrap();
+        let up = servers[0]["stateless"]["processes"]
+            .as_array()
+            .map_or(0, |ps| ps.iter().filter(|p| p["state"] == "shared").count());
+        if up == 2 {
+            break;
         }
-        request.send()
-    };
-    let watched = open(
+        assert!(
+            Instant::now() < deadline,
+            "the stateless pool never reached 2 processes: {out}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let watched = open_listen(
+        &raw,
         json!({"resourceSubscriptions": ["test://watched-resource"]}),
         "watched",
     )
-    .await
-    .unwrap();
-    let other = open(json!({"resourceSubscriptions": ["test://other"]}), "other")
-        .await
-        .unwrap();
-    let tools = open(json!({"toolsListChanged": true}), "tools")
-        .await
-        .unwrap();
+    .await;
+    let other = open_listen(
+        &raw,
+        json!({"resourceSubscriptions": ["test://other"]}),
+        "other",
+    )
+    .await;
+    let tools = open_listen(&raw, json!({"toolsListChanged": true}), "tools").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     for id in 0..4 {
         let reply = raw

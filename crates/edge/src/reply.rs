@@ -18,6 +18,26 @@ pub(crate) fn json(status: StatusCode, body: Bytes) -> Response {
         .into_response()
 }
 
+/// A 200 carrying an SSE body (no caching, no proxy buffering).
+pub(crate) fn sse(body: axum::body::Body) -> Response {
+    (
+        StatusCode::OK,
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/event-stream"),
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+            (
+                header::HeaderName::from_static("x-accel-buffering"),
+                HeaderValue::from_static("no"),
+            ),
+        ],
+        body,
+    )
+        .into_response()
+}
+
 /// A request refused before (or instead of) reaching a server: an HTTP status
 /// and a JSON-RPC error body a person can act on.
 #[derive(Debug)]

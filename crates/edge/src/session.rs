@@ -15,8 +15,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use berth_auth::Principal;
 use berth_fleet::Lease;
 use berth_wire::{
@@ -338,22 +337,7 @@ impl Session {
             let chunk = reader.next().await?;
             Some((Ok::<_, Infallible>(chunk), reader))
         });
-        (
-            StatusCode::OK,
-            [
-                (
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("text/event-stream"),
-                ),
-                (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
-                (
-                    header::HeaderName::from_static("x-accel-buffering"),
-                    HeaderValue::from_static("no"),
-                ),
-            ],
-            Body::from_stream(body),
-        )
-            .into_response()
+        crate::reply::sse(Body::from_stream(body))
     }
 
     /// The priming event for a stream read from `cursor`, when the client's

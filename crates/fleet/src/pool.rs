@@ -952,7 +952,11 @@ fn maintain_once(inner: &Arc<Inner>) {
         {
             warm.pinging = true;
             warm.last_ping = now;
-            tokio::spawn(health_check(inner.clone(), warm.upstream.clone()));
+            tokio::spawn(health_check(
+                inner.clone(),
+                warm.upstream.clone(),
+                Waiting::Ready,
+            ));
         }
         keep.push_back(warm);
     }
@@ -1233,32 +1237,49 @@ fn rest_idle_stateless(inner: &Arc<Inner>, state: &mut State, now: Instant) {
         if !p.upstream.is_frozen() && now.duration_since(p.last_ping) >= config.health_interval {
             p.pinging = true;
             p.last_ping = now;
-            tokio::spawn(check_stateless(inner.clone(), p.upstream.clone()));
+            tokio::spawn(health_check(
+                inner.clone(),
+                p.upstream.clone(),
+                Waiting::Shared,
+            ));
         }
     }
 }
 
-async fn check_stateless(inner: Arc<Inner>, upstream: Arc<Upstream>) {
+/// Which of a pool's idle lists a checked process waits in.
+#[derive(Clone, Copy)]
+enum Waiting {
+    /// `ready`: a handshake-era process waiting for a session.
+    Ready,
+    /// `shared`: a stateless process with no request in flight.
+    Shared,
+}
+
+/// Checks a waiting process: `ping`, or `server/discover` for a modern
+/// stateless process (the 2026-07-28 revision removed `ping`). One that does
+/// not answer in `health_timeout` is taken out of the pool and replaced.
+async fn health_check(inner: Arc<Inner>, upstream: Arc<Upstream>, waiting: Waiting) {
     let timeout = inner.spec.pool.health_timeout;
-    let result = if inner.preinitializes() {
-        upstream.request("ping", None, timeout).await
-    } else {
+    let result = if inner.stateless() && !inner.preinitializes() {
         let params = crate::era::own_params(serde_json::json!({}));
         upstream
             .request("server/discover", Some(params), timeout)
             .await
+    } else {
+        upstream.request("ping", None, timeout).await
     };
     let pid = upstream.pid();
     let removed = {
         let mut state = inner.state();
-        if let Some(p) = state.shared.iter_mut().find(|p| p.upstream.pid() == pid) {
-            p.pinging = false;
+        let unresponsive = result.is_err();
+        match waiting {
+            Waiting::Ready => settle_check(&mut state.ready, pid, unresponsive, |w| {
+                (w.upstream.pid(), &mut w.pinging)
+            }),
+            Waiting::Shared => settle_check(&mut state.shared, pid, unresponsive, |p| {
+                (p.upstream.pid(), &mut p.pinging)
+            }),
         }
-        let before = state.shared.len();
-        if result.is_err() {
-            state.shared.retain(|p| p.upstream.pid() != pid);
-        }
-        state.shared.len() < before
     };
     if let (true, Err(failure)) = (removed, result) {
         inner.log.push(
@@ -1271,31 +1292,40 @@ async fn check_stateless(inner: Arc<Inner>, upstream: Arc<Upstream>) {
     }
 }
 
-async fn health_check(inner: Arc<Inner>, upstream: Arc<Upstream>) {
-    let result = upstream
-        .request("ping", None, inner.spec.pool.health_timeout)
-        .await;
-    let pid = upstream.pid();
-    let removed = {
-        let mut state = inner.state();
-        if let Some(warm) = state.ready.iter_mut().find(|w| w.upstream.pid() == pid) {
-            warm.pinging = false;
+/// Marks process `pid` of `list` as checked; removes it if unresponsive.
+/// Whether it was removed.
+fn settle_check<T, L>(
+    list: &mut L,
+    pid: u32,
+    unresponsive: bool,
+    key: fn(&mut T) -> (u32, &mut bool),
+) -> bool
+where
+    L: Extend<T> + IntoIterator<Item = T> + Default,
+    for<'a> &'a mut L: IntoIterator<Item = &'a mut T>,
+{
+    let mut removed = false;
+    for item in &mut *list {
+        let (id, pinging) = key(item);
+        if id == pid {
+            *pinging = false;
         }
-        let before = state.ready.len();
-        if result.is_err() {
-            state.ready.retain(|w| w.upstream.pid() != pid);
-        }
-        state.ready.len() < before
-    };
-    if let (true, Err(failure)) = (removed, result) {
-        inner.log.push(
-            Some(pid),
-            LogSource::Lifecycle,
-            format!("unresponsive ({}); replacing it", failure.message),
-        );
-        upstream.shutdown("failed its health check").await;
-        inner.wake.notify_one();
     }
+    if unresponsive {
+        let kept: Vec<T> = std::mem::take(list)
+            .into_iter()
+            .filter_map(|mut item| {
+                if key(&mut item).0 == pid {
+                    removed = true;
+                    None
+                } else {
+                    Some(item)
+                }
+            })
+            .collect();
+        list.extend(kept);
+    }
+    removed
 }
 
 #[cfg(test)]

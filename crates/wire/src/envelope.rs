@@ -246,12 +246,17 @@ impl<'a> Envelope<'a> {
 
 /// Replaces the bytes of `part` (a value borrowed from `bytes`) by `with`.
 fn splice(bytes: &[u8], part: &RawValue, with: &str) -> Option<Bytes> {
-    let start = (part.get().as_ptr() as usize).checked_sub(bytes.as_ptr() as usize)?;
-    let end = start + part.get().len();
+    splice_str(bytes, part.get(), with)
+}
+
+/// `bytes` with `part` (a slice of them) replaced by `with`; every other byte kept.
+pub(crate) fn splice_str(bytes: &[u8], part: &str, with: &str) -> Option<Bytes> {
+    let start = (part.as_ptr() as usize).checked_sub(bytes.as_ptr() as usize)?;
+    let end = start + part.len();
     if end > bytes.len() {
         return None;
     }
-    let mut out = Vec::with_capacity(bytes.len() - part.get().len() + with.len());
+    let mut out = Vec::with_capacity(bytes.len() - part.len() + with.len());
     out.extend_from_slice(&bytes[..start]);
     out.extend_from_slice(with.as_bytes());
     out.extend_from_slice(&bytes[end..]);

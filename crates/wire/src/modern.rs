@@ -195,7 +195,7 @@ pub fn with_error_code(bytes: &[u8], code: i64) -> Option<Bytes> {
     }
     let parsed: Response<'_> = serde_json::from_slice(bytes).ok()?;
     let raw = parsed.error?.code;
-    splice_at(bytes, raw.get(), &code.to_string())
+    crate::envelope::splice_str(bytes, raw.get(), &code.to_string())
 }
 
 /// Adds what a 2026-07-28 result must carry to an answer from a
@@ -245,7 +245,7 @@ pub fn modernize_result(bytes: &[u8], cacheable: bool, server_info: Option<&str>
     }
     let pairs: Vec<(&str, &str)> = added.iter().map(|(k, v)| (*k, v.as_ref())).collect();
     let new_result = insert_members(&new_result, &pairs);
-    splice_at(bytes, result.get(), &new_result)
+    crate::envelope::splice_str(bytes, result.get(), &new_result)
 }
 
 /// A JSON object's text with `members` (key, JSON value) added first.
@@ -273,20 +273,6 @@ fn insert_members(object: &str, members: &[(&str, &str)]) -> String {
     }
     out.push_str(rest);
     out
-}
-
-/// `bytes` with `part` (a slice of it) replaced by `with`.
-fn splice_at(bytes: &[u8], part: &str, with: &str) -> Option<Bytes> {
-    let start = (part.as_ptr() as usize).checked_sub(bytes.as_ptr() as usize)?;
-    let end = start + part.len();
-    if end > bytes.len() {
-        return None;
-    }
-    let mut out = Vec::with_capacity(bytes.len() - part.len() + with.len());
-    out.extend_from_slice(&bytes[..start]);
-    out.extend_from_slice(with.as_bytes());
-    out.extend_from_slice(&bytes[end..]);
-    Some(Bytes::from(out))
 }
 
 /// A server notification re-addressed to one `subscriptions/listen` stream:

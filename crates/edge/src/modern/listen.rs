@@ -28,7 +28,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::time::Instant;
 
 use super::backend::Ready;
-use super::relay::{InFlight, sse_response};
+use super::relay::InFlight;
 use crate::error::EdgeError;
 use crate::gateway::Gateway;
 use crate::reply::Reply;
@@ -167,12 +167,14 @@ pub(crate) async fn open(
         let event = stream.next().await?;
         Some((Ok::<_, std::convert::Infallible>(event), stream))
     });
-    Ok(sse_response(Body::from_stream(body)))
+    Ok(crate::reply::sse(Body::from_stream(body)))
 }
 
 /// Opens, on every process of a modern pool, a `subscriptions/listen` for
-/// `uris` on the client's behalf (a change may be seen by any of them).
-/// Dropping the returned requests cancels them on their processes.
+/// `uris` on the client's behalf (a change may be seen by any of them), and
+/// waits (a few seconds at most) until each process has acknowledged it, so
+/// the client's acknowledgement means the watch is in place. Dropping the
+/// returned requests cancels them on their processes.
 async fn watch_resources(ready: &Ready, uris: &[String]) -> Vec<InFlight> {
     if uris.is_empty() {
         return Vec::new();
@@ -186,7 +188,10 @@ async fn watch_resources(ready: &Ready, uris: &[String]) -> Vec<InFlight> {
     let Ok(msg) = Message::parse(Bytes::from(body.to_string())) else {
         return Vec::new();
     };
-    ready
+    let Some(mut announcements) = ready.pool.announcements() else {
+        return Vec::new();
+    };
+    let watches: Vec<InFlight> = ready
         .pool
         .lease_each()
         .into_iter()
@@ -194,8 +199,32 @@ async fn watch_resources(ready: &Ready, uris: &[String]) -> Vec<InFlight> {
             let exchange = lease.call(&msg).ok()?;
             Some(InFlight::new(exchange, lease))
         })
-        .collect()
+        .collect();
+    let mut waiting: HashSet<IdKey> = watches.iter().map(|w| w.id().clone()).collect();
+    let acknowledged = async {
+        while !waiting.is_empty() {
+            match announcements.recv().await {
+                Ok(m) if m.method() == Some("notifications/subscriptions/acknowledged") => {
+                    if let Some(id) = subscription_id(&m.bytes) {
+                        waiting.remove(&id);
+                    }
+                }
+                Ok(_) | Err(RecvError::Lagged(_)) => {}
+                Err(RecvError::Closed) => return,
+            }
+        }
+    };
+    if tokio::time::timeout(WATCH_ACK_TIMEOUT, acknowledged)
+        .await
+        .is_err()
+    {
+        tracing::warn!(server = %ready.pool.spec().name, "a process did not acknowledge a resource watch in time; updates it sees may be missed");
+    }
+    watches
 }
+
+/// How long a new listen stream waits for the processes to acknowledge its resource watches.
+const WATCH_ACK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 struct Stream {
     /// The listen requests Berth holds for this stream's resource URIs, and their ids.

@@ -11,7 +11,7 @@
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use berth_fleet::{Delivery, Exchange, Lease};
 use berth_wire::modern::{error_code, is_cacheable, log_level_rank, message_level};
@@ -323,26 +323,6 @@ impl Relay {
             };
             Some((Ok(event), (relay, None, tick)))
         });
-        sse_response(Body::from_stream(body))
+        crate::reply::sse(Body::from_stream(body))
     }
-}
-
-/// A 200 carrying an SSE body.
-pub(crate) fn sse_response(body: Body) -> Response {
-    (
-        StatusCode::OK,
-        [
-            (
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/event-stream"),
-            ),
-            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
-            (
-                header::HeaderName::from_static("x-accel-buffering"),
-                HeaderValue::from_static("no"),
-            ),
-        ],
-        body,
-    )
-        .into_response()
 }
