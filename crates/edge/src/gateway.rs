@@ -348,6 +348,10 @@ impl Gateway {
         {
             Some(server) => {
                 server.pool.restart();
+                // A failed stateless pool is retried too.
+                if let Some(stateless) = server.stateless_pool() {
+                    stateless.restart();
+                }
                 true
             }
             None => false,
