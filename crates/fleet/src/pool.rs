@@ -421,8 +421,14 @@ impl Lease {
                 shared.idle_since = Instant::now();
             }
         }
-        self.upstream
-            .forget_session(self.tag, &Failure::new(ErrorCode::UPSTREAM_CLOSED, reason));
+        // A stateless lease carries one request, whose exchange (or the
+        // edge's cancel-on-drop guard) already stopped routing for it; only
+        // a session's share can leave requests behind. (Searching every
+        // request in flight here would cost O(in flight) per request.)
+        if !self.pool.stateless() {
+            self.upstream
+                .forget_session(self.tag, &Failure::new(ErrorCode::UPSTREAM_CLOSED, reason));
+        }
     }
 
     /// Records how long one call took, for `berth ps`.
