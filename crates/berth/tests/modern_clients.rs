@@ -2,9 +2,9 @@
 //! `mcp` 2.3.0 and the TypeScript v2 client (`@modelcontextprotocol/client`
 //! 2.4.0), each in auto mode (probe, then pick the stateless era) and pinned
 //! to 2026-07-28, and `rmcp` 3.x in its Discover mode. Each lists and calls
-//! tools, follows progress, and receives a `tools/list_changed` on a
-//! `subscriptions/listen` stream; the Python and TypeScript clients also
-//! cancel a call by closing its stream (the server must hear of it). A client pinned to 2026-07-28 also uses a
+//! tools, follows progress, cancels a call by closing its stream (the server
+//! must hear of it), and receives a `tools/list_changed` on a
+//! `subscriptions/listen` stream. A client pinned to 2026-07-28 also uses a
 //! handshake-only npm server through the bridge.
 
 mod common;
@@ -234,6 +234,38 @@ async fn rmcp_in_discover_mode() {
         "progress: {handler:?}",
         handler = handler.progress
     );
+
+    // Cancelling a call closes its stream; the server hears of it.
+    let before = handler.progress.load(Ordering::SeqCst);
+    let long = CallToolRequestParams::new("countdown")
+        .with_arguments(arguments(serde_json::json!({"seconds": 30})));
+    let request =
+        rmcp::model::ClientRequest::CallToolRequest(rmcp::model::CallToolRequest::new(long));
+    let handle = client
+        .send_cancellable_request(request, rmcp::service::PeerRequestOptions::no_options())
+        .await
+        .expect("countdown sent");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while handler.progress.load(Ordering::SeqCst) == before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no progress before cancelling"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    handle.cancel(Some("test".into())).await.expect("cancel");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, logs) = berth.cli(&["logs", "demo", "--lines", "200"]);
+        if logs.contains("countdown cancelled") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server never heard of the cancellation: {logs}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     // subscriptions/listen on the fixture hears the tool list change.
     let fixture = discover_client(&berth, "fixture", Quiet::default()).await;
