@@ -259,6 +259,21 @@ async fn tokens_from_an_independent_openid_provider() {
         .post(r#"{"jsonrpc":"2.0","id":3,"method":"tools/list"}"#)
         .await;
     assert_eq!(list.json()["result"]["tools"][0]["name"], "echo");
+    // The same rules for 2026-07-28 stateless requests with the same token.
+    let mut stateless = Raw::new(resource_a.clone());
+    stateless.token = reader.token.clone();
+    let reply = stateless
+        .modern(
+            json!(4),
+            "tools/call",
+            json!({"name": "echo", "arguments": {"text": "x"}}),
+        )
+        .await;
+    assert_eq!(reply.status, 403, "{}", reply.body);
+    assert!(challenge(&reply).contains(r#"error="insufficient_scope""#));
+    let list = stateless.modern(json!(5), "tools/list", json!({})).await;
+    assert_eq!(list.json()["result"]["tools"], json!([]), "{}", list.body);
+    assert_eq!(list.json()["result"]["resultType"], "complete");
 
     // Without tools:call at all: 403 before any session exists.
     let read_only = idp.token("reader", &resource_a, "tools:read").await;
@@ -653,6 +668,25 @@ async fn api_keys_are_an_alternative_to_oauth() {
     assert_eq!(reply.status, 401);
     let reply = initialize_with(&berth, "other", Some(&key)).await;
     assert_eq!(reply.status, 401, "a key limited to svc: {}", reply.body);
+    // 2026-07-28 stateless requests are authenticated exactly the same way.
+    let call = json!({"name": "echo", "arguments": {"text": "stateless"}});
+    let mut modern = Raw::new(berth.url("svc"));
+    let denied = modern.modern(json!(5), "tools/call", call.clone()).await;
+    assert_eq!(denied.status, 401, "{}", denied.body);
+    assert!(denied.headers.get("www-authenticate").is_some());
+    modern.token = Some(key.clone());
+    let served = modern.modern(json!(6), "tools/call", call.clone()).await;
+    assert_eq!(served.status, 200, "{}", served.body);
+    assert_eq!(served.json()["result"]["content"][0]["text"], "stateless");
+    assert!(served.headers.get("mcp-session-id").is_none());
+    let mut elsewhere = Raw::new(berth.url("other"));
+    elsewhere.token = Some(key.clone());
+    let refused = elsewhere.modern(json!(7), "tools/call", call).await;
+    assert_eq!(
+        refused.status, 401,
+        "a key limited to svc: {}",
+        refused.body
+    );
     // The config holds only the digest.
     let config = std::fs::read_to_string(berth.dir.path().join("berth.toml")).unwrap();
     assert!(!config.contains(&key));
