@@ -24,6 +24,9 @@ use crate::reply::Refusal;
 /// the bridge still serves.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Pages of `tools/list` Berth reads to learn the tools' header annotations.
+const MAX_TOOL_PAGES: usize = 32;
+
 /// Era probes running at once, gateway-wide.
 static PROBES: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(4);
 
@@ -99,11 +102,26 @@ impl Ready {
             return Some(known);
         }
         let generation = cache.generation.load(Ordering::SeqCst);
-        let answer = self.own_request("tools/list", timeout).await;
-        let Some(parsed) = answer.as_deref().and_then(ToolHeaders::from_list_answer) else {
-            tracing::warn!(server = %self.pool.spec().name, "could not list the server's tools to check Mcp-Param headers");
-            return None;
-        };
+        // Every page, up to a bound a server cannot make Berth exceed.
+        let mut parsed = ToolHeaders::default();
+        let mut cursor: Option<String> = None;
+        for _ in 0..MAX_TOOL_PAGES {
+            let params = match &cursor {
+                Some(cursor) => serde_json::json!({ "cursor": cursor }),
+                None => serde_json::json!({}),
+            };
+            let answer = self.own_request("tools/list", params, timeout).await;
+            let Some((page, next)) = answer.as_deref().and_then(ToolHeaders::from_list_answer)
+            else {
+                tracing::warn!(server = %self.pool.spec().name, "could not list the server's tools to check Mcp-Param headers");
+                return None;
+            };
+            parsed.extend(page);
+            cursor = next;
+            if cursor.is_none() {
+                break;
+            }
+        }
         let parsed = Arc::new(parsed);
         if cache.generation.load(Ordering::SeqCst) == generation {
             *cache.current.write().unwrap_or_else(|e| e.into_inner()) = Some(parsed.clone());
@@ -112,8 +130,13 @@ impl Ready {
     }
 
     /// Sends a request of Berth's own to a process of the pool; the answer's bytes.
-    async fn own_request(&self, method: &str, timeout: Duration) -> Option<Bytes> {
-        let params = berth_fleet::own_params(serde_json::json!({}));
+    async fn own_request(
+        &self,
+        method: &str,
+        params: serde_json::Value,
+        timeout: Duration,
+    ) -> Option<Bytes> {
+        let params = berth_fleet::own_params(params);
         let body = serde_json::json!({"jsonrpc": "2.0", "id": "berth:own", "method": method, "params": params});
         let msg = Message::parse(Bytes::from(body.to_string())).ok()?;
         let (lease, _) = self.pool.acquire().await.ok()?;

@@ -30,8 +30,9 @@ pub(crate) struct ToolHeaders {
 }
 
 impl ToolHeaders {
-    /// Reads the `tools` of a `tools/list` answer (JSON-RPC response bytes).
-    pub(crate) fn from_list_answer(bytes: &[u8]) -> Option<ToolHeaders> {
+    /// Reads the `tools` of a `tools/list` answer (JSON-RPC response bytes),
+    /// and the cursor of the next page, if any.
+    pub(crate) fn from_list_answer(bytes: &[u8]) -> Option<(ToolHeaders, Option<String>)> {
         #[derive(Deserialize)]
         struct Answer {
             result: Option<ListResult>,
@@ -40,6 +41,8 @@ impl ToolHeaders {
         struct ListResult {
             #[serde(default)]
             tools: Vec<ToolEntry>,
+            #[serde(rename = "nextCursor")]
+            next_cursor: Option<String>,
         }
         #[derive(Deserialize)]
         struct ToolEntry {
@@ -58,8 +61,9 @@ impl ToolHeaders {
             header: Option<String>,
         }
         let answer: Answer = serde_json::from_slice(bytes).ok()?;
+        let result = answer.result?;
         let mut tools = HashMap::new();
-        for tool in answer.result?.tools {
+        for tool in result.tools {
             let annotated: Vec<Annotated> = tool
                 .input_schema
                 .map(|s| s.properties)
@@ -76,7 +80,12 @@ impl ToolHeaders {
                 tools.insert(tool.name, annotated);
             }
         }
-        Some(ToolHeaders { tools })
+        Some((ToolHeaders { tools }, result.next_cursor))
+    }
+
+    /// Adds the tools of another page.
+    pub(crate) fn extend(&mut self, page: ToolHeaders) {
+        self.tools.extend(page.tools);
     }
 
     /// Checks the `Mcp-Param-*` headers of a call to `tool` with `arguments`.
@@ -153,7 +162,9 @@ mod tests {
             {"name":"routed","inputSchema":{"type":"object","properties":{
                 "region":{"type":"string","x-mcp-header":"Region"},
                 "n":{"type":"number","x-mcp-header":"N"}}}}]}}"#;
-        ToolHeaders::from_list_answer(answer).unwrap()
+        let (tools, next) = ToolHeaders::from_list_answer(answer).unwrap();
+        assert_eq!(next, None);
+        tools
     }
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
