@@ -18,7 +18,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::upstream::gateway_request_id;
-use crate::{Delivery, Failure, LogSource, ServerLog, ServerSpec, Upstream};
+use crate::{Delivery, Failure, LogSource, ServerLog, ServerSpec, Unsolicited, Upstream};
 
 /// The era a server speaks.
 #[derive(Debug, Clone)]
@@ -203,9 +203,12 @@ pub async fn probe(spec: &ServerSpec, log: &ServerLog, timeout: Duration) -> Era
 /// Readies a process of a modern stateless pool: `server/discover` fixes
 /// its era, then Berth's own `subscriptions/listen` (every list change) stays
 /// open for the process's life, so what it announces reaches the pool's
-/// listeners whichever process a client's request went to.
+/// listeners whichever process a client's request went to. Returns once the
+/// process has acknowledged the listen (read from `unsolicited`, where such
+/// notifications go), so no change a first request causes can be missed.
 pub(crate) async fn open_listen(
     upstream: &Arc<Upstream>,
+    unsolicited: &mut Unsolicited,
     timeout: Duration,
 ) -> Result<(), Failure> {
     upstream
@@ -231,8 +234,38 @@ pub(crate) async fn open_listen(
     let msg = Message::parse(Bytes::from(body.to_string()))
         .map_err(|e| Failure::new(ErrorCode::INTERNAL_ERROR, e.to_string()))?;
     let mut exchange = upstream.call(&msg)?;
-    // Held until the process ends; its announcements travel as messages
-    // about no request (see `upstream::is_unrelated`).
-    tokio::spawn(async move { while let Some(Delivery::Message(_)) = exchange.next().await {} });
-    Ok(())
+    let listen_id = exchange.id().clone();
+    let acknowledged = tokio::time::timeout(timeout, async {
+        loop {
+            tokio::select! {
+                delivery = exchange.next() => match delivery {
+                    Some(Delivery::Message(_)) => continue,
+                    // Answered at once (a server without subscriptions/listen
+                    // says so with an error), or the process is gone.
+                    _ => return false,
+                },
+                msg = unsolicited.recv() => match msg {
+                    Some(msg) if msg.method() == Some("notifications/subscriptions/acknowledged")
+                        && berth_wire::modern::subscription_id(&msg.bytes).as_ref() == Some(&listen_id) => return true,
+                    Some(_) => continue,
+                    None => return false,
+                },
+            }
+        }
+    })
+    .await
+    .unwrap_or(false);
+    if acknowledged {
+        // Held until the process ends; its announcements travel as messages
+        // about no request (see `upstream::is_unrelated`).
+        tokio::spawn(
+            async move { while let Some(Delivery::Message(_)) = exchange.next().await {} },
+        );
+    }
+    match upstream.closed() {
+        // With or without a listen (a server that has none announces nothing),
+        // a live process serves requests.
+        None => Ok(()),
+        Some(failure) => Err(failure),
+    }
 }

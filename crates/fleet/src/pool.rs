@@ -1028,7 +1028,7 @@ fn maintain_once(inner: &Arc<Inner>) {
 }
 
 /// Initializes a new process (when configured) and adds it to the ready set.
-async fn warm_up(inner: Arc<Inner>, upstream: Arc<Upstream>, unsolicited: Unsolicited) {
+async fn warm_up(inner: Arc<Inner>, upstream: Arc<Upstream>, mut unsolicited: Unsolicited) {
     let prepared = if inner.preinitializes() {
         let capabilities = if inner.stateless() {
             BRIDGE_CAPABILITIES
@@ -1039,7 +1039,7 @@ async fn warm_up(inner: Arc<Inner>, upstream: Arc<Upstream>, unsolicited: Unsoli
             .await
             .map(|init| Some(Arc::new(init)))
     } else if inner.stateless() {
-        crate::era::open_listen(&upstream, inner.spec.init_timeout)
+        crate::era::open_listen(&upstream, &mut unsolicited, inner.spec.init_timeout)
             .await
             .map(|()| None)
     } else {

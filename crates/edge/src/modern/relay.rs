@@ -267,7 +267,8 @@ impl Relay {
             Some(filter) => filter.apply(bytes),
             None => bytes,
         };
-        let code = error_code(&bytes);
+        // Most answers are results: read the error code only when there may be one.
+        let code = memchr::memmem::find(&bytes, b"\"error\"").and_then(|_| error_code(&bytes));
         if let Some(server_info) = &self.bridge {
             match code {
                 None => {
