@@ -31,6 +31,34 @@ async fn open_listen(raw: &Raw, filter: Value, id: &str) -> reqwest::Response {
     request.send().await.expect("listen")
 }
 
+/// Reads an SSE response into `text` until `done(text)` holds; panics after `within`.
+async fn read_until(
+    response: &mut reqwest::Response,
+    text: &mut String,
+    done: impl Fn(&str) -> bool,
+    within: Duration,
+) {
+    let deadline = tokio::time::Instant::now() + within;
+    while !done(text) {
+        let chunk = tokio::time::timeout_at(deadline, response.chunk())
+            .await
+            .unwrap_or_else(|_| panic!("not seen within {within:?}; so far: {text}"))
+            .expect("stream readable")
+            .unwrap_or_else(|| panic!("the stream ended early: {text}"));
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+}
+
+/// The rest of an SSE response after `text`, once Berth ends the stream.
+async fn read_rest(response: reqwest::Response, mut text: String) -> String {
+    let rest = tokio::time::timeout(Duration::from_secs(10), response.text())
+        .await
+        .expect("the stream ends when Berth stops")
+        .expect("stream readable");
+    text.push_str(&rest);
+    text
+}
+
 /// The built-in demo server (rmcp 3.x: speaks both eras over stdio).
 fn demo(name: &str, pool: &str) -> String {
     format!(
@@ -260,7 +288,6 @@ async fn listeners_that_never_read_leave_other_clients_unaffected() {
         assert_eq!(response.status().as_u16(), 200);
         stalled.push(response);
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
     let started = Instant::now();
     let calls = (0..32).map(|i| {
         let raw = Raw::new(berth.url("demo"));
@@ -345,9 +372,7 @@ async fn sixty_four_concurrent_clients_share_a_pool_of_two_each_answer_and_progr
                 .starts_with("counted down")
         );
     }
-    let (ok, status) = berth.cli(&["ps", "--json"]);
-    assert!(ok, "{status}");
-    let servers: Value = serde_json::from_str(&status[status.find('[').unwrap_or(0)..]).unwrap();
+    let servers = berth.status();
     let stateless = &servers[0]["stateless"];
     assert_eq!(
         stateless["processes"].as_array().map(Vec::len),
@@ -507,7 +532,7 @@ async fn listen_streams_acknowledge_filter_tag_and_close_when_berth_stops() {
             .unwrap()
             .starts_with("text/event-stream")
     );
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The 200 came once each stream was subscribed: trigger at once.
     let trigger = raw
         .modern(
             json!(1),
@@ -516,17 +541,23 @@ async fn listen_streams_acknowledge_filter_tag_and_close_when_berth_stops() {
         )
         .await;
     assert_eq!(trigger.status, 200, "{}", trigger.body);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut prompts = prompts;
+    let mut prompts_text = String::new();
+    let changed = |t: &str| t.contains("notifications/prompts/list_changed");
+    read_until(
+        &mut prompts,
+        &mut prompts_text,
+        changed,
+        Duration::from_secs(10),
+    )
+    .await;
     // Stopping Berth ends every listen stream with its closing result.
     let pid = berth.pid();
     let stopping = std::thread::spawn(move || berth.stop(Duration::from_secs(10)));
-    let read = |response: reqwest::Response| async move {
-        tokio::time::timeout(Duration::from_secs(10), response.text())
-            .await
-            .expect("the stream ends when Berth stops")
-            .unwrap()
-    };
-    let (prompts, tools) = tokio::join!(read(prompts), read(tools));
+    let (prompts, tools) = tokio::join!(
+        read_rest(prompts, prompts_text),
+        read_rest(tools, String::new())
+    );
     assert!(stopping.join().unwrap().success());
     assert!(children_of(pid).is_empty());
 
@@ -574,8 +605,7 @@ async fn resource_subscriptions_reach_only_the_listeners_that_asked() {
     raw.modern(json!("warm"), "tools/list", json!({})).await;
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let (_, out) = berth.cli(&["ps", "--json"]);
-        let servers: Value = serde_json::from_str(&out[out.find('[').unwrap_or(0)..]).unwrap();
+        let servers = berth.status();
         let up = servers[0]["stateless"]["processes"]
             .as_array()
             .map_or(0, |ps| ps.iter().filter(|p| p["state"] == "shared").count());
@@ -584,7 +614,7 @@ async fn resource_subscriptions_reach_only_the_listeners_that_asked() {
         }
         assert!(
             Instant::now() < deadline,
-            "the stateless pool never reached 2 processes: {out}"
+            "the stateless pool never reached 2 processes: {servers:?}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -601,7 +631,7 @@ async fn resource_subscriptions_reach_only_the_listeners_that_asked() {
     )
     .await;
     let tools = open_listen(&raw, json!({"toolsListChanged": true}), "tools").await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Each 200 came once every process had acknowledged the stream's watch.
     for id in 0..4 {
         let reply = raw
             .modern(
@@ -612,17 +642,26 @@ async fn resource_subscriptions_reach_only_the_listeners_that_asked() {
             .await;
         assert_eq!(reply.status, 200, "{}", reply.body);
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (mut watched, mut watched_text) = (watched, String::new());
+    let four = |t: &str| t.matches("notifications/resources/updated").count() >= 4;
+    read_until(
+        &mut watched,
+        &mut watched_text,
+        four,
+        Duration::from_secs(10),
+    )
+    .await;
     let stopping = std::thread::spawn(move || berth.stop(Duration::from_secs(10)));
-    let read = |response: reqwest::Response| async move {
-        sse_messages(
-            &tokio::time::timeout(Duration::from_secs(10), response.text())
-                .await
-                .unwrap()
-                .unwrap(),
-        )
-    };
-    let (watched, other, tools) = tokio::join!(read(watched), read(other), read(tools));
+    let (watched, other, tools) = tokio::join!(
+        read_rest(watched, watched_text),
+        read_rest(other, String::new()),
+        read_rest(tools, String::new())
+    );
+    let (watched, other, tools) = (
+        sse_messages(&watched),
+        sse_messages(&other),
+        sse_messages(&tools),
+    );
     assert!(stopping.join().unwrap().success());
 
     assert_eq!(
@@ -720,9 +759,7 @@ async fn idle_stateless_processes_go_to_standby_and_wake_for_the_next_request() 
         "first"
     );
     let stateless_states = || {
-        let (_, out) = berth.cli(&["ps", "--json"]);
-        let servers: Value = serde_json::from_str(&out[out.find('[').unwrap_or(0)..]).unwrap();
-        servers[0]["stateless"]["processes"]
+        berth.status()[0]["stateless"]["processes"]
             .as_array()
             .map(|ps| {
                 ps.iter()

@@ -123,20 +123,7 @@ fn every_mode(program: &str, script: &str) {
         assert_eq!(bridged["era"], "modern", "{bridged}");
     }
     // Closing the stream reached the process: the countdown says so on stderr.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let (_, logs) = berth.cli(&["logs", "demo", "--lines", "500"]);
-        let cancelled = logs.matches("countdown cancelled").count();
-        if cancelled >= 2 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the server never heard of {} cancellation(s): {logs}",
-            2 - cancelled
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    berth.wait_for_log("demo", "countdown cancelled", 2, Duration::from_secs(10));
     let pid = berth.pid();
     assert!(berth.stop(Duration::from_secs(15)).success());
     assert!(children_of(pid).is_empty());
@@ -200,7 +187,7 @@ fn arguments(value: Value) -> serde_json::Map<String, Value> {
     value.as_object().cloned().unwrap_or_default()
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn rmcp_in_discover_mode() {
     let berth = Berth::start("", &servers());
     let handler = Quiet::default();
@@ -254,18 +241,9 @@ async fn rmcp_in_discover_mode() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     handle.cancel(Some("test".into())).await.expect("cancel");
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let (_, logs) = berth.cli(&["logs", "demo", "--lines", "200"]);
-        if logs.contains("countdown cancelled") {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the server never heard of the cancellation: {logs}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    tokio::task::block_in_place(|| {
+        berth.wait_for_log("demo", "countdown cancelled", 1, Duration::from_secs(10))
+    });
 
     // subscriptions/listen on the fixture hears the tool list change.
     let fixture = discover_client(&berth, "fixture", Quiet::default()).await;
@@ -293,8 +271,7 @@ async fn rmcp_in_discover_mode() {
     fixture.cancel().await.expect("close");
 
     // No session was opened for it.
-    let (_, ps) = berth.cli(&["ps", "--json"]);
-    let servers: Vec<Value> = serde_json::from_str(&ps[ps.find('[').unwrap_or(0)..]).unwrap();
+    let servers = berth.status();
     let demo = servers.iter().find(|s| s["server"] == "demo").unwrap();
     assert_eq!(demo["sessions"], 0, "{demo}");
     assert!(

@@ -244,6 +244,12 @@ impl<'a> Envelope<'a> {
     }
 }
 
+/// The `params` of the message in `bytes`, read as `T` (borrowing from `bytes`).
+pub(crate) fn params_as<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Option<T> {
+    let params = Envelope::parse(bytes).ok()?.params?;
+    serde_json::from_str(params.get()).ok()
+}
+
 /// Replaces the bytes of `part` (a value borrowed from `bytes`) by `with`.
 fn splice(bytes: &[u8], part: &RawValue, with: &str) -> Option<Bytes> {
     splice_str(bytes, part.get(), with)

@@ -159,10 +159,7 @@ pub fn message_level(bytes: &[u8]) -> Option<String> {
     struct Params {
         level: Option<String>,
     }
-    let env = Envelope::parse(bytes).ok()?;
-    serde_json::from_str::<Params>(env.params?.get())
-        .ok()?
-        .level
+    crate::envelope::params_as::<Params>(bytes)?.level
 }
 
 /// The `error.code` of an error response.
@@ -306,8 +303,7 @@ pub fn subscription_id(bytes: &[u8]) -> Option<crate::IdKey> {
         #[serde(borrow, rename = "_meta")]
         meta: Option<Meta<'a>>,
     }
-    let env = Envelope::parse(bytes).ok()?;
-    let params: Params<'_> = serde_json::from_str(env.params?.get()).ok()?;
+    let params: Params<'_> = crate::envelope::params_as(bytes)?;
     crate::IdKey::from_raw(params.meta?.id?)
 }
 
@@ -317,8 +313,7 @@ pub fn updated_uri(bytes: &[u8]) -> Option<String> {
     struct Params {
         uri: Option<String>,
     }
-    let env = Envelope::parse(bytes).ok()?;
-    serde_json::from_str::<Params>(env.params?.get()).ok()?.uri
+    crate::envelope::params_as::<Params>(bytes)?.uri
 }
 
 /// Decodes a header value sent as `=?base64?...?=` (values that are not

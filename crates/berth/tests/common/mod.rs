@@ -120,6 +120,30 @@ impl Berth {
         berth
     }
 
+    /// `berth ps --json`: one object per server.
+    pub fn status(&self) -> Vec<serde_json::Value> {
+        let (ok, out) = self.cli(&["ps", "--json"]);
+        assert!(ok, "berth ps --json failed: {out}");
+        let json = out.find('[').map_or("", |i| &out[i..]);
+        serde_json::from_str(json).unwrap_or_else(|e| panic!("berth ps --json ({e}): {out}"))
+    }
+
+    /// Waits until `berth logs SERVER` shows `needle` at least `count` times.
+    pub fn wait_for_log(&self, server: &str, needle: &str, count: usize, within: Duration) {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            let (_, logs) = self.cli(&["logs", server, "--lines", "500"]);
+            if logs.matches(needle).count() >= count {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "`{needle}` did not appear {count} time(s) in the log of `{server}` within {within:?}: {logs}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Waits until every server's era probe (a throwaway process started
     /// with the gateway) is done, so tests that count processes start from
     /// a settled fleet.

@@ -141,7 +141,6 @@ pub(crate) async fn post(
                 method,
                 filter,
             };
-            drop(facts);
             Ok(relay::relay(gw, server.clone(), ready, msg, request).await)
         }
     }
