@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use berth_edge::EdgeConfig;
 use berth_fleet::ServerSpec;
+
+use crate::sandbox::SandboxConfig;
 use serde::{Deserialize, Deserializer};
 
 #[derive(Debug, Deserialize, Default)]
@@ -24,6 +26,9 @@ pub struct Config {
     pub auth: Auth,
     #[serde(default)]
     pub servers: BTreeMap<ServerName, Server>,
+    /// The file this was read from (hidden from sandboxed servers).
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
 }
 
 /// `[auth]`: who may call the servers.
@@ -220,6 +225,9 @@ pub struct Server {
     /// a caller may not call.
     #[serde(default)]
     pub tool_scopes: BTreeMap<String, Vec<String>>,
+    /// `[servers.NAME.sandbox]`, on unless `sandbox = false`.
+    #[serde(default)]
+    pub sandbox: SandboxConfig,
 }
 
 impl Server {
@@ -354,7 +362,9 @@ impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError(format!("cannot read config file {}: {e}", path.display())))?;
-        Config::parse(&text, &path.display().to_string())
+        let mut config = Config::parse(&text, &path.display().to_string())?;
+        config.source = Some(path.to_path_buf());
+        Ok(config)
     }
 
     /// Parses `text`; `origin` names the file in errors.
@@ -411,6 +421,11 @@ impl Config {
                     pool.min_ready,
                     server.max_processes()
                 )));
+            }
+            if let SandboxConfig::On(table) = &server.sandbox {
+                table
+                    .validate(&format!("servers.{name}.sandbox"))
+                    .map_err(|e| ConfigError(format!("{origin}: {e}")))?;
             }
             if server.max_crashes == 0 {
                 return Err(ConfigError(format!(
@@ -483,6 +498,7 @@ impl Config {
                     pool: Pool::default(),
                     required_scopes: Vec::new(),
                     tool_scopes: BTreeMap::new(),
+                    sandbox: SandboxConfig::default(),
                 },
             );
         }
@@ -491,6 +507,7 @@ impl Config {
             admin: Admin::default(),
             auth: Auth::default(),
             servers,
+            source: None,
         }
     }
 
@@ -540,6 +557,14 @@ impl Config {
                 spec.init_timeout = self.gateway.request_timeout;
                 spec.log_file = s.log_file.clone();
                 spec.serial = s.binding == Binding::Shared;
+                spec.sandbox = match &s.sandbox {
+                    SandboxConfig::On(table) => Some(table.settings(
+                        &name.0,
+                        &self.gateway.data_dir,
+                        self.source.as_deref(),
+                    )),
+                    SandboxConfig::Off => None,
+                };
                 spec.on_crash = match s.on_crash {
                     OnCrashConfig::End => berth_fleet::OnCrash::End,
                     OnCrashConfig::Replay => berth_fleet::OnCrash::Replay,

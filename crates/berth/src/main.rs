@@ -3,6 +3,7 @@
 mod cli;
 mod config;
 mod credentials;
+mod sandbox;
 mod security;
 
 use std::path::PathBuf;
@@ -91,10 +92,27 @@ enum Command {
         #[command(subcommand)]
         action: ClientAction,
     },
+    /// Inspect the sandbox servers run in.
+    Sandbox {
+        #[command(subcommand)]
+        action: SandboxAction,
+    },
     /// Run a built-in MCP server on stdin/stdout (Berth runs these as its own children).
     Builtin {
         #[arg(value_parser = clap::builder::PossibleValuesParser::new(berth_servers::BUILTINS))]
         name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum SandboxAction {
+    /// Print a server's effective sandbox policy on this machine: what it
+    /// sees, as whom it runs, its network and limits, and what the kernel offers.
+    Show {
+        server: String,
+        /// The configuration file (the embedded default without it).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
     },
 }
 
@@ -164,6 +182,8 @@ enum LogFormat {
 }
 
 fn main() -> ExitCode {
+    // In the sandbox helper (this binary started again), this never returns.
+    berth_sandbox::enter_if_requested();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -189,9 +209,21 @@ fn main() -> ExitCode {
                 for warning in security::missing_secrets(&loaded) {
                     println!("warning: {warning}");
                 }
+                for warning in sandbox::warnings(sandbox_configs(&loaded)) {
+                    println!("warning: {warning}");
+                }
                 Ok(())
             }
             Command::Builtin { name } => berth_servers::run(&name).await,
+            Command::Sandbox {
+                action: SandboxAction::Show { server, config },
+            } => {
+                let loaded = match &config {
+                    Some(path) => Config::load(path)?,
+                    None => Config::embedded(),
+                };
+                sandbox::show(&loaded.server_specs(), &server)
+            }
             Command::Ps { admin, json } => cli::ps(&admin, json).await,
             Command::Logs {
                 server,
@@ -305,6 +337,7 @@ async fn serve(
     if config.servers.is_empty() {
         anyhow::bail!("no servers configured: add a [servers.<name>] table with a command");
     }
+    sandbox::log_capabilities(sandbox_configs(&config));
     let listener = tokio::net::TcpListener::bind(config.gateway.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.gateway.listen))?;
@@ -367,6 +400,9 @@ async fn serve(
     };
     Arc::clone(&gateway).run(listener, shutdown).await?;
     stop.cancel();
+    if let Ok(cgroups) = &berth_sandbox::capabilities().cgroups {
+        cgroups.tidy(true);
+    }
     tracing::info!("stopped; all server processes reaped");
     Ok(())
 }
@@ -482,6 +518,13 @@ fn announce(
     out.push_str("Client configuration (mcpServers):\n");
     out.push_str(&serde_json::to_string_pretty(&snippet).unwrap_or_default());
     println!("{out}");
+}
+
+fn sandbox_configs(config: &Config) -> impl Iterator<Item = (&str, &sandbox::SandboxConfig)> {
+    config
+        .servers
+        .iter()
+        .map(|(name, server)| (name.0.as_str(), &server.sandbox))
 }
 
 /// Resolves on SIGINT or SIGTERM.

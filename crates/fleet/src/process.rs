@@ -19,9 +19,16 @@ pub(crate) struct ExitVerdict {
     pub(crate) crashed: Arc<AtomicBool>,
 }
 
+/// A started process, and its sandbox when it has one.
+pub(crate) struct Spawned {
+    pub(crate) child: Child,
+    pub(crate) sandbox: Option<Arc<berth_sandbox::Instance>>,
+}
+
 /// Starts the server's command in a process group of its own, so that the
-/// whole tree (an `npx` wrapper and its node child, say) can be signalled.
-pub(crate) fn spawn(spec: &ServerSpec) -> std::io::Result<Child> {
+/// whole tree (an `npx` wrapper and its node child, say) can be signalled;
+/// under its sandbox unless the spec opts out.
+pub(crate) fn spawn(spec: &ServerSpec) -> std::io::Result<Spawned> {
     let resolve = |text: &String| -> std::io::Result<String> {
         match &spec.secrets {
             Some(secrets) => secrets.expand(text).map_err(std::io::Error::other),
@@ -38,14 +45,35 @@ pub(crate) fn spawn(spec: &ServerSpec) -> std::io::Result<Child> {
         .iter()
         .map(|(k, v)| Ok((k, resolve(v)?)))
         .collect::<std::io::Result<Vec<_>>>()?;
+    let passed = spec
+        .env_passthrough
+        .iter()
+        .filter_map(|k| std::env::var(k).ok().map(|v| (k.clone(), v)));
+    if let Some(settings) = &spec.sandbox {
+        let mut full: Vec<(String, String)> = passed.collect();
+        for (k, v) in env {
+            full.retain(|(existing, _)| existing != k);
+            full.push((k.clone(), v));
+        }
+        let launch = berth_sandbox::Launch {
+            server: &spec.name,
+            command: &spec.command,
+            args: &args,
+            env: &full,
+            cwd: spec.cwd.as_deref(),
+        };
+        let prepared = berth_sandbox::prepare(settings, &launch).map_err(std::io::Error::other)?;
+        let mut cmd = prepared.command;
+        let child = cmd.spawn()?;
+        return Ok(Spawned {
+            child,
+            sandbox: Some(Arc::new(prepared.instance)),
+        });
+    }
     let mut cmd = Command::new(&spec.command);
     cmd.args(&args)
         .env_clear()
-        .envs(
-            spec.env_passthrough
-                .iter()
-                .filter_map(|k| std::env::var_os(k).map(|v| (k.clone(), v))),
-        )
+        .envs(passed)
         .envs(env)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -57,7 +85,10 @@ pub(crate) fn spawn(spec: &ServerSpec) -> std::io::Result<Child> {
         cmd.current_dir(dir);
     }
     let child = cmd.spawn()?;
-    Ok(child)
+    Ok(Spawned {
+        child,
+        sandbox: None,
+    })
 }
 
 /// How the rest of an upstream talks to its supervisor.
@@ -69,6 +100,7 @@ pub(crate) struct Controls {
     /// Receives how the process ended, once reaped.
     pub(crate) exited: watch::Sender<Option<String>>,
     pub(crate) verdict: ExitVerdict,
+    pub(crate) sandbox: Option<Arc<berth_sandbox::Instance>>,
 }
 
 /// Owns the child until it has exited and been reaped.
@@ -90,7 +122,16 @@ pub(crate) async fn supervise(
         close_stdin,
         exited,
         verdict,
+        sandbox,
     } = controls;
+    let kill = |signal: Signal| {
+        signal_group(pid, signal);
+        if signal == Signal::SIGKILL
+            && let Some(sandbox) = &sandbox
+        {
+            sandbox.kill();
+        }
+    };
     let status = tokio::select! {
         status = child.wait() => status,
         _ = stop.cancelled() => {
@@ -98,12 +139,12 @@ pub(crate) async fn supervise(
             match tokio::time::timeout(grace.after_close, child.wait()).await {
                 Ok(status) => status,
                 Err(_) => {
-                    signal_group(pid, Signal::SIGTERM);
+                    kill(Signal::SIGTERM);
                     match tokio::time::timeout(grace.after_term, child.wait()).await {
                         Ok(status) => status,
                         Err(_) => {
                             log.push(Some(pid), LogSource::Lifecycle, "did not stop after SIGTERM; sending SIGKILL");
-                            signal_group(pid, Signal::SIGKILL);
+                            kill(Signal::SIGKILL);
                             child.wait().await
                         }
                     }
@@ -111,11 +152,34 @@ pub(crate) async fn supervise(
             }
         }
     };
-    signal_group(pid, Signal::SIGKILL);
-    let description = match status {
+    kill(Signal::SIGKILL);
+    let mut description = match status {
         Ok(status) => describe(status),
         Err(e) => format!("could not be waited for ({e})"),
     };
+    if let Some(sandbox) = &sandbox {
+        // The cgroup's counters tell what a bare SIGKILL does not.
+        let ending = tokio::task::spawn_blocking({
+            let sandbox = sandbox.clone();
+            move || sandbox.finish()
+        })
+        .await
+        .unwrap_or_default();
+        if ending.oom_killed {
+            description = sandbox.oom_description();
+        }
+        if ending.pids_refused > 0 {
+            log.push(
+                Some(pid),
+                LogSource::Lifecycle,
+                format!(
+                    "the sandbox's pids limit ({}) refused {} fork(s) of this process",
+                    sandbox.pids_limit(),
+                    ending.pids_refused
+                ),
+            );
+        }
+    }
     log.push(
         Some(pid),
         LogSource::Lifecycle,

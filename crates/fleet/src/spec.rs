@@ -36,6 +36,9 @@ pub struct ServerSpec {
     /// Resolves `${secret:NAME}` in `env` and `args` each time a process is
     /// spawned, so the values live only in that child's environment.
     pub secrets: Option<SecretResolver>,
+    /// Isolation of each process: `None` runs it as Berth's own user with
+    /// Berth's view of the machine.
+    pub sandbox: Option<berth_sandbox::Settings>,
 }
 
 /// Looks secrets up by name: `Ok(value)`, or `Err` with a message that names
@@ -194,6 +197,7 @@ impl ServerSpec {
             init_timeout: Duration::from_secs(60),
             log_file: None,
             serial: false,
+            sandbox: None,
             secrets: None,
         }
     }

@@ -381,8 +381,9 @@ pub struct Upstream {
     exited: watch::Receiver<Option<String>>,
     /// Berth asked it to stop (an exit without this is a crash).
     verdict: ExitVerdict,
-    /// Stopped with SIGSTOP (standby).
+    /// Frozen (standby): its cgroup, or SIGSTOP to its group without one.
     frozen: AtomicBool,
+    sandbox: Option<Arc<berth_sandbox::Instance>>,
 }
 
 /// Ids of requests Berth itself sends: a prefix no client would pick by
@@ -418,11 +419,12 @@ impl Upstream {
     /// Starts the server. Messages it sends that concern no request in flight
     /// arrive on the returned receiver, which closes when the server is gone.
     pub fn spawn(spec: &ServerSpec, log: ServerLog) -> Result<(Upstream, Unsolicited), SpawnError> {
-        let mut child = spawn(spec).map_err(|source| SpawnError {
+        let spawned = spawn(spec).map_err(|source| SpawnError {
             server: spec.name.clone(),
             command: spec.command.clone(),
             source,
         })?;
+        let (mut child, sandbox) = (spawned.child, spawned.sandbox);
         let pid = child.id().unwrap_or_default();
         let (stdin, stdout, stderr) =
             match (child.stdin.take(), child.stdout.take(), child.stderr.take()) {
@@ -467,7 +469,13 @@ impl Upstream {
         });
 
         tokio::spawn(write_stdin(stdin, stdin_rx, queued, close_stdin.clone()));
-        let stderr_done = tokio::spawn(pump_stderr(stderr, log.clone(), pid));
+        if let Some(sandbox) = &sandbox {
+            let log = log.clone();
+            sandbox.started(Arc::new(move |line: String| {
+                log.push(Some(pid), LogSource::Lifecycle, line)
+            }));
+        }
+        let stderr_done = tokio::spawn(pump_stderr(stderr, log.clone(), pid, sandbox.clone()));
         tokio::spawn(read_stdout(
             stdout,
             spec.max_message_bytes,
@@ -481,6 +489,7 @@ impl Upstream {
             close_stdin,
             exited: exited_tx,
             verdict: verdict.clone(),
+            sandbox: sandbox.clone(),
         };
         tokio::spawn(supervise(child, pid, spec.shutdown, log, controls));
 
@@ -491,6 +500,7 @@ impl Upstream {
                 exited: exited_rx,
                 verdict: verdict.clone(),
                 frozen: AtomicBool::new(false),
+                sandbox,
             },
             unsolicited_rx,
         ))
@@ -745,13 +755,17 @@ impl Upstream {
     /// Freezes the process group (standby). It holds its memory and state
     /// but uses no CPU until [`Upstream::thaw`].
     pub fn freeze(&self) {
-        if !self.frozen.swap(true, Ordering::Relaxed) {
+        if !self.frozen.swap(true, Ordering::Relaxed)
+            && !self.sandbox.as_ref().is_some_and(|s| s.freeze())
+        {
             crate::process::signal_group(self.shared.pid, nix::sys::signal::Signal::SIGSTOP);
         }
     }
 
     pub fn thaw(&self) {
-        if self.frozen.swap(false, Ordering::Relaxed) {
+        if self.frozen.swap(false, Ordering::Relaxed)
+            && !self.sandbox.as_ref().is_some_and(|s| s.thaw())
+        {
             crate::process::signal_group(self.shared.pid, nix::sys::signal::Signal::SIGCONT);
         }
     }
@@ -892,7 +906,22 @@ async fn write_stdin(
 /// Largest write gathered from queued messages.
 const WRITE_BATCH: usize = 64 * 1024;
 
-async fn pump_stderr(stderr: ChildStderr, log: ServerLog, pid: u32) {
+async fn pump_stderr(
+    stderr: ChildStderr,
+    log: ServerLog,
+    pid: u32,
+    sandbox: Option<Arc<berth_sandbox::Instance>>,
+) {
+    let emit = |line: &[u8]| {
+        emit_stderr(&log, pid, line);
+        // A path the sandbox hides, named in an error, gets a hint once.
+        if let Some(hint) = sandbox
+            .as_ref()
+            .and_then(|s| s.explain(&String::from_utf8_lossy(line)))
+        {
+            log.push(Some(pid), LogSource::Lifecycle, hint);
+        }
+    };
     // stderr is a trickle: a small buffer keeps idle sessions cheap.
     let mut reader = BufReader::with_capacity(512, stderr);
     let mut line: Vec<u8> = Vec::new();
@@ -910,12 +939,12 @@ async fn pump_stderr(stderr: ChildStderr, log: ServerLog, pid: u32) {
         let consumed = end_of_line.unwrap_or(buf.len());
         reader.consume(consumed);
         if end_of_line.is_some() {
-            emit_stderr(&log, pid, &line);
+            emit(&line);
             line.clear();
         }
     }
     if !line.is_empty() {
-        emit_stderr(&log, pid, &line);
+        emit(&line);
     }
 }
 
