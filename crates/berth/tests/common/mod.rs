@@ -592,3 +592,22 @@ impl Raw {
             .await
     }
 }
+
+/// A `[servers.NAME]` table running a PyPI reference server from tests/python/.venv
+/// by its console script (e.g. `mcp-server-time`), as an operator would.
+pub fn pypi_server(name: &str, script: &str, args: &[&str], env: &[(&str, &str)]) -> String {
+    let bin = python().with_file_name(script);
+    assert!(
+        bin.exists(),
+        "{} is missing: run tests/setup.sh (tests/python/requirements.txt lists it)",
+        bin.display()
+    );
+    let args_toml: Vec<String> = args.iter().map(|a| format!("{a:?}")).collect();
+    let env_toml: Vec<String> = env.iter().map(|(k, v)| format!("{k} = {v:?}")).collect();
+    format!(
+        "[servers.{name}]\ncommand = {:?}\nargs = [{}]\nenv = {{ {} }}\n",
+        bin.display().to_string(),
+        args_toml.join(", "),
+        env_toml.join(", ")
+    )
+}
