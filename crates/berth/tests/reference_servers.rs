@@ -12,6 +12,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,14 +22,14 @@ use std::time::Duration;
 
 use common::*;
 
-/// Whether the config parser knows `[servers.NAME.sandbox]` (and the sandbox is
-/// on by default). While false, the sandbox lines each server would need are
-/// written below but left out of the config, which refuses unknown keys, and
-/// the memory server keeps its file in a temp dir instead of its state dir.
-/// Flip it when the sandbox lands: then the test also checks that the sandbox
-/// holds (a write into a read-only directory and a fetch from a site off the
-/// allow list fail; the memory file is in the server's state dir).
-const SANDBOX_LANDED: bool = false;
+/// Whether the config parser knows `[servers.NAME.sandbox]` and the sandbox is
+/// on by default (it is since the sandbox landed). When false, the sandbox
+/// lines each server needs are left out of the config (which refused unknown
+/// keys before) and the memory server keeps its file in a temp dir instead of
+/// its state dir. When true, the test also checks that the sandbox holds: a
+/// write into a read-only directory and a fetch from a site off the allow
+/// list fail, and the memory file is in the server's state dir.
+const SANDBOX_LANDED: bool = true;
 
 /// Appends `[servers.NAME.sandbox]` with `lines` to a server table, once the
 /// sandbox has landed (and when there is anything to say).
@@ -72,6 +73,10 @@ impl Workspace {
 
         let out = root.join("out");
         std::fs::create_dir(&out).unwrap();
+        // Writable by whoever the server runs as: a sandboxed server of a
+        // Berth running as root is uid 65534 on the host (as an operator
+        // would chown it to that user).
+        std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o777)).unwrap();
 
         let repo = root.join("repo");
         let commit_message = format!("Initial commit {tag}");
@@ -259,8 +264,19 @@ fn servers(ws: &Workspace, site: &Site) -> String {
     );
     let time = pypi_server("time", "mcp-server-time", &[], &[]);
     // git_log and git_status only read: the repository (named in args) stays
-    // read-only.
-    let git = pypi_server("git", "mcp-server-git", &["--repository", &repo], &[]);
+    // read-only. It belongs to another user than the server's (in the sandbox
+    // the server is uid 1000 inside and the repository's owner is unmapped),
+    // so git refuses it as of "dubious ownership" unless it is declared safe.
+    let git = pypi_server(
+        "git",
+        "mcp-server-git",
+        &["--repository", &repo],
+        &[
+            ("GIT_CONFIG_COUNT", "1"),
+            ("GIT_CONFIG_KEY_0", "safe.directory"),
+            ("GIT_CONFIG_VALUE_0", &repo),
+        ],
+    );
     // The site is on loopback, which mcp-server-fetch refuses without
     // --allow-private-ips; in the sandbox it is reached through the egress
     // proxy, which must allow exactly it. PATH without node: with node on
