@@ -8,8 +8,11 @@ use std::time::Duration;
 
 use common::*;
 
-fn everything_and_memory(dir: &std::path::Path) -> String {
-    let memory_file = dir.join("memory.jsonl").display().to_string();
+const STATE_DIR: &str = "/state";
+
+fn everything_and_memory() -> String {
+    // The memory server keeps its graph in its sandbox's writable state dir.
+    let memory_file = format!("{STATE_DIR}/memory.jsonl");
     npm_server(
         "everything",
         "@modelcontextprotocol/server-everything",
@@ -72,8 +75,7 @@ fn python_client(berth: &Berth, path: &str, mode: &str) {
 
 #[test]
 fn typescript_sdk_client_through_berth() {
-    let dir = tempfile::tempdir().unwrap();
-    let berth = Berth::start("", &everything_and_memory(dir.path()));
+    let berth = Berth::start("", &everything_and_memory());
     node_client(&berth, "/mcp/everything", "everything");
     node_client(&berth, "/mcp/memory", "memory");
     // Every session was deleted by its client: every process is reaped.
@@ -82,8 +84,7 @@ fn typescript_sdk_client_through_berth() {
 
 #[test]
 fn typescript_sdk_legacy_sse_client_through_berth() {
-    let dir = tempfile::tempdir().unwrap();
-    let berth = Berth::start("", &everything_and_memory(dir.path()));
+    let berth = Berth::start("", &everything_and_memory());
     node_client(&berth, "/sse/everything", "sse");
     // A legacy session ends with its SSE connection.
     berth.wait_for_children(0, Duration::from_secs(10));
@@ -91,8 +92,7 @@ fn typescript_sdk_legacy_sse_client_through_berth() {
 
 #[test]
 fn python_sdk_client_through_berth() {
-    let dir = tempfile::tempdir().unwrap();
-    let berth = Berth::start("", &everything_and_memory(dir.path()));
+    let berth = Berth::start("", &everything_and_memory());
     python_client(&berth, "/mcp/everything", "everything");
     python_client(&berth, "/mcp/memory", "memory");
     berth.wait_for_children(0, Duration::from_secs(10));

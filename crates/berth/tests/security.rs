@@ -553,9 +553,16 @@ async fn secrets_reach_only_their_server_and_never_leak() {
 #[tokio::test]
 async fn credentials_never_reach_an_upstream() {
     let record = tempfile::NamedTempFile::new().unwrap();
+    // The sandboxed server runs as nobody and writes only where it is told.
+    std::fs::set_permissions(
+        record.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o666),
+    )
+    .unwrap();
     let servers = format!(
-        "{}env = {{ BERTH_FIXTURE_RECORD = {:?} }}\n",
+        "{}env = {{ BERTH_FIXTURE_RECORD = {:?} }}\n[servers.svc.sandbox]\nwritable = [{:?}]\n",
         fixture_server("svc", "env"),
+        record.path().display().to_string(),
         record.path().display().to_string()
     );
     // Berth's own environment holds credentials too: none may leak through.

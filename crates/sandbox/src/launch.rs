@@ -205,6 +205,7 @@ pub fn prepare(settings: &Settings, launch: &Launch<'_>) -> Result<Prepared, Pre
             memory_limit: settings.limits.memory_bytes,
             pids_limit: settings.limits.pids,
             layout,
+            outside_uid: ids.outside_uid,
             hinted: Mutex::new(HashSet::new()),
         },
     })
@@ -250,6 +251,7 @@ pub struct Instance {
     memory_limit: u64,
     pids_limit: u64,
     layout: Layout,
+    outside_uid: u32,
     hinted: Mutex<HashSet<PathBuf>>,
 }
 
@@ -346,25 +348,40 @@ impl Instance {
             return None;
         }
         let read_only = line.contains("Read-only") || line.contains("EROFS");
+        let denied = line.contains("Permission denied") || line.contains("EACCES");
         for word in line.split(|c: char| c.is_whitespace() || "'\"`,()[]{}<>".contains(c)) {
             let word = word.trim_end_matches([':', '.', ';']);
             if !word.starts_with('/') || word.len() < 2 {
                 continue;
             }
-            let path = Path::new(word);
-            let visibility = self.visibility(path);
-            let hint = match visibility {
-                Visibility::Hidden if std::fs::symlink_metadata(path).is_ok() => format!(
-                    "sandbox: {word} exists on the host but is hidden from this server; to expose it add it to [servers.{}.sandbox] readable (or writable)",
-                    self.server
+            // A file about to be created names a directory that may be hidden.
+            let Some(existing) = Path::new(word)
+                .ancestors()
+                .find(|p| std::fs::symlink_metadata(p).is_ok())
+            else {
+                continue;
+            };
+            if existing == Path::new("/") {
+                continue;
+            }
+            let server = &self.server;
+            let hint = match self.visibility(existing) {
+                Visibility::Hidden => format!(
+                    "sandbox: {} exists on the host but is hidden from this server; to expose it add it to [servers.{server}.sandbox] readable (or writable)",
+                    existing.display()
                 ),
                 Visibility::ReadOnly if read_only => format!(
-                    "sandbox: {word} is read-only for this server; to let it write there add it to [servers.{}.sandbox] writable (its own writable dir is {STATE_DIR})",
-                    self.server
+                    "sandbox: {} is read-only for this server; to let it write there add it to [servers.{server}.sandbox] writable (its own writable dir is {STATE_DIR})",
+                    existing.display()
+                ),
+                Visibility::ReadOnly | Visibility::Writable if denied => format!(
+                    "sandbox: {} is visible but the server runs as uid {} on the host, which the file's permissions refuse",
+                    existing.display(),
+                    self.outside_uid
                 ),
                 _ => continue,
             };
-            if lock(&self.hinted).insert(path.to_path_buf()) {
+            if lock(&self.hinted).insert(existing.to_path_buf()) {
                 return Some(hint);
             }
         }
