@@ -209,7 +209,7 @@ fn main() -> ExitCode {
                 for warning in security::missing_secrets(&loaded) {
                     println!("warning: {warning}");
                 }
-                for warning in sandbox::warnings(sandbox_configs(&loaded)) {
+                for warning in sandbox::warnings(&loaded.server_specs()) {
                     println!("warning: {warning}");
                 }
                 Ok(())
@@ -337,7 +337,7 @@ async fn serve(
     if config.servers.is_empty() {
         anyhow::bail!("no servers configured: add a [servers.<name>] table with a command");
     }
-    sandbox::log_capabilities(sandbox_configs(&config));
+    sandbox::log_capabilities(&config.server_specs());
     let listener = tokio::net::TcpListener::bind(config.gateway.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.gateway.listen))?;
@@ -431,7 +431,11 @@ fn reloader(
             if let Some(issuer) = &issuer {
                 issuer.set_resources(security::resources(&config, &public_url));
             }
-            Ok(gateway.reload(config.server_specs()).await)
+            let specs = config.server_specs();
+            for warning in sandbox::warnings(&specs) {
+                tracing::warn!("reload: {warning}");
+            }
+            Ok(gateway.reload(specs).await)
         })
     })
 }
@@ -518,13 +522,6 @@ fn announce(
     out.push_str("Client configuration (mcpServers):\n");
     out.push_str(&serde_json::to_string_pretty(&snippet).unwrap_or_default());
     println!("{out}");
-}
-
-fn sandbox_configs(config: &Config) -> impl Iterator<Item = (&str, &sandbox::SandboxConfig)> {
-    config
-        .servers
-        .iter()
-        .map(|(name, server)| (name.0.as_str(), &server.sandbox))
 }
 
 /// Resolves on SIGINT or SIGTERM.

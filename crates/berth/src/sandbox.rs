@@ -198,23 +198,28 @@ fn parse_size(s: &str) -> Option<u64> {
     n.checked_mul(factor)
 }
 
-/// Warnings about servers that run without a sandbox.
-pub fn warnings<'a>(
-    servers: impl IntoIterator<Item = (&'a str, &'a SandboxConfig)>,
-) -> Vec<String> {
-    servers
-        .into_iter()
-        .filter(|(_, s)| **s == SandboxConfig::Off)
-        .map(|(name, _)| {
-            format!(
+/// Warnings about servers without a sandbox, and about `writable` paths a
+/// sandboxed server could not write anyway.
+pub fn warnings(specs: &[berth_fleet::ServerSpec]) -> Vec<String> {
+    let mut out = Vec::new();
+    for spec in specs {
+        let name = &spec.name;
+        match &spec.sandbox {
+            None => out.push(format!(
                 "server `{name}` runs without a sandbox (sandbox = false): it has Berth's own user, files, network and environment"
-            )
-        })
-        .collect()
+            )),
+            Some(settings) => out.extend(
+                berth_sandbox::unwritable(settings)
+                    .into_iter()
+                    .map(|w| format!("server `{name}`: {w}")),
+            ),
+        }
+    }
+    out
 }
 
-/// At start: what this machine offers, and every server without a sandbox.
-pub fn log_capabilities<'a>(servers: impl IntoIterator<Item = (&'a str, &'a SandboxConfig)>) {
+/// At start: what this machine offers, and the warnings above.
+pub fn log_capabilities(specs: &[berth_fleet::ServerSpec]) {
     let caps = berth_sandbox::capabilities();
     for (ok, line) in caps.lines() {
         if ok {
@@ -223,7 +228,7 @@ pub fn log_capabilities<'a>(servers: impl IntoIterator<Item = (&'a str, &'a Sand
             tracing::warn!("sandbox: {line}");
         }
     }
-    for warning in warnings(servers) {
+    for warning in warnings(specs) {
         tracing::warn!("{warning}");
     }
 }

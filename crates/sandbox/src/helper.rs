@@ -468,6 +468,17 @@ fn hand_over_proxy_listener(socket: Option<RawFd>) -> std::io::Result<()> {
 /// detached and gone. Paths of the host are reached under `/oldroot`
 /// while building (bubblewrap's layout).
 fn build_root(plan: &Plan) -> Result<(), SetupError> {
+    // Sources are opened while the host's root is still `/`: a path through
+    // a symlinked directory (a release dir, a venv link) resolves as on the
+    // host, and the bind then takes the open file, not the path.
+    let sources = plan
+        .mounts
+        .iter()
+        .map(|m| match m {
+            Mount::Bind { src, .. } => open_source(src).map(Some).map_err(step(format!("{m}"))),
+            _ => Ok(None),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let none: Option<&str> = None;
     mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none)
         .map_err(step("making mounts private"))?;
@@ -495,8 +506,8 @@ fn build_root(plan: &Plan) -> Result<(), SetupError> {
     )
     .map_err(step("mounting the new root"))?;
 
-    for m in &plan.mounts {
-        apply_mount(m).map_err(step(format!("{m}")))?;
+    for (m, source) in plan.mounts.iter().zip(&sources) {
+        apply_mount(m, source.as_ref()).map_err(step(format!("{m}")))?;
     }
 
     // The root itself becomes read-only: a server writes only to /state,
@@ -522,14 +533,27 @@ fn host(path: &Path) -> PathBuf {
     Path::new("/oldroot").join(path.strip_prefix("/").unwrap_or(path))
 }
 
-fn apply_mount(m: &Mount) -> std::io::Result<()> {
+/// `src` opened as a path-only descriptor, and whether it is a directory.
+fn open_source(src: &Path) -> std::io::Result<(OwnedFd, bool)> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH)
+        .open(src)?;
+    let directory = file.metadata()?.is_dir();
+    Ok((OwnedFd::from(file), directory))
+}
+
+fn apply_mount(m: &Mount, source: Option<&(OwnedFd, bool)>) -> std::io::Result<()> {
     let none: Option<&str> = None;
     match m {
-        Mount::Bind { src, dst, writable } => {
-            let src = host(src);
+        Mount::Bind { dst, writable, .. } => {
+            let (fd, directory) =
+                source.ok_or_else(|| std::io::Error::other("source not opened"))?;
+            // The host's /proc still knows this process: its fd is the source.
+            let src = PathBuf::from(format!("/oldroot/proc/self/fd/{}", fd.as_raw_fd()));
             let dst = inside(dst);
-            let meta = std::fs::metadata(&src)?;
-            make_mount_point(&dst, meta.is_dir())?;
+            make_mount_point(&dst, *directory)?;
             mount(
                 Some(&src),
                 &dst,

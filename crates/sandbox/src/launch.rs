@@ -233,6 +233,34 @@ fn prepare_state_dir(dir: &Path, ids: IdMap) -> Result<(), PrepareError> {
     Ok(())
 }
 
+/// Paths in `writable` the server could not write to anyway: it runs as
+/// another uid on the host than their owner.
+pub fn unwritable(settings: &Settings) -> Vec<String> {
+    use std::os::unix::fs::MetadataExt;
+    let ids = ids();
+    settings
+        .writable
+        .iter()
+        .filter_map(|path| {
+            let meta = std::fs::metadata(path).ok()?;
+            let mode = meta.mode();
+            let can = (meta.uid() == ids.outside_uid && mode & 0o200 != 0)
+                || (meta.gid() == ids.outside_gid && mode & 0o020 != 0)
+                || mode & 0o002 != 0;
+            (!can).then(|| {
+                format!(
+                    "{} is in sandbox.writable but the server runs as uid {} on the host, which cannot write it (owner uid {}, mode {:o}): chown it to {} or make it group/world-writable",
+                    path.display(),
+                    ids.outside_uid,
+                    meta.uid(),
+                    mode & 0o7777,
+                    ids.outside_uid
+                )
+            })
+        })
+        .collect()
+}
+
 /// How a sandboxed process ended, from its cgroup's counters.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Ending {
@@ -533,6 +561,9 @@ pub fn describe(settings: &Settings, launch: &Launch<'_>) -> String {
             }
             for note in &layout.notes {
                 out.push_str(&format!("  note: {note}\n"));
+            }
+            for warning in unwritable(settings) {
+                out.push_str(&format!("  WARNING: {warning}\n"));
             }
         }
         Err(e) => out.push_str(&format!("cannot be started: {e}\n")),

@@ -46,7 +46,7 @@ pub mod probe;
 mod walls;
 
 pub use helper::enter_if_requested;
-pub use launch::{Ending, Instance, PrepareError, Prepared, Report, describe, prepare};
+pub use launch::{Ending, Instance, PrepareError, Prepared, Report, describe, prepare, unwritable};
 pub use layout::Launch;
 pub use policy::{Limits, Network, Profile, STATE_DIR, Settings};
 pub use probe::{Capabilities, capabilities};
