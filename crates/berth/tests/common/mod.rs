@@ -611,3 +611,178 @@ pub fn pypi_server(name: &str, script: &str, args: &[&str], env: &[(&str, &str)]
         env_toml.join(", ")
     )
 }
+
+/// How to start a gateway when [`Berth::start`] is not enough: extra
+/// variables in Berth's own environment, a data directory somewhere else
+/// than the system temp dir, or Berth run as another user.
+#[derive(Default)]
+pub struct Launch<'a> {
+    /// `[gateway]` lines, as for [`Berth::start`].
+    pub gateway: &'a str,
+    /// Server tables, as for [`Berth::start`].
+    pub servers: &'a str,
+    /// Set in Berth's environment (on top of the test's own).
+    pub env: &'a [(&'a str, &'a str)],
+    /// The data directory is created in this directory (default: the
+    /// system temp dir).
+    pub data_parent: Option<&'a Path>,
+    /// Runs Berth as this (uid, gid) with no supplementary groups, through
+    /// util-linux `setpriv`; the data directory and the config file are
+    /// handed to that user first.
+    pub user: Option<(u32, u32)>,
+}
+
+impl Berth {
+    /// Starts `berth serve` as `launch` says and waits for its era probes.
+    pub fn launch(launch: Launch) -> Berth {
+        let mut builder = tempfile::Builder::new();
+        builder.prefix("berth-");
+        let dir = match launch.data_parent {
+            Some(parent) => {
+                std::fs::create_dir_all(parent).expect("data dir parent");
+                builder.tempdir_in(parent)
+            }
+            None => builder.tempdir(),
+        }
+        .expect("temp dir");
+        let config = dir.path().join("berth.toml");
+        std::fs::write(
+            &config,
+            config_text(dir.path(), launch.gateway, launch.servers),
+        )
+        .expect("write config");
+        let log_path = dir.path().join("berth.log");
+        let log = std::fs::File::create(&log_path).expect("log file");
+        let mut cmd = match launch.user {
+            Some((uid, gid)) => {
+                for path in [dir.path(), &config, &log_path] {
+                    std::os::unix::fs::chown(path, Some(uid), Some(gid))
+                        .unwrap_or_else(|e| panic!("chown {}: {e}", path.display()));
+                }
+                let setpriv = ["/usr/bin/setpriv", "/bin/setpriv"]
+                    .into_iter()
+                    .find(|p| Path::new(p).exists())
+                    .expect("setpriv (util-linux) is needed to run Berth as another user");
+                let mut cmd = Command::new(setpriv);
+                cmd.arg(format!("--reuid={uid}"))
+                    .arg(format!("--regid={gid}"))
+                    .arg("--clear-groups")
+                    .arg("--")
+                    .arg(berth_bin());
+                cmd
+            }
+            None => Command::new(berth_bin()),
+        };
+        cmd.args(["serve", "--config", config.to_str().expect("utf-8 path")])
+            .env("BERTH_LOG", "info,berth_fleet=debug")
+            .envs(launch.env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log);
+        let berth = Berth::spawn_command(cmd, dir);
+        berth.wait_for_era_probes(Duration::from_secs(30));
+        berth
+    }
+
+    /// Spawns `cmd` (a `berth serve` that writes its stderr where it likes
+    /// and its stdout to a pipe) and waits for its listen address.
+    fn spawn_command(mut cmd: Command, dir: tempfile::TempDir) -> Berth {
+        let mut child = cmd.spawn().expect("spawn berth");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(rest) = line.strip_prefix("Berth is listening on http://") {
+                    let _ = tx.send(rest.trim().to_string());
+                }
+            }
+        });
+        let mut berth = Berth {
+            child: Some(child),
+            addr: "127.0.0.1:0".parse().unwrap(),
+            dir,
+        };
+        match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(addr) => berth.addr = addr.parse().expect("listen address"),
+            Err(_) => panic!("berth did not start within 30 s; log:\n{}", berth.log()),
+        }
+        berth
+    }
+
+    /// The config file [`Berth::start`] and [`Berth::launch`] write.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("berth.toml")
+    }
+
+    /// `berth logs SERVER` (its last 500 lines), whatever the outcome.
+    pub fn server_log(&self, server: &str) -> String {
+        self.cli(&["logs", server, "--lines", "500"]).1
+    }
+}
+
+/// Every descendant of `pid` (children, their children...), from /proc.
+pub fn descendants_of(pid: u32) -> Vec<u32> {
+    let mut found = Vec::new();
+    let mut queue = vec![pid];
+    while let Some(parent) = queue.pop() {
+        for (child, _) in children_of(parent) {
+            if !found.contains(&child) {
+                found.push(child);
+                queue.push(child);
+            }
+        }
+    }
+    found
+}
+
+/// Host processes whose command line (argv joined with spaces) contains `needle`.
+pub fn processes_with_cmdline(needle: &str) -> Vec<(u32, String)> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&raw).replace('\0', " ");
+        if cmdline.contains(needle) {
+            out.push((pid, cmdline.trim_end().to_string()));
+        }
+    }
+    out
+}
+
+/// Whether `pid` is frozen: stopped by SIGSTOP (`T`), or in a cgroup whose
+/// freezer says FROZEN (a sandboxed server's standby).
+pub fn is_frozen(pid: u32) -> bool {
+    let state = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit(") ").next().and_then(|r| r.chars().next()));
+    if state == Some('T') {
+        return true;
+    }
+    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+    cgroups.lines().any(|line| {
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, path) = (parts.next(), parts.next(), parts.next());
+        let (Some(controllers), Some(path)) = (controllers, path) else {
+            return false;
+        };
+        let file = if controllers == "freezer" {
+            format!("/sys/fs/cgroup/freezer{path}/freezer.state")
+        } else if controllers.is_empty() {
+            format!("/sys/fs/cgroup{path}/cgroup.freeze")
+        } else {
+            return false;
+        };
+        std::fs::read_to_string(file).is_ok_and(|s| s.trim() == "FROZEN" || s.trim() == "1")
+    })
+}
