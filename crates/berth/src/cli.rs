@@ -203,6 +203,9 @@ pub async fn ps(args: &AdminArgs, json: bool) -> anyhow::Result<()> {
         if let Some(failure) = &s.pool.failure {
             println!("  ! {failure}");
         }
+        if let Some(last) = &s.pool.last_exit {
+            println!("  last crash: {last}");
+        }
         let era = match (&s.era, &s.era_reason) {
             (Some(era), Some(why)) => format!("{era} ({why})"),
             (Some(era), None) => era.clone(),

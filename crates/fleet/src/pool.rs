@@ -156,6 +156,10 @@ pub struct PoolReport {
     /// `running`, `idle` (scaled to zero), or `failed`.
     pub status: String,
     pub failure: Option<String>,
+    /// How the last process that crashed ended ("process 12 was killed by
+    /// the OOM killer ...").
+    #[serde(default)]
+    pub last_exit: Option<String>,
     pub processes: Vec<ProcessReport>,
     pub restarts: u64,
     pub crashes: u64,
@@ -235,6 +239,7 @@ struct State {
     generation: u64,
     crashes: VecDeque<Instant>,
     crash_total: u64,
+    last_crash: Option<String>,
     consecutive_crashes: u32,
     retry_at: Option<Instant>,
     failed: Option<Failure>,
@@ -505,6 +510,7 @@ impl Pool {
                 generation: 1,
                 crashes: VecDeque::new(),
                 crash_total: 0,
+                last_crash: None,
                 consecutive_crashes: 0,
                 retry_at: None,
                 failed: None,
@@ -776,6 +782,7 @@ impl Pool {
             }
             .to_string(),
             failure: state.failed.as_ref().map(|f| f.message.clone()),
+            last_exit: state.last_crash.clone(),
             processes,
             restarts: state.restarts,
             crashes: state.crash_total,
@@ -857,6 +864,7 @@ fn note_crash(inner: &Inner, state: &mut State, what: &str, stderr: Vec<String>)
     let policy = inner.spec.crash;
     let now = Instant::now();
     state.crash_total += 1;
+    state.last_crash = Some(what.to_string());
     state.crashes.push_back(now);
     while state
         .crashes
