@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::{
-    Berth, Launch, Raw, Reply, descendants_of, fixture_server, initialize_body,
+    Berth, INHERITED_FD, Launch, Raw, Reply, descendants_of, fixture_server, initialize_body,
     processes_with_cmdline,
 };
 use serde_json::{Value, json};
@@ -818,6 +818,61 @@ async fn a_sibling_server_is_out_of_reach() {
     );
 }
 
+/// Starts Berth with a host directory (readable by anyone, holding
+/// `secret.txt`) left open as descriptor [`INHERITED_FD`], as a careless
+/// parent or a service manager could.
+fn start_with_inherited_dir(servers: &str) -> (Berth, tempfile::TempDir) {
+    use std::os::unix::fs::PermissionsExt;
+    let outside = tempfile::tempdir_in(data_parent()).expect("temp dir");
+    let secret = outside.path().join("secret.txt");
+    std::fs::write(&secret, "host secret").unwrap();
+    // Readable by anyone: only the sandbox can stop the read.
+    std::fs::set_permissions(outside.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let berth = Berth::launch(Launch {
+        servers,
+        data_parent: Some(data_parent()),
+        inherited_dir: Some(outside.path()),
+        ..Launch::default()
+    });
+    (berth, outside)
+}
+
+/// A descriptor Berth inherited does not lead out of the sandbox's root
+/// through `/proc/self/fd/N/...`.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_inherited_descriptor_leads_nowhere() {
+    let (berth, _outside) = start_with_inherited_dir(&hostile("attacker", ""));
+    let mut attacker = Session::open(&berth, "attacker").await;
+    attacker
+        .refused(
+            &format!("reading a host file through Berth's inherited descriptor {INHERITED_FD}"),
+            json!({"action": "read_file", "path": format!("/proc/self/fd/{INHERITED_FD}/secret.txt")}),
+        )
+        .await;
+}
+
+/// The server holds no descriptor but its stdio: nothing Berth inherited
+/// (a directory, a pipe, a socket) nor anything of Berth's own.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_server_holds_only_its_stdio() {
+    let (berth, _outside) = start_with_inherited_dir(&hostile("attacker", ""));
+    let mut attacker = Session::open(&berth, "attacker").await;
+    let fds = attacker.attempt(json!({"action": "fds"})).await;
+    let extra: Vec<String> = fds.report["fds"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(fd, _)| !matches!(fd.as_str(), "0" | "1" | "2"))
+        .map(|(fd, target)| format!("{fd} -> {}", target.as_str().unwrap_or_default()))
+        .collect();
+    assert!(
+        extra.is_empty(),
+        "the server holds descriptors it did not open (Berth's parent's, or Berth's own; {INHERITED_FD} is a host directory the test left open in Berth): {extra:?}\n{}",
+        context(&berth, "attacker")
+    );
+}
+
 /// Writes land only in /state and /tmp: not in /usr, /, Berth's data dir
 /// or its config file.
 #[tokio::test(flavor = "multi_thread")]
@@ -1226,6 +1281,32 @@ async fn network_allow_reaches_only_allowed_hosts_through_the_proxy() {
         LOG_WITHIN,
         "Berth does not report the refused egress",
     );
+
+    // Other spellings of the host's loopback, to the admin API, are not
+    // the allowed 127.0.0.1:<upstream> either.
+    let admin = admin_port(&berth);
+    for host in [
+        "127.0.0.1",
+        "localhost",
+        "0.0.0.0",
+        "127.1",
+        "2130706433",
+        "::1",
+    ] {
+        attacker
+            .refused(
+                &format!("the admin API as {host}:{admin} through the proxy"),
+                json!({"action": "proxy_get", "host": host, "port": admin}),
+            )
+            .await;
+    }
+    // Nor does a plain (absolute-URI) request get through.
+    attacker
+        .refused(
+            "GET http://127.0.0.1:<admin>/v1/status through the proxy",
+            json!({"action": "proxy_http", "host": "127.0.0.1", "port": admin, "path": "/v1/status"}),
+        )
+        .await;
 
     attacker
         .refused(

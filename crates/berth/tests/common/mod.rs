@@ -630,7 +630,14 @@ pub struct Launch<'a> {
     /// util-linux `setpriv`; the data directory and the config file are
     /// handed to that user first.
     pub user: Option<(u32, u32)>,
+    /// Opens this directory and leaves it open in Berth as descriptor
+    /// [`INHERITED_FD`], not close-on-exec, as a careless parent (or a
+    /// service manager) could.
+    pub inherited_dir: Option<&'a Path>,
 }
+
+/// The descriptor number [`Launch::inherited_dir`] has in Berth.
+pub const INHERITED_FD: i32 = 97;
 
 impl Berth {
     /// Starts `berth serve` as `launch` says and waits for its era probes.
@@ -679,7 +686,24 @@ impl Berth {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log);
+        let inherited = launch.inherited_dir.map(|path| {
+            std::fs::File::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()))
+        });
+        if let Some(file) = &inherited {
+            use std::os::fd::{AsRawFd, BorrowedFd};
+            let raw = file.as_raw_fd();
+            // SAFETY: only dup2 runs between fork and exec; `file` outlives the spawn.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let copy = nix::unistd::dup2_raw(BorrowedFd::borrow_raw(raw), INHERITED_FD)?;
+                    // The copy must stay open (and dup2 left it inheritable).
+                    std::mem::forget(copy);
+                    Ok(())
+                });
+            }
+        }
         let berth = Berth::spawn_command(cmd, dir);
+        drop(inherited);
         berth.wait_for_era_probes(Duration::from_secs(30));
         berth
     }
