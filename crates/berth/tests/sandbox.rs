@@ -19,8 +19,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::{
-    Berth, INHERITED_FD, Launch, Raw, Reply, descendants_of, fixture_server, initialize_body,
-    processes_with_cmdline,
+    Berth, INHERITED_FD, Launch, Raw, Reply, berth_bin, descendants_of, fixture_bin,
+    fixture_server, initialize_body, processes_with_cmdline,
 };
 use serde_json::{Value, json};
 
@@ -1428,4 +1428,104 @@ async fn an_unprivileged_berth_sandboxes_its_servers() {
             json!({"action": "signal", "pid": berth.pid(), "signal": 0}),
         )
         .await;
+}
+
+/// A server that trips over what the sandbox hides or protects gets a line
+/// in its log naming the path and the setting that would allow it.
+#[tokio::test(flavor = "multi_thread")]
+async fn hidden_and_read_only_paths_get_a_hint_naming_the_setting() {
+    let outside = tempfile::tempdir_in(data_parent()).unwrap();
+    let hidden = outside.path().join("models.bin");
+    std::fs::write(&hidden, "weights").unwrap();
+    let shelf = tempfile::tempdir_in(data_parent()).unwrap();
+    let readable = format!("readable = [{:?}]", shelf.path().display().to_string());
+    let berth = start("", &hostile("attacker", &readable));
+    let mut attacker = Session::open(&berth, "attacker").await;
+
+    let read = attacker
+        .attempt(json!({"action": "read_file", "path": hidden.display().to_string()}))
+        .await;
+    assert_eq!(read.report["refused"], true, "{}", read.detail());
+    berth.wait_for_log(
+        "attacker",
+        &format!(
+            "sandbox: {} exists on the host but is hidden from this server; to expose it add it to [servers.attacker.sandbox] readable",
+            hidden.display()
+        ),
+        1,
+        LOG_WITHIN,
+    );
+
+    let target = shelf.path().join("out.txt");
+    let write = attacker
+        .attempt(json!({"action": "write_file", "path": target.display().to_string()}))
+        .await;
+    assert_eq!(write.report["refused"], true, "{}", write.detail());
+    berth.wait_for_log(
+        "attacker",
+        &format!(
+            "sandbox: {} is read-only for this server; to let it write there add it to [servers.attacker.sandbox] writable",
+            shelf.path().display()
+        ),
+        1,
+        LOG_WITHIN,
+    );
+}
+
+/// `berth sandbox show` prints the effective policy; `berth check` warns
+/// about a server without a sandbox.
+#[test]
+fn the_operator_can_see_each_servers_sandbox() {
+    let dir = tempfile::tempdir_in(data_parent()).unwrap();
+    let config = dir.path().join("berth.toml");
+    let text = format!(
+        "[gateway]\ndata_dir = {:?}\n{}{}[servers.open]\ncommand = \"/bin/cat\"\nsandbox = false\n",
+        dir.path().join("data").display().to_string(),
+        hostile(
+            "attacker",
+            "network = \"none\"\nmemory = \"256MiB\"\npids = 64"
+        ),
+        bystander("quiet"),
+    );
+    std::fs::write(&config, text).unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(berth_bin()).args(args).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.success(), text)
+    };
+    let config = config.display().to_string();
+    let (ok, shown) = run(&["sandbox", "show", "attacker", "--config", &config]);
+    assert!(ok, "{shown}");
+    for expected in [
+        "runs as: uid 1000 gid 1000 inside",
+        "network: none (own loopback only)",
+        "limits: memory 256 MiB, pids 64, cpus 1",
+        "seccomp refuses ptrace",
+        "ro  /usr",
+        &format!("ro  {}", fixture_bin().display()),
+        "rw  /state (host: ",
+        "namespaces (user, pid, mount, ipc, uts, net, cgroup): yes",
+    ] {
+        assert!(
+            shown.contains(expected),
+            "`{expected}` missing from:\n{shown}"
+        );
+    }
+    assert!(
+        !shown.contains(&format!("ro  {}", dir.path().display())),
+        "the data dir's parent is exposed:\n{shown}"
+    );
+    let (ok, off) = run(&["sandbox", "show", "open", "--config", &config]);
+    assert!(ok && off.contains("sandbox: OFF"), "{off}");
+    let (ok, missing) = run(&["sandbox", "show", "nope", "--config", &config]);
+    assert!(!ok && missing.contains("no server `nope`"), "{missing}");
+
+    let (ok, checked) = run(&["check", &config]);
+    assert!(ok, "{checked}");
+    assert!(
+        checked.contains("warning: server `open` runs without a sandbox"),
+        "{checked}"
+    );
+    assert!(!checked.contains("server `attacker`"), "{checked}");
 }

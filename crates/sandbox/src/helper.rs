@@ -29,8 +29,11 @@ use nix::unistd::{Gid, Pid, Uid, pivot_root};
 
 use crate::policy::{INSIDE_ID, Mount, PROXY_PORT, Plan, PlanNetwork};
 
-/// The environment variable that carries the plan to the helper.
-pub const PLAN_ENV: &str = "BERTH_SANDBOX_PLAN";
+/// The environment variable that names the descriptor holding the plan.
+/// (A descriptor, not the plan itself: the plan holds the server's
+/// resolved secrets, and a process's initial environment stays readable in
+/// `/proc` for its whole life.)
+pub const PLAN_ENV: &str = "BERTH_SANDBOX_PLAN_FD";
 /// Set instead of a plan: the helper only checks what the kernel allows.
 pub const PROBE_ENV: &str = "BERTH_SANDBOX_PROBE";
 
@@ -40,8 +43,8 @@ static INSTALLED: OnceLock<PathBuf> = OnceLock::new();
 /// in the helper it does the helper's work and never returns; otherwise it
 /// records that this binary can be the helper.
 pub fn enter_if_requested() {
-    if let Some(plan) = std::env::var_os(PLAN_ENV) {
-        let code = match serde_json::from_slice::<Plan>(plan.as_encoded_bytes()) {
+    if let Some(fd) = std::env::var_os(PLAN_ENV) {
+        let code = match read_plan(&fd.to_string_lossy()) {
             Ok(plan) => supervise(plan),
             Err(e) => {
                 eprintln!("berth-sandbox: unreadable plan: {e}");
@@ -54,6 +57,19 @@ pub fn enter_if_requested() {
         std::process::exit(crate::probe::run_in_helper());
     }
     let _ = INSTALLED.set(PathBuf::from("/proc/self/exe"));
+}
+
+/// Reads and closes the plan's descriptor.
+fn read_plan(fd: &str) -> Result<Plan, String> {
+    let fd: RawFd = fd.parse().map_err(|_| format!("bad descriptor {fd:?}"))?;
+    if fd <= 2 {
+        return Err(format!("bad descriptor {fd}"));
+    }
+    // SAFETY: Berth passed this descriptor for the helper alone to consume.
+    let mut file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    let mut text = Vec::new();
+    file.read_to_end(&mut text).map_err(|e| e.to_string())?;
+    serde_json::from_slice(&text).map_err(|e| e.to_string())
 }
 
 /// The helper program, if [`enter_if_requested`] was called.
@@ -377,6 +393,13 @@ fn enter(
     drop(pipes);
     if plan.landlock {
         crate::walls::landlock(plan).map_err(step("landlock"))?;
+    }
+    // Nothing Berth or the helper held open reaches the server: only stdio.
+    // SAFETY: close_range only closes descriptors of this process.
+    if unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) } < 0 {
+        return Err(step("closing inherited descriptors")(
+            std::io::Error::last_os_error(),
+        ));
     }
     sigprocmask(SigmaskHow::SIG_SETMASK, Some(mask), None).map_err(step("sigprocmask"))?;
     if plan.seccomp {

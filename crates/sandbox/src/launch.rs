@@ -167,31 +167,35 @@ pub fn prepare(settings: &Settings, launch: &Launch<'_>) -> Result<Prepared, Pre
     };
     let json = serde_json::to_string(&plan).map_err(|e| PrepareError(e.to_string()))?;
 
+    let plan_file =
+        plan_memfd(&json).map_err(|e| PrepareError(format!("cannot hand the plan over: {e}")))?;
+    let plan_fd = plan_file.as_raw_fd();
+
     let mut command = tokio::process::Command::new(helper);
     command
         .arg0("berth-sandbox")
         .env_clear()
-        .env(helper::PLAN_ENV, json)
+        .env(helper::PLAN_ENV, plan_fd.to_string())
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
-    let (egress_ours, egress_allow, egress_theirs) = match egress {
-        Some((ours, theirs, allow)) => {
-            let fd = theirs.as_raw_fd();
-            // SAFETY: only fcntl, which is async-signal-safe, runs between
-            // fork and exec: the helper's end must survive the exec.
-            unsafe {
-                command.pre_exec(move || {
-                    if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
+    let egress_fd = egress.as_ref().map(|(_, theirs, _)| theirs.as_raw_fd());
+    // SAFETY: only fcntl, which is async-signal-safe, runs between fork and
+    // exec: the descriptors the helper needs must survive the exec.
+    unsafe {
+        command.pre_exec(move || {
+            for fd in std::iter::once(plan_fd).chain(egress_fd) {
+                if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
             }
-            (Some(ours), Some(allow), Some(theirs))
-        }
+            Ok(())
+        });
+    }
+    let (egress_ours, egress_allow, egress_theirs) = match egress {
+        Some((ours, theirs, allow)) => (Some(ours), Some(allow), Some(theirs)),
         None => (None, None, None),
     };
     Ok(Prepared {
@@ -201,6 +205,7 @@ pub fn prepare(settings: &Settings, launch: &Launch<'_>) -> Result<Prepared, Pre
             group,
             egress: Mutex::new(egress_ours.zip(egress_allow)),
             helper_end: Mutex::new(egress_theirs),
+            plan_file: Mutex::new(Some(plan_file)),
             stop: CancellationToken::new(),
             memory_limit: settings.limits.memory_bytes,
             pids_limit: settings.limits.pids,
@@ -209,6 +214,19 @@ pub fn prepare(settings: &Settings, launch: &Launch<'_>) -> Result<Prepared, Pre
             hinted: Mutex::new(HashSet::new()),
         },
     })
+}
+
+/// The plan in an anonymous memory file, read back from its start.
+fn plan_memfd(json: &str) -> std::io::Result<OwnedFd> {
+    use std::io::{Seek, Write};
+    let fd = nix::sys::memfd::memfd_create(
+        "berth-sandbox-plan",
+        nix::sys::memfd::MFdFlags::MFD_CLOEXEC,
+    )?;
+    let mut file = std::fs::File::from(fd);
+    file.write_all(json.as_bytes())?;
+    file.rewind()?;
+    Ok(OwnedFd::from(file))
 }
 
 /// The state dir exists and, when servers run as `nobody`, belongs to it.
@@ -275,6 +293,8 @@ pub struct Instance {
     egress: Mutex<Option<(UnixStream, AllowList)>>,
     /// The helper's end of the egress socket, closed once the helper has it.
     helper_end: Mutex<Option<OwnedFd>>,
+    /// The plan, closed here once the helper has its own copy.
+    plan_file: Mutex<Option<OwnedFd>>,
     stop: CancellationToken,
     memory_limit: u64,
     pids_limit: u64,
@@ -288,6 +308,7 @@ impl Instance {
     /// socket and starts the egress proxy, reporting through `report`.
     pub fn started(&self, report: Report) {
         drop(lock(&self.helper_end).take());
+        drop(lock(&self.plan_file).take());
         let Some((ours, allow)) = lock(&self.egress).take() else {
             return;
         };
