@@ -451,3 +451,56 @@ mod tests {
         assert_eq!(counter(&f, "absent"), 0);
     }
 }
+
+/// cgroup v2 on a real kernel: this machine runs v1 for the controllers,
+/// but its cgroup2 hierarchy still freezes and kills (no controller needed),
+/// which is what standby and stopping rely on.
+#[cfg(test)]
+mod v2 {
+    use super::*;
+    use std::process::{Command, Stdio};
+
+    fn cgroup2_root() -> Option<PathBuf> {
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+        v2_mount(&mountinfo)
+    }
+
+    #[test]
+    fn a_v2_group_freezes_thaws_and_kills_what_it_holds() {
+        let Some(root) = cgroup2_root() else {
+            eprintln!("skipped: no cgroup2 mount on this machine");
+            return;
+        };
+        let dir = root.join(format!("berth-test-{}", std::process::id()));
+        if let Err(e) = std::fs::create_dir(&dir) {
+            eprintln!("skipped: cannot create {} ({e})", dir.display());
+            return;
+        }
+        let group = Group::V2(dir.clone());
+        let mut child = Command::new("sleep")
+            .arg("30")
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        for file in group.procs_files() {
+            std::fs::write(file, child.id().to_string()).unwrap();
+        }
+        assert_eq!(group.pids(), vec![child.id() as i32]);
+        assert!(group.can_freeze());
+        group.freeze().unwrap();
+        let events = || std::fs::read_to_string(dir.join("cgroup.events")).unwrap_or_default();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !events().contains("frozen 1") {
+            assert!(Instant::now() < deadline, "not frozen: {}", events());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        group.thaw().unwrap();
+        group.kill_all();
+        let status = child.wait().unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(status.signal(), Some(libc::SIGKILL));
+        assert_eq!(group.oom_kills(), 0);
+        group.remove();
+        assert!(!dir.exists());
+    }
+}
