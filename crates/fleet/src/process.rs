@@ -64,7 +64,14 @@ pub(crate) fn spawn(spec: &ServerSpec) -> std::io::Result<Spawned> {
         };
         let prepared = berth_sandbox::prepare(settings, &launch).map_err(std::io::Error::other)?;
         let mut cmd = prepared.command;
-        let child = cmd.spawn()?;
+        let child = match cmd.spawn() {
+            Ok(child) => child,
+            Err(e) => {
+                // Its cgroup was made for this process: leave nothing behind.
+                prepared.instance.finish();
+                return Err(e);
+            }
+        };
         return Ok(Spawned {
             child,
             sandbox: Some(Arc::new(prepared.instance)),

@@ -132,14 +132,6 @@ pub fn prepare(settings: &Settings, launch: &Launch<'_>) -> Result<Prepared, Pre
     let ids = ids();
     prepare_state_dir(&settings.state_dir, ids)?;
 
-    let group = match &caps.cgroups {
-        Ok(cgroups) => Some(
-            cgroups
-                .create(launch.server, &settings.limits)
-                .map_err(|e| PrepareError(format!("cannot create the server's cgroup: {e}")))?,
-        ),
-        Err(_) => None,
-    };
     let egress = match (&settings.network, network) {
         (Network::Allow(hosts), PlanNetwork::Isolated { proxy: true }) => {
             let allow = AllowList::parse(hosts).map_err(PrepareError)?;
@@ -148,6 +140,14 @@ pub fn prepare(settings: &Settings, launch: &Launch<'_>) -> Result<Prepared, Pre
             Some((ours, OwnedFd::from(theirs), allow))
         }
         _ => None,
+    };
+    let group = match &caps.cgroups {
+        Ok(cgroups) => Some(
+            cgroups
+                .create(launch.server, &settings.limits)
+                .map_err(|e| PrepareError(format!("cannot create the server's cgroup: {e}")))?,
+        ),
+        Err(_) => None,
     };
     let plan = Plan {
         program: layout.program.clone(),
@@ -165,10 +165,16 @@ pub fn prepare(settings: &Settings, launch: &Launch<'_>) -> Result<Prepared, Pre
         landlock: caps.landlock_abi > 0,
         seccomp: caps.seccomp.is_ok(),
     };
-    let json = serde_json::to_string(&plan).map_err(|e| PrepareError(e.to_string()))?;
-
-    let plan_file =
-        plan_memfd(&json).map_err(|e| PrepareError(format!("cannot hand the plan over: {e}")))?;
+    // The last steps that can fail: the group made above must not outlive them.
+    let plan_file = serde_json::to_string(&plan)
+        .map_err(|e| e.to_string())
+        .and_then(|json| plan_memfd(&json).map_err(|e| e.to_string()))
+        .map_err(|e| {
+            if let Some(group) = &group {
+                group.remove();
+            }
+            PrepareError(format!("cannot hand the plan over: {e}"))
+        })?;
     let plan_fd = plan_file.as_raw_fd();
 
     let mut command = tokio::process::Command::new(helper);
