@@ -7,10 +7,12 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use berth_edge::EdgeConfig;
-use berth_fleet::ServerSpec;
+use berth_fleet::{SecretResolver, ServerSpec};
+use berth_secrets::{ExposeSecret, SecretStore};
 
 use crate::sandbox::SandboxConfig;
 use serde::{Deserialize, Deserializer};
@@ -542,7 +544,7 @@ impl Config {
     }
 
     pub fn server_specs(&self) -> Vec<ServerSpec> {
-        let secrets = crate::security::secret_resolver(&self.gateway.data_dir);
+        let secrets = secret_resolver(&self.gateway.data_dir);
         self.servers
             .iter()
             .map(|(name, s)| {
@@ -584,6 +586,27 @@ impl Config {
             })
             .collect()
     }
+}
+
+/// Resolves `${secret:NAME}` from the store in `data_dir`, opened on first
+/// use (a gateway that uses no secret never creates a key).
+pub fn secret_resolver(data_dir: &Path) -> SecretResolver {
+    let data_dir = data_dir.to_path_buf();
+    let store: OnceLock<Result<SecretStore, String>> = OnceLock::new();
+    SecretResolver::new(move |name| {
+        let store = store
+            .get_or_init(|| SecretStore::open(&data_dir).map_err(|e| e.to_string()))
+            .as_ref()
+            .map_err(|e| format!("cannot open the secrets store: {e}"))?;
+        match store.get(name) {
+            Ok(Some(value)) => Ok(value.expose_secret().to_owned()),
+            Ok(None) => Err(format!(
+                "secret `{name}` is not in the secrets store ({}); add it with `berth secret set {name}`",
+                store.path().display()
+            )),
+            Err(e) => Err(e.to_string()),
+        }
+    })
 }
 
 #[cfg(test)]

@@ -349,7 +349,7 @@ async fn serve(
         .token
         .clone()
         .unwrap_or_else(|| berth_edge::random_token().to_string());
-    let secrets = security::secret_resolver(&config.gateway.data_dir);
+    let secrets = config::secret_resolver(&config.gateway.data_dir);
     let security = security::build(&config, &public_url, edge.listen, &admin_token, &secrets)?;
     if security.issuer.is_some() && !config.admin.enabled && config.admin.token.is_none() {
         tracing::warn!(

@@ -1,15 +1,14 @@
 //! Wiring the security pieces into a gateway: the authenticator for the
 //! configured `[auth]` mode, the built-in issuer when Berth is its own
-//! authorization server, and the secrets store behind `${secret:NAME}`.
+//! authorization server.
 
-use std::path::Path;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use anyhow::Context;
 use berth_auth::{AuthConfig, AuthMode, Authenticator, Introspection, KeySource};
 use berth_fleet::SecretResolver;
 use berth_issuer::{Issuer, IssuerConfig};
-use berth_secrets::{ExposeSecret, SecretStore};
+use berth_secrets::SecretStore;
 
 use crate::config::{AuthModeConfig, Config};
 
@@ -134,27 +133,6 @@ pub fn resources(config: &Config, public_url: &str) -> Vec<String> {
         .keys()
         .map(|name| format!("{public_url}/mcp/{}", name.0))
         .collect()
-}
-
-/// Resolves `${secret:NAME}` from the store in `data_dir`, opened on first
-/// use (a gateway that uses no secret never creates a key).
-pub fn secret_resolver(data_dir: &Path) -> SecretResolver {
-    let data_dir = data_dir.to_path_buf();
-    let store: OnceLock<Result<SecretStore, String>> = OnceLock::new();
-    SecretResolver::new(move |name| {
-        let store = store
-            .get_or_init(|| SecretStore::open(&data_dir).map_err(|e| e.to_string()))
-            .as_ref()
-            .map_err(|e| format!("cannot open the secrets store: {e}"))?;
-        match store.get(name) {
-            Ok(Some(value)) => Ok(value.expose_secret().to_owned()),
-            Ok(None) => Err(format!(
-                "secret `{name}` is not in the secrets store ({}); add it with `berth secret set {name}`",
-                store.path().display()
-            )),
-            Err(e) => Err(e.to_string()),
-        }
-    })
 }
 
 /// Secrets the configuration refers to that the store does not hold (for

@@ -27,6 +27,8 @@ use nix::sys::stat::Mode;
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{Gid, Pid, Uid, pivot_root};
 
+use serde::{Deserialize, Serialize};
+
 use crate::policy::{INSIDE_ID, Mount, PROXY_PORT, Plan, PlanNetwork};
 
 /// The environment variable that names the descriptor holding the plan.
@@ -54,7 +56,7 @@ pub fn enter_if_requested() {
         std::process::exit(code);
     }
     if std::env::var_os(PROBE_ENV).is_some() {
-        std::process::exit(crate::probe::run_in_helper());
+        std::process::exit(probe());
     }
     let _ = INSTALLED.set(PathBuf::from("/proc/self/exe"));
 }
@@ -724,4 +726,78 @@ fn drop_privileges() -> Result<(), SetupError> {
     }
     nix::sys::prctl::set_no_new_privs().map_err(step("PR_SET_NO_NEW_PRIVS"))?;
     Ok(())
+}
+
+#[derive(Serialize, Deserialize)]
+/// What the helper found in probe mode; `None` means the feature works.
+pub(crate) struct HelperReport {
+    pub(crate) namespaces: Option<String>,
+    pub(crate) seccomp: Option<String>,
+}
+
+/// In the helper process: try the real thing and print a [`HelperReport`].
+fn probe() -> i32 {
+    let report = HelperReport {
+        namespaces: try_namespaces().err(),
+        seccomp: try_seccomp().err(),
+    };
+    println!("{}", serde_json::to_string(&report).unwrap_or_default());
+    0
+}
+
+fn try_namespaces() -> Result<(), String> {
+    let flags = clone_flags(PlanNetwork::Isolated { proxy: false }) | libc::CLONE_NEWUSER;
+    // The child waits on this pipe so the maps are written to a live process.
+    let (wait_read, wait_write) = nix::unistd::pipe().map_err(|e| format!("pipe: {e}"))?;
+    // SAFETY: the probe helper is single-threaded; the child only _exits.
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            (flags | libc::SIGCHLD) as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    };
+    if pid < 0 {
+        return Err(std::io::Error::last_os_error().to_string());
+    }
+    if pid == 0 {
+        drop(wait_write);
+        let mut byte = [0u8; 1];
+        let _ = nix::unistd::read(&wait_read, &mut byte);
+        // SAFETY: ends the cloned child.
+        unsafe { libc::_exit(0) }
+    }
+    drop(wait_read);
+    // The mapping the real helper writes must be accepted too.
+    // SAFETY: geteuid/getegid have no preconditions.
+    let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+    let (outside_uid, outside_gid) = if uid == 0 { (65534, 65534) } else { (uid, gid) };
+    let proc = format!("/proc/{pid}");
+    let mapped = (|| -> std::io::Result<()> {
+        if uid != 0 {
+            std::fs::write(format!("{proc}/setgroups"), "deny")?;
+        }
+        std::fs::write(
+            format!("{proc}/uid_map"),
+            format!("{INSIDE_ID} {outside_uid} 1\n"),
+        )?;
+        std::fs::write(
+            format!("{proc}/gid_map"),
+            format!("{INSIDE_ID} {outside_gid} 1\n"),
+        )
+    })();
+    drop(wait_write);
+    let mut status = 0;
+    // SAFETY: waits for the child just created.
+    unsafe { libc::waitpid(pid as libc::pid_t, &mut status, 0) };
+    mapped.map_err(|e| format!("writing the id maps: {e}"))
+}
+
+fn try_seccomp() -> Result<(), String> {
+    let programs = crate::filter::programs()?;
+    nix::sys::prctl::set_no_new_privs().map_err(|e| format!("PR_SET_NO_NEW_PRIVS: {e}"))?;
+    crate::filter::apply(&programs)
 }

@@ -376,7 +376,7 @@ impl Instance {
     pub fn oom_description(&self) -> String {
         format!(
             "was killed by the OOM killer (OOM: sandbox memory limit {})",
-            crate::bytes(self.memory_limit)
+            crate::policy::bytes(self.memory_limit)
         )
     }
 
@@ -570,7 +570,7 @@ pub fn describe(settings: &Settings, launch: &Launch<'_>) -> String {
             out.push_str(&format!("network: {}\n", settings.network));
             out.push_str(&format!(
                 "limits: memory {}, pids {}, cpus {}\n",
-                crate::bytes(settings.limits.memory_bytes),
+                crate::policy::bytes(settings.limits.memory_bytes),
                 settings.limits.pids,
                 settings.limits.cpus
             ));

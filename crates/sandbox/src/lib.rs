@@ -48,19 +48,5 @@ mod walls;
 pub use helper::enter_if_requested;
 pub use launch::{Ending, Instance, PrepareError, Prepared, Report, describe, prepare, unwritable};
 pub use layout::Launch;
-pub use policy::{Limits, Network, Profile, STATE_DIR, Settings};
+pub use policy::{Limits, Network, Profile, STATE_DIR, Settings, bytes};
 pub use probe::{Capabilities, capabilities};
-
-/// `1 GiB`, `64 MiB`, `512 KiB`, `100 B`.
-pub fn bytes(n: u64) -> String {
-    const UNITS: &[(u64, &str)] = &[(1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")];
-    for (size, unit) in UNITS {
-        if n >= *size && n.is_multiple_of(*size) {
-            return format!("{} {unit}", n / size);
-        }
-    }
-    match UNITS.iter().find(|(size, _)| n >= *size) {
-        Some((size, unit)) => format!("{:.1} {unit}", n as f64 / *size as f64),
-        None => format!("{n} B"),
-    }
-}

@@ -220,7 +220,7 @@ impl fmt::Display for Mount {
             }
             Mount::Device { name } => write!(f, "dev /dev/{name}"),
             Mount::Tmpfs { dst, size, .. } => {
-                write!(f, "tmp {} (tmpfs, {})", dst.display(), crate::bytes(*size))
+                write!(f, "tmp {} (tmpfs, {})", dst.display(), bytes(*size))
             }
             Mount::Proc => f.write_str("ro  /proc (its own pid namespace)"),
             Mount::File { dst, .. } => write!(f, "ro  {} (generated)", dst.display()),
@@ -230,5 +230,19 @@ impl fmt::Display for Mount {
             Mount::Dir { dst } => write!(f, "dir {} (empty)", dst.display()),
             Mount::Hide { dst, .. } => write!(f, "hid {} (covered, invisible)", dst.display()),
         }
+    }
+}
+
+/// `1 GiB`, `64 MiB`, `512 KiB`, `100 B`.
+pub fn bytes(n: u64) -> String {
+    const UNITS: &[(u64, &str)] = &[(1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")];
+    for (size, unit) in UNITS {
+        if n >= *size && n.is_multiple_of(*size) {
+            return format!("{} {unit}", n / size);
+        }
+    }
+    match UNITS.iter().find(|(size, _)| n >= *size) {
+        Some((size, unit)) => format!("{:.1} {unit}", n as f64 / *size as f64),
+        None => format!("{n} B"),
     }
 }

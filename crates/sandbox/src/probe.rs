@@ -5,11 +5,8 @@
 
 use std::sync::OnceLock;
 
-use serde::{Deserialize, Serialize};
-
 use crate::cgroup::Cgroups;
-use crate::helper;
-use crate::policy::{INSIDE_ID, PlanNetwork};
+use crate::helper::{self, HelperReport};
 
 /// The sandbox features this machine offers; each `Err` says why not.
 #[derive(Debug)]
@@ -74,12 +71,6 @@ impl Capabilities {
     }
 }
 
-#[derive(Serialize, Deserialize)]
-struct HelperReport {
-    namespaces: Option<String>,
-    seccomp: Option<String>,
-}
-
 fn probe() -> Capabilities {
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
@@ -131,71 +122,4 @@ fn landlock_abi() -> i32 {
         )
     };
     abi.max(0) as i32
-}
-
-/// In the helper process: try the real thing and print a [`HelperReport`].
-pub(crate) fn run_in_helper() -> i32 {
-    let report = HelperReport {
-        namespaces: try_namespaces().err(),
-        seccomp: try_seccomp().err(),
-    };
-    println!("{}", serde_json::to_string(&report).unwrap_or_default());
-    0
-}
-
-fn try_namespaces() -> Result<(), String> {
-    let flags = helper::clone_flags(PlanNetwork::Isolated { proxy: false }) | libc::CLONE_NEWUSER;
-    // The child waits on this pipe so the maps are written to a live process.
-    let (wait_read, wait_write) = nix::unistd::pipe().map_err(|e| format!("pipe: {e}"))?;
-    // SAFETY: the probe helper is single-threaded; the child only _exits.
-    let pid = unsafe {
-        libc::syscall(
-            libc::SYS_clone,
-            (flags | libc::SIGCHLD) as libc::c_ulong,
-            0usize,
-            0usize,
-            0usize,
-            0usize,
-        )
-    };
-    if pid < 0 {
-        return Err(std::io::Error::last_os_error().to_string());
-    }
-    if pid == 0 {
-        drop(wait_write);
-        let mut byte = [0u8; 1];
-        let _ = nix::unistd::read(&wait_read, &mut byte);
-        // SAFETY: ends the cloned child.
-        unsafe { libc::_exit(0) }
-    }
-    drop(wait_read);
-    // The mapping the real helper writes must be accepted too.
-    // SAFETY: geteuid/getegid have no preconditions.
-    let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
-    let (outside_uid, outside_gid) = if uid == 0 { (65534, 65534) } else { (uid, gid) };
-    let proc = format!("/proc/{pid}");
-    let mapped = (|| -> std::io::Result<()> {
-        if uid != 0 {
-            std::fs::write(format!("{proc}/setgroups"), "deny")?;
-        }
-        std::fs::write(
-            format!("{proc}/uid_map"),
-            format!("{INSIDE_ID} {outside_uid} 1\n"),
-        )?;
-        std::fs::write(
-            format!("{proc}/gid_map"),
-            format!("{INSIDE_ID} {outside_gid} 1\n"),
-        )
-    })();
-    drop(wait_write);
-    let mut status = 0;
-    // SAFETY: waits for the child just created.
-    unsafe { libc::waitpid(pid as libc::pid_t, &mut status, 0) };
-    mapped.map_err(|e| format!("writing the id maps: {e}"))
-}
-
-fn try_seccomp() -> Result<(), String> {
-    let programs = crate::filter::programs()?;
-    nix::sys::prctl::set_no_new_privs().map_err(|e| format!("PR_SET_NO_NEW_PRIVS: {e}"))?;
-    crate::filter::apply(&programs)
 }
