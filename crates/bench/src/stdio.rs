@@ -19,11 +19,15 @@ const EXIT_GRACE: Duration = Duration::from_secs(5);
 
 /// One timed session, from just before the spawn (the gateway's cold start
 /// spawns too) to the `tools/call` result; `timeout` bounds the whole of it.
+/// The server gets an empty environment, as Berth gives its servers (only
+/// what their configuration names): the benchmark's own could slow it down
+/// (`NODE_EXTRA_CA_CERTS` makes node parse a CA bundle at start-up).
 /// The server is then stopped by closing its stdin, off the clock.
 pub async fn direct_session(program: &Path, args: &[String], timeout: Duration) -> Result<Sample> {
     let start = Instant::now();
     let mut child = Command::new(program)
         .args(args)
+        .env_clear()
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
