@@ -12,6 +12,9 @@
 //!   `--target`) and the direct stdio floor: per-call overhead, throughput
 //!   under concurrent sessions, gateway memory per idle session.
 //! * `auth` — the cost of checking a bearer token per request, in process.
+//! * `sandbox` — the default-on sandbox against `sandbox = false` in one
+//!   Berth (new session cold and pooled, per call, concurrent calls), and a
+//!   server's latency while other servers crash-loop (noisy neighbour).
 //! * `peers-install` — installs the peers into `bench/peers/`.
 
 mod auth;
@@ -19,6 +22,7 @@ mod load;
 mod mcp;
 mod peers;
 mod report;
+mod sandbox;
 mod stdio;
 mod suite;
 mod ttfr;
@@ -61,6 +65,114 @@ enum Command {
     PeersInstall(PeersArgs),
     /// What checking a bearer token costs per request (JWT, cached, API key).
     Auth(AuthArgs),
+    /// The sandbox's cost (sandboxed against plain, one Berth) and a noisy
+    /// neighbour (a server's latency while others crash-loop).
+    Sandbox(SandboxArgs),
+}
+
+#[derive(Args)]
+struct SandboxArgs {
+    /// The berth binary [default: `berth` next to this executable]
+    #[arg(long, value_name = "PATH")]
+    berth: Option<PathBuf>,
+    /// The berth-fixture binary [default: `berth-fixture` next to this executable]
+    #[arg(long, value_name = "PATH")]
+    fixture: Option<PathBuf>,
+    /// Where @modelcontextprotocol/server-everything is installed
+    /// (node_modules/...) [default: tests/node of the source tree]
+    #[arg(long, value_name = "DIR")]
+    node_dir: Option<PathBuf>,
+    /// Measure the echo fixture only (no node).
+    #[arg(long)]
+    no_node: bool,
+    /// Scenarios to run, in this order.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "overhead,neighbour"
+    )]
+    scenarios: Vec<sandbox::SandboxScenario>,
+    /// A line for the sandboxed servers' [servers.NAME.sandbox] table, e.g.
+    /// 'network = "none"' (repeatable; default: no table, the defaults).
+    #[arg(long = "sandbox-line", value_name = "TOML")]
+    sandbox_lines: Vec<String>,
+    /// Smaller counts (about a minute in all).
+    #[arg(long)]
+    quick: bool,
+    /// echo: cold sessions of each kind (floor, sandboxed, plain) [default: 100, quick 20]
+    #[arg(long)]
+    cold_sessions: Option<u64>,
+    /// everything (node): cold sessions of each kind [default: 15, quick 4]
+    #[arg(long)]
+    node_cold_sessions: Option<u64>,
+    /// echo: pooled sessions of each kind [default: 50, quick 10]
+    #[arg(long)]
+    pool_sessions: Option<u64>,
+    /// everything (node): pooled sessions of each kind [default: 15, quick 4]
+    #[arg(long)]
+    node_pool_sessions: Option<u64>,
+    /// Sessions of each kind run first and not recorded.
+    #[arg(long, default_value_t = 2)]
+    session_warmup: u64,
+    /// echo: pause before each pooled session (the pool refills).
+    #[arg(long, default_value = "200ms", value_parser = humantime::parse_duration)]
+    pool_pause: Duration,
+    /// everything (node): pause before each pooled session.
+    #[arg(long, default_value = "1500ms", value_parser = humantime::parse_duration)]
+    node_pool_pause: Duration,
+    /// echo: pause after each cold session (its process is reaped meanwhile).
+    #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
+    cold_pause: Duration,
+    /// echo: skip the second cold measure without pauses (back-to-back).
+    #[arg(long)]
+    no_back_to_back: bool,
+    /// everything (node): pause after each cold session.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    node_cold_pause: Duration,
+    /// echo: timed calls per server on one session [default: 5000, quick 1000]
+    #[arg(long)]
+    calls: Option<u64>,
+    /// everything (node): timed calls per server on one session [default: 2000, quick 400]
+    #[arg(long)]
+    node_calls: Option<u64>,
+    /// Untimed calls on each session first.
+    #[arg(long, default_value_t = 100)]
+    call_warmup: u64,
+    /// Per-call: sandboxed and plain alternate in this many blocks.
+    #[arg(long, default_value_t = 10)]
+    blocks: u64,
+    /// Concurrent sessions (0: no concurrent measure).
+    #[arg(long, default_value_t = 16)]
+    concurrency: u64,
+    /// Calls per concurrent session, per round (2 rounds each) [default: 200, quick 50]
+    #[arg(long)]
+    concurrent_calls: Option<u64>,
+    /// neighbour: calls to B per phase [default: 3000, quick 1000]
+    #[arg(long)]
+    neighbour_calls: Option<u64>,
+    /// neighbour: one call to B every this long.
+    #[arg(long, default_value = "2ms", value_parser = humantime::parse_duration)]
+    neighbour_interval: Duration,
+    /// neighbour: also a crash phase with each crash loop paced to this many
+    /// crashes per second (0: none).
+    #[arg(long, default_value_t = 5.0)]
+    paced_crash_rate: f64,
+    /// neighbour: how long the crash loops run before B's calls are timed.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    crash_settle: Duration,
+    /// neighbour: the OOM crasher's memory limit.
+    #[arg(long, default_value = "64MiB")]
+    oom_memory: String,
+    /// neighbour: what the OOM crasher tries to allocate, in MiB.
+    #[arg(long, default_value_t = 4096)]
+    oom_alloc_mib: u64,
+    /// Bound on each request.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    timeout: Duration,
+    /// Also write the results as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -225,6 +337,7 @@ async fn main() -> ExitCode {
         Command::TtfrSuite(args) => suite_command(args).await,
         Command::Load(args) => load_command(args).await,
         Command::PeersInstall(args) => peers_install_command(args).await,
+        Command::Sandbox(args) => sandbox_command(args).await,
         Command::Auth(args) => {
             auth::run(&auth::AuthOptions {
                 iterations: args.iterations,
@@ -362,4 +475,52 @@ async fn suite_command(args: SuiteArgs) -> Result<bool> {
         out: args.out,
     };
     suite::run(&options).await
+}
+
+async fn sandbox_command(args: SandboxArgs) -> Result<bool> {
+    let pick = |value: Option<u64>, full: u64, quick: u64| {
+        value.unwrap_or(if args.quick { quick } else { full })
+    };
+    let options = sandbox::SandboxOptions {
+        berth: match &args.berth {
+            Some(path) => path.clone(),
+            None => sibling("berth")?,
+        },
+        fixture: match &args.fixture {
+            Some(path) => path.clone(),
+            None => sibling("berth-fixture")?,
+        },
+        node_dir: (!args.no_node).then(|| {
+            args.node_dir
+                .clone()
+                .unwrap_or_else(sandbox::default_node_dir)
+        }),
+        scenarios: args.scenarios.clone(),
+        sandbox_lines: args.sandbox_lines.clone(),
+        cold_sessions: pick(args.cold_sessions, 100, 20),
+        node_cold_sessions: pick(args.node_cold_sessions, 15, 4),
+        pool_sessions: pick(args.pool_sessions, 50, 10),
+        node_pool_sessions: pick(args.node_pool_sessions, 15, 4),
+        session_warmup: args.session_warmup,
+        pool_pause: args.pool_pause,
+        node_pool_pause: args.node_pool_pause,
+        cold_pause: args.cold_pause,
+        node_cold_pause: args.node_cold_pause,
+        back_to_back: !args.no_back_to_back,
+        calls: pick(args.calls, 5000, 1000),
+        node_calls: pick(args.node_calls, 2000, 400),
+        call_warmup: args.call_warmup,
+        blocks: args.blocks,
+        concurrency: args.concurrency,
+        concurrent_calls: pick(args.concurrent_calls, 200, 50),
+        neighbour_calls: pick(args.neighbour_calls, 3000, 1000),
+        neighbour_interval: args.neighbour_interval,
+        paced_crash_rate: Some(args.paced_crash_rate),
+        crash_settle: args.crash_settle,
+        oom_memory: args.oom_memory.clone(),
+        oom_alloc_mib: args.oom_alloc_mib,
+        timeout: args.timeout,
+        out: args.out.clone(),
+    };
+    sandbox::run(&options).await
 }

@@ -311,6 +311,18 @@ fn parse_cpu_ticks(stat: &str) -> Option<u64> {
     Some(utime + stime)
 }
 
+/// CPU time of the children one process has reaped so far (cutime +
+/// cstime from `/proc/PID/stat`: each reaped child's own time plus that of
+/// the descendants it reaped), in clock ticks.
+pub fn children_cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace().skip(13);
+    let cutime: u64 = fields.next()?.parse().ok()?;
+    let cstime: u64 = fields.next()?.parse().ok()?;
+    Some(cutime + cstime)
+}
+
 /// `sysconf(_SC_CLK_TCK)`: the unit of [`cpu_ticks`] (100 on Linux).
 pub fn clock_ticks_per_sec() -> u64 {
     nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
@@ -330,6 +342,7 @@ mod tests {
         let stat = "42 (a (b) c) S 1 42 42 0 -1 4194560 100 0 0 0 7 5 0 0 20 0 1 0 9 1000 10";
         assert_eq!(parse_cpu_ticks(stat), Some(12));
         assert!(cpu_ticks(std::process::id()).is_some());
+        assert!(children_cpu_ticks(std::process::id()).is_some());
         assert!(clock_ticks_per_sec() > 0);
     }
 

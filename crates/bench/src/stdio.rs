@@ -12,7 +12,7 @@ use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
 use crate::mcp::PROTOCOL_VERSION;
 use crate::report::Sample;
-use crate::ttfr::{TOOL, TOOL_TEXT, check_echo};
+use crate::ttfr::ToolCall;
 
 /// How long a server gets to exit once its stdin is closed.
 const EXIT_GRACE: Duration = Duration::from_secs(5);
@@ -24,6 +24,16 @@ const EXIT_GRACE: Duration = Duration::from_secs(5);
 /// (`NODE_EXTRA_CA_CERTS` makes node parse a CA bundle at start-up).
 /// The server is then stopped by closing its stdin, off the clock.
 pub async fn direct_session(program: &Path, args: &[String], timeout: Duration) -> Result<Sample> {
+    direct_session_with(program, args, &ToolCall::fixture_echo(), timeout).await
+}
+
+/// [`direct_session`] with another tool call.
+pub async fn direct_session_with(
+    program: &Path,
+    args: &[String],
+    call: &ToolCall,
+    timeout: Duration,
+) -> Result<Sample> {
     let start = Instant::now();
     let mut child = Command::new(program)
         .args(args)
@@ -37,7 +47,7 @@ pub async fn direct_session(program: &Path, args: &[String], timeout: Duration) 
     let mut stdin = child.stdin.take().context("no stdin")?;
     let mut lines = BufReader::new(child.stdout.take().context("no stdout")?).lines();
 
-    let timed = tokio::time::timeout(timeout, handshake_and_call(&mut stdin, &mut lines))
+    let timed = tokio::time::timeout(timeout, handshake_and_call(&mut stdin, &mut lines, call))
         .await
         .map_err(|_| anyhow!("no tool result within {timeout:?}"))
         .and_then(|r| r)
@@ -61,6 +71,7 @@ pub async fn direct_session(program: &Path, args: &[String], timeout: Duration) 
 async fn handshake_and_call(
     stdin: &mut ChildStdin,
     lines: &mut Lines<BufReader<ChildStdout>>,
+    call: &ToolCall,
 ) -> Result<Instant> {
     let initialize = json!({
         "jsonrpc": "2.0", "id": 0, "method": "initialize",
@@ -81,12 +92,12 @@ async fn handshake_and_call(
         &json!({ "jsonrpc": "2.0", "method": "notifications/initialized" }),
     )
     .await?;
-    let call = json!({
+    let request = json!({
         "jsonrpc": "2.0", "id": 1, "method": "tools/call",
-        "params": { "name": TOOL, "arguments": { "text": TOOL_TEXT } }
+        "params": { "name": call.name, "arguments": call.arguments }
     });
-    send(stdin, &call).await?;
-    check_echo(&response_with_id(lines, 1).await?)?;
+    send(stdin, &request).await?;
+    call.check(&response_with_id(lines, 1).await?)?;
     Ok(initialized)
 }
 

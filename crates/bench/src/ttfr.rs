@@ -14,6 +14,46 @@ use crate::report::{Recorder, Sample};
 pub const TOOL: &str = "echo";
 pub const TOOL_TEXT: &str = "hi";
 
+/// A tool call and the text its result must hold: the echo fixture's, or
+/// another server's (`everything`'s `echo` takes `message`).
+#[derive(Debug, Clone)]
+pub struct ToolCall {
+    pub name: String,
+    pub arguments: Value,
+    /// The first content item's `text`.
+    pub expect: String,
+}
+
+impl ToolCall {
+    /// `berth-fixture echo`: `echo {"text": "hi"}` answers `hi`.
+    pub fn fixture_echo() -> Self {
+        ToolCall {
+            name: TOOL.into(),
+            arguments: json!({ "text": TOOL_TEXT }),
+            expect: TOOL_TEXT.into(),
+        }
+    }
+
+    /// The reference `everything` server (npm): `echo {"message": "hi"}`
+    /// answers `Echo: hi`.
+    pub fn everything_echo() -> Self {
+        ToolCall {
+            name: "echo".into(),
+            arguments: json!({ "message": TOOL_TEXT }),
+            expect: format!("Echo: {TOOL_TEXT}"),
+        }
+    }
+
+    /// The tool must have answered with the expected text.
+    pub fn check(&self, response: &Value) -> Result<()> {
+        let text = &response["result"]["content"][0]["text"];
+        if text != self.expect.as_str() {
+            bail!("tools/call {}: unexpected result {response}", self.name);
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 pub struct RunOptions {
     /// Recorded sessions.
@@ -61,15 +101,20 @@ where
 /// of the `tools/call` result. The session is then deleted, off the clock;
 /// a session that cannot be deleted counts as failed.
 pub async fn http_session(client: &McpHttp) -> Result<Sample> {
+    http_session_with(client, &ToolCall::fixture_echo()).await
+}
+
+/// [`http_session`] with another tool call.
+pub async fn http_session_with(client: &McpHttp, call: &ToolCall) -> Result<Sample> {
     let start = Instant::now();
     let (session, init) = client.initialize().await?;
     let timed = async {
         client.initialized(&session).await?;
         let acked = Instant::now();
         let reply = client
-            .call_tool(&session, 1, TOOL, json!({ "text": TOOL_TEXT }))
+            .call_tool(&session, 1, &call.name, call.arguments.clone())
             .await?;
-        check_echo(&reply.message)?;
+        call.check(&reply.message)?;
         Ok::<_, anyhow::Error>(Sample {
             total: reply.arrived - start,
             phases: vec![
