@@ -458,6 +458,9 @@ impl Instance {
                 Mount::Tmpfs { dst, .. } => (dst.as_path(), Visibility::Writable),
                 Mount::Hide { dst, .. } => (dst.as_path(), Visibility::Hidden),
                 Mount::Proc => (Path::new("/proc"), Visibility::ReadOnly),
+                Mount::File { dst, .. } | Mount::Copy { dst, .. } => {
+                    (dst.as_path(), Visibility::ReadOnly)
+                }
                 _ => continue,
             };
             // The deepest mount containing the path decides.

@@ -37,7 +37,8 @@ const SYSTEM: &[&str] = &[
 /// Files in `/etc` that runtimes read: TLS roots, the loader's cache, name
 /// service and time zone settings. Nothing with credentials.
 const ETC: &[&str] = &[
-    "/etc/ssl",
+    "/etc/ssl/certs",
+    "/etc/ssl/openssl.cnf",
     "/etc/ca-certificates",
     "/etc/ca-certificates.conf",
     "/etc/pki",
@@ -55,6 +56,9 @@ const ETC: &[&str] = &[
     "/etc/gai.conf",
     "/etc/host.conf",
 ];
+
+/// System files up to this size are copied into the root rather than bound.
+const COPY_AT_MOST: u64 = 128 << 10;
 
 /// Variables whose paths are about Berth's session, not the server.
 const IGNORED_ENV: &[&str] = &[
@@ -229,6 +233,7 @@ struct Binds<'s> {
     widen: bool,
     list: Vec<(PathBuf, bool)>,
     links: Vec<(PathBuf, PathBuf)>,
+    copies: Vec<PathBuf>,
     notes: Vec<String>,
 }
 
@@ -239,18 +244,22 @@ impl<'s> Binds<'s> {
             widen,
             list: Vec::new(),
             links: Vec::new(),
+            copies: Vec::new(),
             notes: Vec::new(),
         }
     }
 
     /// A system path: a symlink stays a symlink (`/bin -> usr/bin`), a
-    /// directory or file is bound read-only.
+    /// small file is copied, a directory or a large file is bound read-only.
     fn system(&mut self, path: &Path) {
         match std::fs::symlink_metadata(path) {
             Ok(meta) if meta.file_type().is_symlink() => {
                 if let Ok(target) = std::fs::read_link(path) {
                     self.links.push((path.to_path_buf(), target));
                 }
+            }
+            Ok(meta) if meta.is_file() && meta.len() <= COPY_AT_MOST => {
+                self.copies.push(path.to_path_buf());
             }
             Ok(_) => self.list.push((path.to_path_buf(), false)),
             Err(_) => {}
@@ -325,6 +334,10 @@ impl<'s> Binds<'s> {
             .into_iter()
             .map(|(dst, target)| Mount::Symlink { dst, target })
             .collect();
+        mounts.extend(self.copies.into_iter().map(|path| Mount::Copy {
+            src: path.clone(),
+            dst: path,
+        }));
         mounts.extend(kept.iter().map(|(path, writable)| Mount::Bind {
             src: path.clone(),
             dst: path.clone(),

@@ -191,6 +191,12 @@ pub enum Mount {
         dst: PathBuf,
         contents: String,
     },
+    /// A small host file copied into the root (cheaper than a bind and its
+    /// read-only remount; `/etc/services`, ...).
+    Copy {
+        src: PathBuf,
+        dst: PathBuf,
+    },
     Symlink {
         dst: PathBuf,
         target: PathBuf,
@@ -224,6 +230,7 @@ impl fmt::Display for Mount {
             }
             Mount::Proc => f.write_str("ro  /proc (its own pid namespace)"),
             Mount::File { dst, .. } => write!(f, "ro  {} (generated)", dst.display()),
+            Mount::Copy { dst, .. } => write!(f, "ro  {} (copied)", dst.display()),
             Mount::Symlink { dst, target } => {
                 write!(f, "ln  {} -> {}", dst.display(), target.display())
             }
