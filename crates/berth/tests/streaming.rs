@@ -806,6 +806,30 @@ async fn idle_sessions_expire_and_busy_ones_survive() {
     assert_eq!(reply.status, 200, "{}", reply.body);
 }
 
+/// A GET stream held open alone does not keep a session (and its process)
+/// forever: with no request and nothing from the server for
+/// `session_idle_timeout`, the session ends and its stream with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_get_stream_alone_does_not_keep_a_session() {
+    let berth = Berth::start(
+        "session_idle_timeout = \"1s\"",
+        &fixture_server("echo", "echo"),
+    );
+    let watcher = session(&berth, "echo", LATEST).await;
+    let mut standalone = Events::new(open_get(&watcher, &[]).await);
+    assert!(standalone.next().await.expect("priming").is_priming());
+    blocking(|| berth.wait_for_children(1, REAP));
+    // The reaper ends it; the stream ends (keep-alive comments aside).
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        while standalone.next().await.is_some() {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the GET stream outlived the idle session");
+    blocking(|| berth.wait_for_children(0, REAP));
+    let reply = post(&watcher, &tool_call(1, "echo", json!({"text": "hello?"}))).await;
+    assert_eq!(reply.status, 404, "the idle session ended: {}", reply.body);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_shutdown_with_live_sessions() {
     let servers = format!(

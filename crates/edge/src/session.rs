@@ -66,6 +66,8 @@ pub(crate) struct Session {
     created: Instant,
     /// Milliseconds since `created` of the last request.
     last_active_ms: AtomicU64,
+    /// When the server last sent this session something (ms since `created`).
+    last_server_ms: AtomicU64,
     /// Open SSE connections.
     connections: AtomicUsize,
     pub(crate) ended: CancellationToken,
@@ -161,6 +163,7 @@ impl Session {
             notify: Notify::new(),
             created: Instant::now(),
             last_active_ms: AtomicU64::new(0),
+            last_server_ms: AtomicU64::new(0),
             connections: AtomicUsize::new(0),
             owner,
             ended: CancellationToken::new(),
@@ -246,13 +249,17 @@ impl Session {
         self.last_active_ms.store(now, Ordering::Relaxed);
     }
 
-    /// Idle: nothing in flight, no open stream, no request for `timeout`.
+    /// Idle: nothing in flight and no request for `timeout`; and either no
+    /// open stream, or open streams the server has sent nothing on for
+    /// `timeout` (a GET held open alone does not keep a session, and its
+    /// process, forever).
     pub(crate) fn idle_for(&self, timeout: Duration) -> bool {
-        let since = (self.created.elapsed().as_millis() as u64)
-            .saturating_sub(self.last_active_ms.load(Ordering::Relaxed));
-        self.connections.load(Ordering::Relaxed) == 0
-            && self.lease().in_flight() == 0
-            && since >= timeout.as_millis() as u64
+        let now = self.created.elapsed().as_millis() as u64;
+        let timeout = timeout.as_millis() as u64;
+        let quiet = |last: &AtomicU64| now.saturating_sub(last.load(Ordering::Relaxed)) >= timeout;
+        self.lease().in_flight() == 0
+            && quiet(&self.last_active_ms)
+            && (self.connections.load(Ordering::Relaxed) == 0 || quiet(&self.last_server_ms))
     }
 
     /// A new stream for a POST's interim messages and final answer.
@@ -266,6 +273,8 @@ impl Session {
 
     /// Appends a message to a stream and wakes its reader.
     pub(crate) fn push(&self, stream: u64, data: &[u8], replay_buffer: usize) {
+        let now = self.created.elapsed().as_millis() as u64;
+        self.last_server_ms.store(now, Ordering::Relaxed);
         {
             let mut state = self.state();
             let Some(s) = state.streams.get_mut(&stream) else {
