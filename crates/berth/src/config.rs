@@ -121,6 +121,11 @@ pub struct Admin {
     pub listen: SocketAddr,
     /// Bearer token; a random one per start when absent.
     pub token: Option<String>,
+    /// Lets `listen` be a non-loopback address. Berth serves the admin API
+    /// over plain HTTP (it has no TLS of its own), so off-host it must sit
+    /// behind TLS or a trusted network; requiring TLS here would make a
+    /// remote admin API impossible, so this is an explicit opt-in instead.
+    pub allow_remote: bool,
 }
 
 impl Default for Admin {
@@ -129,7 +134,35 @@ impl Default for Admin {
             enabled: true,
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             token: None,
+            allow_remote: false,
         }
+    }
+}
+
+impl Admin {
+    /// Whether the admin API would be reachable from other hosts.
+    fn is_remote(&self) -> bool {
+        self.enabled && !self.listen.ip().is_loopback()
+    }
+
+    fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+        if self.is_remote() && !self.allow_remote {
+            return Err(ConfigError(format!(
+                "{origin}: admin.listen {} is not a loopback address: the admin API (full control of Berth, plain HTTP) would be reachable from other hosts. Use 127.0.0.1 or [::1], or set [admin] allow_remote = true and put it behind TLS or a trusted network",
+                self.listen
+            )));
+        }
+        Ok(())
+    }
+
+    /// The warning to give loudly when the admin API listens off-host.
+    pub fn remote_warning(&self) -> Option<String> {
+        self.is_remote().then(|| {
+            format!(
+                "admin.listen {} is reachable from other hosts (allow_remote = true): the admin API speaks plain HTTP, Berth has no TLS of its own, so the admin token travels in clear text; put it behind a TLS-terminating proxy or a trusted network",
+                self.listen
+            )
+        })
     }
 }
 
@@ -408,6 +441,7 @@ impl Config {
                 )));
             }
         }
+        self.admin.validate(origin)?;
         self.validate_auth(origin)?;
         for (name, server) in &self.servers {
             let name = &name.0;

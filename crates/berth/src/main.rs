@@ -212,6 +212,9 @@ fn main() -> ExitCode {
                 for warning in sandbox::warnings(&loaded.server_specs()) {
                     println!("warning: {warning}");
                 }
+                if let Some(warning) = loaded.admin.remote_warning() {
+                    println!("warning: {warning}");
+                }
                 Ok(())
             }
             Command::Builtin { name } => berth_servers::run(&name).await,
@@ -466,6 +469,9 @@ async fn start_admin(
     let listener = tokio::net::TcpListener::bind(config.admin.listen)
         .await
         .with_context(|| format!("cannot listen on {} (admin.listen)", config.admin.listen))?;
+    if let Some(warning) = config.admin.remote_warning() {
+        tracing::warn!("SECURITY: {warning}");
+    }
     let url = format!("http://{}", listener.local_addr()?);
     let path = cli::AdminEndpoint {
         url: url.clone(),
