@@ -34,6 +34,8 @@ pub(crate) enum EdgeError {
     PayloadTooLarge(String),
     /// No such server or route (404, -32600).
     NotFound(String),
+    /// The route exists but not for this HTTP method (405, -32600).
+    MethodNotAllowed(String),
     /// Unknown or ended session (404, -32001): the client starts a new one.
     SessionNotFound(String),
     /// A second standalone stream on one session (409, -32600).
@@ -48,6 +50,8 @@ pub(crate) enum EdgeError {
     UpstreamFailed(String),
     /// The server did not answer in time (504, -32004).
     Timeout(String),
+    /// The edge itself failed (500, -32603).
+    Internal(String),
     /// The fleet's own account of why a server gave no answer; its code
     /// decides the status (502 closed, 503 not reading, 504 timed out).
     Upstream(Failure),
@@ -62,7 +66,9 @@ impl EdgeError {
             | EdgeError::UnsupportedMediaType(_)
             | EdgeError::PayloadTooLarge(_)
             | EdgeError::NotFound(_)
+            | EdgeError::MethodNotAllowed(_)
             | EdgeError::Conflict(_) => ErrorCode::INVALID_REQUEST,
+            EdgeError::Internal(_) => ErrorCode::INTERNAL_ERROR,
             EdgeError::InvalidParams(_) => ErrorCode::INVALID_PARAMS,
             EdgeError::HeaderMismatch(_) => ErrorCode::HEADER_MISMATCH,
             EdgeError::UnsupportedVersion { .. } => ErrorCode::UNSUPPORTED_PROTOCOL_VERSION,
@@ -82,7 +88,9 @@ impl EdgeError {
             EdgeError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             EdgeError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             EdgeError::NotFound(_) | EdgeError::SessionNotFound(_) => StatusCode::NOT_FOUND,
+            EdgeError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             EdgeError::Conflict(_) => StatusCode::CONFLICT,
+            EdgeError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             EdgeError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             EdgeError::Forbidden(_) => StatusCode::FORBIDDEN,
             EdgeError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -109,6 +117,8 @@ impl EdgeError {
             | EdgeError::UnsupportedMediaType(m)
             | EdgeError::PayloadTooLarge(m)
             | EdgeError::NotFound(m)
+            | EdgeError::MethodNotAllowed(m)
+            | EdgeError::Internal(m)
             | EdgeError::SessionNotFound(m)
             | EdgeError::Conflict(m)
             | EdgeError::Unauthorized(m)
@@ -137,6 +147,35 @@ impl EdgeError {
             self.status(),
             berth_wire::error_response(id, self.code(), &self.message(), self.data().as_ref()),
         )
+    }
+}
+
+impl EdgeError {
+    /// The refusal standing for an error response written without a JSON-RPC
+    /// body (axum's extractor and routing rejections: plain text, or nothing),
+    /// with `detail` (that text) as the reason. The status is kept as it was.
+    pub(crate) fn from_plain(status: StatusCode, detail: &str) -> EdgeError {
+        let reason = status.canonical_reason().unwrap_or("Error");
+        let m = if detail.is_empty() {
+            reason.to_owned()
+        } else {
+            format!("{reason}: {detail}")
+        };
+        match status {
+            StatusCode::NOT_FOUND => EdgeError::NotFound(m),
+            StatusCode::METHOD_NOT_ALLOWED => EdgeError::MethodNotAllowed(m),
+            StatusCode::NOT_ACCEPTABLE => EdgeError::NotAcceptable(m),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => EdgeError::UnsupportedMediaType(m),
+            StatusCode::PAYLOAD_TOO_LARGE => EdgeError::PayloadTooLarge(m),
+            StatusCode::CONFLICT => EdgeError::Conflict(m),
+            StatusCode::UNAUTHORIZED => EdgeError::Unauthorized(m),
+            StatusCode::FORBIDDEN => EdgeError::Forbidden(m),
+            StatusCode::SERVICE_UNAVAILABLE => EdgeError::Unavailable(m),
+            StatusCode::BAD_GATEWAY => EdgeError::UpstreamFailed(m),
+            StatusCode::GATEWAY_TIMEOUT => EdgeError::Timeout(m),
+            s if s.is_server_error() => EdgeError::Internal(m),
+            _ => EdgeError::InvalidRequest(m),
+        }
     }
 }
 

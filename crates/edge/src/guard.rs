@@ -9,6 +9,18 @@ use axum::response::{IntoResponse, Response};
 
 use crate::EdgeConfig;
 use crate::error::EdgeError;
+use crate::modern::VERSION_HEADER;
+use crate::session::SESSION_HEADER;
+
+/// Headers a request may carry once: with two, which one a server (or a
+/// proxy in front of it) reads is a guess, so neither is trusted.
+const SINGLE_HEADERS: [(&str, &str); 2] = [
+    (SESSION_HEADER, "Mcp-Session-Id"),
+    (VERSION_HEADER, "MCP-Protocol-Version"),
+];
+
+/// The largest plain-text error body quoted in its JSON-RPC replacement.
+const PLAIN_ERROR_LIMIT: usize = 4096;
 
 const LOOPBACK_NAMES: [&str; 4] = ["localhost", "127.0.0.1", "[::1]", "::1"];
 
@@ -43,20 +55,47 @@ impl OriginPolicy {
         }
     }
 
-    /// `Err` carries the reason to give the client.
-    pub(crate) fn check(&self, headers: &HeaderMap, authority: Option<&str>) -> Result<(), String> {
-        let host = headers
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .or(authority)
+    /// `authority` is the request URI's (absolute-form request lines, and
+    /// HTTP/2's `:authority`). `Err` is the refusal to give the client.
+    pub(crate) fn check(
+        &self,
+        headers: &HeaderMap,
+        authority: Option<&str>,
+    ) -> Result<(), EdgeError> {
+        let mut host_headers = headers.get_all(header::HOST).iter();
+        let host_header = match (host_headers.next(), host_headers.next()) {
+            (_, Some(_)) => {
+                return Err(EdgeError::InvalidRequest(
+                    "Bad Request: more than one Host header".into(),
+                ));
+            }
+            (Some(value), None) => Some(value.to_str().map_err(|_| {
+                EdgeError::InvalidRequest("Bad Request: the Host header is not valid".into())
+            })?),
+            (None, None) => None,
+        };
+        // An absolute-form request line (`POST http://evil.com/mcp/x`) names
+        // its target in the URI, and HTTP says that, not Host, is the target:
+        // both must name the same (allowed) host. A disagreement is a 400, not
+        // a 421: the request itself is contradictory (RFC 9112 answers Host
+        // problems with 400), and 421 would invite a retry elsewhere.
+        if let (Some(authority), Some(host)) = (authority, host_header)
+            && !authority.eq_ignore_ascii_case(host)
+        {
+            return Err(EdgeError::InvalidRequest(format!(
+                "Bad Request: the request target names {authority:?} but the Host header says {host:?}; send the path alone (origin-form) or make them agree"
+            )));
+        }
+        let host = authority
+            .or(host_header)
             .unwrap_or_default()
             .to_ascii_lowercase();
         if let Some(hosts) = &self.hosts {
             let name = host_name(&host);
             if !hosts.iter().any(|h| h == name) {
-                return Err(format!(
-                    "Host {host:?} is not allowed (DNS rebinding protection); add it to gateway.allowed_hosts if this gateway is meant to be reached by that name"
-                ));
+                return Err(EdgeError::Forbidden(format!(
+                    "Forbidden: Host {host:?} is not allowed (DNS rebinding protection); add it to gateway.allowed_hosts if this gateway is meant to be reached by that name"
+                )));
             }
         }
         let Some(origin) = headers.get(header::ORIGIN) else {
@@ -78,9 +117,9 @@ impl OriginPolicy {
         if same_origin || loopback || self.origins.contains(&origin) {
             Ok(())
         } else {
-            Err(format!(
-                "Origin {origin:?} is not allowed; add it to gateway.allowed_origins to let browsers on that origin connect"
-            ))
+            Err(EdgeError::Forbidden(format!(
+                "Forbidden: Origin {origin:?} is not allowed; add it to gateway.allowed_origins to let browsers on that origin connect"
+            )))
         }
     }
 }
@@ -99,23 +138,27 @@ fn host_name(authority: &str) -> &str {
     }
 }
 
-/// Middleware: 403 with a JSON-RPC error for a disallowed Host or Origin.
+/// Middleware: 403 with a JSON-RPC error for a disallowed Host or Origin,
+/// 400 for a contradictory target or a duplicated MCP header.
 /// A browser on an allowed origin gets CORS: its preflight is answered here,
-/// and responses let it read the session headers.
+/// and responses let it read the session headers. Errors written below
+/// without a JSON-RPC body (axum's rejections) get one here.
 pub(crate) async fn check_origin(
     State(policy): State<Arc<OriginPolicy>>,
     request: Request,
     next: Next,
 ) -> Response {
     let authority = request.uri().authority().map(|a| a.as_str().to_owned());
-    if let Err(why) = policy.check(request.headers(), authority.as_deref()) {
-        tracing::warn!("refused request: {why}");
-        return EdgeError::Forbidden(format!("Forbidden: {why}"))
-            .refusal(None)
-            .into_response();
+    let checked = policy
+        .check(request.headers(), authority.as_deref())
+        .and_then(|()| single_headers(request.headers()));
+    if let Err(refused) = checked {
+        tracing::warn!("refused request: {refused:?}");
+        return refused.refusal(None).into_response();
     }
+    let method = request.method().clone();
     let Some(origin) = request.headers().get(header::ORIGIN).cloned() else {
-        return next.run(request).await;
+        return json_rpc_errors(&method, next.run(request).await).await;
     };
     let mut response = if request.method() == Method::OPTIONS {
         let mut preflight = StatusCode::NO_CONTENT.into_response();
@@ -134,7 +177,7 @@ pub(crate) async fn check_origin(
         );
         preflight
     } else {
-        next.run(request).await
+        json_rpc_errors(&method, next.run(request).await).await
     };
     let headers = response.headers_mut();
     headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
@@ -144,6 +187,54 @@ pub(crate) async fn check_origin(
     );
     headers.append(header::VARY, HeaderValue::from_static("origin"));
     response
+}
+
+/// 400 when a header that must be single appears twice (not "first wins").
+fn single_headers(headers: &HeaderMap) -> Result<(), EdgeError> {
+    for (name, display) in SINGLE_HEADERS {
+        if headers.get_all(name).iter().nth(1).is_some() {
+            return Err(EdgeError::InvalidRequest(format!(
+                "Bad Request: more than one {display} header; send it once"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// An error response without a JSON body (axum's path, query and method
+/// rejections are plain text or empty) becomes a JSON-RPC error with the
+/// same status, quoting the text. (axum adds a 405's `Allow` header after
+/// this layer.)
+async fn json_rpc_errors(method: &Method, response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, PLAIN_ERROR_LIMIT)
+        .await
+        .unwrap_or_default();
+    let mut detail = String::from_utf8_lossy(&text).trim().to_owned();
+    if detail.is_empty() && status == StatusCode::METHOD_NOT_ALLOWED {
+        detail = format!(
+            "this endpoint does not take {method}; MCP endpoints take POST, GET and DELETE (see the Allow header)"
+        );
+    }
+    let mut replaced = EdgeError::from_plain(status, &detail)
+        .refusal(None)
+        .into_response();
+    *replaced.status_mut() = status;
+    for name in [header::ALLOW, header::WWW_AUTHENTICATE] {
+        if let Some(value) = parts.headers.get(&name) {
+            replaced.headers_mut().insert(name, value.clone());
+        }
+    }
+    replaced
 }
 
 #[cfg(test)]

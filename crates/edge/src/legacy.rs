@@ -17,7 +17,7 @@ use serde::Deserialize;
 use crate::engine::{Calls, call, forward, pump};
 use crate::error::EdgeError;
 use crate::gateway::Gateway;
-use crate::reply::Reply;
+use crate::reply::{Reply, echo_id};
 use crate::session::STANDALONE;
 use crate::streamable::{Caller, check_content_type, read_body};
 
@@ -79,7 +79,7 @@ pub(crate) async fn message(
             if let Some(init) = &lease.init {
                 // A pre-initialized process: answer from its initialize result.
                 let version = init.negotiate(hello.protocol_version.as_deref());
-                let answer = init.response(msg.raw_id().as_deref().unwrap_or("null"), &version);
+                let answer = init.response(echo_id(&msg).as_deref().unwrap_or("null"), &version);
                 session.push(STANDALONE, &answer, gw.config().replay_buffer);
                 lease.mark_healthy();
                 return Ok((StatusCode::ACCEPTED, "Accepted").into_response());

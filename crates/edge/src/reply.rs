@@ -89,3 +89,14 @@ pub(crate) type Reply = Result<Response, Refusal>;
 pub(crate) fn failure_body(id: Option<&str>, failure: &Failure) -> Bytes {
     berth_wire::error_response(id, failure.code, &failure.message, failure.data.as_ref())
 }
+
+/// The id of `msg` exactly as the client wrote it (`1.0`, `-0` and integers
+/// beyond 64 bits included), for the errors Berth answers itself: the client
+/// matches the answer by its own id, so it must not be re-serialised.
+pub(crate) fn echo_id(msg: &berth_wire::Message) -> Option<String> {
+    berth_wire::Envelope::parse(&msg.bytes)
+        .ok()
+        .and_then(|envelope| envelope.id)
+        .map(|id| id.get().to_owned())
+        .or_else(|| msg.raw_id())
+}

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use axum::body::Body;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Extension, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -18,7 +19,7 @@ use crate::engine::{call, forward, humanize, respond};
 use crate::error::EdgeError;
 use crate::gateway::Gateway;
 use crate::modern;
-use crate::reply::{Refusal, Reply, json};
+use crate::reply::{Refusal, Reply, echo_id, json};
 use crate::server::Server;
 use crate::session::{SESSION_HEADER, STANDALONE, Session};
 
@@ -30,11 +31,15 @@ pub(crate) type Caller = Option<Extension<Arc<Principal>>>;
 
 pub(crate) async fn post(
     State(gw): State<Arc<Gateway>>,
-    Path(name): Path<String>,
+    name: Result<Path<String>, PathRejection>,
     caller: Caller,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    let name = match server_name(name) {
+        Ok(name) => name,
+        Err(refusal) => return refusal.into_response(),
+    };
     let caller = caller.map(|Extension(p)| p);
     post_inner(gw, &name, caller, headers, body)
         .await
@@ -66,8 +71,10 @@ async fn post_inner(
     if msg.kind == Kind::Request && msg.method() == Some("initialize") {
         return initialize(gw, &server, caller, &headers, msg).await;
     }
-    let session = session_for(&gw, &server, caller.as_deref(), &headers)?;
-    check_version(&headers)?;
+    // Refusals from here on answer a parsed request: echo its id as written.
+    let refuse = |e: EdgeError| e.refusal(echo_id(&msg).as_deref());
+    let session = find_session(&gw, &server, caller.as_deref(), &headers).map_err(refuse)?;
+    version_error(&headers).map_or(Ok(()), |e| Err(refuse(e)))?;
     session.touch();
     match msg.kind {
         Kind::Request => {
@@ -111,7 +118,7 @@ async fn post_batch(
         match Message::parse(Bytes::copy_from_slice(item.get().as_bytes())) {
             Err(e) => ready.push(error_response(None, e.code(), &e.to_string(), None)),
             Ok(msg) if msg.method() == Some("initialize") => ready.push(error_response(
-                msg.raw_id().as_deref(),
+                echo_id(&msg).as_deref(),
                 ErrorCode::INVALID_REQUEST,
                 "Invalid Request: initialize must not be part of a batch",
                 None,
@@ -136,7 +143,7 @@ async fn initialize(
     headers: &HeaderMap,
     msg: Message,
 ) -> Reply {
-    let raw_id = msg.raw_id();
+    let raw_id = echo_id(&msg);
     if headers.contains_key(SESSION_HEADER) {
         return Err(EdgeError::InvalidRequest("Bad Request: initialize must be sent without an Mcp-Session-Id header; it starts a new session".into()).refusal(raw_id.as_deref()));
     }
@@ -215,10 +222,14 @@ async fn initialize(
 
 pub(crate) async fn get(
     State(gw): State<Arc<Gateway>>,
-    Path(name): Path<String>,
+    name: Result<Path<String>, PathRejection>,
     caller: Caller,
     headers: HeaderMap,
 ) -> Response {
+    let name = match server_name(name) {
+        Ok(name) => name,
+        Err(refusal) => return refusal.into_response(),
+    };
     let caller = caller.map(|Extension(p)| p);
     get_inner(gw, &name, caller.as_deref(), headers).unwrap_or_else(IntoResponse::into_response)
 }
@@ -270,10 +281,14 @@ fn get_inner(
 
 pub(crate) async fn delete(
     State(gw): State<Arc<Gateway>>,
-    Path(name): Path<String>,
+    name: Result<Path<String>, PathRejection>,
     caller: Caller,
     headers: HeaderMap,
 ) -> Response {
+    let name = match server_name(name) {
+        Ok(name) => name,
+        Err(refusal) => return refusal.into_response(),
+    };
     let caller = caller.map(|Extension(p)| p);
     let run = || -> Reply {
         let server = gw.server(&name)?.clone();
@@ -315,8 +330,17 @@ pub(crate) fn session_for(
     caller: Option<&Principal>,
     headers: &HeaderMap,
 ) -> Result<Arc<Session>, Refusal> {
+    find_session(gw, server, caller, headers).map_err(|e| e.refusal(None))
+}
+
+fn find_session(
+    gw: &Gateway,
+    server: &Arc<Server>,
+    caller: Option<&Principal>,
+    headers: &HeaderMap,
+) -> Result<Arc<Session>, EdgeError> {
     let Some(id) = headers.get(SESSION_HEADER) else {
-        return Err(EdgeError::InvalidRequest("Bad Request: missing Mcp-Session-Id header; send initialize first and echo the session id it returns".into()).refusal(None));
+        return Err(EdgeError::InvalidRequest("Bad Request: missing Mcp-Session-Id header; send initialize first and echo the session id it returns".into()));
     };
     id.to_str()
         .ok()
@@ -333,22 +357,32 @@ pub(crate) fn session_for(
                 "Session not found: unknown or ended Mcp-Session-Id; initialize a new session"
                     .into(),
             )
-            .refusal(None)
         })
 }
 
 fn check_version(headers: &HeaderMap) -> Result<(), Refusal> {
-    let Some(value) = headers.get(VERSION_HEADER) else {
-        return Ok(());
-    };
+    version_error(headers).map_or(Ok(()), |e| Err(e.refusal(None)))
+}
+
+fn version_error(headers: &HeaderMap) -> Option<EdgeError> {
+    let value = headers.get(VERSION_HEADER)?;
     match value.to_str().ok().and_then(ProtocolVersion::parse) {
-        Some(_) => Ok(()),
-        None => Err(EdgeError::InvalidRequest(format!(
+        Some(_) => None,
+        None => Some(EdgeError::InvalidRequest(format!(
             "Bad Request: unsupported MCP-Protocol-Version {value:?}; this gateway supports {}",
             ProtocolVersion::supported_list()
-        ))
-        .refusal(None)),
+        ))),
     }
+}
+
+/// The server name from the path, or a JSON-RPC 400 (axum's own rejection is plain text).
+pub(crate) fn server_name(name: Result<Path<String>, PathRejection>) -> Result<String, Refusal> {
+    name.map(|Path(name)| name).map_err(|e| {
+        EdgeError::InvalidRequest(format!(
+            "Bad Request: the server name in the path is not valid ({e})"
+        ))
+        .refusal(None)
+    })
 }
 
 pub(crate) fn check_content_type(headers: &HeaderMap) -> Result<(), Refusal> {
