@@ -243,3 +243,43 @@ async fn absolute_form_request_lines_meet_the_host_check() {
     .await;
     assert_eq!(status, 200, "{body}");
 }
+
+#[tokio::test]
+async fn admin_api_rejections_are_json() {
+    let berth = Berth::start("", &fixture_server("echo", "echo"));
+    let endpoint: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(berth.dir.path().join("admin.json")).expect("admin.json"),
+    )
+    .expect("admin.json is JSON");
+    let (url, token) = (
+        endpoint["url"].as_str().expect("url"),
+        endpoint["token"].as_str().expect("token"),
+    );
+    let http = reqwest::Client::new();
+    for (path, expected) in [
+        ("/v1/servers/%FF/logs", 400),
+        ("/v1/servers/echo/logs?lines=many", 400),
+        ("/v1/no-such-route", 404),
+    ] {
+        let resp = http
+            .get(format!("{url}{path}"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("GET");
+        assert_eq!(resp.status().as_u16(), expected, "{path}");
+        let json: serde_json::Value = resp.json().await.expect("a JSON body");
+        assert!(json["error"].is_string(), "{path}: {json}");
+    }
+    // The method is wrong: 405, JSON, and Allow kept.
+    let resp = http
+        .delete(format!("{url}/v1/status"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("DELETE");
+    assert_eq!(resp.status().as_u16(), 405);
+    assert!(resp.headers().contains_key("allow"));
+    let json: serde_json::Value = resp.json().await.expect("a JSON body");
+    assert!(json["error"].is_string(), "{json}");
+}

@@ -67,6 +67,37 @@ pub fn admin_router(
         .with_state(admin.clone())
         .merge(extra)
         .layer(axum::middleware::from_fn_with_state(admin, authorize))
+        .layer(axum::middleware::map_response(json_errors))
+}
+
+/// axum's own rejections (bad path or query, unknown route, wrong method)
+/// are plain text or empty: they become this API's `{"error": ...}` too.
+async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    let plain = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_none_or(|v| v.starts_with("text/plain"));
+    if !(status.is_client_error() || status.is_server_error()) || !plain {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
+    let text = String::from_utf8_lossy(&text).trim().to_owned();
+    let reason = status.canonical_reason().unwrap_or("Error");
+    let message = if text.is_empty() {
+        reason.to_owned()
+    } else {
+        format!("{reason}: {text}")
+    };
+    let mut replaced = error(status, message);
+    for name in [header::ALLOW, header::WWW_AUTHENTICATE] {
+        if let Some(value) = parts.headers.get(&name) {
+            replaced.headers_mut().insert(name, value.clone());
+        }
+    }
+    replaced
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
