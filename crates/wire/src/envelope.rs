@@ -396,10 +396,67 @@ impl Message {
         self.method.as_deref()
     }
 
-    /// The id as the sender wrote it, for error responses that must echo it.
+    /// The id exactly as the sender wrote it (`123456789012345678901234567890`
+    /// stays that, not `1.2345678901234568e+29`), for answers that must echo it.
+    /// `None` when the message has no usable id.
     pub fn raw_id(&self) -> Option<String> {
-        self.id.as_ref().map(IdKey::to_json)
+        let key = self.id.as_ref()?;
+        let written = Envelope::parse(&self.bytes)
+            .ok()
+            .and_then(|env| env.id)
+            .map(|raw| raw.get().to_owned());
+        Some(written.unwrap_or_else(|| key.to_json()))
     }
+
+    /// For a line [`Message::parse`] refused: whether it is still a JSON-RPC
+    /// 2.0 message object (`Some`: a message that cannot be routed, such as
+    /// an error response without an id) rather than output that is not
+    /// JSON-RPC at all (`None`).
+    pub fn stray(bytes: &[u8]) -> Option<Stray> {
+        let value: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_slice(bytes).ok()?;
+        if value.get("jsonrpc").and_then(|v| v.as_str()) != Some("2.0") {
+            return None;
+        }
+        let usable_id = value
+            .get("id")
+            .is_some_and(|id| id.is_string() || id.is_number());
+        let idless_error = value.contains_key("error")
+            && !value.contains_key("method")
+            && !value.contains_key("result")
+            && !usable_id;
+        Some(if idless_error {
+            Stray::IdlessError
+        } else {
+            Stray::Other
+        })
+    }
+}
+
+/// A JSON-RPC 2.0 message that no request or session can be found for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stray {
+    /// An error response with no id, a `null` one, or one that is neither a
+    /// string nor a number: the server could not read a request's id.
+    IdlessError,
+    /// Anything else that cannot be routed.
+    Other,
+}
+
+/// The error response in `bytes` (whatever its id: missing, `null`,
+/// unusable) as a new line carrying `id` (JSON text) and the server's
+/// `error` object byte for byte. `None` if `bytes` holds no error object.
+pub fn error_with_id(bytes: &[u8], id: &str) -> Option<Bytes> {
+    #[derive(Deserialize)]
+    struct ErrorOnly<'a> {
+        #[serde(borrow)]
+        error: Option<&'a RawValue>,
+    }
+    let error = serde_json::from_slice::<ErrorOnly<'_>>(bytes).ok()?.error?;
+    Some(Bytes::from(format!(
+        r#"{{"jsonrpc":"2.0","id":{id},"error":{}}}"#,
+        error.get()
+    )))
 }
 
 #[cfg(test)]
@@ -424,6 +481,54 @@ mod tests {
         let e = parse(r#"{"jsonrpc":"2.0","id":null,"error":{"code":1,"message":"x"}}"#).unwrap();
         assert_eq!(e.kind, Kind::Response);
         assert_eq!(e.id, None);
+    }
+
+    #[test]
+    fn raw_ids_keep_their_bytes() {
+        let m = parse(
+            r#"{"jsonrpc":"2.0","id": 123456789012345678901234567890123456789 ,"method":"x"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            m.raw_id().as_deref(),
+            Some("123456789012345678901234567890123456789")
+        );
+        let m = parse(r#"{"jsonrpc":"2.0","id":1.50,"method":"x"}"#).unwrap();
+        assert_eq!(m.raw_id().as_deref(), Some("1.50"));
+        let m = parse(r#"{"jsonrpc":"2.0","id":"\u0041","method":"x"}"#).unwrap();
+        assert_eq!(m.raw_id().as_deref(), Some(r#""\u0041""#));
+        let m = parse(r#"{"jsonrpc":"2.0","id":null,"error":{"code":1,"message":"x"}}"#).unwrap();
+        assert_eq!(m.raw_id(), None);
+    }
+
+    #[test]
+    fn tells_stray_messages_from_garbage() {
+        let no_id = br#"{"jsonrpc":"2.0","error":{"code":-32600,"message":"bad id"}}"#;
+        assert!(Message::parse(Bytes::from_static(no_id)).is_err());
+        assert_eq!(Message::stray(no_id), Some(Stray::IdlessError));
+        let odd_id = br#"{"jsonrpc":"2.0","id":{"a":1},"error":{"code":1,"message":"x"}}"#;
+        assert_eq!(Message::stray(odd_id), Some(Stray::IdlessError));
+        let both = br#"{"jsonrpc":"2.0","id":1,"method":"x","result":{}}"#;
+        assert_eq!(Message::stray(both), Some(Stray::Other));
+        assert_eq!(Message::stray(b"this is not json"), None);
+        assert_eq!(Message::stray(b"[1,2]"), None);
+        assert_eq!(Message::stray(br#"{"id":1,"error":{}}"#), None);
+    }
+
+    #[test]
+    fn error_responses_take_a_new_id() {
+        let out = error_with_id(
+            br#"{"error": {"code":-32602, "message":"Invalid params"}, "jsonrpc":"2.0"}"#,
+            r#""b1.7""#,
+        )
+        .unwrap();
+        assert_eq!(
+            &out[..],
+            br#"{"jsonrpc":"2.0","id":"b1.7","error":{"code":-32602, "message":"Invalid params"}}"#
+        );
+        let m = Message::parse(out).unwrap();
+        assert_eq!(m.id, Some(IdKey::Str("b1.7".into())));
+        assert!(error_with_id(br#"{"jsonrpc":"2.0","id":null,"result":{}}"#, "1").is_none());
     }
 
     #[test]
