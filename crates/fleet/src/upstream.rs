@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use berth_wire::{ErrorCode, IdKey, Kind, LineCodec, LineError, Message};
+use berth_wire::{ErrorCode, IdKey, Kind, LineCodec, LineError, Message, Stray};
 use bytes::Bytes;
 use futures::StreamExt;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -157,6 +157,9 @@ struct Pending {
     /// On a shared process: the client's own id and token (JSON), to put
     /// back into what the server sends about the request.
     restore: Option<Restore>,
+    /// The caller's id exactly as it wrote it, for an error the server could
+    /// not give an id (attributed to this request) to carry.
+    caller_id: Box<str>,
 }
 
 struct Restore {
@@ -215,13 +218,95 @@ struct Shared {
     server: String,
     pid: u32,
     log: ServerLog,
+    /// Messages from the server that could be routed nowhere, and when one
+    /// was last logged (at most one log line a second per process).
+    strays: Mutex<Strays>,
     stdin: StdinQueue,
     routes: Mutex<Routes>,
     /// Why the server closed, once it has (the stderr it left included).
     closed_tx: watch::Sender<Option<Failure>>,
 }
 
+#[derive(Default)]
+struct Strays {
+    count: u64,
+    last_logged: Option<std::time::Instant>,
+    unlogged: u64,
+}
+
 impl Shared {
+    /// Notes a message from the server that concerns no request Berth can
+    /// find: logged (rate-limited) and counted, never a reason to stop a
+    /// process that still answers.
+    fn stray(&self, what: &str, line: &[u8]) {
+        let now = std::time::Instant::now();
+        let unlogged = {
+            let mut strays = self.strays.lock().unwrap_or_else(|e| e.into_inner());
+            strays.count += 1;
+            if strays
+                .last_logged
+                .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))
+            {
+                strays.unlogged += 1;
+                return;
+            }
+            strays.last_logged = Some(now);
+            std::mem::take(&mut strays.unlogged)
+        };
+        let snippet = String::from_utf8_lossy(&line[..line.len().min(200)]).into_owned();
+        let more = if unlogged > 0 {
+            format!(" ({unlogged} more since the last such line)")
+        } else {
+            String::new()
+        };
+        self.log.push(
+            Some(self.pid),
+            LogSource::Lifecycle,
+            format!(
+                "dropped a message that concerns no request in flight: {what}: {snippet:?}{more}"
+            ),
+        );
+    }
+
+    /// An error response the server could give no usable id (`"id": null`,
+    /// none, or one that is not a string or number): it is about a request
+    /// it could not read. With exactly one request on the wire (serial mode,
+    /// or a single request in flight) that is the one: its caller gets the
+    /// server's error under its own id, and nobody else is affected.
+    /// Otherwise it cannot be attributed and is dropped.
+    fn idless_error(&self, line: &[u8]) {
+        let mut routes = self.routes();
+        let target = if routes.serial {
+            routes
+                .on_wire
+                .clone()
+                .filter(|id| routes.pending.contains_key(id))
+        } else if routes.pending.len() == 1 {
+            routes.pending.keys().next().cloned()
+        } else {
+            None
+        };
+        let attributed = target.and_then(|id| {
+            let p = routes.pending.get(&id)?;
+            let bytes = berth_wire::error_with_id(line, &p.caller_id)?;
+            let msg = Message::parse(bytes).ok()?;
+            let p = routes.remove(&id)?;
+            Some((p, msg))
+        });
+        let Some((p, msg)) = attributed else {
+            drop(routes);
+            self.stray(
+                "an error response without a usable id, with no single request to attribute it to",
+                line,
+            );
+            return;
+        };
+        routes.advance(&self.stdin);
+        drop(routes);
+        tracing::debug!(server = %self.server, pid = self.pid, "an error without an id attributed to the request on the wire");
+        let _ = p.tx.unbounded_send(Delivery::Response(msg));
+    }
+
     fn routes(&self) -> std::sync::MutexGuard<'_, Routes> {
         self.routes.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -277,11 +362,7 @@ impl Shared {
             Kind::Response => {
                 let Some(id) = &msg.id else {
                     drop(routes);
-                    self.log.push(
-                        Some(self.pid),
-                        LogSource::Lifecycle,
-                        "server sent an error response without an id; dropped",
-                    );
+                    self.idless_error(&msg.bytes);
                     return;
                 };
                 match routes.remove(id) {
@@ -294,9 +375,11 @@ impl Shared {
                         };
                         let _ = p.tx.unbounded_send(Delivery::Response(msg));
                     }
-                    // A request that timed out or was cancelled: its answer is moot.
+                    // A request that timed out or was cancelled: its answer is
+                    // moot. (Or an id Berth never sent: not worth a process.)
                     None => {
-                        tracing::debug!(server = %self.server, %id, "dropping response to a request no longer in flight")
+                        drop(routes);
+                        self.stray("a response to no request in flight", &msg.bytes);
                     }
                 }
                 return;
@@ -357,6 +440,14 @@ fn restored(msg: Message, splice: fn(&[u8], &str) -> Option<Bytes>, with: &str) 
     splice(&msg.bytes, with)
         .and_then(|bytes| Message::parse(bytes).ok())
         .unwrap_or(msg)
+}
+
+/// Whether a message's `params` is absent or an object, as MCP requires.
+fn params_are_an_object(msg: &Message) -> bool {
+    berth_wire::Envelope::parse(&msg.bytes)
+        .ok()
+        .and_then(|env| env.params)
+        .is_none_or(|p| p.get().starts_with('{'))
 }
 
 /// Messages about the session as a whole, never about one request.
@@ -455,6 +546,7 @@ impl Upstream {
             server: spec.name.clone(),
             pid,
             log: log.clone(),
+            strays: Mutex::default(),
             stdin: StdinQueue {
                 tx: stdin_tx,
                 queued: queued.clone(),
@@ -530,6 +622,17 @@ impl Upstream {
                 "a request needs an id",
             ));
         };
+        // The id as the caller wrote it (a huge integer stays its digits).
+        let caller_id: Box<str> = msg.raw_id().unwrap_or_else(|| client_id.to_json()).into();
+        if tag != 0 && !params_are_an_object(msg) {
+            // MCP params are an object. A server cannot read anything else,
+            // and may answer without an id or not at all, while every other
+            // session on the process waits behind the request: refused here.
+            return Err(Failure::new(
+                ErrorCode::INVALID_PARAMS,
+                "Invalid params: MCP request \"params\" must be an object",
+            ));
+        }
         let (tx, rx) = futures::channel::mpsc::unbounded();
         let id = {
             let mut routes = self.shared.routes();
@@ -562,7 +665,7 @@ impl Upstream {
                     }
                 }
                 let restore = Restore {
-                    id: client_id.to_json().into(),
+                    id: caller_id.clone(),
                     token: client_token,
                 };
                 (id, token, bytes, Some(restore))
@@ -586,6 +689,7 @@ impl Upstream {
                     seq,
                     tag,
                     restore,
+                    caller_id,
                 },
             );
             let on_hold = routes.serial && routes.on_wire.is_some();
@@ -675,6 +779,21 @@ impl Upstream {
         if let Some(failure) = self.closed() {
             return Err(failure);
         }
+        if msg.kind == Kind::Notification && !params_are_an_object(msg) {
+            // The server cannot read it (MCP params are an object), and its
+            // complaint, an error without an id, would be taken for the
+            // answer to the request on the wire, another session's on a
+            // shared process. A notification gets no answer: dropped.
+            self.shared.log.push(
+                Some(self.shared.pid),
+                LogSource::Lifecycle,
+                format!(
+                    "dropped a {} notification whose params are not an object (not sent to the server)",
+                    msg.method().unwrap_or_default()
+                ),
+            );
+            return Ok(());
+        }
         if msg.method() == Some("notifications/cancelled") {
             // The server should not answer a cancelled request; settle it here.
             if let Ok(env) = berth_wire::Envelope::parse(&msg.bytes)
@@ -709,6 +828,17 @@ impl Upstream {
 
     fn forget(&self, id: &IdKey) -> bool {
         self.shared.forget(id)
+    }
+
+    /// How many messages from the server could be routed nowhere (answers
+    /// to requests no longer in flight, errors without a usable id that
+    /// could not be attributed).
+    pub fn strays(&self) -> u64 {
+        self.shared
+            .strays
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .count
     }
 
     /// How many requests are waiting for an answer.
@@ -975,6 +1105,14 @@ async fn read_stdout(
         match line {
             Ok(line) => match Message::parse(line.clone()) {
                 Ok(msg) => shared.route(msg),
+                // JSON-RPC that cannot be routed costs that message, not the
+                // process (nor the other sessions on it).
+                Err(_) if Message::stray(&line) == Some(Stray::IdlessError) => {
+                    shared.idless_error(&line)
+                }
+                Err(e) if Message::stray(&line).is_some() => {
+                    shared.stray(&format!("not a valid JSON-RPC message ({e})"), &line)
+                }
                 Err(e) => {
                     let snippet: String =
                         String::from_utf8_lossy(&line[..line.len().min(200)]).into_owned();

@@ -1,0 +1,160 @@
+//! Server lines that concern no request Berth can find (issue 12): they cost
+//! the message, never the process. Errors a server could give no id are
+//! attributed to the one request on the wire.
+
+use std::time::Duration;
+
+use berth_fleet::{Delivery, ServerLog, ServerSpec, ShutdownGrace, Upstream};
+use berth_wire::{ErrorCode, Message};
+use bytes::Bytes;
+
+fn sh(name: &str, script: &str, serial: bool) -> ServerSpec {
+    let mut spec = ServerSpec::new(name, "sh");
+    spec.args = vec!["-c".into(), script.into()];
+    spec.serial = serial;
+    spec.shutdown = ShutdownGrace {
+        after_close: Duration::from_millis(200),
+        after_term: Duration::from_millis(200),
+    };
+    spec
+}
+
+fn msg(s: &str) -> Message {
+    Message::parse(Bytes::copy_from_slice(s.as_bytes())).unwrap()
+}
+
+async fn answer(mut exchange: berth_fleet::Exchange) -> Message {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), exchange.next())
+            .await
+            .expect("no answer in 5 s")
+        {
+            Some(Delivery::Message(_)) => continue,
+            Some(Delivery::Response(m)) => return m,
+            other => panic!("expected a response, got {other:?}"),
+        }
+    }
+}
+
+fn json(m: &Message) -> serde_json::Value {
+    serde_json::from_slice(&m.bytes).unwrap()
+}
+
+#[tokio::test]
+async fn an_error_without_an_id_goes_to_the_only_request_in_flight() {
+    // Answers the first request with an error that has no id at all, then
+    // with one to an id nobody sent, then answers the second properly.
+    let script = r#"read a
+echo '{"jsonrpc":"2.0","error":{"code":-32600,"message":"bad id"}}'
+echo '{"jsonrpc":"2.0","id":"never-sent","result":{}}'
+read b
+echo '{"jsonrpc":"2.0","id":2,"result":{"ok":true}}'
+read c"#;
+    let (up, _unsolicited) =
+        Upstream::spawn(&sh("idless", script, false), ServerLog::new("idless", 10)).unwrap();
+    let big =
+        r#"{"jsonrpc":"2.0","id":123456789012345678901234567890123456789,"method":"tools/list"}"#;
+    let first = answer(up.call(&msg(big)).unwrap()).await;
+    assert_eq!(
+        &first.bytes[..],
+        br#"{"jsonrpc":"2.0","id":123456789012345678901234567890123456789,"error":{"code":-32600,"message":"bad id"}}"#
+    );
+    let second = answer(
+        up.call(&msg(r#"{"jsonrpc":"2.0","id":2,"method":"ping"}"#))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(json(&second)["result"]["ok"], true);
+    assert!(up.closed().is_none(), "{:?}", up.closed());
+    assert_eq!(up.strays(), 1);
+    assert!(!up.crashed());
+}
+
+#[tokio::test]
+async fn a_null_id_error_on_a_shared_process_reaches_only_its_sender() {
+    // Serial mode: the first request is on the wire alone; the server cannot
+    // read it and says so with "id": null. The second (another session) is
+    // answered under its rewritten id, `b2.2`.
+    let script = r#"read a
+echo '{"jsonrpc":"2.0","id":null,"error":{"code":-32602,"message":"Invalid params"}}'
+read b
+echo '{"jsonrpc":"2.0","id":"b2.2","result":{"who":"bystander"}}'
+read c"#;
+    let (up, _unsolicited) =
+        Upstream::spawn(&sh("nullid", script, true), ServerLog::new("nullid", 10)).unwrap();
+    let poisoner = up
+        .call_as(
+            &msg(r#"{"jsonrpc":"2.0","id":1.5,"method":"tools/list"}"#),
+            1,
+        )
+        .unwrap();
+    let bystander = up
+        .call_as(
+            &msg(r#"{"jsonrpc":"2.0","id":"x","method":"tools/list"}"#),
+            2,
+        )
+        .unwrap();
+    let poisoned = answer(poisoner).await;
+    assert_eq!(
+        &poisoned.bytes[..],
+        br#"{"jsonrpc":"2.0","id":1.5,"error":{"code":-32602,"message":"Invalid params"}}"#
+    );
+    let served = answer(bystander).await;
+    assert_eq!(json(&served)["id"], "x");
+    assert_eq!(json(&served)["result"]["who"], "bystander");
+    assert!(up.closed().is_none(), "{:?}", up.closed());
+    assert_eq!(up.strays(), 0);
+}
+
+#[tokio::test]
+async fn a_shared_process_is_never_sent_params_it_cannot_read() {
+    // Records what it reads; answers nothing.
+    let record = std::env::temp_dir().join(format!("berth-stray-{}", std::process::id()));
+    let _ = std::fs::remove_file(&record);
+    let script = format!("cat > {}", record.display());
+    let (up, _unsolicited) =
+        Upstream::spawn(&sh("params", &script, true), ServerLog::new("params", 10)).unwrap();
+    let refused = up
+        .call_as(
+            &msg(r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":[]}"#),
+            1,
+        )
+        .unwrap_err();
+    assert_eq!(refused.code, ErrorCode::INVALID_PARAMS);
+    up.send(&msg(
+        r#"{"jsonrpc":"2.0","method":"notifications/initialized","params":123}"#,
+    ))
+    .unwrap();
+    up.send(&msg(
+        r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+    ))
+    .unwrap();
+    up.shutdown("test over").await;
+    let seen = std::fs::read_to_string(&record).unwrap();
+    let _ = std::fs::remove_file(&record);
+    assert_eq!(
+        seen,
+        "{\"jsonrpc\":\"2.0\",\"method\":\"notifications/initialized\"}\n"
+    );
+}
+
+#[tokio::test]
+async fn output_that_is_not_json_rpc_still_stops_the_process() {
+    let script = r#"read a
+echo 'this is not json'
+read b"#;
+    let (up, _unsolicited) =
+        Upstream::spawn(&sh("garbage", script, false), ServerLog::new("garbage", 10)).unwrap();
+    let mut exchange = up
+        .call(&msg(r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#))
+        .unwrap();
+    match tokio::time::timeout(Duration::from_secs(5), exchange.next()).await {
+        Ok(Some(Delivery::Failed(f))) => assert!(
+            f.message.contains("not a JSON-RPC message"),
+            "{}",
+            f.message
+        ),
+        other => panic!("expected a failure, got {other:?}"),
+    }
+    assert!(up.closed().is_some());
+}
