@@ -189,6 +189,19 @@ pub struct Gateway {
     /// resource URL (its tokens' audience) is `<public_url>/mcp/x`.
     /// Defaults to `http://<listen address>`.
     pub public_url: Option<String>,
+    #[serde(deserialize_with = "duration")]
+    pub header_read_timeout: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub body_read_timeout: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub idle_timeout: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub http2_keepalive_interval: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub http2_keepalive_timeout: Duration,
+    pub http2_max_concurrent_streams: u32,
+    pub max_connections: usize,
+    pub max_connections_per_peer: usize,
 }
 
 /// `$BERTH_DATA_DIR`, else `$XDG_STATE_HOME/berth`, else `~/.local/state/berth`.
@@ -221,6 +234,14 @@ impl Default for Gateway {
             allowed_origins: edge.allowed_origins,
             data_dir: default_data_dir(),
             public_url: None,
+            header_read_timeout: edge.header_read_timeout,
+            body_read_timeout: edge.body_read_timeout,
+            idle_timeout: edge.idle_timeout,
+            http2_keepalive_interval: edge.http2_keepalive_interval,
+            http2_keepalive_timeout: edge.http2_keepalive_timeout,
+            http2_max_concurrent_streams: edge.http2_max_concurrent_streams,
+            max_connections: edge.max_connections,
+            max_connections_per_peer: edge.max_connections_per_peer,
         }
     }
 }
@@ -559,6 +580,14 @@ impl Config {
             replay_buffer: g.replay_buffer,
             allowed_hosts: g.allowed_hosts.clone(),
             allowed_origins: g.allowed_origins.clone(),
+            header_read_timeout: g.header_read_timeout,
+            body_read_timeout: g.body_read_timeout,
+            idle_timeout: g.idle_timeout,
+            http2_keepalive_interval: g.http2_keepalive_interval,
+            http2_keepalive_timeout: g.http2_keepalive_timeout,
+            http2_max_concurrent_streams: g.http2_max_concurrent_streams,
+            max_connections: g.max_connections,
+            max_connections_per_peer: g.max_connections_per_peer,
             ..EdgeConfig::default()
         }
     }

@@ -33,6 +33,25 @@ pub struct EdgeConfig {
     /// Extra routes served beside the MCP endpoints (the built-in
     /// authorization server).
     pub extra_routes: Option<axum::Router>,
+    /// An HTTP/1 request's headers must arrive within this (it also bounds
+    /// the wait for the next request on a keep-alive connection); zero: no limit.
+    pub header_read_timeout: Duration,
+    /// A request body must arrive in full within this, counted from its
+    /// headers; a late one gets 408 and the connection is closed. Zero: no limit.
+    pub body_read_timeout: Duration,
+    /// A connection with no request in flight (open SSE streams and pending
+    /// answers are in flight) is closed after this long; zero: never.
+    pub idle_timeout: Duration,
+    /// HTTP/2 keep-alive ping interval (zero: no pings) and how long a ping's
+    /// answer may take before the connection is closed.
+    pub http2_keepalive_interval: Duration,
+    pub http2_keepalive_timeout: Duration,
+    /// Concurrent streams per HTTP/2 connection.
+    pub http2_max_concurrent_streams: u32,
+    /// Open connections in all, and from one peer address; beyond them a new
+    /// connection is answered 503 and closed at once.
+    pub max_connections: usize,
+    pub max_connections_per_peer: usize,
 }
 
 impl Default for EdgeConfig {
@@ -49,6 +68,14 @@ impl Default for EdgeConfig {
             allowed_origins: Vec::new(),
             auth: None,
             extra_routes: None,
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            http2_keepalive_interval: Duration::from_secs(30),
+            http2_keepalive_timeout: Duration::from_secs(20),
+            http2_max_concurrent_streams: 100,
+            max_connections: 10_000,
+            max_connections_per_peer: 256,
         }
     }
 }
