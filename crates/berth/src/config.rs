@@ -202,6 +202,12 @@ pub struct Gateway {
     pub http2_max_concurrent_streams: u32,
     pub max_connections: usize,
     pub max_connections_per_peer: usize,
+    /// Sessions one client (principal, or non-loopback peer) may hold on one server.
+    pub max_sessions_per_client: usize,
+    /// Requests per second of one client (bursts of twice as many).
+    pub requests_per_second_per_client: f64,
+    /// Bytes of events kept per SSE stream for replay.
+    pub replay_buffer_bytes: usize,
 }
 
 /// `$BERTH_DATA_DIR`, else `$XDG_STATE_HOME/berth`, else `~/.local/state/berth`.
@@ -242,6 +248,9 @@ impl Default for Gateway {
             http2_max_concurrent_streams: edge.http2_max_concurrent_streams,
             max_connections: edge.max_connections,
             max_connections_per_peer: edge.max_connections_per_peer,
+            max_sessions_per_client: edge.fairness.max_sessions_per_client,
+            requests_per_second_per_client: edge.fairness.requests_per_second,
+            replay_buffer_bytes: edge.replay_buffer_bytes,
         }
     }
 }
@@ -453,6 +462,7 @@ impl Config {
             ("gateway.max_body_bytes", g.max_body_bytes == 0),
             ("gateway.max_message_bytes", g.max_message_bytes == 0),
             ("gateway.replay_buffer", g.replay_buffer == 0),
+            ("gateway.replay_buffer_bytes", g.replay_buffer_bytes == 0),
             ("gateway.sse_keepalive", g.sse_keepalive.is_zero()),
         ];
         for (key, zero) in positive {
@@ -588,6 +598,11 @@ impl Config {
             http2_max_concurrent_streams: g.http2_max_concurrent_streams,
             max_connections: g.max_connections,
             max_connections_per_peer: g.max_connections_per_peer,
+            fairness: berth_edge::Fairness {
+                max_sessions_per_client: g.max_sessions_per_client,
+                requests_per_second: g.requests_per_second_per_client,
+            },
+            replay_buffer_bytes: g.replay_buffer_bytes,
             ..EdgeConfig::default()
         }
     }

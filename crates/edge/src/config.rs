@@ -52,6 +52,27 @@ pub struct EdgeConfig {
     /// connection is answered 503 and closed at once.
     pub max_connections: usize,
     pub max_connections_per_peer: usize,
+    /// Per-client limits (rate, sessions per server).
+    pub fairness: crate::fairness::Fairness,
+    /// Bytes of events kept per SSE stream for replay (besides their count):
+    /// a few huge messages cannot pin gigabytes.
+    pub replay_buffer_bytes: usize,
+}
+
+/// How much of a stream is kept for `Last-Event-ID` replay.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Replay {
+    pub(crate) events: usize,
+    pub(crate) bytes: usize,
+}
+
+impl EdgeConfig {
+    pub(crate) fn replay(&self) -> Replay {
+        Replay {
+            events: self.replay_buffer.max(1),
+            bytes: self.replay_buffer_bytes.max(1),
+        }
+    }
 }
 
 impl Default for EdgeConfig {
@@ -68,6 +89,8 @@ impl Default for EdgeConfig {
             allowed_origins: Vec::new(),
             auth: None,
             extra_routes: None,
+            fairness: crate::fairness::Fairness::default(),
+            replay_buffer_bytes: 8 << 20,
             header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(60),

@@ -138,7 +138,7 @@ pub(crate) async fn respond(
         match out {
             Out::Final(bytes) => ready.push(bytes),
             Out::Interim(bytes) => {
-                let cap = gw.config().replay_buffer;
+                let cap = gw.config().replay();
                 let stream = session.open_stream();
                 let priming = session.priming(stream, 0, gw.config().sse_retry);
                 for answer in &ready {
@@ -182,7 +182,7 @@ pub(crate) async fn pump(
     session: Arc<Session>,
     stream: u64,
     mut calls: Calls,
-    cap: usize,
+    cap: crate::config::Replay,
     finish: bool,
 ) {
     while let Some(out) = calls.next(&session).await {

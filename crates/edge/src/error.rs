@@ -46,6 +46,9 @@ pub(crate) enum EdgeError {
     Forbidden(String),
     /// No capacity now, or a dependency is unreachable (503, -32005).
     Unavailable(String),
+    /// This client is over its share: rate or sessions (429, -32005; the
+    /// caller adds `Retry-After`).
+    TooManyRequests(String),
     /// The server could not be started or failed (502, -32000).
     UpstreamFailed(String),
     /// The server did not answer in time (504, -32004).
@@ -75,7 +78,7 @@ impl EdgeError {
             EdgeError::MethodNotFound(_) => ErrorCode::METHOD_NOT_FOUND,
             EdgeError::SessionNotFound(_) => ErrorCode::SESSION_NOT_FOUND,
             EdgeError::Unauthorized(_) | EdgeError::Forbidden(_) => ErrorCode::FORBIDDEN,
-            EdgeError::Unavailable(_) => ErrorCode::UNAVAILABLE,
+            EdgeError::Unavailable(_) | EdgeError::TooManyRequests(_) => ErrorCode::UNAVAILABLE,
             EdgeError::UpstreamFailed(_) => ErrorCode::UPSTREAM_CLOSED,
             EdgeError::Timeout(_) => ErrorCode::REQUEST_TIMEOUT,
             EdgeError::Upstream(failure) => failure.code,
@@ -94,6 +97,7 @@ impl EdgeError {
             EdgeError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             EdgeError::Forbidden(_) => StatusCode::FORBIDDEN,
             EdgeError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            EdgeError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             EdgeError::UpstreamFailed(_) => StatusCode::BAD_GATEWAY,
             EdgeError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             EdgeError::Upstream(failure) => status_for_failure(failure.code),
@@ -124,6 +128,7 @@ impl EdgeError {
             | EdgeError::Unauthorized(m)
             | EdgeError::Forbidden(m)
             | EdgeError::Unavailable(m)
+            | EdgeError::TooManyRequests(m)
             | EdgeError::UpstreamFailed(m)
             | EdgeError::Timeout(m) => m.clone(),
         }
@@ -171,6 +176,7 @@ impl EdgeError {
             StatusCode::UNAUTHORIZED => EdgeError::Unauthorized(m),
             StatusCode::FORBIDDEN => EdgeError::Forbidden(m),
             StatusCode::SERVICE_UNAVAILABLE => EdgeError::Unavailable(m),
+            StatusCode::TOO_MANY_REQUESTS => EdgeError::TooManyRequests(m),
             StatusCode::BAD_GATEWAY => EdgeError::UpstreamFailed(m),
             StatusCode::GATEWAY_TIMEOUT => EdgeError::Timeout(m),
             s if s.is_server_error() => EdgeError::Internal(m),

@@ -35,6 +35,8 @@ pub struct Gateway {
     pub(crate) shutting_down: CancellationToken,
     /// Sessions ended so far (for returning freed memory once churn settles).
     ended: std::sync::atomic::AtomicU64,
+    /// Each client's request budget ([`crate::fairness`]).
+    pub(crate) rate_limiter: crate::fairness::RateLimiter,
 }
 
 impl Gateway {
@@ -50,6 +52,7 @@ impl Gateway {
             sessions: Mutex::new(HashMap::new()),
             shutting_down: CancellationToken::new(),
             ended: std::sync::atomic::AtomicU64::new(0),
+            rate_limiter: crate::fairness::RateLimiter::default(),
         })
     }
 
@@ -130,6 +133,8 @@ impl Gateway {
             )
             .refusal(None));
         }
+        let client = crate::fairness::current_client();
+        self.check_session_share(server, client.as_ref())?;
         let (lease, unsolicited) = server
             .pool
             .acquire()
@@ -140,12 +145,42 @@ impl Gateway {
             server.clone(),
             lease,
             legacy,
-            owner,
+            crate::session::Caller { owner, client },
             self.config.sse_keepalive,
             Arc::downgrade(self) as std::sync::Weak<dyn SessionRegistry>,
         );
         self.watch_lease(&session, session.lease(), unsolicited);
         Ok(session)
+    }
+
+    /// Refuses a new session to a client that holds its share of `server`
+    /// already (429: it can end one, or wait for one to expire).
+    fn check_session_share(
+        &self,
+        server: &Server,
+        client: Option<&Arc<str>>,
+    ) -> Result<(), Refusal> {
+        let max = self.config.fairness.max_sessions_per_client;
+        let Some(client) = client.filter(|_| max > 0) else {
+            return Ok(());
+        };
+        let held = self
+            .sessions()
+            .values()
+            .filter(|s| s.server.spec.name == server.spec.name && s.client.as_ref() == Some(client))
+            .count();
+        if held < max {
+            return Ok(());
+        }
+        Err(Refusal::too_many(
+            format!(
+                "Too Many Requests: this client holds {held} session(s) of `{}`, its share (max_sessions_per_client = {max}); end one (DELETE) or let one expire",
+                server.spec.name
+            ),
+            self.config
+                .session_idle_timeout
+                .min(Duration::from_secs(60)),
+        ))
     }
 
     /// Forwards what a process says outside any request to the session's
@@ -164,7 +199,7 @@ impl Gateway {
                     return;
                 };
                 if let Some(msg) = session.screen(&lease, *msg) {
-                    session.push(STANDALONE, &msg.bytes, gateway.config.replay_buffer);
+                    session.push(STANDALONE, &msg.bytes, gateway.config.replay());
                 }
             }
             let Some(gateway) = gateway.upgrade() else {

@@ -80,7 +80,7 @@ pub(crate) async fn message(
                 // A pre-initialized process: answer from its initialize result.
                 let version = init.negotiate(hello.protocol_version.as_deref());
                 let answer = init.response(echo_id(&msg).as_deref().unwrap_or("null"), &version);
-                session.push(STANDALONE, &answer, gw.config().replay_buffer);
+                session.push(STANDALONE, &answer, gw.config().replay());
                 lease.mark_healthy();
                 return Ok((StatusCode::ACCEPTED, "Accepted").into_response());
             }
@@ -92,7 +92,7 @@ pub(crate) async fn message(
                 session.clone(),
                 STANDALONE,
                 calls,
-                gw.config().replay_buffer,
+                gw.config().replay(),
                 false,
             ));
         } else {

@@ -14,6 +14,7 @@ mod authz;
 mod config;
 mod engine;
 mod error;
+mod fairness;
 mod gateway;
 mod guard;
 mod legacy;
@@ -26,6 +27,7 @@ mod streamable;
 
 pub use admin::{Reloader, ServerStatus, admin_router};
 pub use config::EdgeConfig;
+pub use fairness::Fairness;
 pub use gateway::{Gateway, ReloadReport};
 pub use server::Server;
 pub use session::{SESSION_HEADER, new_session_id as random_token};

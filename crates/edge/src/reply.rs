@@ -46,6 +46,8 @@ pub(crate) struct Refusal {
     body: Bytes,
     /// The bearer challenge of a 401 or 403.
     challenge: Option<HeaderValue>,
+    /// Seconds to wait, on a 429.
+    retry_after: Option<HeaderValue>,
 }
 
 impl Refusal {
@@ -54,7 +56,17 @@ impl Refusal {
             status,
             body,
             challenge: None,
+            retry_after: None,
         }
+    }
+
+    /// 429: this client is over its share; `Retry-After` says when to try
+    /// again (whole seconds, at least 1).
+    pub(crate) fn too_many(message: String, wait: std::time::Duration) -> Refusal {
+        let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
+        let mut refusal = crate::error::EdgeError::TooManyRequests(message).refusal(None);
+        refusal.retry_after = HeaderValue::try_from(seconds.to_string()).ok();
+        refusal
     }
 
     pub(crate) fn with_challenge(mut self, challenge: Option<String>) -> Refusal {
@@ -70,6 +82,9 @@ impl IntoResponse for Refusal {
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, challenge);
+        }
+        if let Some(seconds) = self.retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, seconds);
         }
         if self.status.is_client_error() {
             // The request body may be unread (a 413 stops reading it): the

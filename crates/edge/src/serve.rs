@@ -32,7 +32,7 @@ use crate::config::EdgeConfig;
 use crate::error::EdgeError;
 use crate::gateway::{Gateway, reap_idle_sessions};
 use crate::server::Server;
-use crate::{authz, guard, legacy, streamable};
+use crate::{authz, fairness, guard, legacy, streamable};
 
 impl Gateway {
     pub fn router(self: &Arc<Self>) -> Router {
@@ -45,6 +45,12 @@ impl Gateway {
             )
             .route("/sse/{name}", get(legacy::connect))
             .route("/sse/{name}/messages", post(legacy::message))
+            // Layers run bottom-up: authenticate, then count the request
+            // against its client.
+            .route_layer(axum::middleware::from_fn_with_state(
+                self.clone(),
+                fairness::limit,
+            ))
             .route_layer(axum::middleware::from_fn_with_state(
                 self.clone(),
                 authz::authenticate,

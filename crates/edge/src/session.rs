@@ -68,11 +68,15 @@ pub(crate) struct Session {
     last_active_ms: AtomicU64,
     /// When the server last sent this session something (ms since `created`).
     last_server_ms: AtomicU64,
+    /// Server messages a slow reader never got (evicted unread).
+    pub(crate) dropped: AtomicU64,
     /// Open SSE connections.
     connections: AtomicUsize,
     pub(crate) ended: CancellationToken,
     /// Who opened the session: only they may use it (`None` without auth).
     pub(crate) owner: Option<Arc<Principal>>,
+    /// The client it counts against ([`crate::fairness`]), if limited.
+    pub(crate) client: Option<Arc<str>>,
 }
 
 struct State {
@@ -83,8 +87,10 @@ struct State {
 }
 
 struct Stream {
-    /// (seq, framed event), oldest first, at most `replay_buffer` long.
+    /// (seq, framed event), oldest first, within the replay limit.
     events: VecDeque<(u64, Bytes)>,
+    /// Their total size.
+    bytes: usize,
     next_seq: u64,
     /// The last seq handed to a connection.
     delivered: u64,
@@ -94,10 +100,18 @@ struct Stream {
     attached: bool,
 }
 
+/// Who opens a session: the principal it is bound to, and the client it
+/// counts against ([`crate::fairness`]).
+pub(crate) struct Caller {
+    pub(crate) owner: Option<Arc<Principal>>,
+    pub(crate) client: Option<Arc<str>>,
+}
+
 impl Stream {
     fn new() -> Stream {
         Stream {
             events: VecDeque::new(),
+            bytes: 0,
             next_seq: 1,
             delivered: 0,
             done: false,
@@ -139,7 +153,7 @@ impl Session {
         server: Arc<Server>,
         lease: Lease,
         legacy: bool,
-        owner: Option<Arc<Principal>>,
+        caller: Caller,
         keepalive: Duration,
         registry: Weak<dyn SessionRegistry>,
     ) -> Arc<Session> {
@@ -164,8 +178,10 @@ impl Session {
             created: Instant::now(),
             last_active_ms: AtomicU64::new(0),
             last_server_ms: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
             connections: AtomicUsize::new(0),
-            owner,
+            owner: caller.owner,
+            client: caller.client,
             ended: CancellationToken::new(),
         })
     }
@@ -272,7 +288,9 @@ impl Session {
     }
 
     /// Appends a message to a stream and wakes its reader.
-    pub(crate) fn push(&self, stream: u64, data: &[u8], replay_buffer: usize) {
+    /// Past the replay limit the oldest events go; one no connection has
+    /// read yet is lost to a slow reader, which is counted and logged.
+    pub(crate) fn push(&self, stream: u64, data: &[u8], replay: crate::config::Replay) {
         let now = self.created.elapsed().as_millis() as u64;
         self.last_server_ms.store(now, Ordering::Relaxed);
         {
@@ -290,10 +308,27 @@ impl Session {
             } else {
                 SseEvent::frame(Some(&format!("{stream}-{seq}")), None, data)
             };
-            if s.events.len() >= replay_buffer.max(1) {
-                s.events.pop_front();
-            }
+            s.bytes += event.len();
             s.events.push_back((seq, event));
+            let mut lost = 0;
+            while s.events.len() > 1 && (s.events.len() > replay.events || s.bytes > replay.bytes) {
+                if let Some((old, gone)) = s.events.pop_front() {
+                    s.bytes -= gone.len();
+                    lost += u64::from(old > s.delivered);
+                }
+            }
+            if lost > 0 {
+                let before = self.dropped.fetch_add(lost, Ordering::Relaxed);
+                // The first loss, then every 1,000th: a flood must not flood the log too.
+                if before == 0 || (before + lost) / 1000 > before / 1000 {
+                    tracing::warn!(
+                        server = %self.server.spec.name,
+                        session = %self.id,
+                        dropped = before + lost,
+                        "a slow reader missed server messages: the stream's replay buffer (replay_buffer, replay_buffer_bytes) was full"
+                    );
+                }
+            }
         }
         self.notify.notify_waiters();
     }

@@ -176,7 +176,7 @@ async fn initialize(
         match tokio::time::timeout_at(deadline, exchange.next()).await {
             // Only ping and logging may precede the answer; keep them for the GET stream.
             Ok(Some(Delivery::Message(m))) => {
-                session.push(STANDALONE, &m.bytes, gw.config().replay_buffer)
+                session.push(STANDALONE, &m.bytes, gw.config().replay())
             }
             Ok(Some(Delivery::Response(m))) => {
                 let envelope = berth_wire::Envelope::parse(&m.bytes).ok();

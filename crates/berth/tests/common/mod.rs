@@ -539,6 +539,9 @@ impl Raw {
         if let Some(s) = &self.session {
             req = req.header("mcp-session-id", s);
         }
+        if let Some(token) = &self.token {
+            req = req.bearer_auth(token);
+        }
         req.send().await.expect("DELETE").status().as_u16()
     }
 }
