@@ -35,8 +35,13 @@ async fn a_flood_with_no_reader_keeps_berth_small() {
     let before = rss_kib(berth.pid()) / 1024;
     let mut raw = Raw::new(berth.url("svc"));
     raw.initialize("2025-11-25").await;
+    // The session declares sampling; the server asks for it, then floods.
     let flood = raw
-        .call_tool(1, "notify", json!({"count": 300, "bytes": 4_000_000}))
+        .call_tool(
+            1,
+            "notify",
+            json!({"count": 300, "bytes": 4_000_000, "sampling": true}),
+        )
         .await;
     assert_eq!(flood.status, 200, "{}", flood.body);
     let peak = tokio::task::block_in_place(|| {
@@ -56,7 +61,14 @@ async fn a_flood_with_no_reader_keeps_berth_small() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    // The session still works, and a reader now gets the newest messages.
+    // The server's own request did not vanish: it was failed back to it.
+    berth.wait_for_log(
+        "svc",
+        "notify: sampling answered: error",
+        1,
+        Duration::from_secs(10),
+    );
+    // The session still works.
     let echoed = raw
         .call_tool(2, "echo", json!({"text": "still here"}))
         .await;

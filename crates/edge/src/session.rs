@@ -91,6 +91,8 @@ struct Stream {
     events: VecDeque<(u64, Bytes)>,
     /// Their total size.
     bytes: usize,
+    /// (seq, raw id) of the server's own requests among them, oldest first.
+    requests: VecDeque<(u64, String)>,
     next_seq: u64,
     /// The last seq handed to a connection.
     delivered: u64,
@@ -98,6 +100,18 @@ struct Stream {
     done: bool,
     /// A connection is reading this stream now.
     attached: bool,
+}
+
+/// The id of `data` if it is a request from the server (sampling,
+/// elicitation, roots...), as written. Large messages are not looked into:
+/// requests are small, floods are not.
+fn server_request_id(data: &[u8]) -> Option<String> {
+    if data.len() > 256 << 10 {
+        return None;
+    }
+    let envelope = berth_wire::Envelope::parse(data).ok()?;
+    envelope.method.as_ref()?;
+    envelope.id.map(|id| id.get().to_owned())
 }
 
 /// Who opens a session: the principal it is bound to, and the client it
@@ -112,6 +126,7 @@ impl Stream {
         Stream {
             events: VecDeque::new(),
             bytes: 0,
+            requests: VecDeque::new(),
             next_seq: 1,
             delivered: 0,
             done: false,
@@ -291,6 +306,8 @@ impl Session {
     /// Past the replay limit the oldest events go; one no connection has
     /// read yet is lost to a slow reader, which is counted and logged.
     pub(crate) fn push(&self, stream: u64, data: &[u8], replay: crate::config::Replay) {
+        // Server requests the client will never see, answered below.
+        let mut unanswerable: Vec<String> = Vec::new();
         let now = self.created.elapsed().as_millis() as u64;
         self.last_server_ms.store(now, Ordering::Relaxed);
         {
@@ -310,11 +327,22 @@ impl Session {
             };
             s.bytes += event.len();
             s.events.push_back((seq, event));
+            if let Some(id) = server_request_id(data) {
+                s.requests.push_back((seq, id));
+            }
             let mut lost = 0;
             while s.events.len() > 1 && (s.events.len() > replay.events || s.bytes > replay.bytes) {
                 if let Some((old, gone)) = s.events.pop_front() {
                     s.bytes -= gone.len();
                     lost += u64::from(old > s.delivered);
+                    while s.requests.front().is_some_and(|(r, _)| *r <= old) {
+                        if let Some((r, id)) = s.requests.pop_front()
+                            && r == old
+                            && old > s.delivered
+                        {
+                            unanswerable.push(id);
+                        }
+                    }
                 }
             }
             if lost > 0 {
@@ -328,6 +356,18 @@ impl Session {
                         "a slow reader missed server messages: the stream's replay buffer (replay_buffer, replay_buffer_bytes) was full"
                     );
                 }
+            }
+        }
+        // A request dropped in silence would leave the server waiting forever.
+        for id in unanswerable {
+            let reply = error_response(
+                Some(&id),
+                ErrorCode::INTERNAL_ERROR,
+                "Berth could not deliver this request: the client was not reading its stream and the replay buffer overflowed",
+                None,
+            );
+            if let Ok(reply) = Message::parse(reply) {
+                let _ = self.lease().send(&reply);
             }
         }
         self.notify.notify_waiters();
@@ -503,5 +543,16 @@ mod tests {
         s.events.pop_front();
         // Evicted events are gone; the reader gets what is left.
         assert_eq!(s.after(0).unwrap(), (Bytes::from("e2;e3;"), 3));
+    }
+}
+
+#[cfg(test)]
+mod request_ids {
+    #[test]
+    fn a_server_request_is_recognised_by_its_id_and_method() {
+        let request = br#"{"jsonrpc":"2.0","id":"notify-sampling","method":"sampling/createMessage","params":{"maxTokens":10}}"#;
+        assert_eq!(super::server_request_id(request).as_deref(), Some("\"notify-sampling\""));
+        let notification = br#"{"jsonrpc":"2.0","method":"notifications/message","params":{}}"#;
+        assert_eq!(super::server_request_id(notification), None);
     }
 }
