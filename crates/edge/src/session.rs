@@ -551,7 +551,10 @@ mod request_ids {
     #[test]
     fn a_server_request_is_recognised_by_its_id_and_method() {
         let request = br#"{"jsonrpc":"2.0","id":"notify-sampling","method":"sampling/createMessage","params":{"maxTokens":10}}"#;
-        assert_eq!(super::server_request_id(request).as_deref(), Some("\"notify-sampling\""));
+        assert_eq!(
+            super::server_request_id(request).as_deref(),
+            Some("\"notify-sampling\"")
+        );
         let notification = br#"{"jsonrpc":"2.0","method":"notifications/message","params":{}}"#;
         assert_eq!(super::server_request_id(notification), None);
     }
