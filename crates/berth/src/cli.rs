@@ -206,6 +206,12 @@ pub async fn ps(args: &AdminArgs, json: bool) -> anyhow::Result<()> {
         if let Some(last) = &s.pool.last_exit {
             println!("  last crash: {last}");
         }
+        if s.dropped_messages > 0 {
+            println!(
+                "  dropped: {} server message(s) slow readers never got (replay buffers full)",
+                s.dropped_messages
+            );
+        }
         let era = match (&s.era, &s.era_reason) {
             (Some(era), Some(why)) => format!("{era} ({why})"),
             (Some(era), None) => era.clone(),

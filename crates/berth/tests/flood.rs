@@ -61,6 +61,15 @@ async fn a_flood_with_no_reader_keeps_berth_small() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // ...and counted in `berth ps`.
+    let status = berth.status();
+    let dropped = status[0]["dropped_messages"].as_u64().unwrap_or(0);
+    assert!(
+        dropped > 0,
+        "berth ps --json shows no dropped messages: {status:?}"
+    );
+    let (_, ps) = berth.cli(&["ps"]);
+    assert!(ps.contains("dropped:"), "{ps}");
     // The server's own request did not vanish: it was failed back to it.
     berth.wait_for_log(
         "svc",

@@ -41,6 +41,10 @@ pub struct ServerStatus {
     /// Why the probe judged it handshake-only.
     #[serde(default)]
     pub era_reason: Option<String>,
+    /// Server messages slow readers never got (evicted unread from full
+    /// replay buffers), since start.
+    #[serde(default)]
+    pub dropped_messages: u64,
     /// The pool serving 2026-07-28 requests (modern, or a bridge).
     #[serde(default)]
     pub stateless: Option<PoolReport>,
@@ -147,6 +151,7 @@ async fn status(State(admin): State<Arc<Admin>>) -> Response {
                 sessions: sessions.get(&s.spec.name).copied().unwrap_or(0),
                 era,
                 era_reason,
+                dropped_messages: s.dropped.load(std::sync::atomic::Ordering::Relaxed),
                 stateless: s.stateless_pool().map(|p| p.report()),
             }
         })

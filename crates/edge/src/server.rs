@@ -13,6 +13,9 @@ pub struct Server {
     pub spec: ServerSpec,
     pub pool: Pool,
     pub(crate) stateless: Arc<Stateless>,
+    /// Server messages slow readers of its sessions never got (evicted
+    /// unread from full replay buffers), since start.
+    pub(crate) dropped: std::sync::atomic::AtomicU64,
 }
 
 impl Server {
@@ -31,6 +34,7 @@ impl Server {
             pool: Pool::start(spec.clone(), log.clone()),
             stateless: Stateless::start(spec.clone(), log),
             spec,
+            dropped: std::sync::atomic::AtomicU64::new(0),
         })
     }
 

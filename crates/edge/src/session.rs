@@ -346,6 +346,7 @@ impl Session {
                 }
             }
             if lost > 0 {
+                self.server.dropped.fetch_add(lost, Ordering::Relaxed);
                 let before = self.dropped.fetch_add(lost, Ordering::Relaxed);
                 // The first loss, then every 1,000th: a flood must not flood the log too.
                 if before == 0 || (before + lost) / 1000 > before / 1000 {
