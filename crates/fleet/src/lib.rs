@@ -26,4 +26,7 @@ pub use pool::{
     ProcessReport,
 };
 pub use spec::{CrashPolicy, OnCrash, PoolConfig, SecretResolver, ServerSpec, ShutdownGrace};
-pub use upstream::{Delivery, Exchange, Failure, ProcessWatch, SpawnError, Unsolicited, Upstream};
+pub use upstream::{
+    Delivery, Exchange, Failure, ProcessWatch, SpawnError, UNSOLICITED_BUDGET, Unsolicited,
+    Upstream,
+};

@@ -607,7 +607,7 @@ impl Pool {
             subscribers: shared.subscribers.clone(),
         };
         state.next_tag += 1;
-        Ok(Some((lease, rx)))
+        Ok(Some((lease, Unsolicited::fanned_out(rx))))
     }
 
     /// A lease on every live process of a stateless pool, for what must

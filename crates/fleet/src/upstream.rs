@@ -19,7 +19,65 @@ use crate::{LogSource, ServerLog, ServerSpec};
 
 /// Messages from a server that concern no request in flight (boxed: they
 /// are rare, and a small channel slot keeps idle sessions cheap).
-pub type Unsolicited = mpsc::UnboundedReceiver<Box<Message>>;
+/// Messages from a server that concern no request, on their way to whoever
+/// holds the process (a session, the pool). Bounded in bytes: past
+/// [`UNSOLICITED_BUDGET`] waiting, notifications are dropped (counted and
+/// logged) and the server's own requests are answered with an error.
+pub struct Unsolicited {
+    rx: mpsc::UnboundedReceiver<Box<Message>>,
+    /// Bytes waiting, shared with the sender (`None`: a fan-out copy, whose
+    /// source is budgeted instead).
+    queued: Option<Arc<std::sync::atomic::AtomicUsize>>,
+}
+
+impl Unsolicited {
+    /// A receiver fed by the pool's fan-out of a shared process.
+    pub(crate) fn fanned_out(rx: mpsc::UnboundedReceiver<Box<Message>>) -> Unsolicited {
+        Unsolicited { rx, queued: None }
+    }
+
+    pub async fn recv(&mut self) -> Option<Box<Message>> {
+        let msg = self.rx.recv().await?;
+        self.settle(&msg);
+        Some(msg)
+    }
+
+    pub fn try_recv(&mut self) -> Result<Box<Message>, mpsc::error::TryRecvError> {
+        let msg = self.rx.try_recv()?;
+        self.settle(&msg);
+        Ok(msg)
+    }
+
+    fn settle(&self, msg: &Message) {
+        if let Some(queued) = &self.queued {
+            queued.fetch_sub(msg.bytes.len(), Ordering::Relaxed);
+        }
+    }
+}
+
+/// Bytes of unsolicited messages one process may have waiting for a reader.
+pub const UNSOLICITED_BUDGET: usize = 64 << 20;
+
+/// The sending side of [`Unsolicited`].
+struct UnsolicitedTx {
+    tx: mpsc::UnboundedSender<Box<Message>>,
+    queued: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+fn unsolicited_channel() -> (UnsolicitedTx, Unsolicited) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let queued = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    (
+        UnsolicitedTx {
+            tx,
+            queued: queued.clone(),
+        },
+        Unsolicited {
+            rx,
+            queued: Some(queued),
+        },
+    )
+}
 
 /// Why a request got no answer from the server. Becomes a JSON-RPC error.
 #[derive(Debug, Clone)]
@@ -176,7 +234,7 @@ struct Routes {
     /// Set once the server can answer nothing more.
     closed: Option<Failure>,
     /// Where server messages unrelated to any request go.
-    unsolicited: Option<mpsc::UnboundedSender<Box<Message>>>,
+    unsolicited: Option<UnsolicitedTx>,
     /// Serial mode (shared processes): one request on the wire at a time,
     /// so whatever the server asks while working belongs to exactly one session.
     serial: bool,
@@ -421,16 +479,40 @@ impl Shared {
                         .map_err(|e| e.into_inner())
                 {
                     // The caller stopped listening; the session may still hear it.
-                    if let Some(tx) = &routes.unsolicited {
-                        let _ = tx.send(Box::new(msg));
-                    }
+                    self.to_holder(&routes, msg);
                 }
             }
-            None => {
-                if let Some(tx) = &routes.unsolicited {
-                    let _ = tx.send(Box::new(msg));
-                }
+            None => self.to_holder(&routes, msg),
+        }
+    }
+
+    /// Hands a message to whoever holds the process, within the budget.
+    fn to_holder(&self, routes: &Routes, msg: Message) {
+        let Some(holder) = &routes.unsolicited else {
+            return;
+        };
+        let len = msg.bytes.len();
+        let waiting = holder.queued.load(Ordering::Relaxed);
+        if waiting > 0 && waiting + len > UNSOLICITED_BUDGET {
+            if msg.kind == Kind::Request {
+                // Nobody will answer it in time: the server must not wait forever.
+                let reply = berth_wire::error_response(
+                    msg.raw_id().as_deref(),
+                    ErrorCode::INTERNAL_ERROR,
+                    "Berth could not deliver this request: messages for this process's client were piling up unread",
+                    None,
+                );
+                let _ = self.stdin.force(reply);
             }
+            self.stray(
+                "dropped a message: its reader is not keeping up (64 MiB waiting)",
+                &msg.bytes,
+            );
+            return;
+        }
+        holder.queued.fetch_add(len, Ordering::Relaxed);
+        if holder.tx.send(Box::new(msg)).is_err() {
+            holder.queued.fetch_sub(len, Ordering::Relaxed);
         }
     }
 }
@@ -537,7 +619,7 @@ impl Upstream {
 
         let (stdin_tx, stdin_rx) = futures::channel::mpsc::unbounded();
         let queued = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let (unsolicited_tx, unsolicited_rx) = mpsc::unbounded_channel();
+        let (unsolicited_tx, unsolicited_rx) = unsolicited_channel();
         let (exited_tx, exited_rx) = watch::channel(None);
         let verdict = ExitVerdict::default();
         let stop = CancellationToken::new();

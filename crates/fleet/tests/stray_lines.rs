@@ -158,3 +158,63 @@ read b"#;
     }
     assert!(up.closed().is_some());
 }
+
+/// A server flooding messages nobody reads: what waits for a reader stays
+/// within the budget, the rest is dropped and counted, and the server's own
+/// request past the budget is answered with an error, not left hanging.
+#[tokio::test]
+async fn unread_messages_stay_within_the_budget_and_requests_are_answered() {
+    let flood = r#"
+import sys
+head = '{"jsonrpc":"2.0","method":"notifications/message","params":{"level":"info","data":"'
+tail = '"}}'
+# Lines of exactly 4 MiB: sixteen fill the 64 MiB budget to the byte.
+line = head + "x" * (4 * 1024 * 1024 - len(head) - len(tail)) + tail
+for n in range(40):
+    sys.stdout.write(line + "\n")
+sys.stdout.write('{"jsonrpc":"2.0","id":"r1","method":"sampling/createMessage","params":{}}\n')
+sys.stdout.flush()
+sys.stderr.write("answer: " + sys.stdin.readline())
+sys.stderr.flush()
+sys.stdin.readline()
+"#;
+    let mut spec = ServerSpec::new("flood", "python3");
+    spec.args = vec!["-c".into(), flood.into()];
+    spec.shutdown = ShutdownGrace {
+        after_close: Duration::from_millis(200),
+        after_term: Duration::from_millis(200),
+    };
+    let log = ServerLog::new("flood", 50);
+    let (up, mut unsolicited) = Upstream::spawn(&spec, log.clone()).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let answer = loop {
+        if let Some(line) = log
+            .last_stderr(up.pid(), 5)
+            .into_iter()
+            .find(|l| l.contains("answer: "))
+        {
+            break line;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server's request was never answered: {:?} strays {}",
+            log.last_stderr(up.pid(), 5),
+            up.strays()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        answer.contains("\"id\":\"r1\"") && answer.contains("error"),
+        "{answer}"
+    );
+    assert!(up.strays() > 0, "the drops were not counted");
+    let mut waiting = 0;
+    while let Ok(msg) = unsolicited.try_recv() {
+        waiting += msg.bytes.len();
+    }
+    assert!(
+        waiting <= berth_fleet::UNSOLICITED_BUDGET,
+        "{waiting} bytes waited for a reader"
+    );
+    assert!(waiting > 0);
+}
