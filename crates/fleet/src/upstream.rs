@@ -23,6 +23,7 @@ use crate::{LogSource, ServerLog, ServerSpec};
 /// holds the process (a session, the pool). Bounded in bytes: past
 /// [`UNSOLICITED_BUDGET`] waiting, notifications are dropped (counted and
 /// logged) and the server's own requests are answered with an error.
+#[derive(Debug)]
 pub struct Unsolicited {
     rx: mpsc::UnboundedReceiver<Box<Message>>,
     /// Bytes waiting, shared with the sender (`None`: a fan-out copy, whose
