@@ -206,6 +206,12 @@ pub async fn ps(args: &AdminArgs, json: bool) -> anyhow::Result<()> {
         if let Some(last) = &s.pool.last_exit {
             println!("  last crash: {last}");
         }
+        if s.pool.stray_lines > 0 {
+            println!(
+                "  stray: {} server line(s) Berth could route nowhere or no reader took (see berth logs)",
+                s.pool.stray_lines
+            );
+        }
         if s.dropped_messages > 0 {
             println!(
                 "  dropped: {} server message(s) slow readers never got (replay buffers full)",

@@ -36,6 +36,9 @@ struct Inner {
     capacity: usize,
     lines: Mutex<VecDeque<LogLine>>,
     file: Mutex<Option<RotatingFile>>,
+    /// Server lines that concerned no request Berth could find, or were
+    /// dropped for want of a reader (see `Upstream::strays`), all processes.
+    strays: std::sync::atomic::AtomicU64,
 }
 
 /// An append-only log file, rotated to `.1`, `.2`... when it grows past a size.
@@ -105,8 +108,21 @@ impl ServerLog {
                 capacity: capacity.max(1),
                 lines: Mutex::new(VecDeque::new()),
                 file: Mutex::new(None),
+                strays: std::sync::atomic::AtomicU64::new(0),
             }),
         }
+    }
+
+    /// Counts one stray server line (any process of this server).
+    pub(crate) fn note_stray(&self) {
+        self.inner
+            .strays
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Stray server lines so far, all processes of this server.
+    pub fn strays(&self) -> u64 {
+        self.inner.strays.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Also appends every line to `path`, rotating it past `max_bytes` and

@@ -160,6 +160,10 @@ pub struct PoolReport {
     /// the OOM killer ...").
     #[serde(default)]
     pub last_exit: Option<String>,
+    /// Server lines Berth could route nowhere, or dropped for want of a
+    /// reader, all processes since start (each is also in the log).
+    #[serde(default)]
+    pub stray_lines: u64,
     pub processes: Vec<ProcessReport>,
     pub restarts: u64,
     pub crashes: u64,
@@ -783,6 +787,7 @@ impl Pool {
             .to_string(),
             failure: state.failed.as_ref().map(|f| f.message.clone()),
             last_exit: state.last_crash.clone(),
+            stray_lines: self.inner.log.strays(),
             processes,
             restarts: state.restarts,
             crashes: state.crash_total,

@@ -300,6 +300,7 @@ impl Shared {
     fn stray(&self, what: &str, line: &[u8]) {
         let now = std::time::Instant::now();
         let unlogged = {
+            self.log.note_stray();
             let mut strays = self.strays.lock().unwrap_or_else(|e| e.into_inner());
             strays.count += 1;
             if strays

@@ -208,6 +208,11 @@ sys.stdin.readline()
         "{answer}"
     );
     assert!(up.strays() > 0, "the drops were not counted");
+    assert_eq!(
+        log.strays(),
+        up.strays(),
+        "the server's count (berth ps) differs"
+    );
     let mut waiting = 0;
     while let Ok(msg) = unsolicited.try_recv() {
         waiting += msg.bytes.len();
