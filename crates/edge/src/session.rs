@@ -91,8 +91,6 @@ struct Stream {
     events: VecDeque<(u64, Bytes)>,
     /// Their total size.
     bytes: usize,
-    /// (seq, raw id) of the server's own requests among them, oldest first.
-    requests: VecDeque<(u64, String)>,
     next_seq: u64,
     /// The last seq handed to a connection.
     delivered: u64,
@@ -100,6 +98,15 @@ struct Stream {
     done: bool,
     /// A connection is reading this stream now.
     attached: bool,
+}
+
+/// The `data:` payload of a framed event (MCP messages are one line).
+fn sse_data(frame: &[u8]) -> &[u8] {
+    let Some(start) = memchr::memmem::find(frame, b"data: ") else {
+        return &[];
+    };
+    let rest = &frame[start + 6..];
+    &rest[..memchr::memchr(b'\n', rest).unwrap_or(rest.len())]
 }
 
 /// The id of `data` if it is a request from the server (sampling,
@@ -126,7 +133,6 @@ impl Stream {
         Stream {
             events: VecDeque::new(),
             bytes: 0,
-            requests: VecDeque::new(),
             next_seq: 1,
             delivered: 0,
             done: false,
@@ -275,8 +281,13 @@ impl Session {
         None
     }
 
+    /// Milliseconds since the session was created (its activity clock).
+    fn now_ms(&self) -> u64 {
+        self.created.elapsed().as_millis() as u64
+    }
+
     pub(crate) fn touch(&self) {
-        let now = self.created.elapsed().as_millis() as u64;
+        let now = self.now_ms();
         self.last_active_ms.store(now, Ordering::Relaxed);
     }
 
@@ -285,7 +296,7 @@ impl Session {
     /// `timeout` (a GET held open alone does not keep a session, and its
     /// process, forever).
     pub(crate) fn idle_for(&self, timeout: Duration) -> bool {
-        let now = self.created.elapsed().as_millis() as u64;
+        let now = self.now_ms();
         let timeout = timeout.as_millis() as u64;
         let quiet = |last: &AtomicU64| now.saturating_sub(last.load(Ordering::Relaxed)) >= timeout;
         self.lease().in_flight() == 0
@@ -308,7 +319,7 @@ impl Session {
     pub(crate) fn push(&self, stream: u64, data: &[u8], replay: crate::config::Replay) {
         // Server requests the client will never see, answered below.
         let mut unanswerable: Vec<String> = Vec::new();
-        let now = self.created.elapsed().as_millis() as u64;
+        let now = self.now_ms();
         self.last_server_ms.store(now, Ordering::Relaxed);
         {
             let mut state = self.state();
@@ -327,21 +338,15 @@ impl Session {
             };
             s.bytes += event.len();
             s.events.push_back((seq, event));
-            if let Some(id) = server_request_id(data) {
-                s.requests.push_back((seq, id));
-            }
             let mut lost = 0;
             while s.events.len() > 1 && (s.events.len() > replay.events || s.bytes > replay.bytes) {
                 if let Some((old, gone)) = s.events.pop_front() {
                     s.bytes -= gone.len();
-                    lost += u64::from(old > s.delivered);
-                    while s.requests.front().is_some_and(|(r, _)| *r <= old) {
-                        if let Some((r, id)) = s.requests.pop_front()
-                            && r == old
-                            && old > s.delivered
-                        {
-                            unanswerable.push(id);
-                        }
+                    if old > s.delivered {
+                        lost += 1;
+                        // Looked into only now, on this rare path: the
+                        // per-message path stays free of a second parse.
+                        unanswerable.extend(server_request_id(sse_data(&gone)));
                     }
                 }
             }
@@ -558,5 +563,7 @@ mod request_ids {
         );
         let notification = br#"{"jsonrpc":"2.0","method":"notifications/message","params":{}}"#;
         assert_eq!(super::server_request_id(notification), None);
+        let framed = berth_wire::SseEvent::frame(Some("0-1"), None, request);
+        assert_eq!(super::sse_data(&framed), &request[..]);
     }
 }
