@@ -29,7 +29,7 @@ use nix::unistd::{Gid, Pid, Uid, pivot_root};
 
 use serde::{Deserialize, Serialize};
 
-use crate::policy::{INSIDE_ID, Mount, PROXY_PORT, Plan, PlanNetwork};
+use crate::policy::{INSIDE_ID, IdMap, Mount, PROXY_PORT, Plan, PlanNetwork};
 
 /// The environment variable that names the descriptor holding the plan.
 /// (A descriptor, not the plan itself: the plan holds the server's
@@ -213,7 +213,7 @@ fn handshake(
     ready: &mut std::fs::File,
 ) -> Result<(), String> {
     if !plan.ids.privileged {
-        write_id_maps(child, plan).map_err(|e| format!("cannot map ids: {e}"))?;
+        write_id_maps(child, plan.ids).map_err(|e| format!("cannot map ids: {e}"))?;
     }
     go.write_all(b"g")
         .map_err(|e| format!("the server's setup is gone: {e}"))?;
@@ -224,7 +224,7 @@ fn handshake(
         _ => return Err("the server's setup failed".into()),
     }
     if plan.ids.privileged {
-        write_id_maps(child, plan).map_err(|e| format!("cannot map ids: {e}"))?;
+        write_id_maps(child, plan.ids).map_err(|e| format!("cannot map ids: {e}"))?;
     }
     go.write_all(b"g")
         .map_err(|e| format!("the server's setup is gone: {e}"))
@@ -251,9 +251,8 @@ fn spawn_namespaced(flags: libc::c_int) -> nix::Result<Option<Pid>> {
     }
 }
 
-fn write_id_maps(child: Pid, plan: &Plan) -> std::io::Result<()> {
+fn write_id_maps(child: Pid, ids: IdMap) -> std::io::Result<()> {
     let proc = PathBuf::from(format!("/proc/{child}"));
-    let ids = plan.ids;
     if !ids.privileged {
         std::fs::write(proc.join("setgroups"), "deny")?;
     }
@@ -782,23 +781,7 @@ fn try_namespaces() -> Result<(), String> {
     }
     drop(wait_read);
     // The mapping the real helper writes must be accepted too.
-    // SAFETY: geteuid/getegid have no preconditions.
-    let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
-    let (outside_uid, outside_gid) = if uid == 0 { (65534, 65534) } else { (uid, gid) };
-    let proc = format!("/proc/{pid}");
-    let mapped = (|| -> std::io::Result<()> {
-        if uid != 0 {
-            std::fs::write(format!("{proc}/setgroups"), "deny")?;
-        }
-        std::fs::write(
-            format!("{proc}/uid_map"),
-            format!("{INSIDE_ID} {outside_uid} 1\n"),
-        )?;
-        std::fs::write(
-            format!("{proc}/gid_map"),
-            format!("{INSIDE_ID} {outside_gid} 1\n"),
-        )
-    })();
+    let mapped = write_id_maps(Pid::from_raw(pid as i32), IdMap::for_this_process());
     drop(wait_write);
     let mut status = 0;
     // SAFETY: waits for the child just created.

@@ -20,9 +20,6 @@ use crate::policy::{
 };
 use crate::probe::capabilities;
 
-/// The host uid and gid servers run as when Berth is root.
-pub const NOBODY: u32 = 65534;
-
 /// Where a hook reports one line to the server's log.
 pub type Report = Arc<dyn Fn(String) + Send + Sync>;
 
@@ -43,24 +40,6 @@ fn network_of(settings: &Settings) -> PlanNetwork {
         Network::Host => PlanNetwork::Host,
         Network::None => PlanNetwork::Isolated { proxy: false },
         Network::Allow(_) => PlanNetwork::Isolated { proxy: true },
-    }
-}
-
-fn ids() -> IdMap {
-    // SAFETY: these getters have no preconditions.
-    let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
-    if uid == 0 {
-        IdMap {
-            outside_uid: NOBODY,
-            outside_gid: NOBODY,
-            privileged: true,
-        }
-    } else {
-        IdMap {
-            outside_uid: uid,
-            outside_gid: gid,
-            privileged: false,
-        }
     }
 }
 
@@ -129,7 +108,7 @@ pub fn prepare(settings: &Settings, launch: &Launch<'_>) -> Result<Prepared, Pre
     })?;
     let network = network_of(settings);
     let layout = layout(settings, launch, network).map_err(PrepareError)?;
-    let ids = ids();
+    let ids = IdMap::for_this_process();
     prepare_state_dir(&settings.state_dir, ids)?;
 
     let egress = match (&settings.network, network) {
@@ -261,7 +240,7 @@ fn prepare_state_dir(dir: &Path, ids: IdMap) -> Result<(), PrepareError> {
 /// another uid on the host than their owner.
 pub fn unwritable(settings: &Settings) -> Vec<String> {
     use std::os::unix::fs::MetadataExt;
-    let ids = ids();
+    let ids = IdMap::for_this_process();
     settings
         .writable
         .iter()
@@ -548,7 +527,7 @@ pub fn describe(settings: &Settings, launch: &Launch<'_>) -> String {
     let caps = capabilities();
     let network = network_of(settings);
     let mut out = String::new();
-    let ids = ids();
+    let ids = IdMap::for_this_process();
     out.push_str(&format!("server: {}\n", launch.server));
     match layout(settings, launch, network) {
         Ok(layout) => {

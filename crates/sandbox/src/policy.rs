@@ -10,6 +10,8 @@ use serde::{Deserialize, Serialize};
 pub const INSIDE_ID: u32 = 1000;
 /// Where the server's own writable state dir appears (also its `$HOME`).
 pub const STATE_DIR: &str = "/state";
+/// The host uid and gid servers run as when Berth is root.
+pub const NOBODY: u32 = 65534;
 /// The port of the egress proxy on the sandbox's own loopback.
 pub const PROXY_PORT: u16 = 3128;
 
@@ -155,6 +157,28 @@ pub struct IdMap {
     /// supplementary groups are then cleared. Otherwise `setgroups` is
     /// denied, as the kernel requires of an unprivileged mapping.
     pub privileged: bool,
+}
+
+impl IdMap {
+    /// The mapping this process can give a sandbox: root maps the server
+    /// to `nobody`; another user can only map itself.
+    pub fn for_this_process() -> IdMap {
+        // SAFETY: these getters have no preconditions.
+        let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+        if uid == 0 {
+            IdMap {
+                outside_uid: NOBODY,
+                outside_gid: NOBODY,
+                privileged: true,
+            }
+        } else {
+            IdMap {
+                outside_uid: uid,
+                outside_gid: gid,
+                privileged: false,
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
