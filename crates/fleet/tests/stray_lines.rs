@@ -4,23 +4,16 @@
 
 use std::time::Duration;
 
-use berth_fleet::{Delivery, ServerLog, ServerSpec, ShutdownGrace, Upstream};
+mod common;
+
+use berth_fleet::{Delivery, ServerLog, ServerSpec, Upstream};
 use berth_wire::{ErrorCode, Message};
-use bytes::Bytes;
+use common::msg;
 
 fn sh(name: &str, script: &str, serial: bool) -> ServerSpec {
-    let mut spec = ServerSpec::new(name, "sh");
-    spec.args = vec!["-c".into(), script.into()];
+    let mut spec = common::sh(name, script);
     spec.serial = serial;
-    spec.shutdown = ShutdownGrace {
-        after_close: Duration::from_millis(200),
-        after_term: Duration::from_millis(200),
-    };
     spec
-}
-
-fn msg(s: &str) -> Message {
-    Message::parse(Bytes::copy_from_slice(s.as_bytes())).unwrap()
 }
 
 async fn answer(mut exchange: berth_fleet::Exchange) -> Message {
@@ -178,12 +171,7 @@ sys.stderr.write("answer: " + sys.stdin.readline())
 sys.stderr.flush()
 sys.stdin.readline()
 "#;
-    let mut spec = ServerSpec::new("flood", "python3");
-    spec.args = vec!["-c".into(), flood.into()];
-    spec.shutdown = ShutdownGrace {
-        after_close: Duration::from_millis(200),
-        after_term: Duration::from_millis(200),
-    };
+    let spec = common::spec("flood", "python3", &["-c", flood]);
     let log = ServerLog::new("flood", 50);
     let (up, mut unsolicited) = Upstream::spawn(&spec, log.clone()).unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);

@@ -2,23 +2,10 @@
 
 use std::time::Duration;
 
-use berth_fleet::{Delivery, ServerLog, ServerSpec, ShutdownGrace, Upstream};
-use berth_wire::Message;
-use bytes::Bytes;
+mod common;
 
-fn sh(name: &str, script: &str) -> ServerSpec {
-    let mut spec = ServerSpec::new(name, "sh");
-    spec.args = vec!["-c".into(), script.into()];
-    spec.shutdown = ShutdownGrace {
-        after_close: Duration::from_millis(200),
-        after_term: Duration::from_millis(200),
-    };
-    spec
-}
-
-fn msg(s: &str) -> Message {
-    Message::parse(Bytes::copy_from_slice(s.as_bytes())).unwrap()
-}
+use berth_fleet::{Delivery, ServerLog, ServerSpec, Upstream};
+use common::{msg, sh};
 
 async fn settle(mut exchange: berth_fleet::Exchange) -> Delivery {
     loop {
