@@ -16,6 +16,7 @@ mod era;
 mod log;
 mod pool;
 mod process;
+mod roots;
 mod spec;
 mod upstream;
 
@@ -25,7 +26,9 @@ pub use pool::{
     AcquireError, Announcement, InitCache, Lease, Pool, PoolKind, PoolReport, ProcState,
     ProcessReport,
 };
-pub use spec::{CrashPolicy, OnCrash, PoolConfig, SecretResolver, ServerSpec, ShutdownGrace};
+pub use spec::{
+    CrashPolicy, OnCrash, PoolConfig, Roots, SecretResolver, ServerSpec, ShutdownGrace,
+};
 pub use upstream::{
     Delivery, Exchange, Failure, ProcessWatch, SpawnError, UNSOLICITED_BUDGET, Unsolicited,
     Upstream,

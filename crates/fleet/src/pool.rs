@@ -26,6 +26,8 @@ use crate::{
 };
 
 /// What Berth tells a server about itself when it initializes it ahead of any client.
+/// (`roots` is declared or not by the server's roots setting, as in every
+/// `initialize` the process gets: see `crate::roots`.)
 const PREINIT_CAPABILITIES: &str = r#"{"sampling":{},"elicitation":{"form":{},"url":{}}}"#;
 /// What a bridge process is told: nothing. A 2026-07-28 client cannot be
 /// asked anything mid-request, so no capability is declared on its behalf.

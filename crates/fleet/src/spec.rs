@@ -39,6 +39,36 @@ pub struct ServerSpec {
     /// Isolation of each process: `None` runs it as Berth's own user with
     /// Berth's view of the machine.
     pub sandbox: Option<berth_sandbox::Settings>,
+    /// Whose filesystem roots the server is told about (MCP `roots`).
+    pub roots: Roots,
+}
+
+/// Whose filesystem roots a server gets. Servers such as the reference
+/// filesystem server replace the directories they may touch with the
+/// roots they are given, so roots are a grant of access: the operator's to
+/// make unless the operator hands it to the client.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Roots {
+    /// No roots from anyone: the server is never told of a `roots`
+    /// capability, the client's is stripped from its `initialize`, and a
+    /// `roots/list` from the server is answered with "method not found".
+    #[default]
+    None,
+    /// These roots (`file://` URIs), declared by Berth in every `initialize`
+    /// the server gets and given by Berth whenever it asks; the client's
+    /// never reach it.
+    Fixed(Arc<[String]>),
+    /// The client's own roots: its `initialize` and the server's
+    /// `roots/list` pass through. Only for processes a client initializes
+    /// itself (Berth's own `initialize` has no client to ask).
+    Client,
+}
+
+impl Roots {
+    /// Whether the client's roots reach the server.
+    pub fn from_client(&self) -> bool {
+        matches!(self, Roots::Client)
+    }
 }
 
 /// Looks secrets up by name: `Ok(value)`, or `Err` with a message that names
@@ -199,6 +229,7 @@ impl ServerSpec {
             serial: false,
             sandbox: None,
             secrets: None,
+            roots: Roots::None,
         }
     }
 }

@@ -15,7 +15,7 @@ use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 
 use crate::process::{Controls, ExitVerdict, spawn, supervise};
-use crate::{LogSource, ServerLog, ServerSpec};
+use crate::{LogSource, Roots, ServerLog, ServerSpec};
 
 /// Messages from a server that concern no request in flight (boxed: they
 /// are rare, and a small channel slot keeps idle sessions cheap).
@@ -284,6 +284,8 @@ struct Shared {
     routes: Mutex<Routes>,
     /// Why the server closed, once it has (the stderr it left included).
     closed_tx: watch::Sender<Option<Failure>>,
+    /// Whose roots the server gets (see `crate::roots`).
+    roots: Roots,
 }
 
 #[derive(Default)]
@@ -417,6 +419,15 @@ impl Shared {
 
     /// Sends one message from the server where it belongs.
     fn route(&self, msg: Message) {
+        // Roots are the operator's unless the client was given them: Berth
+        // answers, whoever holds the process (or nobody yet).
+        if msg.kind == Kind::Request
+            && msg.method() == Some("roots/list")
+            && let Some(answer) = crate::roots::answer_list(&self.roots, &self.server, &msg)
+        {
+            let _ = self.stdin.force(answer);
+            return;
+        }
         let mut routes = self.routes();
         let target = match msg.kind {
             Kind::Response => {
@@ -642,6 +653,7 @@ impl Upstream {
                 serial: spec.serial,
                 ..Routes::default()
             }),
+            roots: spec.roots.clone(),
         });
 
         tokio::spawn(write_stdin(stdin, stdin_rx, queued, close_stdin.clone()));
@@ -700,6 +712,9 @@ impl Upstream {
     /// exclusive one). On a shared process the id and progress token are
     /// rewritten to ones unique to the process, and put back on the way out.
     pub fn call_as(&self, msg: &Message, tag: u64) -> Result<Exchange, Failure> {
+        // The server's roots are as configured, whoever initializes it.
+        let screened = crate::roots::request_to_server(&self.shared.roots, msg);
+        let msg = screened.as_ref().unwrap_or(msg);
         let Some(client_id) = msg.id.clone() else {
             return Err(Failure::new(
                 ErrorCode::INVALID_REQUEST,
@@ -862,6 +877,10 @@ impl Upstream {
     pub fn send(&self, msg: &Message) -> Result<(), Failure> {
         if let Some(failure) = self.closed() {
             return Err(failure);
+        }
+        if crate::roots::drops_from_client(&self.shared.roots, msg) {
+            tracing::debug!(server = %self.shared.server, pid = self.shared.pid, "dropped a client's message about its roots: the server's roots are not the client's (roots setting)");
+            return Ok(());
         }
         if msg.kind == Kind::Notification && !params_are_an_object(msg) {
             // The server cannot read it (MCP params are an object), and its
