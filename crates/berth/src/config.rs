@@ -293,6 +293,9 @@ pub struct Server {
     /// `[servers.NAME.sandbox]`, on unless `sandbox = false`.
     #[serde(default)]
     pub sandbox: SandboxConfig,
+    /// Whose filesystem roots the server gets (see `crate::roots`).
+    #[serde(default)]
+    pub roots: crate::roots::RootsConfig,
 }
 
 impl Server {
@@ -499,6 +502,10 @@ impl Config {
                     "{origin}: servers.{name}.max_crashes must be greater than zero"
                 )));
             }
+            server
+                .roots
+                .validate(name, pool.preinitialize, server.binding == Binding::Shared)
+                .map_err(|e| ConfigError(format!("{origin}: {e}")))?;
         }
         Ok(())
     }
@@ -566,6 +573,7 @@ impl Config {
                     required_scopes: Vec::new(),
                     tool_scopes: BTreeMap::new(),
                     sandbox: SandboxConfig::default(),
+                    roots: Default::default(),
                 },
             );
         }
@@ -651,6 +659,7 @@ impl Config {
                 };
                 spec.crash.max_crashes = s.max_crashes;
                 spec.crash.window = s.crash_window;
+                spec.roots = s.roots.to_fleet();
                 spec.pool = berth_fleet::PoolConfig {
                     min_ready: s.pool.min_ready,
                     max_processes: s.max_processes(),

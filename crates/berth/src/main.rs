@@ -3,6 +3,7 @@
 mod cli;
 mod config;
 mod credentials;
+mod roots;
 mod sandbox;
 mod security;
 
