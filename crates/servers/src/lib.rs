@@ -10,9 +10,10 @@
 //! process listing.
 
 pub mod demo;
+pub mod postgres;
 
 /// The names `berth builtin` accepts.
-pub const BUILTINS: &[&str] = &["demo"];
+pub const BUILTINS: &[&str] = &["demo", "postgres"];
 
 /// The built-ins `berth serve` runs with no configuration: none of them needs
 /// a service or a secret.
@@ -23,6 +24,7 @@ pub const EMBEDDED: &[&str] = &["demo"];
 pub fn options(name: &str) -> Option<&'static [&'static str]> {
     match name {
         "demo" => Some(&[]),
+        "postgres" => Some(postgres::OPTIONS),
         _ => None,
     }
 }
@@ -38,6 +40,7 @@ pub fn option_env(builtin: &str, key: &str) -> String {
 pub async fn run(name: &str) -> anyhow::Result<()> {
     match name {
         "demo" => demo::run().await,
+        "postgres" => postgres::run().await,
         other => anyhow::bail!(
             "no built-in server named `{other}`; available: {}",
             BUILTINS.join(", ")
