@@ -28,9 +28,43 @@ pub struct Config {
     pub auth: Auth,
     #[serde(default)]
     pub servers: BTreeMap<ServerName, Server>,
+    #[serde(default)]
+    pub catalog: CatalogSources,
     /// The file this was read from (hidden from sandboxed servers).
     #[serde(skip)]
     pub source: Option<PathBuf>,
+}
+
+/// `[catalog]`: where `berth catalog` and `berth add` find entries besides
+/// the ones built into Berth.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct CatalogSources {
+    /// Directories of `server.json` files (an entry replaces a built-in one of the same key).
+    pub directories: Vec<PathBuf>,
+    /// Base URLs of registries speaking the MCP Registry API v0.1.
+    pub registries: Vec<String>,
+}
+
+/// A built-in's option value: text, a number or a flag.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum OptionValue {
+    Text(String),
+    Integer(i64),
+    Float(f64),
+    Flag(bool),
+}
+
+impl fmt::Display for OptionValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OptionValue::Text(text) => f.write_str(text),
+            OptionValue::Integer(n) => write!(f, "{n}"),
+            OptionValue::Float(n) => write!(f, "{n}"),
+            OptionValue::Flag(b) => write!(f, "{b}"),
+        }
+    }
 }
 
 /// `[auth]`: who may call the servers.
@@ -258,7 +292,18 @@ impl Default for Gateway {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Server {
-    pub command: NonEmpty,
+    /// The program to run; or `builtin` instead.
+    pub command: Option<NonEmpty>,
+    /// One of Berth's built-in servers (`berth catalog list` shows them),
+    /// run as a child of this binary.
+    pub builtin: Option<String>,
+    /// A built-in's settings (`[servers.NAME.options]`), handed to it as
+    /// environment variables, so values may be `${secret:NAME}`.
+    #[serde(default)]
+    pub options: BTreeMap<String, OptionValue>,
+    /// The catalog entry and version this server was added from
+    /// (`berth add` writes it; `berth upgrade` reads it).
+    pub catalog: Option<String>,
     #[serde(default)]
     pub args: Vec<String>,
     #[serde(default)]
@@ -299,6 +344,63 @@ pub struct Server {
 }
 
 impl Server {
+    /// The program and the arguments before the configured ones: a built-in
+    /// is this binary's `builtin NAME`.
+    pub fn program(&self) -> (String, Vec<String>) {
+        match (&self.builtin, &self.command) {
+            (Some(builtin), _) => {
+                let exe = std::env::current_exe()
+                    .ok()
+                    .and_then(|p| p.to_str().map(str::to_owned))
+                    .unwrap_or_else(|| "berth".into());
+                (exe, vec!["builtin".into(), builtin.clone()])
+            }
+            (None, Some(command)) => (command.0.clone(), Vec::new()),
+            // Refused by validation.
+            (None, None) => (String::new(), Vec::new()),
+        }
+    }
+
+    fn validate_program(&self, origin: &str, name: &str) -> Result<(), ConfigError> {
+        let error = |msg: String| Err(ConfigError(format!("{origin}: servers.{name}: {msg}")));
+        match (&self.builtin, &self.command) {
+            (Some(_), Some(_)) => {
+                return error("give either `command` or `builtin`, not both".into());
+            }
+            (None, None) => {
+                return error(format!(
+                    "needs a `command` to run (or `builtin = \"...\"`: {})",
+                    berth_servers::BUILTINS.join(", ")
+                ));
+            }
+            (None, Some(_)) if !self.options.is_empty() => {
+                return error(
+                    "`options` are settings of a built-in server: use `env` for a command".into(),
+                );
+            }
+            _ => {}
+        }
+        if let Some(builtin) = &self.builtin {
+            let Some(known) = berth_servers::options(builtin) else {
+                return error(format!(
+                    "no built-in server named {builtin:?}; available: {}",
+                    berth_servers::BUILTINS.join(", ")
+                ));
+            };
+            if let Some(key) = self.options.keys().find(|k| !known.contains(&k.as_str())) {
+                return error(format!(
+                    "built-in {builtin:?} has no option {key:?}; its options: {}",
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    }
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Processes of this server at most: 64 exclusive, 2 shared, unless set.
     pub fn max_processes(&self) -> usize {
         let default = match self.binding {
@@ -366,6 +468,14 @@ impl Default for Pool {
     }
 }
 
+/// Whether `name` can name a server: it becomes a URL path segment.
+pub fn valid_server_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
 /// A server name: it becomes a URL path segment.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ServerName(pub String);
@@ -373,12 +483,7 @@ pub struct ServerName(pub String);
 impl<'de> Deserialize<'de> for ServerName {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let name = String::deserialize(d)?;
-        let valid = !name.is_empty()
-            && name.len() <= 64
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-        if valid {
+        if valid_server_name(&name) {
             Ok(ServerName(name))
         } else {
             Err(serde::de::Error::custom(format!(
@@ -479,6 +584,7 @@ impl Config {
         self.validate_auth(origin)?;
         for (name, server) in &self.servers {
             let name = &name.0;
+            server.validate_program(origin, name)?;
             let pool = &server.pool;
             if server.max_processes() == 0 {
                 return Err(ConfigError(format!(
@@ -548,19 +654,19 @@ impl Config {
         Ok(())
     }
 
-    /// The embedded default: Berth's built-in servers, run as children of this binary.
+    /// The embedded default: Berth's service-free built-in servers, run as
+    /// children of this binary.
     pub fn embedded() -> Config {
-        let exe = std::env::current_exe()
-            .ok()
-            .and_then(|p| p.to_str().map(str::to_owned))
-            .unwrap_or_else(|| "berth".into());
         let mut servers = BTreeMap::new();
-        for name in berth_servers::BUILTINS {
+        for name in berth_servers::EMBEDDED {
             servers.insert(
                 ServerName(name.to_string()),
                 Server {
-                    command: NonEmpty(exe.clone()),
-                    args: vec!["builtin".into(), name.to_string()],
+                    command: None,
+                    builtin: Some(name.to_string()),
+                    options: BTreeMap::new(),
+                    catalog: None,
+                    args: Vec::new(),
                     env: BTreeMap::new(),
                     env_passthrough: Vec::new(),
                     cwd: None,
@@ -582,6 +688,7 @@ impl Config {
             admin: Admin::default(),
             auth: Auth::default(),
             servers,
+            catalog: CatalogSources::default(),
             source: None,
         }
     }
@@ -634,10 +741,33 @@ impl Config {
         self.servers
             .iter()
             .map(|(name, s)| {
-                let mut spec = ServerSpec::new(&name.0, &s.command.0);
+                let (command, mut args) = s.program();
+                args.extend(s.args.iter().cloned());
+                let mut spec = ServerSpec::new(&name.0, &command);
                 spec.secrets = Some(secrets.clone());
-                spec.args = s.args.clone();
+                spec.args = args;
                 spec.env = s.env.clone();
+                if let Some(builtin) = &s.builtin {
+                    for (key, value) in &s.options {
+                        spec.env
+                            .insert(berth_servers::option_env(builtin, key), value.to_string());
+                    }
+                    // Unsandboxed, the sandbox built-in's default ($HOME) would be
+                    // the operator's home: keep its workspaces in Berth's state dir.
+                    let root = berth_servers::option_env(builtin, "workspace_root");
+                    if builtin == "sandbox"
+                        && matches!(s.sandbox, SandboxConfig::Off)
+                        && !spec.env.contains_key(&root)
+                    {
+                        let dir = self
+                            .gateway
+                            .data_dir
+                            .join("state")
+                            .join(&name.0)
+                            .join("workspaces");
+                        spec.env.insert(root, dir.display().to_string());
+                    }
+                }
                 spec.env_passthrough
                     .extend(s.env_passthrough.iter().cloned());
                 spec.cwd = s.cwd.clone();

@@ -1,7 +1,10 @@
 //! `berth`: host MCP servers over Streamable HTTP.
 
+mod add;
+mod catalog;
 mod cli;
 mod config;
+mod config_edit;
 mod credentials;
 mod roots;
 mod sandbox;
@@ -29,7 +32,7 @@ enum Command {
     /// Serve the configured MCP servers over HTTP (the built-in demo without --config).
     Serve {
         /// The configuration file (TOML). Without it, Berth serves its built-in servers.
-        #[arg(long, short)]
+        #[arg(long, short, env = "BERTH_CONFIG")]
         config: Option<PathBuf>,
         /// Listen address, overriding gateway.listen.
         #[arg(long)]
@@ -93,6 +96,24 @@ enum Command {
         #[command(subcommand)]
         action: ClientAction,
     },
+    /// Browse the catalog of ready-made servers.
+    Catalog {
+        #[command(subcommand)]
+        action: CatalogAction,
+        #[command(flatten)]
+        sources: catalog::SourceArgs,
+        /// The configuration whose `[catalog]` sources to read too.
+        #[arg(long, short, env = "BERTH_CONFIG", global = true)]
+        config: Option<PathBuf>,
+    },
+    /// Add a server from the catalog: install its pinned package, store its
+    /// secrets, write it to the configuration and reload the running gateway.
+    Add(add::AddArgs),
+    /// Remove a server from the configuration, with its package and the
+    /// secrets `berth add` stored for it.
+    Remove(add::RemoveArgs),
+    /// Move a server added from the catalog to the catalog's current version.
+    Upgrade(add::UpgradeArgs),
     /// Inspect the sandbox servers run in.
     Sandbox {
         #[command(subcommand)]
@@ -102,6 +123,21 @@ enum Command {
     Builtin {
         #[arg(value_parser = clap::builder::PossibleValuesParser::new(berth_servers::BUILTINS))]
         name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum CatalogAction {
+    /// Every entry.
+    List,
+    /// Entries whose name, title, description, package or tags contain WORD.
+    Search { word: String },
+    /// One entry: what it installs, the settings it asks for, how it is hosted.
+    Show {
+        name: String,
+        /// Print the entry's server.json document.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -202,8 +238,13 @@ fn main() -> ExitCode {
             } => serve(config, listen, log_format).await,
             Command::Check { config } => {
                 let loaded = Config::load(&config)?;
+                let from_catalog = loaded
+                    .servers
+                    .values()
+                    .filter(|s| s.catalog.is_some())
+                    .count();
                 println!(
-                    "{}: ok ({} server(s))",
+                    "{}: ok ({} server(s), {from_catalog} from the catalog)",
                     config.display(),
                     loaded.servers.len()
                 );
@@ -228,6 +269,14 @@ fn main() -> ExitCode {
                 };
                 sandbox::show(&loaded.server_specs(), &server)
             }
+            Command::Catalog {
+                action,
+                sources,
+                config,
+            } => catalog_command(action, &sources, config.as_deref()).await,
+            Command::Add(args) => add::add(args).await,
+            Command::Remove(args) => add::remove(args).await,
+            Command::Upgrade(args) => add::upgrade(args).await,
             Command::Ps { admin, json } => cli::ps(&admin, json).await,
             Command::Logs {
                 server,
@@ -276,6 +325,35 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+async fn catalog_command(
+    action: CatalogAction,
+    sources: &catalog::SourceArgs,
+    config: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    let config = match config {
+        Some(path) if path.exists() => Some(Config::load(path)?),
+        _ => None,
+    };
+    let catalog = catalog::load(config.as_ref(), sources).await;
+    match action {
+        CatalogAction::List => catalog::list(catalog.entries().iter()),
+        CatalogAction::Search { word } => catalog::list(catalog.search(&word)),
+        CatalogAction::Show { name, json } => {
+            let entry = catalog.get(&name).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "no catalog entry named `{name}`; `berth catalog search {name}` looks wider"
+                )
+            })?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&entry.document)?);
+            } else {
+                catalog::show(entry);
+            }
+        }
+    }
+    Ok(())
 }
 
 fn secret(action: SecretAction, place: &cli::DataDirArgs) -> anyhow::Result<()> {
