@@ -11,13 +11,14 @@
 
 pub mod demo;
 pub mod postgres;
+pub mod sandbox;
 
 /// The names `berth builtin` accepts.
-pub const BUILTINS: &[&str] = &["demo", "postgres"];
+pub const BUILTINS: &[&str] = &["demo", "postgres", "sandbox"];
 
 /// The built-ins `berth serve` runs with no configuration: none of them needs
 /// a service or a secret.
-pub const EMBEDDED: &[&str] = &["demo"];
+pub const EMBEDDED: &[&str] = &["demo", "sandbox"];
 
 /// The option keys built-in `name` reads (see the module docs), or `None`
 /// for an unknown built-in.
@@ -25,6 +26,7 @@ pub fn options(name: &str) -> Option<&'static [&'static str]> {
     match name {
         "demo" => Some(&[]),
         "postgres" => Some(postgres::OPTIONS),
+        "sandbox" => Some(sandbox::options::KEYS),
         _ => None,
     }
 }
@@ -41,6 +43,7 @@ pub async fn run(name: &str) -> anyhow::Result<()> {
     match name {
         "demo" => demo::run().await,
         "postgres" => postgres::run().await,
+        "sandbox" => sandbox::run().await,
         other => anyhow::bail!(
             "no built-in server named `{other}`; available: {}",
             BUILTINS.join(", ")
