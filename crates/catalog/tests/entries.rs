@@ -317,6 +317,27 @@ fn every_entry_is_valid_and_complete() {
                     if !is_pinned(pv) {
                         p!(format!("package version {pv:?} is not pinned"));
                     }
+                    for arg in pkg["packageArguments"].as_array().into_iter().flatten() {
+                        let shown = arg["name"]
+                            .as_str()
+                            .or(arg["valueHint"].as_str())
+                            .unwrap_or("?");
+                        for field in ["value", "default"] {
+                            if let Some(text) = arg[field].as_str() {
+                                check_templates(
+                                    &format!("{stem}: argument {shown}"),
+                                    text,
+                                    &mut problems,
+                                );
+                            }
+                        }
+                        // Arguments show in process listings and cannot carry ${secret:...}.
+                        if arg["isSecret"] == true {
+                            p!(format!(
+                                "argument {shown} is secret: pass secrets in environment variables"
+                            ));
+                        }
+                    }
                     if pkg["transport"]["type"] != "stdio" {
                         p!("package transport is not stdio");
                     }
