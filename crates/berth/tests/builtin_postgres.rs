@@ -678,6 +678,37 @@ async fn a_statement_past_the_timeout_is_stopped_with_a_clear_error() {
     berth.stop(Duration::from_secs(10));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_connection_is_replaced_on_the_next_call() {
+    if !database_ready() {
+        return;
+    }
+    let berth = launch(&pg_server("pg", &[("BERTH_POSTGRES_DSN", DSN)]));
+    let raw = session(&berth, "pg").await;
+    let out = call_ok(
+        &raw,
+        1,
+        "query",
+        json!({"sql": "SELECT pg_backend_pid() AS pid, current_setting('application_name') AS app"}),
+    )
+    .await;
+    assert_eq!(out["rows"][0]["app"], "berth-postgres", "{out}");
+    let pid = out["rows"][0]["pid"].as_i64().unwrap();
+    assert_eq!(
+        psql(&format!("SELECT pg_terminate_backend({pid})")).trim(),
+        "t"
+    );
+    let out = call_ok(
+        &raw,
+        2,
+        "query",
+        json!({"sql": "SELECT pg_backend_pid() AS pid"}),
+    )
+    .await;
+    assert_ne!(out["rows"][0]["pid"], pid, "{out}");
+    berth.stop(Duration::from_secs(10));
+}
+
 // ===== 5. Cancellation =====
 
 /// pids of backends running a statement containing `marker` (not this probe).

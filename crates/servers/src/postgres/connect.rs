@@ -46,7 +46,7 @@ impl Target {
     /// Parses `dsn` (a `postgresql://` URL or `key=value` pairs) and reads the
     /// proxy from the environment.
     pub fn new(dsn: &str, env: impl Fn(&str) -> Option<String>) -> Result<Target, String> {
-        let config: Config = dsn.parse().map_err(|e| {
+        let mut config: Config = dsn.parse().map_err(|e| {
             format!("it is not a valid connection string ({e}); expected postgresql://user@host:5432/db or \"host=... user=... dbname=...\"")
         })?;
         if config.get_ssl_mode() == SslMode::Require {
@@ -57,6 +57,10 @@ impl Target {
         }
         if config.get_user().is_none() {
             return Err("it names no user (add user=... or postgresql://USER@host/db)".into());
+        }
+        if config.get_application_name().is_none() {
+            // So a DBA can tell these sessions apart in pg_stat_activity.
+            config.application_name("berth-postgres");
         }
         let proxy = proxy_from(&env)?;
         let ports = config.get_ports();

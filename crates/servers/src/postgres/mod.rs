@@ -188,6 +188,7 @@ pub struct ExplainRequest {
 }
 
 /// One unit of work on the connection.
+#[derive(Clone)]
 enum Work {
     Schemas {
         include_system: bool,
@@ -361,29 +362,57 @@ impl Postgres {
             slot = self.inner.connection.lock() => slot,
             _ = ct.cancelled() => return cancelled(),
         };
+        let sql = work.sql().map(str::to_owned);
+        let mut outcome = self.attempt(&mut slot, work.clone(), &ct).await;
+        // A connection found dead on use (the database restarted, an admin
+        // ended the backend) is replaced once for work that writes nothing;
+        // `execute` is not retried, as its commit may have happened.
+        if !matches!(work, Work::Execute { .. })
+            && matches!(&outcome, Outcome::Done(Err(Failure::Db(e))) if e.is_closed())
+        {
+            eprintln!("postgres: the connection was lost; reconnecting");
+            outcome = self.attempt(&mut slot, work, &ct).await;
+        }
+        match outcome {
+            Outcome::Cancelled => cancelled(),
+            Outcome::Unreachable(e) => failed(e, Value::Null),
+            Outcome::Done(Ok(value)) => CallToolResult::structured(value),
+            Outcome::Done(Err(failure)) => {
+                let report = failure.report(&settings.context(sql.as_deref()));
+                failed(report.text, report.fields)
+            }
+        }
+    }
+
+    async fn attempt(
+        &self,
+        slot: &mut Option<Connection>,
+        work: Work,
+        ct: &CancellationToken,
+    ) -> Outcome {
+        let settings = &self.inner.settings;
         if slot.as_ref().is_some_and(|c| c.client.is_closed()) {
             *slot = None;
         }
-        if slot.is_none() {
-            let connected = tokio::select! {
-                connected = settings.target.connect() => connected,
-                _ = ct.cancelled() => return cancelled(),
-            };
-            match connected {
-                Ok((client, canceller)) => *slot = Some(Connection { client, canceller }),
-                Err(e) => return failed(e, Value::Null),
+        let connection = match slot {
+            Some(connection) => connection,
+            None => {
+                let connected = tokio::select! {
+                    connected = settings.target.connect() => connected,
+                    _ = ct.cancelled() => return Outcome::Cancelled,
+                };
+                match connected {
+                    Ok((client, canceller)) => slot.insert(Connection { client, canceller }),
+                    Err(e) => return Outcome::Unreachable(e),
+                }
             }
-        }
-        let Some(connection) = slot.as_mut() else {
-            return failed("not connected".into(), Value::Null);
         };
         let canceller = connection.canceller.clone();
-        let sql = work.sql().map(str::to_owned);
         let (outcome, keep) = {
             let running = perform(&mut connection.client, settings, work);
             tokio::pin!(running);
             tokio::select! {
-                outcome = &mut running => (Some(outcome), true),
+                outcome = &mut running => (Outcome::Done(outcome), true),
                 _ = ct.cancelled() => {
                     // Stop the backend now; the statement then ends with
                     // query_canceled and the connection stays usable.
@@ -391,7 +420,7 @@ impl Postgres {
                         eprintln!("postgres: the cancel request failed: {e}");
                     }
                     let ended = tokio::time::timeout(CANCEL_GRACE, &mut running).await.is_ok();
-                    (None, ended)
+                    (Outcome::Cancelled, ended)
                 }
             }
         };
@@ -399,15 +428,15 @@ impl Postgres {
             // Dropping the client closes the connection; the next call reconnects.
             *slot = None;
         }
-        match outcome {
-            None => cancelled(),
-            Some(Ok(value)) => CallToolResult::structured(value),
-            Some(Err(failure)) => {
-                let report = failure.report(&settings.context(sql.as_deref()));
-                failed(report.text, report.fields)
-            }
-        }
+        outcome
     }
+}
+
+enum Outcome {
+    Done(Result<Value, Failure>),
+    Cancelled,
+    /// No connection could be made.
+    Unreachable(String),
 }
 
 fn cancelled() -> CallToolResult {
