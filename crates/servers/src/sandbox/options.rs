@@ -39,7 +39,7 @@ fn var(key: &str) -> Option<(String, String)> {
 
 impl Options {
     pub fn from_env() -> Result<Options, String> {
-        Options::from_lookup(|key| var(key), std::env::var_os("HOME").map(PathBuf::from))
+        Options::from_lookup(var, std::env::var_os("HOME").map(PathBuf::from))
     }
 
     /// `lookup(key)` gives (variable name, value) of a set option.

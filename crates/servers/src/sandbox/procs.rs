@@ -117,6 +117,12 @@ pub struct Run {
     pub marker: String,
 }
 
+impl Default for Procs {
+    fn default() -> Procs {
+        Procs::new()
+    }
+}
+
 impl Procs {
     pub fn new() -> Procs {
         use rand::Rng;
