@@ -12,7 +12,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Berth, Launch, Raw, berth_bin, processes_with_cmdline, run_with_timeout};
+use common::{
+    Berth, Launch, Raw, berth_bin, children_of, descendants_of, processes_with_cmdline,
+    run_with_timeout,
+};
 use serde_json::{Value, json};
 
 const VERSION: &str = "2025-11-25";
@@ -119,6 +122,28 @@ fn wait_for_no_process(needle: &str, within: Duration) {
         assert!(
             Instant::now() < deadline,
             "processes with `{needle}` still run after {within:?}: {left:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Waits until no descendant of Berth is a zombie: every process a
+/// session's commands left (orphans included) has been reaped.
+fn wait_for_no_zombies(berth: &Berth, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let zombies: Vec<u32> = descendants_of(berth.pid())
+            .into_iter()
+            .flat_map(children_of)
+            .filter(|(_, state)| *state == 'Z')
+            .map(|(pid, _)| pid)
+            .collect();
+        if zombies.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "zombies under Berth after {within:?}: {zombies:?}"
         );
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -244,6 +269,7 @@ async fn a_timeout_kills_the_whole_tree() {
     // The double-forked `sleep 7303` left the command's tree and session:
     // it must be gone all the same.
     wait_for_no_process("sleep 730", Duration::from_secs(10));
+    wait_for_no_zombies(&berth, Duration::from_secs(10));
     // The session still works afterwards.
     let again = ok(&raw, "exec", json!({"argv": ["echo", "still here"]})).await;
     assert_eq!(again["stdout"], "still here\n");
@@ -266,6 +292,7 @@ async fn what_a_command_leaves_running_is_killed_when_it_exits() {
     );
     assert_eq!(out["stdout"], "done\n");
     wait_for_no_process("sleep 732", Duration::from_secs(10));
+    wait_for_no_zombies(&berth, Duration::from_secs(10));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -452,6 +479,7 @@ async fn background_processes() {
     assert_eq!(killed["state"], "exited", "{killed}");
     assert_eq!(killed["signal"], "SIGKILL", "{killed}");
     wait_for_no_process("tick-7331", Duration::from_secs(10));
+    wait_for_no_zombies(&berth, Duration::from_secs(10));
 
     let list = ok(&raw, "process_list", json!({})).await;
     let states: Vec<(String, String)> = list["processes"]
@@ -476,6 +504,7 @@ async fn background_processes() {
     assert_eq!(processes_with_cmdline("sleep 733").len(), 2);
     assert_eq!(raw.delete().await, 200);
     wait_for_no_process("sleep 733", Duration::from_secs(15));
+    wait_for_no_zombies(&berth, Duration::from_secs(10));
 }
 
 #[tokio::test(flavor = "multi_thread")]
