@@ -409,6 +409,42 @@ async fn the_workspace_goes_with_the_session() {
     );
 }
 
+/// A workspace whose process was SIGKILLed (nobody holds its lock) is
+/// removed when the next session starts; a live one is not.
+#[tokio::test(flavor = "multi_thread")]
+async fn stale_workspaces_are_swept_at_start() {
+    use std::os::unix::fs::MetadataExt;
+    let berth = start(&[]);
+    let live = session(&berth).await;
+    ok(
+        &live,
+        "fs_write",
+        json!({"path": "mine", "content": "alive"}),
+    )
+    .await;
+    let (_, live_host) = workspace(&live, &berth).await;
+    let root = live_host.parent().unwrap().to_owned();
+    let owner = std::fs::metadata(&root).unwrap();
+    let stale = root.join("0123456789abcdef01234567");
+    std::fs::create_dir_all(stale.join("left/behind")).unwrap();
+    for dir in [&stale, &stale.join("left"), &stale.join("left/behind")] {
+        std::os::unix::fs::chown(dir, Some(owner.uid()), Some(owner.gid())).unwrap();
+    }
+    let next = session(&berth).await;
+    ok(&next, "fs_list", json!({})).await;
+    wait_until(
+        &format!("{} should have been swept", stale.display()),
+        Duration::from_secs(15),
+        || !stale.exists(),
+    );
+    assert_eq!(
+        std::fs::read_to_string(live_host.join("mine")).unwrap(),
+        "alive"
+    );
+    let r = ok(&live, "fs_read", json!({"path": "mine"})).await;
+    assert_eq!(r["content"], "alive");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn keep_workspace_keeps_it() {
     let berth = start(&[("BERTH_SANDBOX_KEEP_WORKSPACE", "true")]);
