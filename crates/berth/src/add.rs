@@ -115,18 +115,38 @@ pub async fn add(args: AddArgs) -> anyhow::Result<()> {
     };
 
     let table = server_table(&entry, &name, installed.as_ref(), &values);
-    let stored = store_secrets(&data_dir, &values)?;
-    make_dirs(&entry, &data_dir, &name)?;
-    file.set_server(&name, &table);
-    let saved = file.save();
-    if let Err(e) = saved {
-        // Leave nothing half-added behind.
-        forget_secrets(&data_dir, &stored);
-        if installed.is_some() {
-            let _ = std::fs::remove_dir_all(packages_dir(&data_dir, &name));
+    // Another `berth add` may have changed the file while this one installed:
+    // read it again under the lock and change only the fresh copy.
+    let _lock = lock(&args.config.config)?;
+    let saved = ConfigFile::open(&args.config.config).and_then(|fresh| {
+        file = fresh;
+        if file.has_server(&name) {
+            bail!(
+                "{} got a server `{name}` while installing",
+                file.path.display()
+            );
         }
-        return Err(e);
-    }
+        Ok(())
+    });
+    let saved = saved.and_then(|()| {
+        let stored = store_secrets(&data_dir, &values)?;
+        make_dirs(&entry, &data_dir, &name)?;
+        file.set_server(&name, &table);
+        file.save()
+            .map(|_| stored.clone())
+            .inspect_err(|_| forget_secrets(&data_dir, &stored))
+    });
+    let stored = match saved {
+        Ok(stored) => stored,
+        Err(e) => {
+            // Leave nothing half-added behind.
+            if installed.is_some() {
+                let _ = std::fs::remove_dir_all(packages_dir(&data_dir, &name));
+            }
+            return Err(e);
+        }
+    };
+    drop(_lock);
     eprintln!(
         "added `{name}` ({} {}) to {}{}{}",
         entry.key,
@@ -159,6 +179,7 @@ pub struct RemoveArgs {
 }
 
 pub async fn remove(args: RemoveArgs) -> anyhow::Result<()> {
+    let lock_guard = lock(&args.config.config)?;
     let mut file = ConfigFile::open(&args.config.config)?;
     let data_dir = file.config()?.gateway.data_dir;
     let name = &args.name;
@@ -166,6 +187,7 @@ pub async fn remove(args: RemoveArgs) -> anyhow::Result<()> {
         bail!("{} has no server `{name}`", file.path.display());
     };
     file.save()?;
+    drop(lock_guard);
     // Secrets `berth add` stored for this server (named `NAME.KEY`).
     let prefix = format!("{name}.");
     let owned: Vec<String> = secret_references(&table)
@@ -213,7 +235,7 @@ pub struct UpgradeArgs {
 /// switches the configuration to it (keeping every other setting the operator
 /// changed), reloads, then deletes the old version.
 pub async fn upgrade(args: UpgradeArgs) -> anyhow::Result<()> {
-    let mut file = ConfigFile::open(&args.config.config)?;
+    let file = ConfigFile::open(&args.config.config)?;
     let config = file.config()?;
     let name = &args.name;
     let origin = file
@@ -256,8 +278,11 @@ pub async fn upgrade(args: UpgradeArgs) -> anyhow::Result<()> {
         }
     };
     let table = server_table(&entry, name, installed.as_ref(), &Values::default());
+    let lock_guard = lock(&args.config.config)?;
+    let mut file = ConfigFile::open(&args.config.config)?;
     file.set_program(name, &table)?;
     file.save()?;
+    drop(lock_guard);
     eprintln!(
         "upgraded `{name}`: {key} {current} → {}",
         entry.pinned_version()
@@ -268,6 +293,24 @@ pub async fn upgrade(args: UpgradeArgs) -> anyhow::Result<()> {
         let _ = std::fs::remove_dir_all(&old);
     }
     Ok(())
+}
+
+/// An exclusive lock on `<config>.lock`, held while the file is read,
+/// changed and written, so concurrent `berth add`s don't lose each other's servers.
+fn lock(config: &Path) -> anyhow::Result<std::fs::File> {
+    let path = config.with_extension("toml.lock");
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    file.lock()
+        .with_context(|| format!("cannot lock {}", path.display()))?;
+    Ok(file)
 }
 
 /// `<data_dir>/packages/NAME`: every installed version of a server's package.
@@ -348,7 +391,7 @@ fn collect_inputs(entry: &Entry, name: &str, given: &Given) -> anyhow::Result<Va
     let terminal = std::io::stdin().is_terminal();
     let mut values = Values::default();
     let mut missing = Vec::new();
-    for input in inputs {
+    for input in &inputs {
         if input.value.is_some() {
             continue; // fixed by the entry
         }

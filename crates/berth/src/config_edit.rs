@@ -58,7 +58,7 @@ impl ConfigFile {
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(ConfigFile {
                 path: path.to_path_buf(),
-                doc: NEW_FILE_HEADER.parse::<DocumentMut>()?,
+                doc: DocumentMut::new(),
                 created: true,
             }),
             Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
@@ -128,7 +128,11 @@ impl ConfigFile {
     /// Checks the result with Berth's own loader, then replaces the file
     /// atomically (owner-only permissions for a new file).
     pub fn save(&self) -> anyhow::Result<Config> {
-        let text = self.doc.to_string();
+        let text = if self.created {
+            format!("{NEW_FILE_HEADER}\n{}", self.doc)
+        } else {
+            self.doc.to_string()
+        };
         let mut config = Config::parse(&text, &self.path.display().to_string())
             .context("the changed configuration would not load; nothing was written")?;
         config.source = Some(self.path.clone());

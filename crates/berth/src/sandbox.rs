@@ -141,6 +141,8 @@ impl SandboxTable {
         s.hidden = std::iter::once(absolute(data_dir))
             .chain(config_file.map(absolute))
             .collect();
+        // What `berth add` installed for this server (and only for it).
+        s.exposed = vec![absolute(data_dir).join("packages").join(name)];
         s
     }
 }

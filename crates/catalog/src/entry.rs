@@ -300,13 +300,31 @@ impl Entry {
             .any(|field| field.to_lowercase().contains(&word))
     }
 
-    /// Variables and secret options the operator must (or may) give.
-    pub fn inputs(&self) -> Vec<&Input> {
-        let mut inputs: Vec<&Input> = self
-            .package()
-            .map(|p| p.environment_variables.iter().collect())
-            .unwrap_or_default();
-        inputs.extend(self.hosting.secrets.iter());
+    /// Settings the operator must (or may) give: variables, arguments
+    /// without a fixed value (a positional one by its `valueHint`), a
+    /// built-in's secret options. Owned, since a positional argument's name
+    /// is its hint.
+    pub fn inputs(&self) -> Vec<Input> {
+        let mut inputs: Vec<Input> = Vec::new();
+        if let Some(package) = self.package() {
+            inputs.extend(package.environment_variables.iter().cloned());
+            for argument in &package.package_arguments {
+                match argument {
+                    Argument::Positional { input, value_hint } if input.value.is_none() => {
+                        let mut input = input.clone();
+                        if let Some(hint) = value_hint {
+                            input.name = hint.clone();
+                        }
+                        inputs.push(input);
+                    }
+                    Argument::Named { input } if input.value.is_none() => {
+                        inputs.push(input.clone())
+                    }
+                    _ => {}
+                }
+            }
+        }
+        inputs.extend(self.hosting.secrets.iter().cloned());
         inputs
     }
 }

@@ -293,7 +293,10 @@ impl<'s> Binds<'s> {
                 .push("not exposed: / (name a narrower path in sandbox.readable)".into());
             return false;
         }
-        if let Some(hidden) = self.settings.hidden.iter().find(|h| path.starts_with(h)) {
+        let exposed = || self.settings.exposed.iter().any(|e| path.starts_with(e));
+        if let Some(hidden) = self.settings.hidden.iter().find(|h| path.starts_with(h))
+            && (writable || !exposed())
+        {
             self.notes.push(format!(
                 "not exposed: {} (inside {}, which stays hidden from every server)",
                 path.display(),
@@ -319,10 +322,18 @@ impl<'s> Binds<'s> {
         list.sort();
         list.dedup();
         let mut kept: Vec<(PathBuf, bool)> = Vec::new();
-        for (path, writable) in list {
-            let covered = kept
+        // A bound parent does not cover what lies in a hidden path: the
+        // hide goes over it, and an exposed path needs its own bind.
+        let hidden_under = |dir: &Path, path: &Path| {
+            self.settings
+                .hidden
                 .iter()
-                .any(|(dir, w)| path.starts_with(dir) && (*w || !writable));
+                .any(|h| path.starts_with(h) && !dir.starts_with(h))
+        };
+        for (path, writable) in list {
+            let covered = kept.iter().any(|(dir, w)| {
+                path.starts_with(dir) && (*w || !writable) && !hidden_under(dir, &path)
+            });
             // A symlinked system dir (`/lib -> usr/lib`) covers its name too.
             let linked = self.links.iter().any(|(link, _)| path.starts_with(link));
             if !covered && !linked {
@@ -338,11 +349,15 @@ impl<'s> Binds<'s> {
             src: path.clone(),
             dst: path,
         }));
-        mounts.extend(kept.iter().map(|(path, writable)| Mount::Bind {
+        // Binds inside a hidden path (an exposed package) come after the
+        // mount that hides it, or it would cover them.
+        let inside_hidden = |path: &Path| self.settings.hidden.iter().any(|h| path.starts_with(h));
+        let bind = |(path, writable): &(PathBuf, bool)| Mount::Bind {
             src: path.clone(),
             dst: path.clone(),
             writable: *writable,
-        }));
+        };
+        mounts.extend(kept.iter().filter(|(p, _)| !inside_hidden(p)).map(bind));
         for hidden in &self.settings.hidden {
             if kept.iter().any(|(dir, _)| hidden.starts_with(dir))
                 && let Ok(meta) = std::fs::metadata(hidden)
@@ -353,6 +368,7 @@ impl<'s> Binds<'s> {
                 });
             }
         }
+        mounts.extend(kept.iter().filter(|(p, _)| inside_hidden(p)).map(bind));
         mounts
     }
 }
@@ -635,6 +651,50 @@ mod tests {
             l.notes.iter().any(|n| n.contains("admin.json")),
             "{:?}",
             l.notes
+        );
+    }
+
+    #[test]
+    fn a_servers_own_package_is_exposed_inside_the_hidden_data_dir_after_the_hide() {
+        let dir = tempfile::tempdir().unwrap();
+        let main = dir
+            .path()
+            .join("data/packages/x/1.0.0/node_modules/pkg/dist/index.js");
+        std::fs::create_dir_all(main.parent().unwrap()).unwrap();
+        std::fs::write(&main, "").unwrap();
+        let other = dir.path().join("data/packages/y/1.0.0/node_modules/p/i.js");
+        std::fs::create_dir_all(other.parent().unwrap()).unwrap();
+        std::fs::write(&other, "").unwrap();
+        let mut s = settings(dir.path());
+        s.exposed = vec![dir.path().join("data/packages/x")];
+        s.readable = vec![dir.path().to_path_buf()];
+        let args = vec![main.display().to_string(), other.display().to_string()];
+        let launch = Launch {
+            server: "x",
+            command: "node",
+            args: &args,
+            env: &[],
+            cwd: None,
+        };
+        let l = layout(&s, &launch, PlanNetwork::Isolated { proxy: false }).unwrap();
+        let modules = dir.path().join("data/packages/x/1.0.0/node_modules");
+        let hide = l
+            .mounts
+            .iter()
+            .position(|m| matches!(m, Mount::Hide { dst, .. } if dst == &dir.path().join("data")))
+            .expect("the data dir is hidden under its bound parent");
+        let package = l
+            .mounts
+            .iter()
+            .position(|m| matches!(m, Mount::Bind { dst, writable: false, .. } if dst == &modules))
+            .expect("the server's own package is bound read-only");
+        assert!(hide < package, "{:?}", l.mounts);
+        assert!(
+            !binds(&l)
+                .iter()
+                .any(|(p, _)| p.starts_with(dir.path().join("data/packages/y"))),
+            "another server's package is exposed: {:?}",
+            l.mounts
         );
     }
 

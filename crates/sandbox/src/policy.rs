@@ -32,6 +32,9 @@ pub struct Settings {
     /// Host paths that stay invisible even under a directory the server may
     /// read: Berth's data dir and its configuration file.
     pub hidden: Vec<PathBuf>,
+    /// Paths inside a hidden one this server may still read: its own
+    /// installed package under Berth's data dir.
+    pub exposed: Vec<PathBuf>,
 }
 
 /// The runtime a server is written for; it decides which install
@@ -121,6 +124,7 @@ impl Settings {
             tmp_size: 64 << 20,
             state_dir,
             hidden: Vec::new(),
+            exposed: Vec::new(),
         }
     }
 }
