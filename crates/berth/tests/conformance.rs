@@ -70,7 +70,11 @@ fn find_failures(dir: &std::path::Path) -> Vec<String> {
 fn conformance_suite_passes_through_berth_and_leaves_no_process() {
     let berth = Berth::start(
         "session_idle_timeout = \"3s\"",
-        &fixture_server("conformance", "everything"),
+        // The suite checks that roots/list reaches its client: the opt-in.
+        &format!(
+            "{}roots = \"client\"\n",
+            fixture_server("conformance", "everything")
+        ),
     );
     let baseline = berth.children().len();
     let active = run_suite(&berth, &[]);
@@ -113,7 +117,11 @@ fn run_revision(berth: &Berth, spec: &str) -> String {
 fn conformance_0_2_passes_both_eras_on_one_endpoint() {
     let berth = Berth::start(
         "session_idle_timeout = \"3s\"",
-        &fixture_server("conformance", "everything"),
+        // The suite checks that roots/list reaches its client: the opt-in.
+        &format!(
+            "{}roots = \"client\"\n",
+            fixture_server("conformance", "everything")
+        ),
     );
     let baseline = berth.children().len();
     assert_eq!(run_revision(&berth, "2026-07-28"), "40 passed, 0 failed");

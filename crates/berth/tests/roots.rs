@@ -162,10 +162,13 @@ fn filesystem(name: &str, dirs: &[&Path], extra: &str, pool: &str) -> String {
     )
 }
 
-/// The server's line once it has settled its directories after `initialized`.
-const SETTLED: [&str; 2] = [
+/// The server's lines once it has settled its directories after
+/// `initialized` (whether roots were given, not offered, or refused).
+const SETTLED: [&str; 4] = [
     "Updated allowed directories from MCP roots",
     "Client does not support MCP Roots",
+    "Failed to request initial roots",
+    "No valid root directories provided",
 ];
 
 fn settled_count(berth: &Berth, server: &str) -> usize {
