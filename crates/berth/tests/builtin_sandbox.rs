@@ -295,6 +295,35 @@ async fn what_a_command_leaves_running_is_killed_when_it_exits() {
     wait_for_no_zombies(&berth, Duration::from_secs(10));
 }
 
+/// A cancelled exec takes its whole tree down at once, not at its timeout.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cancelled_exec_is_killed() {
+    let berth = start(&[]);
+    let raw = session(&berth).await;
+    let mut other = Raw::new(berth.url("sandbox"));
+    other.session = raw.session.clone();
+    let call = tokio::spawn(async move {
+        other
+            .call_tool(
+                900,
+                "exec",
+                json!({"argv": ["sh", "-c", "(setsid sleep 7341 &); sleep 7342"], "timeout_ms": 120_000}),
+            )
+            .await
+    });
+    wait_until("the command should start", Duration::from_secs(15), || {
+        processes_with_cmdline("sleep 734").len() >= 3
+    });
+    let cancel = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+                        "params": {"requestId": 900, "reason": "changed my mind"}});
+    assert_eq!(raw.post(&cancel.to_string()).await.status, 202);
+    wait_for_no_process("sleep 734", Duration::from_secs(10));
+    wait_for_no_zombies(&berth, Duration::from_secs(10));
+    call.abort();
+    let again = ok(&raw, "exec", json!({"argv": ["echo", "on"]})).await;
+    assert_eq!(again["stdout"], "on\n");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn output_is_capped() {
     let berth = start(&[]);

@@ -244,6 +244,7 @@ pub async fn exec(
     spec: Spec,
     timeout: Duration,
     cap: usize,
+    cancel: tokio_util::sync::CancellationToken,
 ) -> Result<ExecResult, String> {
     let started = Instant::now();
     let run = procs.new_run();
@@ -265,11 +266,23 @@ pub async fn exec(
         pid,
         run,
     };
-    let (status, timed_out) = match tokio::time::timeout(timeout, owned.wait()).await {
-        Ok(status) => (status, false),
-        Err(_) => {
+    let waited = tokio::select! {
+        waited = tokio::time::timeout(timeout, owned.wait()) => Some(waited),
+        _ = cancel.cancelled() => None,
+    };
+    let (status, timed_out) = match waited {
+        Some(Ok(status)) => (status, false),
+        Some(Err(_)) => {
             owned.kill_tree().await;
             (owned.wait().await, true)
+        }
+        None => {
+            // The client cancelled the request: nobody wants the result.
+            owned.kill_tree().await;
+            let _ = owned.wait().await;
+            return Err(
+                "cancelled by the client; the command and its processes were killed".into(),
+            );
         }
     };
     // What the command left behind (background jobs) dies with it.

@@ -24,7 +24,8 @@ use nix::sys::stat::Mode;
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::wrapper::{Json, Parameters};
 use rmcp::model::{Implementation, ServerCapabilities, ServerConfig};
-use rmcp::{ServerHandler, ServiceExt, schemars, tool, tool_handler, tool_router};
+use rmcp::service::RequestContext;
+use rmcp::{RoleServer, ServerHandler, ServiceExt, schemars, tool, tool_handler, tool_router};
 
 use background::{Background, Info, Killed, Logs};
 use exec::{ExecResult, Spec};
@@ -369,6 +370,7 @@ impl Sandbox {
     async fn exec(
         &self,
         Parameters(r): Parameters<ExecRequest>,
+        context: RequestContext<RoleServer>,
     ) -> Result<Json<ExecResult>, String> {
         let max = self.options.exec_timeout_max;
         let timeout = match r.timeout_ms {
@@ -387,7 +389,9 @@ impl Sandbox {
             .unwrap_or(self.options.output_limit)
             .clamp(1, self.options.output_limit);
         let spec = self.spec(r.argv, r.cwd, r.env, r.stdin)?;
-        exec::exec(&self.procs, spec, timeout, cap).await.map(Json)
+        exec::exec(&self.procs, spec, timeout, cap, context.ct.clone())
+            .await
+            .map(Json)
     }
 
     #[tool(
