@@ -512,9 +512,11 @@ fn server_table(
     }
     if let Some(package) = entry.package() {
         for input in &package.environment_variables {
+            // Secrets are `${secret:…}` references: only plain values are templates.
             let value = match &input.value {
                 Some(fixed) => Some(expand(fixed, name)),
-                None => values.settings.get(&input.name).cloned(),
+                None if input.is_secret => values.settings.get(&input.name).cloned(),
+                None => values.settings.get(&input.name).map(|v| expand(v, name)),
             };
             if let Some(value) = value {
                 table.env.insert(input.name.clone(), value);
@@ -664,29 +666,46 @@ fn secret_references(table: &toml_edit::Table) -> Vec<String> {
     names
 }
 
-/// The entry's directories under the server's state dir, owned by the user
-/// the sandboxed server runs as.
+/// The entry's directories and files under the server's state dir, owned by
+/// the user the sandboxed server runs as.
 fn make_dirs(entry: &Entry, data_dir: &Path, name: &str) -> anyhow::Result<()> {
-    if entry.hosting.create_dirs.is_empty() {
+    let hosting = &entry.hosting;
+    if hosting.create_dirs.is_empty() && hosting.create_files.is_empty() {
         return Ok(());
     }
     let state = data_dir.join("state").join(name);
     let ids = berth_sandbox::policy::IdMap::for_this_process();
-    for dir in std::iter::once(state.clone()).chain(
-        entry
-            .hosting
-            .create_dirs
-            .iter()
-            .map(|d| state.join(d.trim_start_matches('/'))),
-    ) {
-        std::fs::create_dir_all(&dir)
-            .with_context(|| format!("cannot create {}", dir.display()))?;
+    let hand_over = |path: &Path| -> anyhow::Result<()> {
         if ids.privileged {
-            std::os::unix::fs::chown(&dir, Some(ids.outside_uid), Some(ids.outside_gid))
+            std::os::unix::fs::chown(path, Some(ids.outside_uid), Some(ids.outside_gid))
                 .with_context(|| {
-                    format!("cannot hand {} to uid {}", dir.display(), ids.outside_uid)
+                    format!("cannot hand {} to uid {}", path.display(), ids.outside_uid)
                 })?;
         }
+        Ok(())
+    };
+    let dirs = hosting
+        .create_dirs
+        .iter()
+        .map(|d| state.join(d.trim_start_matches('/')));
+    for dir in std::iter::once(state.clone()).chain(dirs) {
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+        hand_over(&dir)?;
+    }
+    for file in &hosting.create_files {
+        let path = state.join(file.trim_start_matches('/'));
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("cannot create {}", parent.display()))?;
+        }
+        // Never truncate what a previous install left.
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .with_context(|| format!("cannot create {}", path.display()))?;
+        hand_over(&path)?;
     }
     Ok(())
 }

@@ -885,6 +885,57 @@ mod tests {
         assert_eq!(spec.pool.stop_after, Some(Duration::from_secs(600)));
         assert_eq!(spec.on_crash, berth_fleet::OnCrash::Replay);
         assert!(config.admin.enabled);
+        let workspace = config
+            .server_specs()
+            .into_iter()
+            .find(|s| s.name == "workspace")
+            .unwrap();
+        assert_eq!(workspace.args, ["builtin", "sandbox"]);
+        assert_eq!(workspace.env["BERTH_SANDBOX_EXEC_TIMEOUT"], "30s");
+        assert_eq!(workspace.env["BERTH_SANDBOX_KEEP_WORKSPACE"], "false");
+    }
+
+    #[test]
+    fn builtins_and_their_options_are_checked() {
+        let both = Config::parse(
+            "[servers.a]\ncommand = \"x\"\nbuiltin = \"demo\"\n",
+            "b.toml",
+        )
+        .unwrap_err();
+        assert!(
+            both.to_string().contains("either `command` or `builtin`"),
+            "{both}"
+        );
+        let neither = Config::parse("[servers.a]\nargs = []\n", "b.toml").unwrap_err();
+        assert!(
+            neither.to_string().contains("needs a `command`"),
+            "{neither}"
+        );
+        let unknown = Config::parse("[servers.a]\nbuiltin = \"mysql\"\n", "b.toml").unwrap_err();
+        assert!(
+            unknown
+                .to_string()
+                .contains("no built-in server named \"mysql\""),
+            "{unknown}"
+        );
+        let option = Config::parse(
+            "[servers.a]\nbuiltin = \"postgres\"\n[servers.a.options]\ndsn = \"x\"\nrow_limt = 5\n",
+            "b.toml",
+        )
+        .unwrap_err();
+        assert!(
+            option.to_string().contains("has no option \"row_limt\""),
+            "{option}"
+        );
+        let on_command = Config::parse(
+            "[servers.a]\ncommand = \"x\"\n[servers.a.options]\nk = 1\n",
+            "b.toml",
+        )
+        .unwrap_err();
+        assert!(
+            on_command.to_string().contains("use `env` for a command"),
+            "{on_command}"
+        );
     }
 
     #[test]

@@ -112,6 +112,8 @@ pub struct Hosting {
     pub roots: Option<Value>,
     /// Directories made under the server's state dir at install time.
     pub create_dirs: Vec<String>,
+    /// Empty files made there (an empty file is an empty SQLite database).
+    pub create_files: Vec<String>,
     pub required_scopes: Vec<String>,
     pub tool_scopes: BTreeMap<String, Vec<String>>,
     /// Environment of the install step only.

@@ -47,6 +47,7 @@ const HOSTING_KEYS: &[&str] = &[
     "sandbox",
     "roots",
     "create_dirs",
+    "create_files",
     "required_scopes",
     "tool_scopes",
     "install_env",
