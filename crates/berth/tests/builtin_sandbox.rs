@@ -419,6 +419,147 @@ async fn sessions_never_see_each_other() {
     assert!(b_inside.starts_with("/state/workspaces/"));
 }
 
+/// Commands (not only the file tools) are walled off from other sessions'
+/// workspaces and the rest of the server's state directory, and still work
+/// normally in their own.
+#[tokio::test(flavor = "multi_thread")]
+async fn commands_never_see_other_workspaces() {
+    let berth = start(&[]);
+    let a = session(&berth).await;
+    let b = session(&berth).await;
+    let name = "hidden-from-b-7c1e.txt";
+    let secret = "A-secret-5f0d2";
+    ok(&a, "fs_write", json!({"path": name, "content": secret})).await;
+    let (a_inside, a_host) = workspace(&a, &berth).await;
+    let (b_inside, _) = workspace(&b, &berth).await;
+    let a_id = a_host.file_name().unwrap().to_str().unwrap().to_string();
+    // A's own commands see its file.
+    let own = ok(&a, "exec", json!({"argv": ["cat", name]})).await;
+    assert_eq!(own["stdout"], secret, "{own}");
+
+    let sh = |script: String| json!({"argv": ["sh", "-c", script]});
+    for script in [
+        "ls -la /state/workspaces".to_string(),
+        format!("cat /state/workspaces/*/{name}"),
+        format!("cat {a_inside}/{name}"),
+        format!("cat ../{a_id}/{name}"),
+        format!("ls -la {a_inside} ..; ls /state; ls -R /state"),
+        format!("find / -name '{name}' 2>/dev/null"),
+        format!(
+            "find /state -name '*' 2>/dev/null; grep -r '{secret}' /state /proc/1/root/state 2>/dev/null"
+        ),
+        format!("cat /proc/1/root{a_inside}/{name} /proc/1/cwd/../{a_id}/{name}"),
+        format!("ln -s {a_inside} a && cat a/{name}; cp -r {a_inside} copy && ls copy"),
+        format!("mv {a_inside} stolen; ls stolen"),
+    ] {
+        let out = ok(&b, "exec", sh(script.clone())).await;
+        let text = format!("{}{}", out["stdout"], out["stderr"]);
+        assert!(
+            !text.contains(secret)
+                && !text.contains(&format!("{name}\n"))
+                && !text.contains(&format!("{name}\"")),
+            "{script}: B saw A's file: {out}"
+        );
+        if !script.starts_with("find /state") {
+            assert!(
+                !out["stdout"].as_str().unwrap().contains(&a_id),
+                "{script}: {out}"
+            );
+        }
+    }
+    // Background processes are behind the same wall.
+    let p = ok(
+        &b,
+        "process_start",
+        sh(format!("cat {a_inside}/{name}; echo done")),
+    )
+    .await;
+    let id = p["id"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let logs = loop {
+        let logs = ok(&b, "process_logs", json!({"id": id})).await;
+        if logs["stdout"].as_str().unwrap().contains("done") {
+            break logs;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the background cat did not end: {logs}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(!logs.to_string().contains(secret), "{logs}");
+    // A's file is untouched.
+    assert_eq!(std::fs::read_to_string(a_host.join(name)).unwrap(), secret);
+
+    // B's own workspace, /tmp and the usual devices work.
+    ok(
+        &b,
+        "fs_write",
+        json!({"path": "mine.txt", "content": "B's own\n"}),
+    )
+    .await;
+    for (script, expected) in [
+        ("cat mine.txt", "B's own\n".to_string()),
+        (
+            "cd \"$HOME\" && touch x && ls x && pwd",
+            format!("x\n{b_inside}\n"),
+        ),
+        ("echo hi > /tmp/x && cat /tmp/x", "hi\n".into()),
+        (
+            "echo shm > /dev/shm/y && cat /dev/shm/y && rm /dev/shm/y",
+            "shm\n".into(),
+        ),
+        (
+            "echo gone > /dev/null; head -c 4 /dev/zero | od -An -tx1 | tr -d ' \n'; echo",
+            "00000000\n".into(),
+        ),
+        ("head -c 8 /dev/urandom | wc -c", "8\n".into()),
+        ("printf 'b\na\n' | sort | tr a-z A-Z", "A\nB\n".into()),
+        (
+            "mkdir -p d/e && mv mine.txt d/e/ && ln -s d/e/mine.txt l && cat l && rm -r d l",
+            "B's own\n".into(),
+        ),
+        ("mv /tmp/x ./moved && cat moved && rm moved", "hi\n".into()),
+        (
+            "ls /usr/bin/env /etc/passwd >/dev/null && echo ok",
+            "ok\n".into(),
+        ),
+    ] {
+        let out = ok(&b, "exec", sh(script.to_string())).await;
+        assert_eq!(
+            (out["exit_code"].as_i64(), out["stdout"].as_str().unwrap()),
+            (Some(0), expected.as_str()),
+            "{script}: {out}"
+        );
+    }
+    for (program, args) in [
+        (
+            "python3",
+            vec![
+                "-c",
+                "import os, tempfile; open('p.txt', 'w').write(os.environ['HOME']); print(len(tempfile.mkstemp()))",
+            ],
+        ),
+        (
+            "node",
+            vec![
+                "-e",
+                "require('fs').writeFileSync('n.txt', 'ok'); console.log(require('fs').readFileSync('n.txt', 'utf8'))",
+            ],
+        ),
+    ] {
+        let probe = ok(&b, "exec", sh(format!("command -v {program}"))).await;
+        if probe["exit_code"] != 0 {
+            eprintln!("{program} is not available in the sandbox: skipped");
+            continue;
+        }
+        let mut argv = vec![program];
+        argv.extend(args);
+        let out = ok(&b, "exec", json!({"argv": argv})).await;
+        assert_eq!(out["exit_code"], 0, "{program}: {out}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_workspace_goes_with_the_session() {
     let berth = start(&[]);

@@ -11,6 +11,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::Child;
 
 use super::procs::{MARKER, Procs, Run};
+use super::wall::Wall;
 
 /// The serialized stdout and stderr of one result stay under this many
 /// bytes together (the result is sent twice: as text and as structured
@@ -54,7 +55,7 @@ pub fn check(argv: &[String], env: &[(String, String)]) -> Result<(), String> {
 }
 
 /// Spawns `spec` as `run`: own session, killed if the server dies, in the
-/// confined working directory.
+/// confined working directory, behind the server's wall ([`super::wall`]).
 pub fn spawn(procs: &Procs, spec: &Spec, run: &Run) -> Result<Child, String> {
     let mut cmd = tokio::process::Command::new(&spec.argv[0]);
     cmd.args(&spec.argv[1..])
@@ -69,8 +70,9 @@ pub fn spawn(procs: &Procs, spec: &Spec, run: &Run) -> Result<Child, String> {
         .stderr(Stdio::piped());
     let cwd = spec.cwd.as_raw_fd();
     let parent = std::process::id() as libc::pid_t;
+    let wall = procs.wall().map(Wall::raw);
     // SAFETY: only async-signal-safe system calls run between fork and exec,
-    // and `spec.cwd` outlives the spawn.
+    // and `spec.cwd` and the wall outlive the spawn.
     unsafe {
         cmd.pre_exec(move || {
             if libc::setsid() < 0 {
@@ -86,6 +88,10 @@ pub fn spawn(procs: &Procs, spec: &Spec, run: &Run) -> Result<Child, String> {
             }
             if libc::fchdir(cwd) < 0 {
                 return Err(std::io::Error::last_os_error());
+            }
+            // Last: the command sees only its own workspace (fails closed).
+            if let Some(fd) = wall {
+                Wall::enter(fd)?;
             }
             Ok(())
         });

@@ -3,7 +3,9 @@
 //! Berth runs one process per session (the default exclusive binding),
 //! inside its process sandbox. The process makes a fresh workspace at
 //! start ([`workspace`]), confines every path to it, runs commands there
-//! ([`exec`], [`background`]) and, when the session ends (stdin closes:
+//! ([`exec`], [`background`]) with `HOME` set to it, behind a Landlock wall
+//! that hides every other session's workspace from them ([`wall`]) and,
+//! when the session ends (stdin closes:
 //! DELETE, idle expiry or shutdown; or SIGTERM), kills every process it
 //! started ([`procs`]) and removes the workspace unless told to keep it.
 
@@ -12,6 +14,7 @@ pub mod exec;
 pub mod files;
 pub mod options;
 pub mod procs;
+pub mod wall;
 pub mod workspace;
 
 use std::collections::BTreeMap;
@@ -202,6 +205,11 @@ impl Sandbox {
     ) -> Result<Spec, String> {
         let env: Vec<(String, String)> = env.unwrap_or_default().into_iter().collect();
         exec::check(&argv, &env)?;
+        // HOME is the workspace (the server's own HOME is hidden from
+        // commands); the client's env may still set another.
+        let env = std::iter::once(("HOME".to_string(), self.ws.path().display().to_string()))
+            .chain(env)
+            .collect();
         let cwd_arg = cwd.unwrap_or_else(|| ".".into());
         let rel = normalize(&cwd_arg).map_err(|e| format!("cwd: {e}"))?;
         let cwd = self
@@ -456,7 +464,8 @@ impl ServerHandler for Sandbox {
                  Files: fs_read, fs_write, fs_edit, fs_list, fs_stat, fs_delete, fs_search. \
                  Commands: exec (run and wait, with a timeout), process_start / process_list / process_logs / process_kill (background). \
                  Every path is relative to the workspace; absolute paths, `..` above it and symlinks leading out of it are refused. \
-                 Commands run with the workspace as their working directory. \
+                 Commands run with the workspace as their working directory and HOME; \
+                 they see the rest of the system read-only (plus /tmp), and never another session's workspace. \
                  The workspace and every process started in it are removed when the session ends.",
             )
     }
@@ -484,6 +493,13 @@ pub async fn run() -> anyhow::Result<()> {
     );
     eprintln!("workspace {}", ws.path().display());
     let procs = Arc::new(Procs::new());
+    // After the sweep (done by create), before the first command.
+    match wall::build(ws.path(), &options.workspace_root).map_err(anyhow::Error::msg)? {
+        Some(wall) => procs.set_wall(wall),
+        None => eprintln!(
+            "warning: this kernel has no Landlock: commands are not walled off and can read other sessions' workspaces"
+        ),
+    }
     procs.start_reaper();
     let keep = options.keep_workspace;
     let server = Sandbox::new(ws.clone(), procs.clone(), options);

@@ -20,7 +20,8 @@ const OUTPUT_LIMIT_MAX: usize = 16 << 20;
 
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// Where workspaces are made.
+    /// Where workspaces are made. Commands never see the top-level directory
+    /// that holds it (e.g. `/state`), except their own workspace.
     pub workspace_root: PathBuf,
     /// Keep the workspace after the session ends.
     pub keep_workspace: bool,

@@ -19,13 +19,15 @@
 //! so a child that dies at once is never mistaken for an orphan.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitPidFlag, waitpid};
 use nix::unistd::Pid;
+
+use super::wall::Wall;
 
 /// The variable that marks a run's processes.
 pub const MARKER: &str = "BERTH_SANDBOX_RUN";
@@ -108,6 +110,8 @@ pub struct Procs {
     next_run: AtomicU64,
     /// Direct children that tokio is waiting for.
     direct: Mutex<HashSet<i32>>,
+    /// The Landlock ruleset every command enters before `exec`.
+    wall: OnceLock<Wall>,
 }
 
 /// What identifies one run's processes.
@@ -132,7 +136,18 @@ impl Procs {
             token: format!("{token:016x}"),
             next_run: AtomicU64::new(1),
             direct: Mutex::new(HashSet::new()),
+            wall: OnceLock::new(),
         }
+    }
+
+    /// Puts every command spawned from now on behind `wall`.
+    pub fn set_wall(&self, wall: Wall) {
+        let _ = self.wall.set(wall);
+    }
+
+    /// The wall commands enter, if any.
+    pub fn wall(&self) -> Option<&Wall> {
+        self.wall.get()
     }
 
     /// Makes orphans come back to this process (needed outside Berth's
