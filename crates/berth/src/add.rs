@@ -277,7 +277,12 @@ pub async fn upgrade(args: UpgradeArgs) -> anyhow::Result<()> {
             )
         }
     };
-    let table = server_table(&entry, name, installed.as_ref(), &Values::default());
+    let mut table = server_table(&entry, name, installed.as_ref(), &Values::default());
+    // Only what the install itself needs changes; the operator's env stays.
+    table.env = installed
+        .as_ref()
+        .map(|i| i.env.clone())
+        .unwrap_or_default();
     let lock_guard = lock(&args.config.config)?;
     let mut file = ConfigFile::open(&args.config.config)?;
     file.set_program(name, &table)?;
@@ -509,6 +514,7 @@ fn server_table(
     if let Some(installed) = installed {
         table.command = Some(installed.command.display().to_string());
         table.args = installed.args.clone();
+        table.env.extend(installed.env.clone());
     }
     if let Some(package) = entry.package() {
         for input in &package.environment_variables {

@@ -115,6 +115,17 @@ impl ConfigFile {
             existing.insert("command", toml_edit::value(command.as_str()));
         }
         existing.insert("args", toml_edit::value(string_array(&table.args)));
+        // Variables the install itself set (a preload's path names the version).
+        if !table.env.is_empty() {
+            let env = existing
+                .entry("env")
+                .or_insert_with(|| toml_edit::value(InlineTable::new()));
+            if let Some(env) = env.as_table_like_mut() {
+                for (key, value) in &table.env {
+                    env.insert(key, toml_edit::value(value.as_str()));
+                }
+            }
+        }
         Ok(())
     }
 

@@ -772,3 +772,114 @@ async fn the_postgres_builtin_from_the_catalog_reaches_the_database_its_dsn_name
     );
     assert!(!reply.body.contains("\"isError\":true"), "{}", reply.body);
 }
+
+/// An npm server whose HTTP client ignores `HTTPS_PROXY` (gitlab: node-fetch)
+/// reaches its API through the sandbox's egress proxy once `berth add` has
+/// preloaded the proxy agents (`node_proxy`), and only where the allow list says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_fetch_server_goes_through_the_egress_proxy_to_allowed_hosts_only() {
+    use std::sync::{Arc, Mutex};
+    // A stand-in for the GitLab API on loopback, recording what reaches it.
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let record = {
+        let seen = seen.clone();
+        move |headers: axum::http::HeaderMap, uri: axum::http::Uri| {
+            let seen = seen.clone();
+            async move {
+                let auth = headers
+                    .get("authorization")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_string();
+                seen.lock().unwrap().push(format!("{uri} {auth}"));
+                axum::Json(json!([{"id": 1, "name": "berth", "path_with_namespace": "x/berth"}]))
+            }
+        }
+    };
+    let app = axum::Router::new().fallback(record);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api = listener.local_addr().unwrap();
+    let fake = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+
+    let dir = fresh_dir("");
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "glpat-test-token\n").unwrap();
+    let path = dir.path().to_path_buf();
+    let (ok, out) = tokio::task::spawn_blocking(move || {
+        berth_in(
+            &path,
+            &[
+                "add",
+                "gitlab",
+                "--no-reload",
+                "--secret",
+                &format!("GITLAB_PERSONAL_ACCESS_TOKEN=@{}", token_file.display()),
+                "--env",
+                &format!("GITLAB_API_URL=http://{api}/api/v4"),
+            ],
+            Duration::from_secs(300),
+        )
+    })
+    .await
+    .unwrap();
+    assert!(ok, "{out}");
+    let config = dir.path().join("berth.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(text.contains("NODE_OPTIONS = \"--require "), "{text}");
+    assert!(text.contains("allow = [\"gitlab.com:443\"]"), "{text}");
+
+    // The catalog's allow list does not name the stand-in: refused, and said so.
+    let berth = Berth::spawn(&["serve", "--config", config.to_str().unwrap()], dir);
+    berth.wait_for_era_probes(Duration::from_secs(60));
+    let mut raw = Raw::new(berth.url("gitlab"));
+    raw.initialize("2025-06-18").await;
+    let reply = raw
+        .call_tool(2, "search_repositories", json!({"search": "berth"}))
+        .await;
+    assert!(
+        reply.body.contains("\"isError\":true") || reply.body.contains("error"),
+        "{}",
+        reply.body
+    );
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "the server reached the API around the proxy"
+    );
+    berth.wait_for_log(
+        "gitlab",
+        &format!("is not in sandbox.allow (add \"{api}\" to [servers.gitlab.sandbox] allow)"),
+        1,
+        Duration::from_secs(10),
+    );
+
+    // Allowed: the request goes through the proxy with the stored token.
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace(
+            "\"gitlab.com:443\"",
+            &format!("\"gitlab.com:443\", \"{api}\""),
+        ),
+    )
+    .unwrap();
+    let (ok, out) = berth.cli(&["reload"]);
+    assert!(ok && out.contains("changed gitlab"), "{out}");
+    let mut raw = Raw::new(berth.url("gitlab"));
+    raw.initialize("2025-06-18").await;
+    let reply = raw
+        .call_tool(2, "search_repositories", json!({"search": "berth"}))
+        .await;
+    // What the stand-in answers need not satisfy the server's schema: the
+    // request reaching it, with the stored token, is the point.
+    assert!(!reply.body.contains("egress refused"), "{}", reply.body);
+    let seen = seen.lock().unwrap().clone();
+    assert!(
+        seen.iter()
+            .any(|r| r.starts_with("/api/v4/projects?search=berth")
+                && r.ends_with("Bearer glpat-test-token")),
+        "{seen:?}"
+    );
+    fake.abort();
+}

@@ -118,6 +118,9 @@ pub struct Hosting {
     pub tool_scopes: BTreeMap<String, Vec<String>>,
     /// Environment of the install step only.
     pub install_env: BTreeMap<String, String>,
+    /// Make the server's Node HTTP clients use the sandbox's egress proxy:
+    /// Node 20 ignores `HTTPS_PROXY` on its own (see `install`).
+    pub node_proxy: bool,
     /// Run the package's install scripts (off by default: they would run
     /// with the operator's rights, outside any sandbox).
     pub install_scripts: bool,

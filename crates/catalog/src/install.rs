@@ -21,7 +21,29 @@ pub struct Installed {
     /// own package arguments).
     pub command: PathBuf,
     pub args: Vec<String>,
+    /// Variables the installed program needs (the egress preload).
+    #[serde(default)]
+    pub env: std::collections::BTreeMap<String, String>,
 }
+
+/// Installed beside an npm package whose entry sets `node_proxy`, pinned: they
+/// route `http`/`https` requests (node-fetch, got, axios without a proxy of its
+/// own) and the built-in `fetch` through `HTTPS_PROXY`, which Node 20 ignores.
+pub const NODE_PROXY_PACKAGES: &[&str] = &["global-agent@4.1.6", "undici@6.29.1"];
+
+/// The preload (`node --require`) that does it. It changes nothing when no
+/// proxy is set, so the same install runs unsandboxed too.
+const NODE_PROXY_PRELOAD: &str = r#"'use strict';
+// Written by `berth add`: sends this server's HTTP requests through the egress
+// proxy Berth's sandbox gives it in HTTPS_PROXY / HTTP_PROXY.
+const proxy = process.env.HTTPS_PROXY || process.env.HTTP_PROXY;
+if (proxy) {
+  process.env.GLOBAL_AGENT_ENVIRONMENT_VARIABLE_NAMESPACE = '';
+  require('global-agent/bootstrap');
+  const { setGlobalDispatcher, ProxyAgent } = require('undici');
+  setGlobalDispatcher(new ProxyAgent(proxy));
+}
+"#;
 
 /// Why a package could not be installed, in words that say what to do.
 #[derive(Debug, thiserror::Error)]
@@ -142,6 +164,9 @@ fn install_npm(
         command.arg("--registry").arg(registry);
     }
     command.arg(format!("{}@{version}", package.identifier));
+    if entry.hosting.node_proxy {
+        command.args(NODE_PROXY_PACKAGES);
+    }
     run(command, &what, |stderr| {
         (stderr.contains("E404") || stderr.contains("ETARGET")).then(|| InstallError::NotFound {
             registry: "npm",
@@ -162,11 +187,29 @@ fn install_npm(
     } else {
         (target, Vec::new())
     };
+    let mut env = std::collections::BTreeMap::new();
+    if entry.hosting.node_proxy {
+        // Inside node_modules, which the sandbox's node profile exposes.
+        let preload = dir.join("node_modules/.berth/egress-proxy.cjs");
+        let written = preload
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|()| std::fs::write(&preload, NODE_PROXY_PRELOAD));
+        written.map_err(|source| InstallError::Io {
+            path: preload.clone(),
+            source,
+        })?;
+        env.insert(
+            "NODE_OPTIONS".to_string(),
+            format!("--require {}", preload.display()),
+        );
+    }
     Ok(Installed {
         dir: dir.to_path_buf(),
         version: version.to_string(),
         command,
         args,
+        env,
     })
 }
 
@@ -311,6 +354,7 @@ fn install_pypi(
         version: version.to_string(),
         command: program,
         args: Vec::new(),
+        env: Default::default(),
     })
 }
 

@@ -52,6 +52,7 @@ const HOSTING_KEYS: &[&str] = &[
     "tool_scopes",
     "install_env",
     "install_scripts",
+    "node_proxy",
     "options",
     "secrets",
     "tags",
