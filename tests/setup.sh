@@ -24,6 +24,17 @@ trap 'echo "[tests/setup] ERROR: command failed (line $LINENO): $BASH_COMMAND" >
 . "$TESTS_DIR/setup-lib.sh"
 
 need_node
+# The built-in postgres tests check the database's own view (pg_stat_activity)
+# with psql; Debian packages it as postgresql-client.
+if ! command -v psql >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    say "installing postgresql-client (psql) with apt-get"
+    apt-get update -qq && apt-get install -y -qq postgresql-client >/dev/null \
+      || die "apt-get could not install postgresql-client"
+  else
+    say "psql not found: the built-in postgres tests will say so (install postgresql-client)"
+  fi
+fi
 npm_install "$NODE_DIR"
 python_venv "$PY_DIR" 'import mcp.client.streamable_http'
 
