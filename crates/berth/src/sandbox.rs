@@ -210,14 +210,45 @@ pub fn warnings(specs: &[berth_fleet::ServerSpec]) -> Vec<String> {
             None => out.push(format!(
                 "server `{name}` runs without a sandbox (sandbox = false): it has Berth's own user, files, network and environment"
             )),
-            Some(settings) => out.extend(
-                berth_sandbox::unwritable(settings)
-                    .into_iter()
-                    .map(|w| format!("server `{name}`: {w}")),
-            ),
+            Some(settings) => {
+                out.extend(
+                    berth_sandbox::unwritable(settings)
+                        .into_iter()
+                        .map(|w| format!("server `{name}`: {w}")),
+                );
+                out.extend(
+                    hidden_roots(spec, settings)
+                        .into_iter()
+                        .map(|root| format!(
+                            "server `{name}`: root {root} is given to the server but is not visible in its sandbox; add it to [servers.{name}.sandbox] writable (or readable)"
+                        )),
+                );
+            }
         }
     }
     out
+}
+
+/// Fixed roots the server's sandbox does not show it: outside its state
+/// dir, its `readable`/`writable` paths and the paths its arguments name.
+fn hidden_roots(spec: &berth_fleet::ServerSpec, settings: &Settings) -> Vec<String> {
+    let berth_fleet::Roots::Fixed(uris) = &spec.roots else {
+        return Vec::new();
+    };
+    let state = Path::new(berth_sandbox::STATE_DIR);
+    uris.iter()
+        .filter_map(|uri| {
+            let path = Path::new(uri.strip_prefix("file://")?);
+            let visible = path.starts_with(state)
+                || settings
+                    .readable
+                    .iter()
+                    .chain(&settings.writable)
+                    .any(|p| path.starts_with(p))
+                || spec.args.iter().any(|a| path.starts_with(a));
+            (!visible).then(|| path.display().to_string())
+        })
+        .collect()
 }
 
 /// At start: what this machine offers, and the warnings above.
@@ -315,6 +346,31 @@ mod tests {
             panic!()
         };
         assert!(t.validate("k").unwrap_err().contains("a.com"));
+    }
+
+    #[test]
+    fn fixed_roots_the_sandbox_hides_are_named() {
+        let mut spec = berth_fleet::ServerSpec::new("files", "node");
+        spec.args = vec!["/srv/shared".into()];
+        spec.roots = berth_fleet::Roots::Fixed(
+            [
+                "file:///state/files",
+                "file:///srv/shared/docs",
+                "file:///opt/data",
+                "file:///var/www",
+            ]
+            .map(String::from)
+            .into(),
+        );
+        let mut settings = Settings::new(PathBuf::from("/tmp/state/files"));
+        settings.writable = vec![PathBuf::from("/var/www")];
+        spec.sandbox = Some(settings);
+        let warnings = warnings(&[spec]);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].contains("root /opt/data is given to the server but is not visible"),
+            "{warnings:?}"
+        );
     }
 
     #[test]
