@@ -207,9 +207,18 @@ pub fn warnings(specs: &[berth_fleet::ServerSpec]) -> Vec<String> {
     for spec in specs {
         let name = &spec.name;
         match &spec.sandbox {
-            None => out.push(format!(
-                "server `{name}` runs without a sandbox (sandbox = false): it has Berth's own user, files, network and environment"
-            )),
+            None => {
+                out.push(format!(
+                    "server `{name}` runs without a sandbox (sandbox = false): it has Berth's own user, files, network and environment"
+                ));
+                let state = berth_sandbox::STATE_DIR;
+                let names_state = |v: &String| v == state || v.starts_with(&format!("{state}/"));
+                if spec.args.iter().chain(spec.env.values()).any(names_state) {
+                    out.push(format!(
+                        "server `{name}` names {state} (its state dir inside a sandbox) but runs without one: there, that path is the host's; use the host path of its state dir instead"
+                    ));
+                }
+            }
             Some(settings) => {
                 out.extend(
                     berth_sandbox::unwritable(settings)
@@ -369,6 +378,18 @@ mod tests {
         assert_eq!(warnings.len(), 1, "{warnings:?}");
         assert!(
             warnings[0].contains("root /opt/data is given to the server but is not visible"),
+            "{warnings:?}"
+        );
+    }
+
+    #[test]
+    fn an_unsandboxed_server_naming_state_is_warned_about() {
+        let mut spec = berth_fleet::ServerSpec::new("memory", "node");
+        spec.env
+            .insert("MEMORY_FILE_PATH".into(), "/state/memory.jsonl".into());
+        let warnings = warnings(&[spec]);
+        assert!(
+            warnings.iter().any(|w| w.contains("names /state")),
             "{warnings:?}"
         );
     }
