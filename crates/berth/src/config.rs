@@ -21,13 +21,13 @@ use serde::{Deserialize, Deserializer};
 #[serde(deny_unknown_fields)]
 pub struct Config {
     #[serde(default)]
-    pub gateway: Gateway,
+    pub gateway: GatewaySection,
     #[serde(default)]
-    pub admin: Admin,
+    pub admin: AdminSection,
     #[serde(default)]
-    pub auth: Auth,
+    pub auth: AuthSection,
     #[serde(default)]
-    pub servers: BTreeMap<ServerName, Server>,
+    pub servers: BTreeMap<ServerName, ServerSection>,
     #[serde(default)]
     pub catalog: CatalogSources,
     /// The file this was read from (hidden from sandboxed servers).
@@ -70,7 +70,7 @@ impl fmt::Display for OptionValue {
 /// `[auth]`: who may call the servers.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct Auth {
+pub struct AuthSection {
     pub mode: AuthModeConfig,
     /// The external authorization server; without one (mode "oauth"), Berth
     /// is its own issuer at `gateway.public_url`.
@@ -94,10 +94,10 @@ pub struct Auth {
     pub api_keys: Vec<ApiKeyConfig>,
 }
 
-impl Default for Auth {
+impl Default for AuthSection {
     fn default() -> Self {
         let d = berth_auth::AuthConfig::default();
-        Auth {
+        AuthSection {
             mode: AuthModeConfig::None,
             issuer: None,
             jwks_uri: None,
@@ -106,7 +106,7 @@ impl Default for Auth {
             jwks_min_refresh: d.jwks_min_refresh,
             jwks_max_age: d.jwks_max_age,
             token_cache: d.cache_ttl,
-            access_token_ttl: Duration::from_secs(3600),
+            access_token_ttl: berth_issuer::DEFAULT_ACCESS_TOKEN_TTL,
             introspection: None,
             api_keys: Vec::new(),
         }
@@ -149,7 +149,7 @@ pub struct ApiKeyConfig {
 /// `[admin]`: the admin API behind `berth ps`, `logs`, `restart`, `reload`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct Admin {
+pub struct AdminSection {
     pub enabled: bool,
     /// Port 0 picks a free port; the CLI finds it in `<data_dir>/admin.json`.
     pub listen: SocketAddr,
@@ -162,9 +162,9 @@ pub struct Admin {
     pub allow_remote: bool,
 }
 
-impl Default for Admin {
+impl Default for AdminSection {
     fn default() -> Self {
-        Admin {
+        AdminSection {
             enabled: true,
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             token: None,
@@ -173,7 +173,7 @@ impl Default for Admin {
     }
 }
 
-impl Admin {
+impl AdminSection {
     /// Whether the admin API would be reachable from other hosts.
     fn is_remote(&self) -> bool {
         self.enabled && !self.listen.ip().is_loopback()
@@ -202,7 +202,7 @@ impl Admin {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct Gateway {
+pub struct GatewaySection {
     pub listen: SocketAddr,
     #[serde(deserialize_with = "duration")]
     pub session_idle_timeout: Duration,
@@ -258,15 +258,15 @@ pub fn default_data_dir() -> PathBuf {
     }
 }
 
-impl Default for Gateway {
+impl Default for GatewaySection {
     fn default() -> Self {
         let edge = EdgeConfig::default();
-        Gateway {
+        GatewaySection {
             listen: edge.listen,
             session_idle_timeout: edge.session_idle_timeout,
             request_timeout: edge.request_timeout,
             max_body_bytes: edge.max_body_bytes,
-            max_message_bytes: 16 * 1024 * 1024,
+            max_message_bytes: ServerSpec::DEFAULT_MAX_MESSAGE_BYTES,
             sse_retry: edge.sse_retry,
             sse_keepalive: edge.sse_keepalive,
             replay_buffer: edge.replay_buffer,
@@ -291,7 +291,7 @@ impl Default for Gateway {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Server {
+pub struct ServerSection {
     /// The program to run; or `builtin` instead.
     pub command: Option<NonEmpty>,
     /// One of Berth's built-in servers (`berth catalog list` shows them),
@@ -327,7 +327,7 @@ pub struct Server {
     #[serde(default = "default_crash_window", deserialize_with = "duration")]
     pub crash_window: Duration,
     #[serde(default)]
-    pub pool: Pool,
+    pub pool: PoolSection,
     /// Scopes every request to this server needs.
     #[serde(default)]
     pub required_scopes: Vec<String>,
@@ -343,7 +343,7 @@ pub struct Server {
     pub roots: crate::roots::RootsConfig,
 }
 
-impl Server {
+impl ServerSection {
     /// The program and the arguments before the configured ones: a built-in
     /// is this binary's `builtin NAME`.
     pub fn program(&self) -> (String, Vec<String>) {
@@ -438,7 +438,7 @@ fn default_crash_window() -> Duration {
 /// `[servers.NAME.pool]`
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct Pool {
+pub struct PoolSection {
     pub min_ready: usize,
     /// Default: 64 (exclusive), 2 (shared).
     pub max_processes: Option<usize>,
@@ -453,10 +453,10 @@ pub struct Pool {
     pub health_timeout: Duration,
 }
 
-impl Default for Pool {
+impl Default for PoolSection {
     fn default() -> Self {
         let d = berth_fleet::PoolConfig::default();
-        Pool {
+        PoolSection {
             min_ready: d.min_ready,
             max_processes: None,
             preinitialize: d.preinitialize,
@@ -661,7 +661,7 @@ impl Config {
         for name in berth_servers::EMBEDDED {
             servers.insert(
                 ServerName(name.to_string()),
-                Server {
+                ServerSection {
                     command: None,
                     builtin: Some(name.to_string()),
                     options: BTreeMap::new(),
@@ -675,7 +675,7 @@ impl Config {
                     on_crash: OnCrashConfig::End,
                     max_crashes: default_max_crashes(),
                     crash_window: default_crash_window(),
-                    pool: Pool::default(),
+                    pool: PoolSection::default(),
                     required_scopes: Vec::new(),
                     tool_scopes: BTreeMap::new(),
                     sandbox: SandboxConfig::default(),
@@ -684,9 +684,9 @@ impl Config {
             );
         }
         Config {
-            gateway: Gateway::default(),
-            admin: Admin::default(),
-            auth: Auth::default(),
+            gateway: GatewaySection::default(),
+            admin: AdminSection::default(),
+            auth: AuthSection::default(),
             servers,
             catalog: CatalogSources::default(),
             source: None,

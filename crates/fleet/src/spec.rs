@@ -202,6 +202,9 @@ impl Default for ShutdownGrace {
 }
 
 impl ServerSpec {
+    /// The longest stdout line (one JSON-RPC message) accepted by default.
+    pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+
     /// Variables every child gets from the gateway unless configured otherwise:
     /// what programs need to run, and nothing that could carry a secret.
     pub const DEFAULT_PASSTHROUGH: &'static [&'static str] = &[
@@ -219,7 +222,7 @@ impl ServerSpec {
                 .map(|s| s.to_string())
                 .collect(),
             cwd: None,
-            max_message_bytes: 16 * 1024 * 1024,
+            max_message_bytes: Self::DEFAULT_MAX_MESSAGE_BYTES,
             shutdown: ShutdownGrace::default(),
             pool: PoolConfig::default(),
             crash: CrashPolicy::default(),
