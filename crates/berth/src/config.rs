@@ -871,20 +871,105 @@ mod tests {
     }
 
     #[test]
-    fn example_config_loads() {
+    fn example_config_shows_the_defaults() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/berth.toml");
         let config = Config::load(&path).unwrap();
-        assert!(config.servers.contains_key(&ServerName("memory".into())));
-        assert_eq!(config.gateway.request_timeout, Duration::from_secs(60));
+        let (g, d) = (&config.gateway, GatewaySection::default());
+        // Every [gateway] value the file sets is the default (data_dir and
+        // public_url are commented out there).
+        assert_eq!(
+            (
+                g.listen,
+                g.session_idle_timeout,
+                g.request_timeout,
+                g.max_body_bytes
+            ),
+            (
+                d.listen,
+                d.session_idle_timeout,
+                d.request_timeout,
+                d.max_body_bytes
+            )
+        );
+        assert_eq!(
+            (
+                g.max_message_bytes,
+                g.sse_retry,
+                g.sse_keepalive,
+                g.replay_buffer,
+                g.replay_buffer_bytes
+            ),
+            (
+                d.max_message_bytes,
+                d.sse_retry,
+                d.sse_keepalive,
+                d.replay_buffer,
+                d.replay_buffer_bytes
+            )
+        );
+        assert_eq!(
+            (g.header_read_timeout, g.body_read_timeout, g.idle_timeout),
+            (d.header_read_timeout, d.body_read_timeout, d.idle_timeout)
+        );
+        assert_eq!(
+            (
+                g.http2_keepalive_interval,
+                g.http2_keepalive_timeout,
+                g.http2_max_concurrent_streams
+            ),
+            (
+                d.http2_keepalive_interval,
+                d.http2_keepalive_timeout,
+                d.http2_max_concurrent_streams
+            )
+        );
+        assert_eq!(
+            (
+                g.max_connections,
+                g.max_connections_per_peer,
+                g.max_sessions_per_client
+            ),
+            (
+                d.max_connections,
+                d.max_connections_per_peer,
+                d.max_sessions_per_client
+            )
+        );
+        assert_eq!(
+            g.requests_per_second_per_client,
+            d.requests_per_second_per_client
+        );
+        let (a, da) = (&config.admin, AdminSection::default());
+        assert_eq!(
+            (a.enabled, a.listen, a.allow_remote),
+            (da.enabled, da.listen, da.allow_remote)
+        );
         let memory = &config.servers[&ServerName("memory".into())];
-        assert_eq!(memory.pool.min_ready, 2);
-        assert!(memory.pool.preinitialize);
-        assert_eq!(memory.pool.standby_after, Some(Duration::from_secs(30)));
-        assert_eq!(memory.on_crash, OnCrashConfig::Replay);
-        let spec = &config.server_specs()[0];
-        assert_eq!(spec.pool.stop_after, Some(Duration::from_secs(600)));
-        assert_eq!(spec.on_crash, berth_fleet::OnCrash::Replay);
-        assert!(config.admin.enabled);
+        let (p, dp) = (&memory.pool, PoolSection::default());
+        assert_eq!(
+            (
+                p.min_ready,
+                p.max_processes,
+                p.preinitialize,
+                p.standby_after,
+                p.stop_after
+            ),
+            (
+                dp.min_ready,
+                Some(64),
+                dp.preinitialize,
+                dp.standby_after,
+                dp.stop_after
+            )
+        );
+        assert_eq!(
+            (p.health_interval, p.health_timeout),
+            (dp.health_interval, dp.health_timeout)
+        );
+        assert_eq!(memory.binding, Binding::default());
+        assert_eq!(memory.on_crash, OnCrashConfig::default());
+        assert_eq!(memory.max_crashes, default_max_crashes());
+        assert_eq!(memory.crash_window, default_crash_window());
         let workspace = config
             .server_specs()
             .into_iter()
@@ -893,6 +978,26 @@ mod tests {
         assert_eq!(workspace.args, ["builtin", "sandbox"]);
         assert_eq!(workspace.env["BERTH_SANDBOX_EXEC_TIMEOUT"], "30s");
         assert_eq!(workspace.env["BERTH_SANDBOX_KEEP_WORKSPACE"], "false");
+    }
+
+    #[test]
+    fn production_example_loads_with_the_recommended_values() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/production.toml");
+        let config = Config::load(&path).unwrap();
+        let memory = &config.servers[&ServerName("memory".into())];
+        assert_eq!(memory.binding, Binding::Shared);
+        assert_eq!(memory.on_crash, OnCrashConfig::Replay);
+        assert_eq!(memory.pool.max_processes, Some(1));
+        assert!(memory.pool.preinitialize);
+        assert_eq!(memory.pool.standby_after, Some(Duration::from_secs(30)));
+        let specs = config.server_specs();
+        let time = specs.iter().find(|s| s.name == "time").unwrap();
+        assert_eq!(time.pool.min_ready, 2);
+        assert_eq!(time.pool.stop_after, Some(Duration::from_secs(600)));
+        assert_eq!(
+            config.gateway.session_idle_timeout,
+            Duration::from_secs(600)
+        );
     }
 
     #[test]
