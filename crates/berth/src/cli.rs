@@ -163,8 +163,15 @@ pub async fn ps(args: &AdminArgs, json: bool) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&servers)?);
         return Ok(());
     }
+    // The name column fits the longest name: long names keep the table aligned.
+    let w = servers
+        .iter()
+        .map(|s| s.pool.server.len())
+        .max()
+        .unwrap_or(0)
+        .max(16);
     println!(
-        "{:<16} {:<8} {:>8} {:>6} {:>6} {:>7} {:>6} {:>8} {:>8} {:>8} {:>9} {:>9}",
+        "{:<w$} {:<8} {:>8} {:>6} {:>6} {:>7} {:>6} {:>8} {:>8} {:>8} {:>9} {:>9}",
         "SERVER",
         "STATUS",
         "SESSIONS",
@@ -186,7 +193,7 @@ pub async fn ps(args: &AdminArgs, json: bool) -> anyhow::Result<()> {
         let other = s.pool.processes.len() - count(Ready) - count(Standby) - count(Leased);
         let ms = |v: Option<f64>| v.map(|v| format!("{v:.2}ms")).unwrap_or_else(|| "-".into());
         println!(
-            "{:<16} {:<8} {:>8} {:>6} {:>6} {:>7} {:>6} {:>8} {:>8} {:>8} {:>9} {:>9}",
+            "{:<w$} {:<8} {:>8} {:>6} {:>6} {:>7} {:>6} {:>8} {:>8} {:>8} {:>9} {:>9}",
             s.pool.server,
             s.pool.status,
             s.sessions,

@@ -588,10 +588,17 @@ fn announce(
         out.push_str("No --config given: serving the built-in servers.\n");
     }
     let mut snippet = serde_json::Map::new();
-    for server in gateway.servers() {
+    let servers = gateway.servers();
+    let w = servers
+        .iter()
+        .map(|s| s.spec.name.len())
+        .max()
+        .unwrap_or(0)
+        .max(12);
+    for server in servers {
         let name = &server.spec.name;
         out.push_str(&format!(
-            "  {name:<12} {base}/mcp/{name}   (legacy SSE: {base}/sse/{name})\n"
+            "  {name:<w$} {base}/mcp/{name}   (legacy SSE: {base}/sse/{name})\n"
         ));
         snippet.insert(
             name.clone(),
