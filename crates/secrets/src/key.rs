@@ -1,9 +1,9 @@
 //! The master key: where it comes from, how it is decoded, and the key file.
 
 use std::fmt;
-use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use base64::Engine;
@@ -170,25 +170,10 @@ fn create_key_file(path: &Path) -> Result<MasterKey, SecretError> {
     STANDARD.encode_string(&key[..], &mut text);
     text.push('\n');
 
-    // create_new: never overwrite a key; mode 0600 from the start, so the
-    // key is never readable by others even for a moment.
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
+    // Never overwrites a key; private from the start and complete or absent,
+    // so a half-written key file is never refused on a later start.
+    berth_files::create_private_new(path, text.as_bytes())
         .map_err(|e| io_error("create the master key file", path, e))?;
-    let written = file
-        .write_all(text.as_bytes())
-        .and_then(|()| file.sync_all());
-    if let Err(e) = written {
-        // A half-written key file would be refused on every later start.
-        let _ = std::fs::remove_file(path);
-        return Err(io_error("write the master key file", path, e));
-    }
-    if let Some(dir) = path.parent() {
-        crate::sync_dir(dir)?;
-    }
     Ok(key)
 }
 

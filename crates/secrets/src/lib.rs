@@ -34,9 +34,7 @@ mod template;
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::fs::{DirBuilder, File, OpenOptions, Permissions};
-use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use base64::Engine;
@@ -299,19 +297,7 @@ impl SecretStore {
         let mut json =
             serde_json::to_vec_pretty(store).map_err(|e| io_error(action, &self.path, e.into()))?;
         json.push(b'\n');
-        // Same directory, so the rename cannot cross file systems.
-        let mut temp = tempfile::Builder::new()
-            .prefix(".secrets.json.")
-            .suffix(".tmp")
-            .permissions(Permissions::from_mode(0o600))
-            .tempfile_in(&self.dir)
-            .map_err(|e| io_error(action, &self.dir, e))?;
-        temp.write_all(&json)
-            .and_then(|()| temp.as_file().sync_all())
-            .map_err(|e| io_error(action, temp.path(), e))?;
-        temp.persist(&self.path)
-            .map_err(|e| io_error(action, &self.path, e.error))?;
-        sync_dir(&self.dir)
+        berth_files::write_private(&self.path, &json).map_err(|e| io_error(action, &self.path, e))
     }
 
     fn encrypt(&self, name: &str, value: &str) -> Result<Record, SecretError> {
@@ -389,36 +375,15 @@ fn validate_name(name: &str) -> Result<(), SecretError> {
 
 /// Creates the data directory (mode 0700) if absent; an existing one is left as it is.
 fn create_data_dir(dir: &Path) -> Result<(), SecretError> {
-    DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|e| io_error("create the data directory", dir, e))
+    berth_files::create_private_dir(dir).map_err(|e| io_error("create the data directory", dir, e))
 }
 
 /// Takes the store's advisory lock, blocking until it is free; the lock is
 /// released when the returned file is dropped. It keeps two CLI runs from
 /// each reading the store and the second write losing the first's change.
-fn lock_store(dir: &Path) -> Result<File, SecretError> {
+fn lock_store(dir: &Path) -> Result<berth_files::LockFile, SecretError> {
     let path = dir.join(LOCK_FILE);
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .open(&path)
-        .map_err(|e| io_error("open the lock file", &path, e))?;
-    file.lock()
-        .map_err(|e| io_error("lock the lock file", &path, e))?;
-    Ok(file)
-}
-
-/// Flushes a directory, so that a file just created or renamed in it
-/// survives a crash.
-fn sync_dir(dir: &Path) -> Result<(), SecretError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| io_error("sync the directory", dir, e))
+    berth_files::lock_exclusive(&path).map_err(|e| io_error("lock the lock file", &path, e))
 }
 
 /// Fills `buf` from the operating system's random number generator.
@@ -429,6 +394,7 @@ fn fill_random(buf: &mut [u8]) -> Result<(), SecretError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     const KEY: [u8; 32] = [7; 32];
     const OTHER_KEY: [u8; 32] = [8; 32];
