@@ -369,18 +369,55 @@ pub struct Message {
     pub id: Option<IdKey>,
     pub method: Option<Box<str>>,
     pub progress_token: Option<IdKey>,
+    /// Where the id is written in `bytes`, so that [`Message::raw_id`]
+    /// need not parse the envelope again.
+    id_span: Option<IdSpan>,
+}
+
+/// The id's place in the buffer it was parsed from (that buffer's address
+/// and length too: `bytes` is a public field and may have been replaced).
+#[derive(Debug, Clone, Copy)]
+struct IdSpan {
+    base: usize,
+    total: usize,
+    start: usize,
+    len: usize,
+}
+
+impl IdSpan {
+    fn of(bytes: &[u8], part: &str) -> Option<IdSpan> {
+        let base = bytes.as_ptr() as usize;
+        let start = (part.as_ptr() as usize).checked_sub(base)?;
+        (start.checked_add(part.len())? <= bytes.len()).then_some(IdSpan {
+            base,
+            total: bytes.len(),
+            start,
+            len: part.len(),
+        })
+    }
+
+    /// The id's text in `bytes`, if `bytes` is still the buffer it was found in.
+    fn text(self, bytes: &[u8]) -> Option<&str> {
+        if bytes.as_ptr() as usize != self.base || bytes.len() != self.total {
+            return None;
+        }
+        std::str::from_utf8(bytes.get(self.start..self.start + self.len)?).ok()
+    }
 }
 
 impl Message {
     pub fn parse(bytes: Bytes) -> Result<Message, ParseError> {
         let env = Envelope::parse(&bytes)?;
         let progress_token = match (env.kind, env.method.as_deref()) {
-            (Kind::Request, _) | (Kind::Notification, Some("notifications/progress")) => {
+            (Kind::Request, _) | (Kind::Notification, Some("notifications/progress"))
+                if may_carry_progress_token(env.params) =>
+            {
                 env.progress_token()
             }
             _ => None,
         };
         let id = env.id.and_then(IdKey::from_raw);
+        let id_span = env.id.and_then(|raw| IdSpan::of(&bytes, raw.get()));
         let kind = env.kind;
         let method = env.method.map(|m| m.into());
         Ok(Message {
@@ -389,6 +426,7 @@ impl Message {
             id,
             method,
             progress_token,
+            id_span,
         })
     }
 
@@ -401,6 +439,10 @@ impl Message {
     /// `None` when the message has no usable id.
     pub fn raw_id(&self) -> Option<String> {
         let key = self.id.as_ref()?;
+        if let Some(text) = self.id_span.and_then(|span| span.text(&self.bytes)) {
+            return Some(text.to_owned());
+        }
+        // `bytes` was replaced after parsing (a public field): read it again.
         let written = Envelope::parse(&self.bytes)
             .ok()
             .and_then(|env| env.id)
@@ -431,6 +473,17 @@ impl Message {
             Stray::Other
         })
     }
+}
+
+/// Whether `params` may hold a progress token: most requests carry none, and
+/// a substring search is far cheaper than reading `params` a second time.
+/// A backslash may hide an escaped key (`"progress\u0054oken"`): then read.
+fn may_carry_progress_token(params: Option<&RawValue>) -> bool {
+    params.is_some_and(|p| {
+        let text = p.get().as_bytes();
+        memchr::memchr(b'\\', text).is_some()
+            || memchr::memmem::find(text, b"progressToken").is_some()
+    })
 }
 
 /// A JSON-RPC 2.0 message that no request or session can be found for.
@@ -499,6 +552,24 @@ mod tests {
         assert_eq!(m.raw_id().as_deref(), Some(r#""\u0041""#));
         let m = parse(r#"{"jsonrpc":"2.0","id":null,"error":{"code":1,"message":"x"}}"#).unwrap();
         assert_eq!(m.raw_id(), None);
+        // Bytes replaced after parsing: the id is read from the new ones.
+        let mut m = parse(r#"{"jsonrpc":"2.0","id":"abc","method":"x"}"#).unwrap();
+        m.bytes = Bytes::from_static(br#"{"jsonrpc":"2.0","id":7,"method":"x"}"#);
+        assert_eq!(m.raw_id().as_deref(), Some("7"));
+    }
+
+    #[test]
+    fn progress_tokens_found_however_written() {
+        let escaped = parse(
+            r#"{"jsonrpc":"2.0","id":1,"method":"x","params":{"_meta":{"progress\u0054oken":"t"}}}"#,
+        )
+        .unwrap();
+        assert_eq!(escaped.progress_token, Some(IdKey::Str("t".into())));
+        let none = parse(r#"{"jsonrpc":"2.0","id":1,"method":"x","params":{"a":"b"}}"#).unwrap();
+        assert_eq!(none.progress_token, None);
+        let text = parse(r#"{"jsonrpc":"2.0","id":1,"method":"x","params":{"a":"progressToken"}}"#)
+            .unwrap();
+        assert_eq!(text.progress_token, None);
     }
 
     #[test]
