@@ -7,6 +7,11 @@
 //! * `throughput-C`: C concurrent sessions, M calls each; the floor is C
 //!   echo servers driven over their pipes.
 //!
+//!   Both also have an `http floor` row: the same echo answered in this
+//!   process over the same HTTP stack (hyper behind axum, see
+//!   [`crate::floor`]), no gateway and no child, called by the same client:
+//!   what HTTP alone costs, so Berth's own cost is what lies above it.
+//!
 //!   Both also have a `berth 2026-07-28` row: the same Berth configuration
 //!   and echo server (which speaks both eras), called by stateless
 //!   2026-07-28 clients (no session, `_meta` and the revision's headers on
@@ -41,6 +46,7 @@ use crate::ttfr::{RunOptions, TOOL, TOOL_TEXT, check_echo};
 
 const SERVER: &str = "echo";
 pub const FLOOR: &str = "stdio floor";
+pub const HTTP_FLOOR: &str = "http floor";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LoadScenario {
@@ -75,11 +81,15 @@ pub struct LoadOptions {
     pub ttfr_pause: Duration,
     pub quick: bool,
     pub out: Option<PathBuf>,
+    /// `[gateway] worker_threads` for every Berth row (None: Berth's default).
+    pub berth_worker_threads: Option<usize>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Target {
     Floor,
+    /// The echo answered in-process over HTTP (per-call and throughput).
+    HttpFloor,
     Berth,
     /// Berth with `[auth] mode = "oauth"`: every request carries a JWT from
     /// the built-in issuer (per-call and throughput).
@@ -100,6 +110,7 @@ impl Target {
     fn name(&self) -> String {
         match self {
             Target::Floor => FLOOR.into(),
+            Target::HttpFloor => HTTP_FLOOR.into(),
             Target::Berth => "berth".into(),
             Target::BerthOAuth => "berth oauth".into(),
             Target::BerthModern => format!("berth {}", crate::mcp::MODERN_VERSION),
@@ -172,21 +183,41 @@ impl Cpu {
     }
 }
 
-/// Reads the CPU ticks of `pids` (summed) before, and builds a [`Cpu`]
-/// after.
+/// Whose CPU time a [`CpuMeter`] reads.
+enum CpuSource {
+    /// These processes, summed.
+    Pids(Vec<u32>),
+    /// The HTTP floor's threads in this process.
+    FloorThreads,
+}
+
+impl CpuSource {
+    fn ticks(&self) -> Option<u64> {
+        match self {
+            CpuSource::Pids(pids) => ticks(pids),
+            CpuSource::FloorThreads => crate::floor::cpu_ticks(),
+        }
+    }
+}
+
+/// Reads the CPU ticks of its source before, and builds a [`Cpu`] after.
 struct CpuMeter {
-    pids: Vec<u32>,
+    source: CpuSource,
     before: Option<u64>,
 }
 
 impl CpuMeter {
     fn start(pids: Vec<u32>) -> Self {
-        let before = ticks(&pids);
-        CpuMeter { pids, before }
+        Self::of(CpuSource::Pids(pids))
+    }
+
+    fn of(source: CpuSource) -> Self {
+        let before = source.ticks();
+        CpuMeter { source, before }
     }
 
     fn stop(self, calls: u64) -> Option<Cpu> {
-        let (before, after) = (self.before?, ticks(&self.pids)?);
+        let (before, after) = (self.before?, self.source.ticks()?);
         Some(Cpu {
             ticks: after.saturating_sub(before),
             ticks_per_sec: peers::clock_ticks_per_sec(),
@@ -320,7 +351,14 @@ fn targets(options: &LoadOptions, instance: &Instance) -> Vec<Target> {
             Target::BerthModern,
         ]
     } else {
-        let mut berths = vec![Target::Floor, Target::Berth];
+        let mut berths = vec![Target::Floor];
+        if matches!(
+            instance.kind,
+            LoadScenario::PerCall | LoadScenario::Throughput
+        ) {
+            berths.push(Target::HttpFloor);
+        }
+        berths.push(Target::Berth);
         if matches!(
             instance.kind,
             LoadScenario::PerCall | LoadScenario::Throughput
@@ -384,7 +422,9 @@ pub async fn run(options: &LoadOptions) -> Result<bool> {
                 }
                 _ => {}
             }
-            if !matches!(row.status, Status::Unavailable(_)) || target != Target::Floor {
+            if !matches!(row.status, Status::Unavailable(_))
+                || !matches!(target, Target::Floor | Target::HttpFloor)
+            {
                 rows.push(row);
             }
         }
@@ -405,6 +445,7 @@ pub async fn run(options: &LoadOptions) -> Result<bool> {
                     | Target::BerthCold
                     | Target::BerthWarm
                     | Target::Floor
+                    | Target::HttpFloor
             ) || matches!(row.status, Status::Ok | Status::Unavailable(_))
         })
     }))
@@ -412,8 +453,12 @@ pub async fn run(options: &LoadOptions) -> Result<bool> {
 
 fn berth_config(options: &LoadOptions, shared: bool) -> String {
     let args = ["echo"].map(crate::suite::toml_string).join(", ");
+    let workers = options
+        .berth_worker_threads
+        .map(|n| format!("worker_threads = {n}\n"))
+        .unwrap_or_default();
     let mut text = format!(
-        "[gateway]\nlisten = \"127.0.0.1:0\"\nsession_idle_timeout = \"1h\"\n\n[servers.{SERVER}]\ncommand = {}\nargs = [{args}]\n",
+        "[gateway]\nlisten = \"127.0.0.1:0\"\nsession_idle_timeout = \"1h\"\n{workers}\n[servers.{SERVER}]\ncommand = {}\nargs = [{args}]\n",
         crate::suite::toml_string(&options.fixture.to_string_lossy()),
     );
     if shared {
@@ -501,7 +546,9 @@ async fn start_target(
         Target::McpProxy => {
             Gateway::mcp_proxy(&options.peers_dir, &options.fixture, fixture_args, &log).await
         }
-        Target::External(_, _) | Target::Floor => Err(anyhow!("not started here")),
+        Target::External(_, _) | Target::Floor | Target::HttpFloor => {
+            Err(anyhow!("not started here"))
+        }
     };
     match (target, started) {
         (Target::External(_, url), _) => Ok((url.clone(), None)),
@@ -619,6 +666,12 @@ async fn run_one(options: &LoadOptions, instance: &Instance, target: &Target) ->
         };
         return finish(target, bounded(options, measure).await, None);
     }
+    if *target == Target::HttpFloor {
+        if instance.is_memory() {
+            return Row::new(target, Status::Unavailable("not applicable".into()));
+        }
+        return http_floor(options, instance).await;
+    }
     if instance.kind == LoadScenario::IdleShared && *target == Target::Supergateway {
         return Row::new(
             target,
@@ -669,6 +722,7 @@ async fn run_one(options: &LoadOptions, instance: &Instance, target: &Target) ->
         Err(error) => return Row::new(target, Status::Failed(format!("{error:#}"))),
     };
     let pid = gateway.as_ref().map(|g| g.pid);
+    let cpu = || CpuSource::Pids(pid.into_iter().collect());
     let measured = match instance.kind {
         LoadScenario::PerCall => {
             bounded(
@@ -679,7 +733,7 @@ async fn run_one(options: &LoadOptions, instance: &Instance, target: &Target) ->
                     1,
                     instance.calls_each,
                     options.warmup,
-                    pid,
+                    cpu(),
                 ),
             )
             .await
@@ -693,7 +747,7 @@ async fn run_one(options: &LoadOptions, instance: &Instance, target: &Target) ->
                     instance.sessions,
                     instance.calls_each,
                     0,
-                    None,
+                    cpu(),
                 ),
             )
             .await
@@ -723,6 +777,44 @@ async fn run_one(options: &LoadOptions, instance: &Instance, target: &Target) ->
     };
     let stop_note = stop_gateway(gateway).await;
     finish(target, measured, stop_note)
+}
+
+/// The HTTP floor: the echo answered in this process (see [`crate::floor`]),
+/// driven by the same client and measured the same way as Berth; its CPU is
+/// that of the floor's own threads.
+async fn http_floor(options: &LoadOptions, instance: &Instance) -> Row {
+    let target = Target::HttpFloor;
+    let server = match crate::floor::FloorServer::start(0).await {
+        Ok(server) => server,
+        Err(error) => return Row::new(&target, Status::Failed(format!("{error:#}"))),
+    };
+    let measured = match McpHttp::new(&server.url, options.timeout, None) {
+        Ok(client) => {
+            let client = Arc::new(client);
+            let (sessions, warmup) = match instance.kind {
+                LoadScenario::PerCall => (1, options.warmup),
+                _ => (instance.sessions, 0),
+            };
+            let measured = bounded(
+                options,
+                http_calls(
+                    &client,
+                    false,
+                    sessions,
+                    instance.calls_each,
+                    warmup,
+                    CpuSource::FloorThreads,
+                ),
+            )
+            .await;
+            // The client's keep-alive connections close before the server stops.
+            drop(client);
+            measured
+        }
+        Err(error) => Err(error),
+    };
+    server.stop().await;
+    finish(&target, measured, None)
 }
 
 /// The era Berth's probe found for the echo server, from `berth ps --json`
@@ -810,7 +902,7 @@ async fn bounded(
 /// `sessions` concurrent sessions, each: open (untimed), `warmup` untimed
 /// calls, then `calls` timed calls; then DELETE (untimed). The wall time
 /// runs from when every session is open and warmed up to the last call; the
-/// CPU time of `pid`, if given, is read at the same two points.
+/// CPU time of `cpu` is read at the same two points.
 ///
 /// `stateless`: 2026-07-28 clients instead of sessions; each "opens" with
 /// one untimed call (the stateless pool starts with no process) and ends
@@ -821,7 +913,7 @@ async fn http_calls(
     sessions: u64,
     calls: u64,
     warmup: u64,
-    pid: Option<u32>,
+    cpu: CpuSource,
 ) -> Result<Measured> {
     client.preconnect().await;
     let mut opened = Vec::new();
@@ -856,7 +948,7 @@ async fn http_calls(
                 .await;
         }
     }
-    let meter = CpuMeter::start(pid.into_iter().collect());
+    let meter = CpuMeter::of(cpu);
     let start = Instant::now();
     let tasks = opened.into_iter().map(|session| {
         let client = Arc::clone(client);
@@ -1207,7 +1299,7 @@ fn render(options: &LoadOptions, reports: &[ScenarioReport]) -> String {
                 .map(String::from)
                 .to_vec()
             };
-            if kind == LoadScenario::PerCall {
+            if matches!(kind, LoadScenario::PerCall | LoadScenario::Throughput) {
                 header.push("gateway CPU/call".into());
             }
             for other in &measured {
@@ -1239,7 +1331,7 @@ fn render(options: &LoadOptions, reports: &[ScenarioReport]) -> String {
                                 .unwrap_or("–".into()),
                         );
                     }
-                    if kind == LoadScenario::PerCall {
+                    if matches!(kind, LoadScenario::PerCall | LoadScenario::Throughput) {
                         cells.push(
                             row.cpu
                                 .map(|c| format!("{:.1} µs", c.per_call_us()))
@@ -1261,11 +1353,17 @@ fn render(options: &LoadOptions, reports: &[ScenarioReport]) -> String {
             let header: Vec<&str> = header.iter().map(String::as_str).collect();
             out.push_str(&markdown_table(&header, &rows));
         }
-        if report.instance.kind == LoadScenario::PerCall {
+        if matches!(
+            report.instance.kind,
+            LoadScenario::PerCall | LoadScenario::Throughput
+        ) {
             out.push_str(&format!(
-                "- gateway CPU/call: utime + stime of the gateway's own process (children excluded; the stdio floor: the echo process) over the timed calls, from /proc/PID/stat in ticks of 1/{} s\n",
+                "- gateway CPU/call: utime + stime of the gateway's own process (children excluded; the stdio floor: the echo processes; the http floor: its server threads in the bench process) over the timed calls, from /proc/PID/stat in ticks of 1/{} s\n",
                 peers::clock_ticks_per_sec()
             ));
+            if let Some(line) = against_http_floor(&report.rows) {
+                out.push_str(&line);
+            }
         }
         for row in &report.rows {
             if report.instance.kind == LoadScenario::IdleExclusive && row.target == Target::McpProxy
@@ -1290,6 +1388,35 @@ fn render(options: &LoadOptions, reports: &[ScenarioReport]) -> String {
         }
     }
     out
+}
+
+/// Berth against the HTTP floor of the same run: CPU per call and
+/// throughput, the figures issue 14's targets are stated in.
+fn against_http_floor(rows: &[Row]) -> Option<String> {
+    let ok = |target: &Target| {
+        rows.iter()
+            .find(|r| r.target == *target && matches!(r.status, Status::Ok))
+    };
+    let floor = ok(&Target::HttpFloor)?;
+    let mut out = String::new();
+    for target in [Target::Berth, Target::BerthModern] {
+        let Some(berth) = ok(&target) else { continue };
+        let cpu = match (berth.cpu, floor.cpu) {
+            (Some(b), Some(f)) if f.per_call_us() > 0.0 => {
+                format!("{:.2}×", b.per_call_us() / f.per_call_us())
+            }
+            _ => "–".into(),
+        };
+        let throughput = match (berth.calls_per_sec(), floor.calls_per_sec()) {
+            (Some(b), Some(f)) if f > 0.0 => format!("{:.0}%", b / f * 100.0),
+            _ => "–".into(),
+        };
+        out.push_str(&format!(
+            "- {} against the http floor: CPU/call {cpu}, calls/s {throughput}\n",
+            target.name()
+        ));
+    }
+    Some(out)
 }
 
 fn to_json(options: &LoadOptions, reports: &[ScenarioReport]) -> Value {

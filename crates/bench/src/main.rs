@@ -18,6 +18,7 @@
 //! * `peers-install` — installs the peers into `bench/peers/`.
 
 mod auth;
+mod floor;
 mod load;
 mod mcp;
 mod peers;
@@ -255,6 +256,9 @@ struct LoadArgs {
     /// ttfr: pause between sessions, the same for every target (lets Berth's pool refill).
     #[arg(long, default_value = "400ms", value_parser = humantime::parse_duration)]
     ttfr_pause: Duration,
+    /// `[gateway] worker_threads` for every Berth row [default: Berth's own]
+    #[arg(long, value_name = "N")]
+    berth_worker_threads: Option<usize>,
     /// Also write the results as JSON to this file.
     #[arg(long, value_name = "FILE")]
     out: Option<PathBuf>,
@@ -443,6 +447,7 @@ async fn load_command(args: LoadArgs) -> Result<bool> {
         ttfr_sessions: pick(args.ttfr_sessions, 20, 5),
         ttfr_boot_delay: args.ttfr_boot_delay,
         ttfr_pause: args.ttfr_pause,
+        berth_worker_threads: args.berth_worker_threads,
         quick: args.quick,
         out: args.out.clone(),
     };

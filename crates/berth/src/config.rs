@@ -242,6 +242,9 @@ pub struct GatewaySection {
     pub requests_per_second_per_client: f64,
     /// Bytes of events kept per SSE stream for replay.
     pub replay_buffer_bytes: usize,
+    /// The async runtime's worker threads (read by `main` before the
+    /// runtime starts): unset, one per core; 1, a current-thread runtime.
+    pub worker_threads: Option<usize>,
 }
 
 /// `$BERTH_DATA_DIR`, else `$XDG_STATE_HOME/berth`, else `~/.local/state/berth`.
@@ -285,6 +288,7 @@ impl Default for GatewaySection {
             max_sessions_per_client: edge.fairness.max_sessions_per_client,
             requests_per_second_per_client: edge.fairness.requests_per_second,
             replay_buffer_bytes: edge.replay_buffer_bytes,
+            worker_threads: None,
         }
     }
 }

@@ -222,10 +222,23 @@ fn main() -> ExitCode {
     // In the sandbox helper (this binary started again), this never returns.
     berth_sandbox::enter_if_requested();
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Runtime::new() {
+    // `serve` reads its configuration before the runtime exists: the
+    // runtime's shape (`[gateway] worker_threads`) is part of it.
+    let mut preloaded = None;
+    if let Command::Serve { config, .. } = &cli.command {
+        match load_config(config.as_deref()) {
+            Ok(loaded) => preloaded = Some(loaded),
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let workers = preloaded.as_ref().and_then(|c| c.gateway.worker_threads);
+    let runtime = match build_runtime(workers) {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            eprintln!("error: cannot start the async runtime: {e:#}");
             return ExitCode::FAILURE;
         }
     };
@@ -235,7 +248,7 @@ fn main() -> ExitCode {
                 config,
                 listen,
                 log_format,
-            } => serve(config, listen, log_format).await,
+            } => serve(config, preloaded, listen, log_format).await,
             Command::Check { config } => {
                 let loaded = Config::load(&config)?;
                 let from_catalog = loaded
@@ -403,15 +416,43 @@ fn init_logging(format: LogFormat) {
     }
 }
 
+/// The configuration `serve` runs: the file, or the built-in servers.
+fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<Config> {
+    Ok(match path {
+        Some(path) => Config::load(path)?,
+        None => Config::embedded(),
+    })
+}
+
+/// The runtime of `[gateway] worker_threads`: unset, one worker per core;
+/// 1, a current-thread runtime (no cross-thread wake-ups per call, one core
+/// at most); N, a multi-thread runtime of N workers.
+fn build_runtime(workers: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut builder = match workers {
+        None => tokio::runtime::Builder::new_multi_thread(),
+        Some(0) => anyhow::bail!(
+            "gateway.worker_threads = 0: give at least 1 (1 runs everything on one thread), or leave it unset for one per core"
+        ),
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(n);
+            builder
+        }
+    };
+    Ok(builder.enable_all().build()?)
+}
+
 async fn serve(
     config_path: Option<PathBuf>,
+    preloaded: Option<Config>,
     listen: Option<std::net::SocketAddr>,
     log_format: LogFormat,
 ) -> anyhow::Result<()> {
     init_logging(log_format);
-    let mut config = match &config_path {
-        Some(path) => Config::load(path)?,
-        None => Config::embedded(),
+    let mut config = match preloaded {
+        Some(config) => config,
+        None => load_config(config_path.as_deref())?,
     };
     if let Some(listen) = listen {
         config.gateway.listen = listen;
