@@ -98,8 +98,14 @@ pub fn lock_exclusive(path: &Path) -> io::Result<LockFile> {
         .truncate(false)
         .mode(0o600)
         .open(path)?;
-    file.lock()?;
-    Ok(LockFile { _file: file })
+    loop {
+        // A signal handler installed without SA_RESTART interrupts the wait.
+        match file.lock() {
+            Ok(()) => return Ok(LockFile { _file: file }),
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 fn parent(path: &Path) -> &Path {

@@ -421,8 +421,7 @@ pub(crate) async fn authorize_post(
         .unwrap_or_else(|p| p.into_inner())
         .exhausted(peer);
     let secret_ok = !too_many
-        && field("approval_secret")
-            .is_some_and(|s| util::secrets_equal(s.as_bytes(), iss.approval_secret.as_bytes()));
+        && field("approval_secret").is_some_and(|s| util::secrets_equal(s, &iss.approval_secret));
     if !secret_ok {
         let message = if too_many {
             "Too many wrong approval secrets in the last minute. Wait a minute, then try again."

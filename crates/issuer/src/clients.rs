@@ -10,10 +10,9 @@
 //! Secrets are never stored: only their SHA-256 (hex).
 
 use std::collections::HashMap;
-use std::fs::{self, File, OpenOptions};
+use std::fs;
 use std::io::ErrorKind;
-use std::os::fd::AsRawFd as _;
-use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
+use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::SystemTime;
@@ -83,7 +82,7 @@ impl Client {
     /// Whether `secret` is this client's secret (constant time).
     pub(crate) fn secret_matches(&self, secret: &str) -> bool {
         match &self.client_secret_sha256 {
-            Some(stored) => util::ct_str_eq(&util::sha256_hex(secret.as_bytes()), stored),
+            Some(stored) => util::secrets_equal(&util::sha256_hex(secret.as_bytes()), stored),
             None => false,
         }
     }
@@ -175,7 +174,7 @@ impl ClientStore {
             let matches = c
                 .client_secret_sha256
                 .as_deref()
-                .is_some_and(|h| util::ct_str_eq(h, &hash));
+                .is_some_and(|h| util::secrets_equal(h, &hash));
             if matches && c.origin == Origin::Operator && found.is_none() {
                 found = Some(c.clone());
             }
@@ -191,7 +190,8 @@ impl ClientStore {
         client: Client,
         may_replace: impl FnOnce(&Client) -> Result<(), IssuerError>,
     ) -> Result<(), IssuerError> {
-        let _lock = FileLock::acquire(&self.lock_path)?;
+        let _lock = berth_files::lock_exclusive(&self.lock_path)
+            .map_err(|e| IssuerError::io("locking", &self.lock_path, e))?;
         let (mut clients, _) = read_file(&self.path)?;
         if let Some(existing) = clients.get(&client.client_id) {
             may_replace(existing)?;
@@ -222,7 +222,7 @@ impl ClientStore {
         })?;
         let mut body = body;
         body.push(b'\n');
-        util::replace_private_file(&self.path, &body)
+        berth_files::write_private(&self.path, &body)
             .map_err(|e| IssuerError::io("writing", &self.path, e))?;
         Ok(())
     }
@@ -277,34 +277,4 @@ fn read_file(path: &Path) -> Result<(ClientMap, Option<Stamp>), IssuerError> {
         .map(|c| (c.client_id.clone(), c))
         .collect();
     Ok((clients, st))
-}
-
-/// An exclusive `flock` held until drop (the kernel releases it when the
-/// file is closed, even if the process dies).
-struct FileLock {
-    _file: File,
-}
-
-impl FileLock {
-    fn acquire(path: &Path) -> Result<Self, IssuerError> {
-        let f = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(path)
-            .map_err(|e| IssuerError::io("opening lock file", path, e))?;
-        loop {
-            // SAFETY: flock on a file descriptor we own, valid for the call.
-            let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) };
-            if rc == 0 {
-                return Ok(FileLock { _file: f });
-            }
-            let err = std::io::Error::last_os_error();
-            if err.kind() != ErrorKind::Interrupted {
-                return Err(IssuerError::io("locking", path, err));
-            }
-        }
-    }
 }

@@ -4,9 +4,9 @@
 //! A key file that group or others can read is refused rather than used:
 //! whoever can read it can mint tokens for every server on the node.
 
-use std::fs::{self, DirBuilder, OpenOptions};
-use std::io::{ErrorKind, Write as _};
-use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
+use std::fs;
+use std::io::ErrorKind;
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 
 use base64::Engine as _;
@@ -41,7 +41,7 @@ impl SigningKey {
         let path = data_dir.join(KEY_FILE);
         let secret = match read_key(&path)? {
             Some(k) => k,
-            None => create_key(data_dir, &path)?,
+            None => create_key(&path)?,
         };
         Self::from_secret(&secret, &path)
     }
@@ -117,10 +117,7 @@ pub(crate) fn ensure_private_dir(dir: &Path) -> Result<(), IssuerError> {
             dir,
             std::io::Error::new(ErrorKind::NotADirectory, "not a directory"),
         )),
-        Err(e) if e.kind() == ErrorKind::NotFound => DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
+        Err(e) if e.kind() == ErrorKind::NotFound => berth_files::create_private_dir(dir)
             .map_err(|e| IssuerError::io("creating data dir", dir, e)),
         Err(e) => Err(IssuerError::io("inspecting data dir", dir, e)),
     }
@@ -152,11 +149,10 @@ fn read_key(path: &Path) -> Result<Option<SecretKey>, IssuerError> {
         })
 }
 
-/// Generates a key and publishes it at `path` atomically: it is written in
-/// full to a private temp file (created 0600, `create_new`) and then
-/// hard-linked into place, so a concurrent `open` (gateway and CLI) either
+/// Generates a key and publishes it at `path` atomically (complete or absent,
+/// never replacing one), so a concurrent `open` (gateway and CLI) either
 /// wins or reads the winner's complete key, never a half-written one.
-fn create_key(data_dir: &Path, path: &Path) -> Result<SecretKey, IssuerError> {
+fn create_key(path: &Path) -> Result<SecretKey, IssuerError> {
     let secret = generate();
     let pem = secret
         .to_pkcs8_pem(LineEnding::LF)
@@ -165,20 +161,7 @@ fn create_key(data_dir: &Path, path: &Path) -> Result<SecretKey, IssuerError> {
             reason: format!("encoding new key: {e}"),
         })?;
 
-    let tmp = data_dir.join(format!(".{KEY_FILE}.{}.tmp", util::random_token(9)));
-    let write = |target: &Path| -> std::io::Result<()> {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(target)?;
-        f.write_all(pem.as_bytes())?;
-        f.sync_all()
-    };
-    write(&tmp).map_err(|e| IssuerError::io("writing", &tmp, e))?;
-    let linked = fs::hard_link(&tmp, path);
-    let _ = fs::remove_file(&tmp);
-    match linked {
+    match berth_files::create_private_new(path, pem.as_bytes()) {
         Ok(()) => {
             tracing::info!(path = %path.display(), "created issuer signing key");
             Ok(secret)
@@ -187,14 +170,7 @@ fn create_key(data_dir: &Path, path: &Path) -> Result<SecretKey, IssuerError> {
         Err(e) if e.kind() == ErrorKind::AlreadyExists => read_key(path)?.ok_or_else(|| {
             IssuerError::io("reading", path, std::io::Error::from(ErrorKind::NotFound))
         }),
-        // A filesystem without hard links: fall back to a direct create_new.
-        Err(_) => match write(path) {
-            Ok(()) => Ok(secret),
-            Err(e) if e.kind() == ErrorKind::AlreadyExists => read_key(path)?.ok_or_else(|| {
-                IssuerError::io("reading", path, std::io::Error::from(ErrorKind::NotFound))
-            }),
-            Err(e) => Err(IssuerError::io("creating", path, e)),
-        },
+        Err(e) => Err(IssuerError::io("creating", path, e)),
     }
 }
 

@@ -338,7 +338,7 @@ impl RefreshTokens {
             serde_json::to_writer(&mut body, &record).expect("records serialise");
             body.push(b'\n');
         }
-        let result = util::replace_private_file(&path, &body)
+        let result = berth_files::write_private(&path, &body)
             .and_then(|()| OpenOptions::new().append(true).open(&path));
         match result {
             Ok(file) => {

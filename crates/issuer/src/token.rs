@@ -165,25 +165,14 @@ fn presented(headers: &HeaderMap, params: &Params) -> Result<Presented, OAuthErr
     })
 }
 
-/// `application/x-www-form-urlencoded` decoding of one value.
+/// `application/x-www-form-urlencoded` decoding of one value: `+` is a
+/// space, `%XX` a byte; `None` unless the result is UTF-8.
 fn form_decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' => {
-                let hex = bytes.get(i + 1..i + 3)?;
-                let hex = std::str::from_utf8(hex).ok()?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 2;
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8(out).ok()
+    let spaced = s.replace('+', " ");
+    percent_encoding::percent_decode_str(&spaced)
+        .decode_utf8()
+        .ok()
+        .map(|c| c.into_owned())
 }
 
 /// The single `resource` parameter, if any, resolved against the configured
@@ -279,7 +268,7 @@ fn authorization_code(
         ));
     }
     let computed = URL_SAFE_NO_PAD.encode(util::sha256(verifier.as_bytes()));
-    if !util::ct_str_eq(&computed, &req.code_challenge) {
+    if !util::secrets_equal(&computed, &req.code_challenge) {
         return Err(OAuthError::invalid_grant(
             "code_verifier does not match the code_challenge (PKCE S256)",
         ));

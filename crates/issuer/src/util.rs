@@ -1,10 +1,7 @@
 //! Small helpers shared by the endpoints: randomness, hashing, constant-time
-//! comparison, form parsing, resource/URL canonicalisation and private files.
+//! comparison, form parsing and resource/URL canonicalisation. Private
+//! files are `berth_files`'.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::Write as _;
-use std::os::unix::fs::OpenOptionsExt as _;
-use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
@@ -37,37 +34,8 @@ pub(crate) fn sha256_hex(data: &[u8]) -> String {
 
 /// Compares two secrets without leaking where they differ or how long they
 /// are: both sides are hashed first, so only equal-length digests are compared.
-pub(crate) fn secrets_equal(a: &[u8], b: &[u8]) -> bool {
-    sha256(a).ct_eq(&sha256(b)).into()
-}
-
-/// Constant-time comparison of two strings of possibly different length.
-pub(crate) fn ct_str_eq(a: &str, b: &str) -> bool {
-    a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
-}
-
-/// Replaces `path` with `body` atomically: a private (0600) temp file in the
-/// same directory, fsynced, renamed over `path`, then the directory fsynced.
-/// Readers see the old file or the new one, never a mix.
-pub(crate) fn replace_private_file(path: &Path, body: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path.file_name().unwrap_or_default().to_string_lossy();
-    let tmp = dir.join(format!(".{name}.{}.tmp", random_token(9)));
-    let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(body)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)?;
-        File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
+pub(crate) fn secrets_equal(a: impl AsRef<[u8]>, b: impl AsRef<[u8]>) -> bool {
+    sha256(a.as_ref()).ct_eq(&sha256(b.as_ref())).into()
 }
 
 /// Seconds since the Unix epoch.
