@@ -302,20 +302,12 @@ pub async fn upgrade(args: UpgradeArgs) -> anyhow::Result<()> {
 
 /// An exclusive lock on `<config>.lock`, held while the file is read,
 /// changed and written, so concurrent `berth add`s don't lose each other's servers.
-fn lock(config: &Path) -> anyhow::Result<std::fs::File> {
+fn lock(config: &Path) -> anyhow::Result<berth_files::LockFile> {
     let path = config.with_extension("toml.lock");
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .with_context(|| format!("cannot open {}", path.display()))?;
-    file.lock()
-        .with_context(|| format!("cannot lock {}", path.display()))?;
-    Ok(file)
+    berth_files::lock_exclusive(&path).with_context(|| format!("cannot lock {}", path.display()))
 }
 
 /// `<data_dir>/packages/NAME`: every installed version of a server's package.

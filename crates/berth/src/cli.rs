@@ -56,21 +56,14 @@ impl AdminEndpoint {
         data_dir.join("admin.json")
     }
 
-    /// Writes the file readable by its owner only: the token grants control.
+    /// Writes the file readable by its owner only (the token grants
+    /// control), atomically: a CLI reading it never sees half a token.
     pub fn write(&self, data_dir: &Path) -> anyhow::Result<PathBuf> {
-        use std::os::unix::fs::OpenOptionsExt;
-        std::fs::create_dir_all(data_dir)
+        berth_files::create_private_dir(data_dir)
             .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
         let path = Self::path(data_dir);
-        let tmp = path.with_extension("json.tmp");
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        file.write_all(serde_json::to_string_pretty(self)?.as_bytes())?;
-        std::fs::rename(&tmp, &path)?;
+        berth_files::write_private(&path, serde_json::to_string_pretty(self)?.as_bytes())
+            .with_context(|| format!("cannot write {}", path.display()))?;
         Ok(path)
     }
 }
@@ -217,6 +210,12 @@ pub async fn ps(args: &AdminArgs, json: bool) -> anyhow::Result<()> {
             println!(
                 "  stray: {} server line(s) Berth could route nowhere or no reader took (see berth logs)",
                 s.pool.stray_lines
+            );
+        }
+        if s.log_lines_unwritten > 0 {
+            println!(
+                "  log file: {} line(s) not written (the disk did not keep up, or writing failed)",
+                s.log_lines_unwritten
             );
         }
         if s.dropped_messages > 0 {

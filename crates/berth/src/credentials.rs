@@ -10,6 +10,7 @@ use axum::extract::{Json, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use berth_edge::admin_error;
 use berth_issuer::{Grant, Issuer};
 use serde::{Deserialize, Serialize};
 
@@ -57,14 +58,6 @@ pub fn issuer_admin_router(issuer: Arc<Issuer>, public_url: String) -> Router {
         .with_state(Arc::new(IssuerAdmin { issuer, public_url }))
 }
 
-fn failure(status: StatusCode, message: impl Into<String>) -> Response {
-    (
-        status,
-        axum::Json(serde_json::json!({ "error": message.into() })),
-    )
-        .into_response()
-}
-
 async fn mint(State(admin): State<Arc<IssuerAdmin>>, Json(req): Json<TokenRequest>) -> Response {
     let audience = format!("{}/mcp/{}", admin.public_url, req.server);
     let grant = Grant {
@@ -81,7 +74,7 @@ async fn mint(State(admin): State<Arc<IssuerAdmin>>, Json(req): Json<TokenReques
             expires_in: req.ttl_secs,
         })
         .into_response(),
-        Err(e) => failure(StatusCode::BAD_REQUEST, e.to_string()),
+        Err(e) => admin_error(StatusCode::BAD_REQUEST, e.to_string()),
     }
 }
 
@@ -96,7 +89,7 @@ async fn create_client(
             token_endpoint: format!("{}/oauth/token", admin.issuer.issuer()),
         })
         .into_response(),
-        Err(e) => failure(StatusCode::BAD_REQUEST, e.to_string()),
+        Err(e) => admin_error(StatusCode::BAD_REQUEST, e.to_string()),
     }
 }
 

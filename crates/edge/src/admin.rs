@@ -4,7 +4,6 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
@@ -16,6 +15,7 @@ use axum::routing::{get, post};
 use berth_fleet::{LogLine, PoolReport};
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq as _;
 
 use crate::gateway::{Gateway, ReloadReport};
 
@@ -45,6 +45,10 @@ pub struct ServerStatus {
     /// replay buffers), since start.
     #[serde(default)]
     pub dropped_messages: u64,
+    /// Log lines that never reached the server's `log_file` (its writer
+    /// fell behind a slow disk, or writing failed), since start.
+    #[serde(default)]
+    pub log_lines_unwritten: u64,
     /// The pool serving 2026-07-28 requests (modern, or a bridge).
     #[serde(default)]
     pub stateless: Option<PoolReport>,
@@ -95,7 +99,7 @@ async fn json_errors(response: Response) -> Response {
     } else {
         format!("{reason}: {text}")
     };
-    let mut replaced = error(status, message);
+    let mut replaced = admin_error(status, message);
     for name in [header::ALLOW, header::WWW_AUTHENTICATE] {
         if let Some(value) = parts.headers.get(&name) {
             replaced.headers_mut().insert(name, value.clone());
@@ -104,7 +108,9 @@ async fn json_errors(response: Response) -> Response {
     replaced
 }
 
-fn error(status: StatusCode, message: impl Into<String>) -> Response {
+/// An admin API error: `status` with `{"error": message}`. Every admin
+/// route answers errors this way (the binary's issuer routes too).
+pub fn admin_error(status: StatusCode, message: impl Into<String>) -> Response {
     (
         status,
         axum::Json(serde_json::json!({ "error": message.into() })),
@@ -119,8 +125,8 @@ async fn authorize(State(admin): State<Arc<Admin>>, request: Request, next: Next
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or_default();
-    if !constant_time_eq(presented.as_bytes(), admin.token.as_bytes()) {
-        let mut response = error(
+    if !bool::from(presented.as_bytes().ct_eq(admin.token.as_bytes())) {
+        let mut response = admin_error(
             StatusCode::UNAUTHORIZED,
             "missing or wrong admin token (Authorization: Bearer <token>)",
         );
@@ -130,10 +136,6 @@ async fn authorize(State(admin): State<Arc<Admin>>, request: Request, next: Next
         return response;
     }
     next.run(request).await
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 async fn status(State(admin): State<Arc<Admin>>) -> Response {
@@ -152,6 +154,7 @@ async fn status(State(admin): State<Arc<Admin>>) -> Response {
                 era,
                 era_reason,
                 dropped_messages: s.dropped.load(std::sync::atomic::Ordering::Relaxed),
+                log_lines_unwritten: s.log().unwritten(),
                 stateless: s.stateless_pool().map(|p| p.report()),
             }
         })
@@ -177,9 +180,11 @@ async fn logs(
     Query(query): Query<LogsQuery>,
 ) -> Response {
     let Ok(server) = admin.gateway.server(&name) else {
-        return error(StatusCode::NOT_FOUND, format!("no server named `{name}`"));
+        return admin_error(StatusCode::NOT_FOUND, format!("no server named `{name}`"));
     };
     let log = server.log().clone();
+    // Subscribed before the first read, so no line falls between the two.
+    let newest = log.subscribe();
     let first = log.since(0, query.lines);
     let last = first.last().map_or(0, |l| l.seq);
     let text = render(&first);
@@ -187,22 +192,23 @@ async fn logs(
         return ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response();
     }
     // Follow: what is there now, then new lines as they come.
-    let stream = futures::stream::once(
-        async move { Ok::<_, Infallible>(bytes::Bytes::from(text)) },
-    )
-    .chain(futures::stream::unfold(last, move |last| {
-        let log = log.clone();
-        async move {
-            loop {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                let new = log.since(last, usize::MAX);
-                if let Some(newest) = new.last() {
-                    let seq = newest.seq;
-                    return Some((Ok(bytes::Bytes::from(render(&new))), seq));
+    let stream =
+        futures::stream::once(async move { Ok::<_, Infallible>(bytes::Bytes::from(text)) }).chain(
+            futures::stream::unfold((last, newest), move |(last, mut newest)| {
+                let log = log.clone();
+                async move {
+                    loop {
+                        // Woken by each push instead of polling.
+                        newest.changed().await.ok()?;
+                        let new = log.since(last, usize::MAX);
+                        if let Some(line) = new.last() {
+                            let seq = line.seq;
+                            return Some((Ok(bytes::Bytes::from(render(&new))), (seq, newest)));
+                        }
+                    }
                 }
-            }
-        }
-    }));
+            }),
+        );
     (
         [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
         Body::from_stream(stream),
@@ -220,13 +226,13 @@ async fn restart(State(admin): State<Arc<Admin>>, Path(name): Path<String>) -> R
     if admin.gateway.restart(&name) {
         axum::Json(serde_json::json!({ "restarted": name })).into_response()
     } else {
-        error(StatusCode::NOT_FOUND, format!("no server named `{name}`"))
+        admin_error(StatusCode::NOT_FOUND, format!("no server named `{name}`"))
     }
 }
 
 async fn reload(State(admin): State<Arc<Admin>>) -> Response {
     match (admin.reload)().await {
         Ok(report) => axum::Json(report).into_response(),
-        Err(e) => error(StatusCode::BAD_REQUEST, e),
+        Err(e) => admin_error(StatusCode::BAD_REQUEST, e),
     }
 }

@@ -25,7 +25,7 @@ mod server;
 mod session;
 mod streamable;
 
-pub use admin::{Reloader, ServerStatus, admin_router};
+pub use admin::{Reloader, ServerStatus, admin_error, admin_router};
 pub use config::EdgeConfig;
 pub use fairness::Fairness;
 pub use gateway::{Gateway, ReloadReport};
