@@ -778,7 +778,10 @@ impl Config {
                 spec.max_message_bytes = self.gateway.max_message_bytes;
                 spec.init_timeout = self.gateway.request_timeout;
                 spec.log_file = s.log_file.clone();
-                spec.serial = s.binding == Binding::Shared;
+                spec.binding = match s.binding {
+                    Binding::Exclusive => berth_fleet::Binding::Exclusive,
+                    Binding::Shared => berth_fleet::Binding::Shared,
+                };
                 spec.sandbox = match &s.sandbox {
                     SandboxConfig::On(table) => Some(table.settings(
                         &name.0,
@@ -802,6 +805,9 @@ impl Config {
                     stop_after: s.pool.stop_after,
                     health_interval: s.pool.health_interval,
                     health_timeout: s.pool.health_timeout,
+                    // max_ready, headroom, demand_window: fleet's defaults
+                    // until the TOML layer carries them.
+                    ..berth_fleet::PoolConfig::default()
                 };
                 spec
             })
@@ -1075,7 +1081,7 @@ mod tests {
         )
         .unwrap();
         let spec = &config.server_specs()[0];
-        assert!(spec.serial);
+        assert_eq!(spec.binding, berth_fleet::Binding::Shared);
         assert_eq!(spec.pool.max_processes, 2);
         let err = Config::parse(
             "[servers.s]\ncommand = \"x\"\nbinding = \"pooled\"\n",

@@ -23,13 +23,13 @@ mod upstream;
 pub use era::{Discovery, Era, own_params, probe};
 pub use log::{LogLine, LogSource, ServerLog};
 pub use pool::{
-    AcquireError, Announcement, InitCache, Lease, Pool, PoolKind, PoolReport, ProcState,
-    ProcessReport,
+    AcquireError, Announcement, InitCache, Lease, Pool, PoolKind, PoolReport, PoolStatus,
+    ProcState, ProcessReport, TargetReason,
 };
 pub use spec::{
-    CrashPolicy, OnCrash, PoolConfig, Roots, SecretResolver, ServerSpec, ShutdownGrace,
+    Binding, CrashPolicy, OnCrash, PoolConfig, Roots, SecretResolver, ServerSpec, ShutdownGrace,
 };
 pub use upstream::{
-    Delivery, Exchange, Failure, ProcessWatch, SpawnError, UNSOLICITED_BUDGET, Unsolicited,
-    Upstream,
+    Delivery, Exchange, Failure, ProcessWatch, SessionTag, SpawnError, UNSOLICITED_BUDGET,
+    Unsolicited, Upstream,
 };

@@ -5,10 +5,13 @@
 //! reaped, so the pool always knows how many are alive and what each is
 //! doing. A session takes a process with [`Pool::acquire`]; a ready one when
 //! there is one (thawed if it was frozen), a fresh one otherwise, never more
-//! than `max_processes` in all. The maintenance task refills the pool in the
-//! background, freezes idle processes after `standby_after`, stops them all
-//! after `stop_after` without a session, pings idle ones, and backs off (then
-//! gives up) when the server keeps crashing.
+//! than `max_processes` in all. The maintenance task keeps the ready target
+//! (`min_ready` or, while sessions arrive faster than that many can be
+//! replaced, arrival rate × the server's own spawn-to-ready time ×
+//! `headroom`, up to `max_ready`) ready or starting, freezes idle processes
+//! after `standby_after`, retires the ones demand no longer needs, stops them
+//! all after `stop_after` without a session, pings idle ones, and backs off
+//! (then gives up) when the server keeps crashing.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,12 +20,15 @@ use std::time::{Duration, Instant};
 
 use berth_wire::{Envelope, ErrorCode, IdKey, Kind, Message, ProtocolVersion, error_response};
 use bytes::Bytes;
+use hdrhistogram::Histogram;
+use rand::Rng;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    Exchange, Failure, LogSource, ServerLog, ServerSpec, SpawnError, Unsolicited, Upstream,
+    Binding, Exchange, Failure, LogSource, ServerLog, ServerSpec, SessionTag, SpawnError,
+    Unsolicited, Upstream,
 };
 
 /// What Berth tells a server about itself when it initializes it ahead of any client.
@@ -37,7 +43,7 @@ const BRIDGE_CAPABILITIES: &str = "{}";
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PoolKind {
     /// Handshake era: a session takes a process to itself, or shares one
-    /// (`spec.serial`) with one request on the wire at a time.
+    /// (`Binding::Shared`) with one request on the wire at a time.
     Sessions,
     /// 2026-07-28 stateless requests: each request takes a share of the least
     /// busy process, many in flight at once, ids rewritten. With `bridge`
@@ -151,12 +157,76 @@ pub struct ProcessReport {
     pub age_ms: u64,
 }
 
+/// Whether a server is up, as `berth ps` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PoolStatus {
+    /// At least one process is alive.
+    Running,
+    /// No process (scaled to zero, or not started yet).
+    Idle,
+    /// Crashed too often and given up on until `berth restart`.
+    Failed,
+}
+
+impl PoolStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PoolStatus::Running => "running",
+            PoolStatus::Idle => "idle",
+            PoolStatus::Failed => "failed",
+        }
+    }
+}
+
+impl std::fmt::Display for PoolStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // `pad`, so table columns (`{:<8}`) line up.
+        f.pad(self.as_str())
+    }
+}
+
+/// Why a pool keeps the number of processes ready that it does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TargetReason {
+    /// `min_ready`: sessions arrive slowly enough for it.
+    #[default]
+    Floor,
+    /// The arrival rate × spawn-to-ready time × headroom.
+    Demand,
+    /// Demand asks for more than `max_ready` (or `max_processes` allows).
+    MaxReady,
+    /// A shared or stateless pool: its size is set by the binding, not by arrivals.
+    Fixed,
+    /// Scaled to zero, failed or stopping: nothing is kept ready.
+    Idle,
+}
+
+impl TargetReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TargetReason::Floor => "floor",
+            TargetReason::Demand => "demand",
+            TargetReason::MaxReady => "max_ready",
+            TargetReason::Fixed => "fixed",
+            TargetReason::Idle => "idle",
+        }
+    }
+}
+
+impl std::fmt::Display for TargetReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
 /// A snapshot of one server's pool.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PoolReport {
     pub server: String,
     /// `running`, `idle` (scaled to zero), or `failed`.
-    pub status: String,
+    pub status: PoolStatus,
     pub failure: Option<String>,
     /// How the last process that crashed ended ("process 12 was killed by
     /// the OOM killer ...").
@@ -172,6 +242,17 @@ pub struct PoolReport {
     pub calls: u64,
     pub p50_ms: Option<f64>,
     pub p99_ms: Option<f64>,
+    /// Processes the pool keeps ready or starting now, and why that many.
+    #[serde(default)]
+    pub ready_target: usize,
+    #[serde(default)]
+    pub target_reason: TargetReason,
+    /// New sessions per second over the demand window.
+    #[serde(default)]
+    pub arrival_rate: f64,
+    /// The server's measured spawn-to-ready time (a moving average), once known.
+    #[serde(default)]
+    pub ready_time_ms: Option<f64>,
 }
 
 /// Why no process could be had.
@@ -227,7 +308,7 @@ struct SharedProc {
 }
 
 /// Sessions of a shared process, by tag: where its unrelated messages go.
-type Subscribers = Arc<Mutex<HashMap<u64, mpsc::UnboundedSender<Box<Message>>>>>;
+type Subscribers = Arc<Mutex<HashMap<SessionTag, mpsc::UnboundedSender<Box<Message>>>>>;
 
 struct Proc {
     state: ProcState,
@@ -252,13 +333,86 @@ struct State {
     restarts: u64,
     last_used: Instant,
     scaled_to_zero: bool,
+    /// When recent sessions took a process (exclusive binding), within the
+    /// demand window: the arrival rate.
+    arrivals: VecDeque<Instant>,
+    /// Moving average of this server's spawn-to-ready time.
+    ready_time: Option<Duration>,
+    /// The last ready target and why (for `berth ps`).
+    target: usize,
+    target_reason: TargetReason,
 }
 
-/// Recent call latencies (µs, a ring) and the number of calls.
-#[derive(Default)]
+/// At most this many arrival times are kept (a rate of 10k sessions/s over
+/// the default 3 s window would need more: the rate then reads low, which
+/// `max_ready` caps long before).
+const ARRIVALS_KEPT: usize = 8192;
+/// The rate is never measured over less than this, so the first two
+/// sessions a second apart do not read as a flood.
+const RATE_MIN_SPAN: Duration = Duration::from_millis(500);
+/// Weight of a new spawn-to-ready sample in the moving average.
+const READY_TIME_WEIGHT: f64 = 0.3;
+/// How long a process beyond the target waits unused before it is stopped
+/// when `stop_after` is not set.
+const SURPLUS_IDLE: Duration = Duration::from_secs(60);
+
+impl State {
+    /// Sessions per second over the demand window (older arrivals dropped).
+    fn arrival_rate(&mut self, now: Instant, window: Duration) -> f64 {
+        while self
+            .arrivals
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > window)
+        {
+            self.arrivals.pop_front();
+        }
+        let Some(first) = self.arrivals.front() else {
+            return 0.0;
+        };
+        let span = now
+            .duration_since(*first)
+            .max(RATE_MIN_SPAN)
+            .min(window.max(RATE_MIN_SPAN));
+        self.arrivals.len() as f64 / span.as_secs_f64()
+    }
+
+    fn note_arrival(&mut self, now: Instant) {
+        if self.arrivals.len() == ARRIVALS_KEPT {
+            self.arrivals.pop_front();
+        }
+        self.arrivals.push_back(now);
+    }
+
+    fn note_ready_time(&mut self, took: Duration) {
+        self.ready_time = Some(match self.ready_time {
+            None => took,
+            Some(avg) => avg.mul_f64(1.0 - READY_TIME_WEIGHT) + took.mul_f64(READY_TIME_WEIGHT),
+        });
+    }
+}
+
+/// Recent call latencies (µs) and the number of calls. Two histograms
+/// take turns so percentiles cover the last `LATENCY_WINDOW` to twice that
+/// many calls, not the whole life of the pool.
 struct Latency {
-    recent: VecDeque<u32>,
+    current: Histogram<u64>,
+    previous: Histogram<u64>,
     calls: u64,
+}
+
+impl Default for Latency {
+    fn default() -> Self {
+        // 1 µs to an hour at 2 significant digits; bounds this wide cannot fail.
+        let histogram = || {
+            Histogram::new_with_bounds(1, 3_600_000_000, 2)
+                .unwrap_or_else(|_| Histogram::new(2).unwrap_or_else(|_| unreachable!()))
+        };
+        Latency {
+            current: histogram(),
+            previous: histogram(),
+            calls: 0,
+        }
+    }
 }
 
 struct Inner {
@@ -272,6 +426,9 @@ struct Inner {
     latency: Mutex<Latency>,
     /// Notified when a process has been reaped and accounted for.
     reaped: Notify,
+    /// Notified (all waiters) when a shared process has joined the pool or
+    /// the pool can no longer give one: sessions waiting for one look again.
+    changed: Notify,
     wake: Notify,
     stopping: CancellationToken,
 }
@@ -282,8 +439,8 @@ impl Inner {
     }
 
     /// Whether several leases share a process.
-    fn shares(&self) -> bool {
-        self.spec.serial || self.stateless()
+    fn multiplexes(&self) -> bool {
+        self.spec.binding == Binding::Shared || self.stateless()
     }
 
     fn stateless(&self) -> bool {
@@ -293,8 +450,18 @@ impl Inner {
     /// Whether Berth initializes each process before handing it out.
     fn preinitializes(&self) -> bool {
         self.spec.pool.preinitialize
-            || self.spec.serial
+            || self.spec.binding == Binding::Shared
             || self.kind == PoolKind::Stateless { bridge: true }
+    }
+
+    /// Whether the next session would find no process waiting for it.
+    fn starved(&self) -> bool {
+        let state = self.state();
+        if self.multiplexes() {
+            state.shared.is_empty()
+        } else {
+            state.ready.is_empty()
+        }
     }
 
     /// Processes a stateless pool keeps while in use.
@@ -321,9 +488,14 @@ pub struct Lease {
     /// The process was initialized by Berth; this is its answer.
     pub init: Option<Arc<InitCache>>,
     released: AtomicBool,
-    /// The session's tag on a shared process (0: exclusive).
-    tag: u64,
+    /// The session's tag on a shared process (`None`: exclusive).
+    tag: Option<SessionTag>,
     subscribers: Option<Subscribers>,
+    /// Spawned for this session (no ready process was left): when, so its
+    /// first successful initialize measures the server's spawn-to-ready time.
+    cold_since: Option<Instant>,
+    /// That measurement was taken.
+    sampled: AtomicBool,
 }
 
 impl Lease {
@@ -338,7 +510,9 @@ impl Lease {
 
     /// Sends a notification or a response to a server request.
     pub fn send(&self, msg: &Message) -> Result<(), Failure> {
-        if self.tag != 0 && msg.method() == Some("notifications/cancelled") {
+        if let Some(tag) = self.tag
+            && msg.method() == Some("notifications/cancelled")
+        {
             // The client names its own id; the server knows the rewritten one.
             if let Some(failure) = self.upstream.closed() {
                 return Err(failure);
@@ -348,7 +522,7 @@ impl Lease {
                 .and_then(|e| e.cancelled_request())
             {
                 self.upstream
-                    .cancel_for(self.tag, &id, "cancelled by the client");
+                    .cancel_for(tag, &id, "cancelled by the client");
             }
             return Ok(());
         }
@@ -373,17 +547,16 @@ impl Lease {
 
     /// This session's requests waiting for an answer.
     pub fn in_flight(&self) -> usize {
-        if self.tag == 0 {
-            self.upstream.in_flight()
-        } else {
-            self.upstream.in_flight_of(self.tag)
+        match self.tag {
+            None => self.upstream.in_flight(),
+            Some(tag) => self.upstream.in_flight_of(tag),
         }
     }
 
     /// Ends the lease: an exclusive process is stopped and reaped; a shared
     /// one just stops serving this session.
     pub async fn release(&self, reason: &str) {
-        if self.tag != 0 {
+        if self.tag.is_some() {
             self.unbind(reason);
             return;
         }
@@ -413,11 +586,11 @@ impl Lease {
         if self.released.swap(true, Ordering::Relaxed) {
             return;
         }
-        if let Some(subscribers) = &self.subscribers {
+        if let (Some(subscribers), Some(tag)) = (&self.subscribers, self.tag) {
             subscribers
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .remove(&self.tag);
+                .remove(&tag);
         }
         let pid = self.upstream.pid();
         if let Some(shared) = self
@@ -436,35 +609,48 @@ impl Lease {
         // edge's cancel-on-drop guard) already stopped routing for it; only
         // a session's share can leave requests behind. (Searching every
         // request in flight here would cost O(in flight) per request.)
-        if !self.pool.stateless() {
+        if let Some(tag) = self.tag
+            && !self.pool.stateless()
+        {
             self.upstream
-                .forget_session(self.tag, &Failure::new(ErrorCode::UPSTREAM_CLOSED, reason));
+                .forget_session(tag, &Failure::new(ErrorCode::UPSTREAM_CLOSED, reason));
         }
     }
 
     /// Records how long one call took, for `berth ps`.
     pub fn record_latency(&self, took: Duration) {
         let mut latency = self.pool.latency.lock().unwrap_or_else(|e| e.into_inner());
-        if latency.recent.len() == LATENCY_WINDOW {
-            latency.recent.pop_front();
+        if latency.current.len() >= LATENCY_WINDOW {
+            let Latency {
+                current, previous, ..
+            } = &mut *latency;
+            std::mem::swap(current, previous);
+            current.reset();
         }
-        latency
-            .recent
-            .push_back(took.as_micros().min(u32::MAX as u128) as u32);
+        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX).max(1);
+        latency.current.saturating_record(micros);
         latency.calls += 1;
     }
 
-    /// The session initialized fine: consecutive crashes are forgiven.
+    /// The session initialized fine: consecutive crashes are forgiven. A
+    /// process spawned for this session has now shown how long the server
+    /// takes from spawn to ready.
     pub fn mark_healthy(&self) {
         let mut state = self.pool.state();
         state.consecutive_crashes = 0;
         state.retry_at = None;
+        if let Some(since) = self.cold_since
+            && !self.released.load(Ordering::Relaxed)
+            && !self.sampled.swap(true, Ordering::Relaxed)
+        {
+            state.note_ready_time(since.elapsed());
+        }
     }
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        if self.tag != 0 {
+        if self.tag.is_some() {
             self.unbind("session dropped");
             return;
         }
@@ -483,7 +669,7 @@ impl Drop for Lease {
     }
 }
 
-const LATENCY_WINDOW: usize = 1024;
+const LATENCY_WINDOW: u64 = 1024;
 
 impl Pool {
     /// Creates the pool and starts its maintenance task.
@@ -495,7 +681,8 @@ impl Pool {
     /// It starts with no process and spawns its first on first use, so a
     /// server that only handshake-era clients call never runs twice as many.
     pub fn start_stateless(mut spec: ServerSpec, log: ServerLog, bridge: bool) -> Pool {
-        spec.serial = false;
+        // Its processes are multiplexed without being serialized.
+        spec.binding = Binding::Exclusive;
         Pool::start_kind(spec, log, PoolKind::Stateless { bridge })
     }
 
@@ -523,9 +710,14 @@ impl Pool {
                 restarts: 0,
                 last_used: now,
                 scaled_to_zero: stateless,
+                arrivals: VecDeque::new(),
+                ready_time: None,
+                target: 0,
+                target_reason: TargetReason::default(),
             }),
             latency: Mutex::new(Latency::default()),
             reaped: Notify::new(),
+            changed: Notify::new(),
             wake: Notify::new(),
             stopping: CancellationToken::new(),
         });
@@ -556,21 +748,58 @@ impl Pool {
     /// initialized if none is yet). The receiver carries the process's
     /// messages that concern no request.
     pub async fn acquire(&self) -> Result<(Lease, Unsolicited), AcquireError> {
-        if !self.inner.shares() {
-            return self.acquire_exclusive();
+        let deadline = tokio::time::Instant::now() + self.inner.spec.init_timeout;
+        if !self.inner.multiplexes() {
+            return self.acquire_exclusive_waiting(deadline).await;
         }
-        let deadline = Instant::now() + self.inner.spec.init_timeout;
         loop {
+            // Registered before looking, so a process that joins between
+            // the look and the wait still wakes this session.
+            let changed = self.inner.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
             if let Some(taken) = self.try_share()? {
                 return Ok(taken);
             }
             self.inner.wake.notify_one();
-            if Instant::now() >= deadline {
-                return Err(AcquireError::AtCapacity {
-                    max: self.inner.spec.pool.max_processes,
-                });
+            tokio::select! {
+                _ = changed => {}
+                _ = self.inner.stopping.cancelled() => return Err(AcquireError::Stopping),
+                _ = tokio::time::sleep_until(deadline) => {
+                    return Err(AcquireError::AtCapacity {
+                        max: self.inner.spec.pool.max_processes,
+                    });
+                }
             }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// An exclusive process; when all `max_processes` are alive but some are
+    /// still starting (a refill after a burst), waits for the first of them
+    /// rather than refusing the session.
+    async fn acquire_exclusive_waiting(
+        &self,
+        deadline: tokio::time::Instant,
+    ) -> Result<(Lease, Unsolicited), AcquireError> {
+        loop {
+            let changed = self.inner.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            match self.acquire_exclusive() {
+                Err(AcquireError::AtCapacity { max }) => {
+                    if self.inner.state().starting == 0 {
+                        return Err(AcquireError::AtCapacity { max });
+                    }
+                    tokio::select! {
+                        _ = changed => {}
+                        _ = self.inner.stopping.cancelled() => return Err(AcquireError::Stopping),
+                        _ = tokio::time::sleep_until(deadline) => {
+                            return Err(AcquireError::AtCapacity { max });
+                        }
+                    }
+                }
+                other => return other,
+            }
         }
     }
 
@@ -579,7 +808,7 @@ impl Pool {
         let mut guard = inner.state();
         admit(inner, &mut guard)?;
         let state = &mut *guard;
-        let tag = state.next_tag;
+        let tag = SessionTag(state.next_tag);
         let Some(shared) = state
             .shared
             .iter_mut()
@@ -609,8 +838,10 @@ impl Pool {
             upstream: shared.upstream.clone(),
             init: shared.init.clone(),
             released: AtomicBool::new(false),
-            tag,
+            tag: Some(tag),
             subscribers: shared.subscribers.clone(),
+            cold_since: None,
+            sampled: AtomicBool::new(false),
         };
         state.next_tag += 1;
         Ok(Some((lease, Unsolicited::fanned_out(rx))))
@@ -645,8 +876,10 @@ impl Pool {
                 upstream: shared.upstream.clone(),
                 init: shared.init.clone(),
                 released: AtomicBool::new(false),
-                tag,
+                tag: Some(SessionTag(tag)),
                 subscribers: None,
+                cold_since: None,
+                sampled: AtomicBool::new(false),
             });
             tag += 1;
         }
@@ -658,6 +891,8 @@ impl Pool {
         let inner = &self.inner;
         let mut state = inner.state();
         admit(inner, &mut state)?;
+        let now = Instant::now();
+        state.note_arrival(now);
         // Most recently readied first: the warmest, least likely frozen.
         while let Some(warm) = state.ready.pop_back() {
             if warm.upstream.closed().is_some() {
@@ -665,7 +900,7 @@ impl Pool {
             }
             if let Some(p) = state.procs.get_mut(&warm.upstream.pid()) {
                 p.state = ProcState::Leased;
-                p.since = Instant::now();
+                p.since = now;
             }
             drop(state);
             warm.upstream.thaw();
@@ -675,8 +910,10 @@ impl Pool {
                 upstream: warm.upstream,
                 init: warm.init,
                 released: AtomicBool::new(false),
-                tag: 0,
+                tag: None,
                 subscribers: None,
+                cold_since: None,
+                sampled: AtomicBool::new(false),
             };
             return Ok((lease, warm.unsolicited));
         }
@@ -694,8 +931,10 @@ impl Pool {
             upstream,
             init: None,
             released: AtomicBool::new(false),
-            tag: 0,
+            tag: None,
             subscribers: None,
+            cold_since: Some(now),
+            sampled: AtomicBool::new(false),
         };
         Ok((lease, unsolicited))
     }
@@ -742,8 +981,9 @@ impl Pool {
     }
 
     pub fn report(&self) -> PoolReport {
-        let state = self.inner.state();
+        let mut state = self.inner.state();
         let now = Instant::now();
+        let arrival_rate = state.arrival_rate(now, self.inner.spec.pool.demand_window);
         let current = state.generation;
         let mut processes: Vec<ProcessReport> = state
             .procs
@@ -765,28 +1005,25 @@ impl Pool {
             })
             .collect();
         processes.sort_by_key(|p| p.pid);
-        let (mut sorted, calls) = {
+        let (recent, calls) = {
             let latency = self.inner.latency.lock().unwrap_or_else(|e| e.into_inner());
-            (
-                latency.recent.iter().copied().collect::<Vec<u32>>(),
-                latency.calls,
-            )
+            let mut recent = latency.current.clone();
+            // Same bounds: adding cannot fail.
+            let _ = recent.add(&latency.previous);
+            (recent, latency.calls)
         };
-        sorted.sort_unstable();
         let pct = |q: f64| -> Option<f64> {
-            (!sorted.is_empty())
-                .then(|| sorted[((sorted.len() - 1) as f64 * q).round() as usize] as f64 / 1000.0)
+            (!recent.is_empty()).then(|| recent.value_at_quantile(q) as f64 / 1000.0)
         };
         PoolReport {
             server: self.inner.spec.name.clone(),
             status: if state.failed.is_some() {
-                "failed"
+                PoolStatus::Failed
             } else if state.procs.is_empty() {
-                "idle"
+                PoolStatus::Idle
             } else {
-                "running"
-            }
-            .to_string(),
+                PoolStatus::Running
+            },
             failure: state.failed.as_ref().map(|f| f.message.clone()),
             last_exit: state.last_crash.clone(),
             stray_lines: self.inner.log.strays(),
@@ -796,6 +1033,10 @@ impl Pool {
             calls,
             p50_ms: pct(0.50),
             p99_ms: pct(0.99),
+            ready_target: state.target,
+            target_reason: state.target_reason,
+            arrival_rate,
+            ready_time_ms: state.ready_time.map(|t| t.as_secs_f64() * 1000.0),
         }
     }
 }
@@ -861,6 +1102,7 @@ fn spawn_watched(
         drop(state);
         watched.wake.notify_one();
         watched.reaped.notify_waiters();
+        watched.changed.notify_waiters();
     });
     Ok((Arc::new(upstream), unsolicited))
 }
@@ -884,8 +1126,7 @@ fn note_crash(inner: &Inner, state: &mut State, what: &str, stderr: Vec<String>)
     let exp = policy
         .backoff_base
         .saturating_mul(1u32 << state.consecutive_crashes.saturating_sub(1).min(16));
-    let jitter = 0.5 + (now.elapsed().subsec_nanos() ^ std::process::id()) as f64 / u32::MAX as f64;
-    state.retry_at = Some(now + exp.min(policy.backoff_max).mul_f64(jitter.min(1.5)));
+    state.retry_at = Some(now + exp.min(policy.backoff_max).mul_f64(backoff_jitter()));
     if state.failed.is_none() && state.crashes.len() >= policy.max_crashes {
         let last = stderr
             .last()
@@ -905,6 +1146,14 @@ fn note_crash(inner: &Inner, state: &mut State, what: &str, stderr: Vec<String>)
         let ready = std::mem::take(&mut state.ready);
         drain(inner, ready, "the server is failing");
     }
+    // Sessions waiting for a shared process see the failure (or retry).
+    inner.changed.notify_waiters();
+}
+
+/// A factor in [0.5, 1.5) applied to each restart delay, so servers that
+/// crashed together (a shared dependency went down) do not restart in lockstep.
+fn backoff_jitter() -> f64 {
+    rand::rng().random_range(0.5..1.5)
 }
 
 fn drain(inner: &Inner, processes: VecDeque<Warm>, reason: &'static str) {
@@ -914,7 +1163,8 @@ fn drain(inner: &Inner, processes: VecDeque<Warm>, reason: &'static str) {
     }
 }
 
-/// How long a refill waits after the event that called for it.
+/// How long a refill waits after the event that called for it, while a
+/// ready process is left for the next session.
 const REFILL_DELAY: Duration = Duration::from_millis(20);
 
 /// The pool's background work; runs until the pool stops.
@@ -934,9 +1184,10 @@ async fn maintain(inner: Arc<Inner>) {
             _ = inner.wake.notified() => true,
             _ = tokio::time::sleep(tick) => false,
         };
-        if woken {
+        if woken && !inner.starved() {
             // Usually a session just took a process: let its first requests
             // run before a refill's fork/exec competes with them for the CPU.
+            // Not when none is left: the next session would wait for a boot.
             tokio::time::sleep(REFILL_DELAY).await;
         }
         maintain_once(&inner);
@@ -1010,15 +1261,42 @@ fn maintain_once(inner: &Arc<Inner>) {
     if inner.stateless() {
         rest_idle_stateless(inner, &mut state, now);
     }
-    let target = if state.scaled_to_zero || state.failed.is_some() {
-        0
-    } else if inner.spec.serial {
-        config.max_processes
+    let (target, reason) = if state.scaled_to_zero || state.failed.is_some() {
+        (0, TargetReason::Idle)
+    } else if inner.spec.binding == Binding::Shared {
+        (config.max_processes, TargetReason::Fixed)
     } else if inner.stateless() {
-        inner.stateless_target()
+        (inner.stateless_target(), TargetReason::Fixed)
     } else {
-        config.min_ready
+        demand_target(config, &mut state, now)
     };
+    state.target = target;
+    state.target_reason = reason;
+    // Waiting processes demand no longer needs: the longest-waiting first,
+    // once unused for `stop_after` (they were frozen at `standby_after`).
+    let mut retired = VecDeque::new();
+    if !inner.multiplexes() {
+        let retire_after = config.stop_after.unwrap_or(SURPLUS_IDLE);
+        let mut surplus = (state.ready.len() + state.starting).saturating_sub(target);
+        while surplus > 0
+            && let Some(warm) = state.ready.front()
+            && !warm.pinging
+            && now.duration_since(warm.since) >= retire_after
+        {
+            retired.extend(state.ready.pop_front());
+            surplus -= 1;
+        }
+        if !retired.is_empty() {
+            inner.log.push(
+                None,
+                LogSource::Lifecycle,
+                format!(
+                    "{} waiting process(es) beyond the ready target ({target}, {reason}) unused for {retire_after:?}: stopping them",
+                    retired.len()
+                ),
+            );
+        }
+    }
     let backing_off = state.retry_at.is_some_and(|t| now < t);
     while !backing_off
         && !inner.stopping.is_cancelled()
@@ -1033,17 +1311,55 @@ fn maintain_once(inner: &Arc<Inner>) {
             state.restarts += 1;
         }
         state.starting += 1;
-        tokio::spawn(warm_up(inner.clone(), upstream, unsolicited));
+        tokio::spawn(warm_up(inner.clone(), upstream, unsolicited, now));
     }
     drop(state);
     drain(inner, stop, "scaled to zero");
+    drain(inner, retired, "no longer needed");
     for shared in stop_shared {
         tokio::spawn(async move { shared.upstream.shutdown("scaled to zero").await });
     }
 }
 
+/// The ready target of an exclusive pool: enough processes ready or starting
+/// to serve the sessions that arrive while one boots (rate × the server's
+/// measured spawn-to-ready time × headroom), at least `min_ready`, at most
+/// `max_ready` and what `max_processes` leaves beside the leased ones.
+fn demand_target(
+    config: &crate::PoolConfig,
+    state: &mut State,
+    now: Instant,
+) -> (usize, TargetReason) {
+    let rate = state.arrival_rate(now, config.demand_window);
+    let waiting = state.ready.len() + state.starting;
+    let busy = state.procs.len().saturating_sub(waiting);
+    let cap = config
+        .max_ready
+        .min(config.max_processes.saturating_sub(busy));
+    let demand = match state.ready_time {
+        // `as` saturates: a huge or NaN product cannot wrap.
+        Some(ready) => (rate * ready.as_secs_f64() * config.headroom).ceil() as usize,
+        // Nothing measured yet: the first cold session will tell.
+        None => 0,
+    };
+    if demand <= config.min_ready {
+        (config.min_ready, TargetReason::Floor)
+    } else if cap <= config.min_ready {
+        (config.min_ready, TargetReason::Floor)
+    } else if demand > cap {
+        (cap, TargetReason::MaxReady)
+    } else {
+        (demand, TargetReason::Demand)
+    }
+}
+
 /// Initializes a new process (when configured) and adds it to the ready set.
-async fn warm_up(inner: Arc<Inner>, upstream: Arc<Upstream>, mut unsolicited: Unsolicited) {
+async fn warm_up(
+    inner: Arc<Inner>,
+    upstream: Arc<Upstream>,
+    mut unsolicited: Unsolicited,
+    spawned: Instant,
+) {
     let prepared = if inner.preinitializes() {
         let capabilities = if inner.stateless() {
             BRIDGE_CAPABILITIES
@@ -1077,6 +1393,7 @@ async fn warm_up(inner: Arc<Inner>, upstream: Arc<Upstream>, mut unsolicited: Un
                     note_crash(&inner, &mut state, &failure.message, stderr);
                 }
             }
+            inner.changed.notify_waiters();
             upstream.shutdown("pre-initialization failed").await;
             return;
         }
@@ -1085,8 +1402,9 @@ async fn warm_up(inner: Arc<Inner>, upstream: Arc<Upstream>, mut unsolicited: Un
     let stopping = {
         let mut state = inner.state();
         state.starting -= 1;
+        state.note_ready_time(now.duration_since(spawned));
         let stopping = inner.stopping.is_cancelled();
-        if !stopping && inner.shares() {
+        if !stopping && inner.multiplexes() {
             if let Some(p) = state.procs.get_mut(&upstream.pid()) {
                 p.state = ProcState::Shared;
                 p.since = now;
@@ -1125,6 +1443,7 @@ async fn warm_up(inner: Arc<Inner>, upstream: Arc<Upstream>, mut unsolicited: Un
         }
         stopping
     };
+    inner.changed.notify_waiters();
     if stopping {
         upstream.shutdown("the server is being stopped").await;
     }
@@ -1352,6 +1671,99 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backoff_jitter_spreads_over_its_range() {
+        let draws: Vec<f64> = (0..2000).map(|_| backoff_jitter()).collect();
+        assert!(draws.iter().all(|j| (0.5..1.5).contains(j)), "{draws:?}");
+        // Ten buckets of 0.1 across [0.5, 1.5): a uniform draw fills each
+        // with ~200; a constant or a narrow spread leaves most empty.
+        let mut buckets = [0usize; 10];
+        for j in &draws {
+            buckets[(((j - 0.5) * 10.0) as usize).min(9)] += 1;
+        }
+        assert!(buckets.iter().all(|&n| n >= 100), "{buckets:?}");
+        let distinct: std::collections::BTreeSet<u64> = draws.iter().map(|j| j.to_bits()).collect();
+        assert!(distinct.len() > 1900, "{} distinct of 2000", distinct.len());
+    }
+
+    #[test]
+    fn arrival_rate_reads_a_steady_rate_and_forgets_after_the_window() {
+        let start = Instant::now();
+        let mut state = test_state(start);
+        let window = Duration::from_secs(3);
+        // 30 per second for 2 s.
+        for i in 0..60 {
+            state.note_arrival(start + Duration::from_millis(i * 1000 / 30));
+        }
+        let now = start + Duration::from_secs(2);
+        let rate = state.arrival_rate(now, window);
+        assert!((27.0..33.0).contains(&rate), "{rate}");
+        // A dip of a second does not drop it to zero ...
+        let rate = state.arrival_rate(now + Duration::from_secs(1), window);
+        assert!(rate > 15.0, "{rate}");
+        // ... a whole window without arrivals does.
+        assert_eq!(state.arrival_rate(now + window, window), 0.0);
+    }
+
+    #[test]
+    fn the_demand_target_is_clamped_between_floor_and_caps() {
+        let start = Instant::now();
+        let mut state = test_state(start);
+        let mut config = crate::PoolConfig {
+            min_ready: 2,
+            ..Default::default()
+        };
+        // Nothing measured: the floor.
+        assert_eq!(
+            demand_target(&config, &mut state, start),
+            (2, TargetReason::Floor)
+        );
+        state.ready_time = Some(Duration::from_millis(300));
+        for i in 0..30 {
+            state.note_arrival(start + Duration::from_millis(i * 33));
+        }
+        let now = start + Duration::from_secs(1);
+        // ~30/s × 0.3 s × 1.5 = 14.
+        let (target, reason) = demand_target(&config, &mut state, now);
+        assert_eq!(reason, TargetReason::Demand);
+        assert!((12..=15).contains(&target), "{target}");
+        config.max_ready = 8;
+        assert_eq!(
+            demand_target(&config, &mut state, now),
+            (8, TargetReason::MaxReady)
+        );
+        // `min_ready` above `max_ready`: the floor wins.
+        config.min_ready = 10;
+        assert_eq!(
+            demand_target(&config, &mut state, now),
+            (10, TargetReason::Floor)
+        );
+    }
+
+    fn test_state(now: Instant) -> State {
+        State {
+            ready: VecDeque::new(),
+            shared: Vec::new(),
+            next_tag: 1,
+            starting: 0,
+            procs: BTreeMap::new(),
+            generation: 1,
+            crashes: VecDeque::new(),
+            crash_total: 0,
+            last_crash: None,
+            consecutive_crashes: 0,
+            retry_at: None,
+            failed: None,
+            restarts: 0,
+            last_used: now,
+            scaled_to_zero: false,
+            arrivals: VecDeque::new(),
+            ready_time: None,
+            target: 0,
+            target_reason: TargetReason::default(),
+        }
+    }
 
     #[test]
     fn initialize_answers_splice_only_version_and_id() {

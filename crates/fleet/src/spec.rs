@@ -30,9 +30,8 @@ pub struct ServerSpec {
     pub init_timeout: Duration,
     /// Also write the server's log (stderr and lifecycle) to this file, rotated.
     pub log_file: Option<PathBuf>,
-    /// Shared binding: sessions multiplexed over `pool.max_processes`
-    /// processes, one request on the wire per process at a time.
-    pub serial: bool,
+    /// How sessions are bound to processes.
+    pub binding: Binding,
     /// Resolves `${secret:NAME}` in `env` and `args` each time a process is
     /// spawned, so the values live only in that child's environment.
     pub secrets: Option<SecretResolver>,
@@ -118,6 +117,19 @@ impl PartialEq for SecretResolver {
     }
 }
 
+/// How a server's sessions are bound to its processes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Binding {
+    /// One process per session, taken from the warm pool.
+    #[default]
+    Exclusive,
+    /// Sessions multiplexed over `pool.max_processes` processes (for
+    /// servers declared stateless), one request on the wire per process at a
+    /// time, ids rewritten.
+    Shared,
+}
+
 /// What happens to a session when its server process dies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OnCrash {
@@ -131,8 +143,21 @@ pub enum OnCrash {
 /// How many processes to keep, and how to keep them.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PoolConfig {
-    /// Processes kept spawned and waiting for a session.
+    /// The floor of processes kept spawned and waiting for a session; the
+    /// pool keeps more while sessions arrive faster than this many can be
+    /// replaced (see `max_ready`, `headroom`).
     pub min_ready: usize,
+    /// The most processes kept waiting because of demand (`min_ready` wins
+    /// if it is higher): bounds the memory an idle-but-recently-busy server holds.
+    pub max_ready: usize,
+    /// How many boot times' worth of arrivals the pool keeps ready or
+    /// starting: ready target = ceil(arrival rate × spawn-to-ready time × headroom).
+    pub headroom: f64,
+    /// How far back the arrival rate looks, so a dip of a second does not
+    /// lower the target. Waiting processes beyond the target are frozen after
+    /// `standby_after` like any other and stopped once they have waited
+    /// `stop_after` (a minute if unset) unused.
+    pub demand_window: Duration,
     /// Processes of this server alive at once, ready and leased together.
     pub max_processes: usize,
     /// Berth initializes waiting processes itself, ahead of any client.
@@ -151,6 +176,9 @@ impl Default for PoolConfig {
     fn default() -> Self {
         PoolConfig {
             min_ready: 0,
+            max_ready: 16,
+            headroom: 1.5,
+            demand_window: Duration::from_secs(3),
             max_processes: 64,
             preinitialize: false,
             standby_after: None,
@@ -229,7 +257,7 @@ impl ServerSpec {
             on_crash: OnCrash::End,
             init_timeout: Duration::from_secs(60),
             log_file: None,
-            serial: false,
+            binding: Binding::Exclusive,
             sandbox: None,
             secrets: None,
             roots: Roots::None,

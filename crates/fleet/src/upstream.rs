@@ -211,14 +211,25 @@ struct Pending {
     progress_token: Option<IdKey>,
     /// Order of arrival, to find the most recent request in flight.
     seq: u64,
-    /// The session that sent it on a shared process (0: the only one).
-    tag: u64,
+    /// The session that sent it on a shared process (`None`: the only one).
+    tag: Option<SessionTag>,
     /// On a shared process: the client's own id and token (JSON), to put
     /// back into what the server sends about the request.
     restore: Option<Restore>,
     /// The caller's id exactly as it wrote it, for an error the server could
     /// not give an id (attributed to this request) to carry.
     caller_id: Box<str>,
+}
+
+/// A session's share of a multiplexed process: its requests' ids and
+/// progress tokens are rewritten with it, and put back on the way out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SessionTag(pub u64);
+
+impl std::fmt::Display for SessionTag {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
 }
 
 struct Restore {
@@ -650,7 +661,7 @@ impl Upstream {
             closed_tx: watch::channel(None).0,
             routes: Mutex::new(Routes {
                 unsolicited: Some(unsolicited_tx),
-                serial: spec.serial,
+                serial: spec.binding == crate::Binding::Shared,
                 ..Routes::default()
             }),
             roots: spec.roots.clone(),
@@ -705,13 +716,13 @@ impl Upstream {
 
     /// Sends a request; what the server sends about it arrives on the exchange.
     pub fn call(&self, msg: &Message) -> Result<Exchange, Failure> {
-        self.call_as(msg, 0)
+        self.call_as(msg, None)
     }
 
-    /// Sends a request for session `tag` of a shared process (0: an
+    /// Sends a request for session `tag` of a shared process (`None`: an
     /// exclusive one). On a shared process the id and progress token are
     /// rewritten to ones unique to the process, and put back on the way out.
-    pub fn call_as(&self, msg: &Message, tag: u64) -> Result<Exchange, Failure> {
+    pub fn call_as(&self, msg: &Message, tag: Option<SessionTag>) -> Result<Exchange, Failure> {
         // The server's roots are as configured, whoever initializes it.
         let screened = crate::roots::request_to_server(&self.shared.roots, msg);
         let msg = screened.as_ref().unwrap_or(msg);
@@ -723,7 +734,7 @@ impl Upstream {
         };
         // The id as the caller wrote it (a huge integer stays its digits).
         let caller_id: Box<str> = msg.raw_id().unwrap_or_else(|| client_id.to_json()).into();
-        if tag != 0 && !params_are_an_object(msg) {
+        if tag.is_some() && !params_are_an_object(msg) {
             // MCP params are an object. A server cannot read anything else,
             // and may answer without an id or not at all, while every other
             // session on the process waits behind the request: refused here.
@@ -740,34 +751,35 @@ impl Upstream {
             }
             routes.seq += 1;
             let seq = routes.seq;
-            let (id, token, bytes, restore) = if tag == 0 {
-                (
+            let (id, token, bytes, restore) = match tag {
+                None => (
                     client_id,
                     msg.progress_token.clone(),
                     msg.bytes.clone(),
                     None,
-                )
-            } else {
-                let id = IdKey::Str(format!("b{tag}.{seq}").into());
-                let mut bytes = berth_wire::with_id(&msg.bytes, &id.to_json())
-                    .unwrap_or_else(|| msg.bytes.clone());
-                let mut token = None;
-                let mut client_token = None;
-                if let Some(original) = &msg.progress_token {
-                    let rewritten = IdKey::Str(format!("b{tag}.p{seq}").into());
-                    if let Some(spliced) =
-                        berth_wire::with_progress_token(&bytes, &rewritten.to_json())
-                    {
-                        bytes = spliced;
-                        token = Some(rewritten);
-                        client_token = Some(original.to_json().into());
+                ),
+                Some(tag) => {
+                    let id = IdKey::Str(format!("b{tag}.{seq}").into());
+                    let mut bytes = berth_wire::with_id(&msg.bytes, &id.to_json())
+                        .unwrap_or_else(|| msg.bytes.clone());
+                    let mut token = None;
+                    let mut client_token = None;
+                    if let Some(original) = &msg.progress_token {
+                        let rewritten = IdKey::Str(format!("b{tag}.p{seq}").into());
+                        if let Some(spliced) =
+                            berth_wire::with_progress_token(&bytes, &rewritten.to_json())
+                        {
+                            bytes = spliced;
+                            token = Some(rewritten);
+                            client_token = Some(original.to_json().into());
+                        }
                     }
+                    let restore = Restore {
+                        id: caller_id.clone(),
+                        token: client_token,
+                    };
+                    (id, token, bytes, Some(restore))
                 }
-                let restore = Restore {
-                    id: caller_id.clone(),
-                    token: client_token,
-                };
-                (id, token, bytes, Some(restore))
             };
             if routes.pending.contains_key(&id) {
                 return Err(Failure::new(
@@ -828,14 +840,16 @@ impl Upstream {
     }
 
     /// Cancels the request session `tag` knows as `client_id` (shared process).
-    pub fn cancel_for(&self, tag: u64, client_id: &IdKey, reason: &str) -> bool {
+    pub fn cancel_for(&self, tag: SessionTag, client_id: &IdKey, reason: &str) -> bool {
         let wanted = client_id.to_json();
         let wire = self
             .shared
             .routes()
             .pending
             .iter()
-            .find(|(_, p)| p.tag == tag && p.restore.as_ref().is_some_and(|r| *r.id == *wanted))
+            .find(|(_, p)| {
+                p.tag == Some(tag) && p.restore.as_ref().is_some_and(|r| *r.id == *wanted)
+            })
             .map(|(id, _)| id.clone());
         match wire {
             Some(id) => {
@@ -847,12 +861,12 @@ impl Upstream {
     }
 
     /// Settles every request of session `tag` with `failure` (its session ended).
-    pub fn forget_session(&self, tag: u64, failure: &Failure) {
+    pub fn forget_session(&self, tag: SessionTag, failure: &Failure) {
         let mut routes = self.shared.routes();
         let ids: Vec<IdKey> = routes
             .pending
             .iter()
-            .filter(|(_, p)| p.tag == tag)
+            .filter(|(_, p)| p.tag == Some(tag))
             .map(|(id, _)| id.clone())
             .collect();
         let settled: Vec<Pending> = ids.iter().filter_map(|id| routes.remove(id)).collect();
@@ -864,12 +878,12 @@ impl Upstream {
     }
 
     /// Requests of session `tag` waiting for an answer.
-    pub fn in_flight_of(&self, tag: u64) -> usize {
+    pub fn in_flight_of(&self, tag: SessionTag) -> usize {
         self.shared
             .routes()
             .pending
             .values()
-            .filter(|p| p.tag == tag)
+            .filter(|p| p.tag == Some(tag))
             .count()
     }
 

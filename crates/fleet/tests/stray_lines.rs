@@ -6,13 +6,17 @@ use std::time::Duration;
 
 mod common;
 
-use berth_fleet::{Delivery, ServerLog, ServerSpec, Upstream};
+use berth_fleet::{Binding, Delivery, ServerLog, ServerSpec, SessionTag, Upstream};
 use berth_wire::{ErrorCode, Message};
 use common::msg;
 
-fn sh(name: &str, script: &str, serial: bool) -> ServerSpec {
+fn sh(name: &str, script: &str, shared: bool) -> ServerSpec {
     let mut spec = common::sh(name, script);
-    spec.serial = serial;
+    spec.binding = if shared {
+        Binding::Shared
+    } else {
+        Binding::Exclusive
+    };
     spec
 }
 
@@ -78,13 +82,13 @@ read c"#;
     let poisoner = up
         .call_as(
             &msg(r#"{"jsonrpc":"2.0","id":1.5,"method":"tools/list"}"#),
-            1,
+            Some(SessionTag(1)),
         )
         .unwrap();
     let bystander = up
         .call_as(
             &msg(r#"{"jsonrpc":"2.0","id":"x","method":"tools/list"}"#),
-            2,
+            Some(SessionTag(2)),
         )
         .unwrap();
     let poisoned = answer(poisoner).await;
@@ -110,7 +114,7 @@ async fn a_shared_process_is_never_sent_params_it_cannot_read() {
     let refused = up
         .call_as(
             &msg(r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":[]}"#),
-            1,
+            Some(SessionTag(1)),
         )
         .unwrap_err();
     assert_eq!(refused.code, ErrorCode::INVALID_PARAMS);
