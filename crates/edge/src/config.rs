@@ -53,10 +53,29 @@ pub struct EdgeConfig {
     pub max_connections: usize,
     pub max_connections_per_peer: usize,
     /// Per-client limits (rate, sessions per server).
-    pub fairness: crate::fairness::Fairness,
+    pub fairness: Fairness,
     /// Bytes of events kept per SSE stream for replay (besides their count):
     /// a few huge messages cannot pin gigabytes.
     pub replay_buffer_bytes: usize,
+}
+
+/// Per-client limits; 0 turns one off. Enforced by [`crate::fairness`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Fairness {
+    /// Sessions one client may hold open on one server.
+    pub max_sessions_per_client: usize,
+    /// Sustained requests per second of one client (a burst of twice as
+    /// many is allowed).
+    pub requests_per_second: f64,
+}
+
+impl Default for Fairness {
+    fn default() -> Self {
+        Fairness {
+            max_sessions_per_client: 32,
+            requests_per_second: 50.0,
+        }
+    }
 }
 
 /// How much of a stream is kept for `Last-Event-ID` replay.
@@ -89,7 +108,7 @@ impl Default for EdgeConfig {
             allowed_origins: Vec::new(),
             auth: None,
             extra_routes: None,
-            fairness: crate::fairness::Fairness::default(),
+            fairness: Fairness::default(),
             replay_buffer_bytes: 8 << 20,
             header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(30),

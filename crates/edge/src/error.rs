@@ -156,6 +156,14 @@ impl EdgeError {
 }
 
 impl EdgeError {
+    /// 429: this client is over its share (rate or sessions); `Retry-After`
+    /// says when to try again.
+    pub(crate) fn too_many(message: String, wait: std::time::Duration) -> Refusal {
+        EdgeError::TooManyRequests(message)
+            .refusal(None)
+            .with_retry_after(wait)
+    }
+
     /// The refusal standing for an error response written without a JSON-RPC
     /// body (axum's extractor and routing rejections: plain text, or nothing),
     /// with `detail` (that text) as the reason. The status is kept as it was.

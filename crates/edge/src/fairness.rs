@@ -16,27 +16,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use berth_auth::Principal;
 
-use crate::gateway::Gateway;
-use crate::reply::Refusal;
-
-/// Per-client limits; 0 turns one off.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Fairness {
-    /// Sessions one client may hold open on one server.
-    pub max_sessions_per_client: usize,
-    /// Sustained requests per second of one client (a burst of twice as
-    /// many is allowed).
-    pub requests_per_second: f64,
-}
-
-impl Default for Fairness {
-    fn default() -> Self {
-        Fairness {
-            max_sessions_per_client: 32,
-            requests_per_second: 50.0,
-        }
-    }
-}
+use crate::error::EdgeError;
 
 tokio::task_local! {
     /// The client of the request being handled, for the session count
@@ -58,9 +38,10 @@ fn client_of(principal: Option<&Principal>, peer: Option<SocketAddr>) -> Option<
     }
 }
 
-/// Token buckets, one per client.
-#[derive(Default)]
+/// Token buckets, one per client, filled at `rate` requests per second (0:
+/// no limit). The state of the [`limit`] middleware.
 pub(crate) struct RateLimiter {
+    rate: f64,
     buckets: Mutex<HashMap<Arc<str>, Bucket>>,
 }
 
@@ -70,8 +51,16 @@ struct Bucket {
 }
 
 impl RateLimiter {
+    pub(crate) fn new(requests_per_second: f64) -> RateLimiter {
+        RateLimiter {
+            rate: requests_per_second,
+            buckets: Mutex::default(),
+        }
+    }
+
     /// Takes one token for `client`; `Err(wait)` when there is none.
-    fn take(&self, client: &Arc<str>, rate: f64) -> Result<(), Duration> {
+    fn take(&self, client: &Arc<str>) -> Result<(), Duration> {
+        let rate = self.rate;
         let burst = rate * 2.0;
         let now = Instant::now();
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
@@ -98,11 +87,10 @@ impl RateLimiter {
 /// Middleware on the MCP routes (after authentication): the request rate,
 /// and who the request is for the session count.
 pub(crate) async fn limit(
-    State(gw): State<Arc<Gateway>>,
+    State(limiter): State<Arc<RateLimiter>>,
     request: Request,
     next: Next,
 ) -> Response {
-    let fairness = gw.config().fairness;
     let peer = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
@@ -115,13 +103,13 @@ pub(crate) async fn limit(
         peer,
     );
     if let Some(client) = &client
-        && fairness.requests_per_second > 0.0
-        && let Err(wait) = gw.rate_limiter.take(client, fairness.requests_per_second)
+        && limiter.rate > 0.0
+        && let Err(wait) = limiter.take(client)
     {
-        return Refusal::too_many(
+        return EdgeError::too_many(
             format!(
                 "Too Many Requests: more than {} requests per second from this client; retry after the time in Retry-After",
-                fairness.requests_per_second
+                limiter.rate
             ),
             wait,
         )
@@ -136,15 +124,15 @@ mod tests {
 
     #[test]
     fn a_bucket_allows_a_burst_then_the_rate() {
-        let limiter = RateLimiter::default();
+        let limiter = RateLimiter::new(5.0);
         let client: Arc<str> = "a".into();
         for _ in 0..10 {
-            limiter.take(&client, 5.0).unwrap();
+            limiter.take(&client).unwrap();
         }
-        let wait = limiter.take(&client, 5.0).unwrap_err();
+        let wait = limiter.take(&client).unwrap_err();
         assert!(wait <= Duration::from_millis(200), "{wait:?}");
         let other: Arc<str> = "b".into();
-        limiter.take(&other, 5.0).unwrap();
+        limiter.take(&other).unwrap();
     }
 
     #[test]

@@ -11,8 +11,9 @@ use berth_wire::Message;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::EdgeConfig;
+use crate::config::EdgeConfig;
 use crate::error::EdgeError;
+use crate::fairness::{RateLimiter, current_client};
 use crate::guard::OriginPolicy;
 use crate::reply::Refusal;
 use crate::server::Server;
@@ -36,7 +37,7 @@ pub struct Gateway {
     /// Sessions ended so far (for returning freed memory once churn settles).
     ended: std::sync::atomic::AtomicU64,
     /// Each client's request budget ([`crate::fairness`]).
-    pub(crate) rate_limiter: crate::fairness::RateLimiter,
+    rate_limiter: Arc<RateLimiter>,
 }
 
 impl Gateway {
@@ -47,12 +48,12 @@ impl Gateway {
             .collect();
         Arc::new(Gateway {
             policy: Arc::new(OriginPolicy::new(&config)),
+            rate_limiter: Arc::new(RateLimiter::new(config.fairness.requests_per_second)),
             config,
             servers: RwLock::new(servers),
             sessions: Mutex::new(HashMap::new()),
             shutting_down: CancellationToken::new(),
             ended: std::sync::atomic::AtomicU64::new(0),
-            rate_limiter: crate::fairness::RateLimiter::default(),
         })
     }
 
@@ -62,6 +63,11 @@ impl Gateway {
 
     pub(crate) fn origin_policy(&self) -> Arc<OriginPolicy> {
         self.policy.clone()
+    }
+
+    /// The state of the per-client rate limit middleware.
+    pub(crate) fn rate_limiter(&self) -> Arc<RateLimiter> {
+        self.rate_limiter.clone()
     }
 
     /// Cancelled when the gateway starts shutting down.
@@ -133,7 +139,7 @@ impl Gateway {
             )
             .refusal(None));
         }
-        let client = crate::fairness::current_client();
+        let client = current_client();
         self.check_session_share(server, client.as_ref())?;
         let (lease, unsolicited) = server
             .pool
@@ -172,7 +178,7 @@ impl Gateway {
         if held < max {
             return Ok(());
         }
-        Err(Refusal::too_many(
+        Err(EdgeError::too_many(
             format!(
                 "Too Many Requests: this client holds {held} session(s) of `{}`, its share (max_sessions_per_client = {max}); end one (DELETE) or let one expire",
                 server.spec.name

@@ -7,10 +7,9 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use crate::EdgeConfig;
+use crate::config::EdgeConfig;
 use crate::error::EdgeError;
-use crate::modern::VERSION_HEADER;
-use crate::session::SESSION_HEADER;
+use crate::headers::{SESSION_HEADER, VERSION_HEADER};
 
 /// Headers a request may carry once: with two, which one a server (or a
 /// proxy in front of it) reads is a guess, so neither is trusted.

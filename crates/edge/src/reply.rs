@@ -60,13 +60,12 @@ impl Refusal {
         }
     }
 
-    /// 429: this client is over its share; `Retry-After` says when to try
-    /// again (whole seconds, at least 1).
-    pub(crate) fn too_many(message: String, wait: std::time::Duration) -> Refusal {
+    /// Tells the client to wait `wait` before trying again (`Retry-After`,
+    /// whole seconds, at least 1).
+    pub(crate) fn with_retry_after(mut self, wait: std::time::Duration) -> Refusal {
         let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
-        let mut refusal = crate::error::EdgeError::TooManyRequests(message).refusal(None);
-        refusal.retry_after = HeaderValue::try_from(seconds.to_string()).ok();
-        refusal
+        self.retry_after = HeaderValue::try_from(seconds.to_string()).ok();
+        self
     }
 
     pub(crate) fn with_challenge(mut self, challenge: Option<String>) -> Refusal {

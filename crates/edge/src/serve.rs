@@ -48,7 +48,7 @@ impl Gateway {
             // Layers run bottom-up: authenticate, then count the request
             // against its client.
             .route_layer(axum::middleware::from_fn_with_state(
-                self.clone(),
+                self.rate_limiter(),
                 fairness::limit,
             ))
             .route_layer(axum::middleware::from_fn_with_state(

@@ -34,10 +34,6 @@ pub(crate) trait SessionRegistry: Send + Sync {
     fn end_detached(&self, session: &Arc<Session>, reason: &str);
 }
 
-/// The session header (header names are case-insensitive; 2025-06-18 and
-/// earlier spell it `Mcp-Session-Id`).
-pub const SESSION_HEADER: &str = "mcp-session-id";
-
 /// The standalone stream of a session.
 pub(crate) const STANDALONE: u64 = 0;
 

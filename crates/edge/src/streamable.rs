@@ -18,13 +18,11 @@ use tokio::time::Instant;
 use crate::engine::{call, forward, humanize, respond};
 use crate::error::EdgeError;
 use crate::gateway::Gateway;
+use crate::headers::{LAST_EVENT_ID, SESSION_HEADER, VERSION_HEADER};
 use crate::modern;
 use crate::reply::{Refusal, Reply, echo_id, json};
 use crate::server::Server;
-use crate::session::{SESSION_HEADER, STANDALONE, Session};
-
-use crate::modern::VERSION_HEADER;
-const LAST_EVENT_ID: &str = "last-event-id";
+use crate::session::{STANDALONE, Session};
 
 /// The caller, when the gateway authenticates (set by [`crate::authz::authenticate`]).
 pub(crate) type Caller = Option<Extension<Arc<Principal>>>;

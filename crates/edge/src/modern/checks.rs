@@ -6,8 +6,8 @@
 use axum::http::HeaderMap;
 use berth_wire::modern::{RequestFacts, decode_header_value, is_modern_version, meta};
 
-use super::VERSION_HEADER;
 use crate::error::EdgeError;
+use crate::headers::VERSION_HEADER;
 
 const METHOD_HEADER: &str = "mcp-method";
 const NAME_HEADER: &str = "mcp-name";

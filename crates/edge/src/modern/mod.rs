@@ -24,11 +24,9 @@ use berth_wire::{Envelope, Kind, Message};
 use crate::authz::{Verdict, authorize};
 use crate::error::EdgeError;
 use crate::gateway::Gateway;
+use crate::headers::VERSION_HEADER;
 use crate::reply::{Reply, json};
 use crate::server::Server;
-
-/// `MCP-Protocol-Version`.
-pub(crate) const VERSION_HEADER: &str = "mcp-protocol-version";
 
 /// Whether a POST belongs to the stateless era: its version header names
 /// a revision after the handshake era, or its body carries the `_meta`
