@@ -82,7 +82,7 @@ impl Client {
     /// Whether `secret` is this client's secret (constant time).
     pub(crate) fn secret_matches(&self, secret: &str) -> bool {
         match &self.client_secret_sha256 {
-            Some(stored) => util::secrets_equal(&util::sha256_hex(secret.as_bytes()), stored),
+            Some(stored) => util::secrets_equal(util::sha256_hex(secret.as_bytes()), stored),
             None => false,
         }
     }
