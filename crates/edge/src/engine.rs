@@ -68,10 +68,10 @@ pub(crate) async fn call(
                             lease = session.lease();
                             continue;
                         }
-                        Err(why) => return Err(session_gone(gw, session, &why)),
+                        Err(why) => return Err(session_gone(gw, session, &lease, &why)),
                     }
                 }
-                return Err(session_gone(gw, session, &failure.message));
+                return Err(session_gone(gw, session, &lease, &failure.message));
             }
             // A server that stopped reading its input (503: retry later),
             // or a request it cannot take (a duplicate id: 400).
@@ -102,25 +102,37 @@ pub(crate) async fn forward(
     if lease.closed().is_some() && replays(session, &lease) {
         gw.replace_crashed(session, &lease)
             .await
-            .map_err(|why| session_gone(gw, session, &why))?;
+            .map_err(|why| session_gone(gw, session, &lease, &why))?;
         lease = session.lease();
     }
     lease.send(msg).map_err(|failure| {
         if failure.code == ErrorCode::UNAVAILABLE {
-            EdgeError::Upstream(failure.clone()).refusal(None)
+            EdgeError::Upstream(failure).refusal(None)
         } else {
-            session_gone(gw, session, &failure.message)
+            session_gone(gw, session, &lease, &failure.message)
         }
     })
 }
 
-/// 404 for a session whose process is gone, so the client re-initializes.
-fn session_gone(gw: &Gateway, session: &Arc<Session>, why: &str) -> Refusal {
-    tokio::spawn(gw.end_session(session, why));
-    EdgeError::SessionNotFound(format!(
-        "Session not found: the session ended ({why}); initialize a new one"
-    ))
-    .refusal(None)
+/// 404 for a session whose process is gone, so the client re-initializes:
+/// when the process died, the answer says how (and later requests too).
+fn session_gone(gw: &Gateway, session: &Arc<Session>, lease: &Lease, why: &str) -> Refusal {
+    let error = match lease.closed() {
+        Some(failure) if lease.crashed() => {
+            if why != failure.message {
+                tracing::warn!(session = %session.id, "ending the session after its process died: {why}");
+            }
+            tokio::spawn(gw.end_session_died(session, failure.clone()));
+            EdgeError::ProcessDied(failure)
+        }
+        _ => {
+            tokio::spawn(gw.end_session(session, why));
+            EdgeError::SessionNotFound(format!(
+                "Session not found: the session ended ({why}); initialize a new one"
+            ))
+        }
+    };
+    error.refusal(None)
 }
 
 /// Waits for the answers to `calls`. Answers as JSON when they come first

@@ -38,6 +38,10 @@ pub(crate) enum EdgeError {
     MethodNotAllowed(String),
     /// Unknown or ended session (404, -32001): the client starts a new one.
     SessionNotFound(String),
+    /// The session ended because its server process died (404, -32001);
+    /// the fleet's account of how (exit status or signal, last stderr) is
+    /// the message's cause and the error's data.
+    ProcessDied(Failure),
     /// A second standalone stream on one session (409, -32600).
     Conflict(String),
     /// No valid credential for this server (401, -32003).
@@ -76,7 +80,9 @@ impl EdgeError {
             EdgeError::HeaderMismatch(_) => ErrorCode::HEADER_MISMATCH,
             EdgeError::UnsupportedVersion { .. } => ErrorCode::UNSUPPORTED_PROTOCOL_VERSION,
             EdgeError::MethodNotFound(_) => ErrorCode::METHOD_NOT_FOUND,
-            EdgeError::SessionNotFound(_) => ErrorCode::SESSION_NOT_FOUND,
+            EdgeError::SessionNotFound(_) | EdgeError::ProcessDied(_) => {
+                ErrorCode::SESSION_NOT_FOUND
+            }
             EdgeError::Unauthorized(_) | EdgeError::Forbidden(_) => ErrorCode::FORBIDDEN,
             EdgeError::Unavailable(_) | EdgeError::TooManyRequests(_) => ErrorCode::UNAVAILABLE,
             EdgeError::UpstreamFailed(_) => ErrorCode::UPSTREAM_CLOSED,
@@ -90,7 +96,9 @@ impl EdgeError {
             EdgeError::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
             EdgeError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             EdgeError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            EdgeError::NotFound(_) | EdgeError::SessionNotFound(_) => StatusCode::NOT_FOUND,
+            EdgeError::NotFound(_) | EdgeError::SessionNotFound(_) | EdgeError::ProcessDied(_) => {
+                StatusCode::NOT_FOUND
+            }
             EdgeError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             EdgeError::Conflict(_) => StatusCode::CONFLICT,
             EdgeError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -112,6 +120,10 @@ impl EdgeError {
                 MODERN_VERSIONS.join(", ")
             ),
             EdgeError::Upstream(failure) => failure.message.clone(),
+            EdgeError::ProcessDied(failure) => format!(
+                "Session not found: the session ended because its server process died ({}); initialize a new session",
+                failure.message
+            ),
             EdgeError::Parse(m)
             | EdgeError::InvalidRequest(m)
             | EdgeError::InvalidParams(m)
@@ -140,7 +152,7 @@ impl EdgeError {
                 "supported": MODERN_VERSIONS,
                 "requested": requested,
             })),
-            EdgeError::Upstream(failure) => failure.data.clone(),
+            EdgeError::Upstream(failure) | EdgeError::ProcessDied(failure) => failure.data.clone(),
             _ => None,
         }
     }

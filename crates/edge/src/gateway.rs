@@ -1,13 +1,13 @@
 //! The gateway: servers, sessions, routes, and the lifecycle around them.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use berth_auth::Principal;
-use berth_fleet::{AcquireError, Delivery, Lease, OnCrash, ServerSpec, Unsolicited};
-use berth_wire::Message;
+use berth_fleet::{AcquireError, Delivery, Failure, Lease, OnCrash, ServerSpec, Unsolicited};
+use berth_wire::{ErrorCode, Message};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
@@ -38,6 +38,46 @@ pub struct Gateway {
     ended: std::sync::atomic::AtomicU64,
     /// Each client's request budget ([`crate::fairness`]).
     rate_limiter: Arc<RateLimiter>,
+    /// Sessions ended by the death of their process, and how it died.
+    deaths: Mutex<Deaths>,
+}
+
+/// How many sessions ended by a dead process are remembered, so the client's
+/// next request is told why its session is gone rather than a bare 404.
+const DEATHS_KEPT: usize = 256;
+
+/// Recently ended sessions whose process died, oldest first.
+#[derive(Default)]
+struct Deaths {
+    order: VecDeque<Arc<str>>,
+    by_id: HashMap<Arc<str>, Death>,
+}
+
+struct Death {
+    server: String,
+    legacy: bool,
+    /// The principal the session belonged to: nobody else learns of it.
+    owner: Option<Arc<str>>,
+    failure: Failure,
+}
+
+impl Deaths {
+    fn record(&mut self, session: &Session, failure: Failure) {
+        let death = Death {
+            server: session.server.spec.name.clone(),
+            legacy: session.legacy,
+            owner: session.owner.as_ref().map(|p| p.id.clone()),
+            failure,
+        };
+        if self.by_id.insert(session.id.clone(), death).is_none() {
+            self.order.push_back(session.id.clone());
+        }
+        while self.order.len() > DEATHS_KEPT {
+            if let Some(old) = self.order.pop_front() {
+                self.by_id.remove(&old);
+            }
+        }
+    }
 }
 
 impl Gateway {
@@ -49,6 +89,7 @@ impl Gateway {
         Arc::new(Gateway {
             policy: Arc::new(OriginPolicy::new(&config)),
             rate_limiter: Arc::new(RateLimiter::new(config.fairness.requests_per_second)),
+            deaths: Mutex::default(),
             config,
             servers: RwLock::new(servers),
             sessions: Mutex::new(HashMap::new()),
@@ -121,6 +162,22 @@ impl Gateway {
 
     pub(crate) fn session(&self, id: &str) -> Option<Arc<Session>> {
         self.sessions().get(id).cloned()
+    }
+
+    /// Why session `id` (of `server`, legacy or not, owned by `caller`) is
+    /// gone, when it ended because its process died.
+    pub(crate) fn process_death(
+        &self,
+        id: &str,
+        server: &str,
+        legacy: bool,
+        caller: Option<&Principal>,
+    ) -> Option<EdgeError> {
+        let deaths = self.deaths.lock().unwrap_or_else(|e| e.into_inner());
+        let death = deaths.by_id.get(id)?;
+        let owner_matches = death.owner.as_deref() == caller.map(|p| &*p.id);
+        (death.server == server && death.legacy == legacy && owner_matches)
+            .then(|| EdgeError::ProcessDied(death.failure.clone()))
     }
 
     /// Starts a process for a new session of `server`. The session is not
@@ -214,11 +271,14 @@ impl Gateway {
             if session.ended.is_cancelled() || !Arc::ptr_eq(&session.lease(), &lease) {
                 return;
             }
-            let reason = lease
+            let failure = lease
                 .closed()
-                .map(|f| f.message)
-                .unwrap_or_else(|| "server exited".into());
-            if lease.crashed() && session.server.spec.on_crash == OnCrash::Replay {
+                .unwrap_or_else(|| Failure::new(ErrorCode::UPSTREAM_CLOSED, "server exited"));
+            if !lease.crashed() {
+                gateway.end_session(&session, &failure.message).await;
+                return;
+            }
+            if session.server.spec.on_crash == OnCrash::Replay {
                 match gateway.replace_crashed(&session, &lease).await {
                     Ok(()) => return,
                     Err(why) => {
@@ -226,7 +286,7 @@ impl Gateway {
                     }
                 }
             }
-            gateway.end_session(&session, &reason).await;
+            gateway.end_session_died(&session, failure).await;
         });
     }
 
@@ -307,7 +367,7 @@ impl Gateway {
         &self,
         session: &Arc<Session>,
         reason: &str,
-    ) -> impl Future<Output = ()> + Send + 'static {
+    ) -> impl Future<Output = ()> + Send + 'static + use<> {
         if !session.ended.is_cancelled() {
             session.ended.cancel();
             self.sessions().remove(&session.id);
@@ -320,6 +380,22 @@ impl Gateway {
             session.lease().release(&reason).await;
             session.close_streams();
         }
+    }
+
+    /// Ends a session because its process died, remembering how, for the
+    /// client's next request.
+    pub(crate) fn end_session_died(
+        &self,
+        session: &Arc<Session>,
+        failure: Failure,
+    ) -> impl Future<Output = ()> + Send + 'static + use<> {
+        if !session.ended.is_cancelled() {
+            self.deaths
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .record(session, failure.clone());
+        }
+        self.end_session(session, &failure.message)
     }
 
     /// Ends every session, concurrently; returns once all processes are reaped.

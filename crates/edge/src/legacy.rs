@@ -56,19 +56,21 @@ pub(crate) async fn message(
     let run = async {
         let server = gw.server(&name)?.clone();
         check_content_type(&headers)?;
-        let session = query
-            .session_id
-            .as_deref()
-            .and_then(|id| gw.session(id))
+        let id = query.session_id.as_deref().unwrap_or_default();
+        let session = gw
+            .session(id)
             .filter(|s| {
                 s.legacy && s.server.spec.name == server.spec.name && s.owned_by(caller.as_deref())
             })
             .ok_or_else(|| {
-                EdgeError::SessionNotFound(
-                    "Session not found: unknown or ended sessionId; open a new SSE connection"
-                        .into(),
-                )
-                .refusal(None)
+                gw.process_death(id, &server.spec.name, true, caller.as_deref())
+                    .unwrap_or_else(|| {
+                        EdgeError::SessionNotFound(
+                            "Session not found: unknown or ended sessionId; open a new SSE connection"
+                                .into(),
+                        )
+                    })
+                    .refusal(None)
             })?;
         let body = to_single_line(read_body(&headers, body, gw.config().max_body_bytes).await?);
         let msg = Message::parse(body).map_err(|e| EdgeError::from(e).refusal(None))?;

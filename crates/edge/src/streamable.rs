@@ -340,9 +340,8 @@ fn find_session(
     let Some(id) = headers.get(SESSION_HEADER) else {
         return Err(EdgeError::InvalidRequest("Bad Request: missing Mcp-Session-Id header; send initialize first and echo the session id it returns".into()));
     };
-    id.to_str()
-        .ok()
-        .and_then(|id| gw.session(id))
+    let id = id.to_str().unwrap_or_default();
+    gw.session(id)
         // Another principal's session is as unknown as one that never existed.
         .filter(|s| {
             s.server.spec.name == server.spec.name
@@ -351,10 +350,13 @@ fn find_session(
                 && s.owned_by(caller)
         })
         .ok_or_else(|| {
-            EdgeError::SessionNotFound(
-                "Session not found: unknown or ended Mcp-Session-Id; initialize a new session"
-                    .into(),
-            )
+            gw.process_death(id, &server.spec.name, false, caller)
+                .unwrap_or_else(|| {
+                    EdgeError::SessionNotFound(
+                        "Session not found: unknown or ended Mcp-Session-Id; initialize a new session"
+                            .into(),
+                    )
+                })
         })
 }
 
