@@ -21,6 +21,7 @@ mod auth;
 mod floor;
 mod load;
 mod mcp;
+mod openloop;
 mod peers;
 mod report;
 mod sandbox;
@@ -58,6 +59,10 @@ enum Command {
     /// Start Berth per scenario (cold, warm, preinitialized, standby) in front
     /// of a slow-booting echo server, measure each and the direct stdio floor.
     TtfrSuite(SuiteArgs),
+    /// New sessions arriving at fixed rates (open loop) against a pool with
+    /// min_ready = 2 in front of a slow-booting echo server: time to first
+    /// result and processes spawned per session.
+    Openloop(OpenLoopArgs),
     /// Berth against its peers and the stdio floor: per-call overhead,
     /// throughput, memory per idle session (installs the peers first).
     Load(LoadArgs),
@@ -293,6 +298,34 @@ struct TtfrArgs {
 }
 
 #[derive(Args)]
+struct OpenLoopArgs {
+    /// The berth binary [default: `berth` next to this executable]
+    #[arg(long, value_name = "PATH")]
+    berth: Option<PathBuf>,
+    /// The berth-fixture binary [default: `berth-fixture` next to this executable]
+    #[arg(long, value_name = "PATH")]
+    fixture: Option<PathBuf>,
+    /// The echo server's start-up delay.
+    #[arg(long, default_value = "300ms", value_parser = humantime::parse_duration)]
+    boot_delay: Duration,
+    /// Session arrival rates (per second), one Berth each.
+    #[arg(long, value_delimiter = ',', default_value = "5,30")]
+    rates: Vec<f64>,
+    /// How long sessions arrive, per rate.
+    #[arg(long, default_value = "12s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Sessions starting within this span are not recorded.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    skip: Duration,
+    /// Bound on each request.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    timeout: Duration,
+    /// Also write the results as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+}
+
+#[derive(Args)]
 struct SuiteArgs {
     /// The berth binary [default: `berth` next to this executable]
     #[arg(long, value_name = "PATH")]
@@ -339,6 +372,7 @@ async fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::Ttfr(args) => ttfr_command(args).await,
         Command::TtfrSuite(args) => suite_command(args).await,
+        Command::Openloop(args) => openloop_command(args).await,
         Command::Load(args) => load_command(args).await,
         Command::PeersInstall(args) => peers_install_command(args).await,
         Command::Sandbox(args) => sandbox_command(args).await,
@@ -392,6 +426,26 @@ async fn ttfr_command(args: TtfrArgs) -> Result<bool> {
         println!("  {}", summary.phases_line());
     }
     Ok(summary.ok > 0 || options.sessions == 0)
+}
+
+async fn openloop_command(args: OpenLoopArgs) -> Result<bool> {
+    openloop::run(&openloop::OpenLoopOptions {
+        berth: match args.berth {
+            Some(path) => path,
+            None => sibling("berth")?,
+        },
+        fixture: match args.fixture {
+            Some(path) => path,
+            None => sibling("berth-fixture")?,
+        },
+        boot_delay: args.boot_delay,
+        rates: args.rates,
+        duration: args.duration,
+        skip: args.skip,
+        timeout: args.timeout,
+        out: args.out,
+    })
+    .await
 }
 
 fn sibling(name: &str) -> Result<PathBuf> {

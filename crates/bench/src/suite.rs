@@ -390,13 +390,13 @@ fn ensure_file(path: &Path, name: &str, package: &str) -> Result<()> {
 }
 
 /// A running `berth serve`.
-struct Berth {
+pub(crate) struct Berth {
     child: Child,
-    addr: String,
+    pub(crate) addr: String,
     log_path: PathBuf,
 }
 
-enum Started {
+pub(crate) enum Started {
     Running(Box<Berth>),
     /// Berth exited before listening: how, and its log (stderr).
     Refused {
@@ -406,7 +406,7 @@ enum Started {
 }
 
 impl Berth {
-    async fn start(program: &Path, config: &Path, log_path: &Path) -> Result<Started> {
+    pub(crate) async fn start(program: &Path, config: &Path, log_path: &Path) -> Result<Started> {
         let log = std::fs::File::create(log_path).context("creating the berth log")?;
         let mut child = Command::new(program)
             .arg("serve")
@@ -472,7 +472,7 @@ impl Berth {
     }
 
     /// SIGTERM, then waits [`STOP_LIMIT`]; kills it if it is still running.
-    async fn stop(mut self) -> Result<ExitStatus> {
+    pub(crate) async fn stop(mut self) -> Result<ExitStatus> {
         if let Some(pid) = self.child.id() {
             let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).context("pid")?);
             let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
