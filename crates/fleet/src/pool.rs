@@ -1342,9 +1342,8 @@ fn demand_target(
         // Nothing measured yet: the first cold session will tell.
         None => 0,
     };
-    if demand <= config.min_ready {
-        (config.min_ready, TargetReason::Floor)
-    } else if cap <= config.min_ready {
+    // `min_ready` wins over the caps: it is the operator's explicit floor.
+    if demand <= config.min_ready || cap <= config.min_ready {
         (config.min_ready, TargetReason::Floor)
     } else if demand > cap {
         (cap, TargetReason::MaxReady)
