@@ -13,7 +13,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use berth_auth::Principal;
 use berth_fleet::{Delivery, Exchange, Lease, OnCrash};
-use berth_wire::{ErrorCode, IdKey, Message, error_response};
+use berth_wire::{ErrorCode, IdKey, Message};
 use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::{BoxStream, SelectAll};
@@ -22,13 +22,14 @@ use tokio::time::Instant;
 use crate::authz::{ToolFilter, Verdict, authorize};
 use crate::error::EdgeError;
 use crate::gateway::Gateway;
-use crate::reply::{Refusal, failure_body, json};
+use crate::reply::{Refusal, echo_id, json, written_id};
 use crate::session::Session;
 
-/// A request sent upstream, the id to answer it with, and the process it went to.
+/// A request sent upstream, its bytes (to answer it with its id as written,
+/// read only if Berth must answer it itself), and the process it went to.
 pub(crate) struct Call {
     exchange: Exchange,
-    raw_id: String,
+    request: Bytes,
     lease: Arc<Lease>,
     /// Hides tools the caller may not call from a `tools/list` answer.
     filter: Option<ToolFilter>,
@@ -55,7 +56,7 @@ pub(crate) async fn call(
             Ok(exchange) => {
                 return Ok(Call {
                     exchange,
-                    raw_id: msg.raw_id().unwrap_or_else(|| "null".into()),
+                    request: msg.bytes.clone(),
                     lease,
                     filter,
                 });
@@ -76,7 +77,7 @@ pub(crate) async fn call(
             // A server that stopped reading its input (503: retry later),
             // or a request it cannot take (a duplicate id: 400).
             Err(failure) => {
-                return Err(EdgeError::Upstream(failure).refusal(msg.raw_id().as_deref()));
+                return Err(EdgeError::Upstream(failure).refusal(echo_id(msg).as_deref()));
             }
         }
     }
@@ -299,8 +300,8 @@ impl Deadline {
 /// The requests of one POST, merged, under one deadline.
 pub(crate) struct Calls {
     merged: Merged,
-    /// Per call: the id, as matched and as written, and the process it went to.
-    ids: Vec<(IdKey, String, Arc<Lease>)>,
+    /// Per call: the id as matched, the request, and the process it went to.
+    ids: Vec<(IdKey, Bytes, Arc<Lease>)>,
     filters: Vec<Option<ToolFilter>>,
     started: Instant,
     settled: Vec<bool>,
@@ -317,7 +318,7 @@ impl Calls {
         let mut exchanges = Vec::with_capacity(calls.len());
         let mut filters = Vec::with_capacity(calls.len());
         for call in calls {
-            ids.push((call.exchange.id().clone(), call.raw_id, call.lease));
+            ids.push((call.exchange.id().clone(), call.request, call.lease));
             exchanges.push(call.exchange);
             filters.push(call.filter);
         }
@@ -333,6 +334,12 @@ impl Calls {
             queue: VecDeque::new(),
             started: now,
         }
+    }
+
+    /// The id of call `i` as the client wrote it.
+    fn raw_id(&self, i: usize) -> String {
+        let (key, request, _) = &self.ids[i];
+        written_id(request).unwrap_or_else(|| key.to_json())
     }
 
     fn settle(&mut self, i: usize) -> bool {
@@ -370,7 +377,9 @@ impl Calls {
                 }
                 Ok(Some((i, Some(Delivery::Failed(f))))) => {
                     self.settle(i);
-                    return Some(Out::Final(failure_body(Some(&self.ids[i].1), &f)));
+                    return Some(Out::Final(
+                        EdgeError::Upstream(f).body(Some(&self.raw_id(i))),
+                    ));
                 }
                 Ok(Some((i, None))) => {
                     self.settle(i);
@@ -387,12 +396,10 @@ impl Calls {
                             self.ids[i]
                                 .2
                                 .cancel(&self.ids[i].0, "request timed out at the gateway");
-                            self.queue.push_back(Out::Final(error_response(
-                                Some(&self.ids[i].1),
-                                ErrorCode::REQUEST_TIMEOUT,
-                                &message,
-                                None,
-                            )));
+                            let id = self.raw_id(i);
+                            self.queue.push_back(Out::Final(
+                                EdgeError::Timeout(message.clone()).body(Some(&id)),
+                            ));
                         }
                     }
                 }

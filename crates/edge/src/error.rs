@@ -7,6 +7,7 @@ use axum::http::StatusCode;
 use berth_fleet::Failure;
 use berth_wire::ErrorCode;
 use berth_wire::modern::MODERN_VERSIONS;
+use bytes::Bytes;
 
 use crate::reply::Refusal;
 
@@ -57,6 +58,8 @@ pub(crate) enum EdgeError {
     UpstreamFailed(String),
     /// The server did not answer in time (504, -32004).
     Timeout(String),
+    /// The request body did not arrive in time (408, -32600).
+    BodyTimeout(String),
     /// The edge itself failed (500, -32603).
     Internal(String),
     /// The fleet's own account of why a server gave no answer; its code
@@ -74,7 +77,8 @@ impl EdgeError {
             | EdgeError::PayloadTooLarge(_)
             | EdgeError::NotFound(_)
             | EdgeError::MethodNotAllowed(_)
-            | EdgeError::Conflict(_) => ErrorCode::INVALID_REQUEST,
+            | EdgeError::Conflict(_)
+            | EdgeError::BodyTimeout(_) => ErrorCode::INVALID_REQUEST,
             EdgeError::Internal(_) => ErrorCode::INTERNAL_ERROR,
             EdgeError::InvalidParams(_) => ErrorCode::INVALID_PARAMS,
             EdgeError::HeaderMismatch(_) => ErrorCode::HEADER_MISMATCH,
@@ -108,6 +112,7 @@ impl EdgeError {
             EdgeError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             EdgeError::UpstreamFailed(_) => StatusCode::BAD_GATEWAY,
             EdgeError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            EdgeError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             EdgeError::Upstream(failure) => status_for_failure(failure.code),
             other => status_for_code(other.code()),
         }
@@ -142,7 +147,8 @@ impl EdgeError {
             | EdgeError::Unavailable(m)
             | EdgeError::TooManyRequests(m)
             | EdgeError::UpstreamFailed(m)
-            | EdgeError::Timeout(m) => m.clone(),
+            | EdgeError::Timeout(m)
+            | EdgeError::BodyTimeout(m) => m.clone(),
         }
     }
 
@@ -157,13 +163,16 @@ impl EdgeError {
         }
     }
 
+    /// The JSON-RPC error answering the request with id `id` (JSON text,
+    /// when it could be read), for a body that carries it in a stream or a batch.
+    pub(crate) fn body(&self, id: Option<&str>) -> Bytes {
+        berth_wire::error_response(id, self.code(), &self.message(), self.data().as_ref())
+    }
+
     /// The refusal answering the request with id `id` (JSON text, when it
     /// could be read).
     pub(crate) fn refusal(&self, id: Option<&str>) -> Refusal {
-        Refusal::new(
-            self.status(),
-            berth_wire::error_response(id, self.code(), &self.message(), self.data().as_ref()),
-        )
+        Refusal::new(self.status(), self.body(id))
     }
 }
 

@@ -2,7 +2,6 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use berth_fleet::Failure;
 use bytes::Bytes;
 
 /// A JSON body with a status.
@@ -99,18 +98,19 @@ impl IntoResponse for Refusal {
 /// What a handler returns: a response, or a refusal.
 pub(crate) type Reply = Result<Response, Refusal>;
 
-/// The JSON-RPC error answering request `id` when the server gave no answer.
-pub(crate) fn failure_body(id: Option<&str>, failure: &Failure) -> Bytes {
-    berth_wire::error_response(id, failure.code, &failure.message, failure.data.as_ref())
-}
-
 /// The id of `msg` exactly as the client wrote it (`1.0`, `-0` and integers
 /// beyond 64 bits included), for the errors Berth answers itself: the client
 /// matches the answer by its own id, so it must not be re-serialised.
+/// Read only when an answer needs it (an error): the common path does not
+/// parse the request a second time.
 pub(crate) fn echo_id(msg: &berth_wire::Message) -> Option<String> {
-    berth_wire::Envelope::parse(&msg.bytes)
+    written_id(&msg.bytes).or_else(|| msg.id.as_ref().map(|id| id.to_json()))
+}
+
+/// The id of the JSON-RPC message `bytes`, as written.
+pub(crate) fn written_id(bytes: &[u8]) -> Option<String> {
+    berth_wire::Envelope::parse(bytes)
         .ok()
         .and_then(|envelope| envelope.id)
         .map(|id| id.get().to_owned())
-        .or_else(|| msg.raw_id())
 }

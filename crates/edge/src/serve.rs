@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
-use axum::http::{Request, Response, StatusCode, Version, header};
+use axum::http::{Request, Response, Version, header};
+use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
@@ -527,26 +528,14 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
 /// 408 with a JSON-RPC error body; HTTP/1 connections are closed after it
 /// (the rest of the body is not worth waiting for).
 fn body_timeout_response(http1: bool) -> Response<Body> {
-    let body = serde_json::json!({
-        "jsonrpc": "2.0",
-        "id": null,
-        "error": {
-            "code": -32600,
-            "message": "Request Timeout: the request body did not arrive within gateway.body_read_timeout",
-        },
-    });
-    let mut response = Response::new(Body::from(body.to_string()));
-    *response.status_mut() = StatusCode::REQUEST_TIMEOUT;
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("application/json"),
-    );
-    if http1 {
-        headers.insert(
-            header::CONNECTION,
-            header::HeaderValue::from_static("close"),
-        );
+    let mut response = EdgeError::BodyTimeout(
+        "Request Timeout: the request body did not arrive within gateway.body_read_timeout".into(),
+    )
+    .refusal(None)
+    .into_response();
+    if !http1 {
+        // HTTP/2 has no Connection header; the stream alone ends.
+        response.headers_mut().remove(header::CONNECTION);
     }
     response
 }

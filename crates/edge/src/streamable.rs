@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use berth_auth::Principal;
 use berth_fleet::Delivery;
-use berth_wire::{ErrorCode, Kind, Message, ProtocolVersion, error_response, to_single_line};
+use berth_wire::{Kind, Message, ProtocolVersion, to_single_line};
 use bytes::Bytes;
 use futures::StreamExt;
 use serde_json::value::RawValue;
@@ -114,13 +114,13 @@ async fn post_batch(
     let (mut calls, mut ready) = (Vec::new(), Vec::new());
     for item in items {
         match Message::parse(Bytes::copy_from_slice(item.get().as_bytes())) {
-            Err(e) => ready.push(error_response(None, e.code(), &e.to_string(), None)),
-            Ok(msg) if msg.method() == Some("initialize") => ready.push(error_response(
-                echo_id(&msg).as_deref(),
-                ErrorCode::INVALID_REQUEST,
-                "Invalid Request: initialize must not be part of a batch",
-                None,
-            )),
+            Err(e) => ready.push(EdgeError::from(e).body(None)),
+            Ok(msg) if msg.method() == Some("initialize") => ready.push(
+                EdgeError::InvalidRequest(
+                    "Invalid Request: initialize must not be part of a batch".into(),
+                )
+                .body(echo_id(&msg).as_deref()),
+            ),
             Ok(msg) if msg.kind == Kind::Request => match call(&gw, &session, caller, &msg).await {
                 Ok(c) => calls.push(c),
                 Err(r) => return Err(r),

@@ -106,15 +106,14 @@ impl Filter {
     }
 }
 
-/// Opens a listen stream for the request `msg`.
+/// Opens a listen stream for the request whose id is written `raw_id`.
 pub(crate) async fn open(
     gw: &Arc<Gateway>,
     server: &Arc<Server>,
     ready: &Ready,
-    msg: &Message,
+    raw_id: String,
     params: Option<&RawValue>,
 ) -> Reply {
-    let raw_id = msg.raw_id().unwrap_or_else(|| "null".into());
     #[derive(Deserialize)]
     struct Params {
         notifications: Option<Filter>,

@@ -73,8 +73,6 @@ pub(crate) async fn post(
     headers: &HeaderMap,
     msg: Message,
 ) -> Reply {
-    let raw_id = msg.raw_id();
-    let id = raw_id.as_deref();
     match msg.kind {
         // Nothing of the client's reaches a process outside a request.
         Kind::Notification => return Ok(StatusCode::ACCEPTED.into_response()),
@@ -87,8 +85,16 @@ pub(crate) async fn post(
         Kind::Request => {}
     }
     let method = msg.method().unwrap_or_default().to_owned();
+    // Parsed once here: the id as written, the params and their `_meta`
+    // facts all come from this envelope (the relay forwards the bytes).
     let envelope = Envelope::parse(&msg.bytes)
-        .map_err(|e| EdgeError::InvalidRequest(e.to_string()).refusal(id))?;
+        .map_err(|e| EdgeError::InvalidRequest(e.to_string()).refusal(None))?;
+    let raw_id = msg
+        .id
+        .as_ref()
+        .and(envelope.id)
+        .map(|id| id.get().to_owned());
+    let id = raw_id.as_deref();
     let facts = RequestFacts::read(envelope.params);
     checks::envelope(headers, &facts).map_err(|e| e.refusal(id))?;
     if removed(&method) {
@@ -122,7 +128,10 @@ pub(crate) async fn post(
                 discovery.response(id.unwrap_or("null")),
             ))
         }
-        "subscriptions/listen" => listen::open(&gw, &server, ready, &msg, envelope.params).await,
+        "subscriptions/listen" => {
+            let raw_id = raw_id.clone().unwrap_or_else(|| "null".into());
+            listen::open(&gw, &server, ready, raw_id, envelope.params).await
+        }
         _ => {
             if ready.bridged() && !relay::bridgeable(&method) {
                 return Err(EdgeError::MethodNotFound(format!(
@@ -139,7 +148,8 @@ pub(crate) async fn post(
                 method,
                 filter,
             };
-            Ok(relay::relay(gw, server.clone(), ready, msg, request).await)
+            let raw_id = raw_id.clone().unwrap_or_else(|| "null".into());
+            Ok(relay::relay(gw, server.clone(), ready, msg, raw_id, request).await)
         }
     }
 }

@@ -22,9 +22,10 @@ use tokio::time::Instant;
 use super::backend::{Ready, acquire_refusal};
 use crate::authz::ToolFilter;
 use crate::engine::{Deadline, humanize};
-use crate::error::{status_for_code, status_for_failure};
+use crate::error::EdgeError;
+use crate::error::status_for_code;
 use crate::gateway::Gateway;
-use crate::reply::{failure_body, json};
+use crate::reply::json;
 use crate::server::Server;
 
 /// Methods a handshake-era server can answer for a stateless client.
@@ -105,15 +106,16 @@ struct Relay {
     done: bool,
 }
 
-/// Relays `msg` and answers with what the process says.
+/// Relays `msg` (whose id is written `raw_id`) and answers with what the
+/// process says.
 pub(crate) async fn relay(
     gw: Arc<Gateway>,
     server: Arc<Server>,
     ready: &Ready,
     msg: Message,
+    raw_id: String,
     request: Request,
 ) -> Response {
-    let raw_id = msg.raw_id().unwrap_or_else(|| "null".into());
     let (lease, _) = match ready.pool.acquire().await {
         Ok(taken) => taken,
         Err(e) => {
@@ -123,10 +125,8 @@ pub(crate) async fn relay(
     let exchange = match lease.call(&msg) {
         Ok(exchange) => exchange,
         Err(failure) => {
-            return json(
-                status_for_failure(failure.code),
-                failure_body(Some(&raw_id), &failure),
-            );
+            let error = EdgeError::Upstream(failure);
+            return json(error.status(), error.body(Some(&raw_id)));
         }
     };
     let bridge = if ready.bridged() {
@@ -154,15 +154,10 @@ pub(crate) async fn relay(
     match relay.next().await {
         Some(Out::Final(bytes, status)) => json(status, bytes),
         Some(Out::Interim(first)) => relay.into_sse(first),
-        None => json(
-            StatusCode::BAD_GATEWAY,
-            error_response(
-                Some(&relay.raw_id),
-                ErrorCode::UPSTREAM_CLOSED,
-                "the request ended without an answer",
-                None,
-            ),
-        ),
+        None => {
+            let error = EdgeError::UpstreamFailed("the request ended without an answer".into());
+            json(error.status(), error.body(Some(&relay.raw_id)))
+        }
     }
 }
 
@@ -187,10 +182,8 @@ impl Relay {
                 }
                 Ok(Some(Delivery::Failed(f))) => {
                     self.settle();
-                    return Some(Out::Final(
-                        failure_body(Some(&self.raw_id), &f),
-                        status_for_failure(f.code),
-                    ));
+                    let error = EdgeError::Upstream(f);
+                    return Some(Out::Final(error.body(Some(&self.raw_id)), error.status()));
                 }
                 Ok(None) => {
                     self.settle();
@@ -204,15 +197,8 @@ impl Relay {
                     );
                     // Dropping the flight unsettled cancels it on the process.
                     self.done = true;
-                    return Some(Out::Final(
-                        error_response(
-                            Some(&self.raw_id),
-                            ErrorCode::REQUEST_TIMEOUT,
-                            &message,
-                            None,
-                        ),
-                        StatusCode::GATEWAY_TIMEOUT,
-                    ));
+                    let error = EdgeError::Timeout(message);
+                    return Some(Out::Final(error.body(Some(&self.raw_id)), error.status()));
                 }
             }
         }
