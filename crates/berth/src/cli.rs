@@ -224,6 +224,17 @@ pub async fn ps(args: &AdminArgs, json: bool) -> anyhow::Result<()> {
                 s.dropped_messages
             );
         }
+        let boot = s
+            .pool
+            .ready_time_ms
+            .map(|ms| format!(", boot {ms:.0} ms"))
+            .unwrap_or_default();
+        println!(
+            "  ready target: {} ({}; {:.1} sessions/s{boot})",
+            s.pool.ready_target,
+            s.pool.target_reason.as_str(),
+            s.pool.arrival_rate
+        );
         let era = match (&s.era, &s.era_reason) {
             (Some(era), Some(why)) => format!("{era} ({why})"),
             (Some(era), None) => era.clone(),

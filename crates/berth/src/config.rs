@@ -443,7 +443,15 @@ fn default_crash_window() -> Duration {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PoolSection {
+    /// The floor: the pool keeps more ready while sessions arrive faster.
     pub min_ready: usize,
+    /// The most processes kept ready because of demand.
+    pub max_ready: usize,
+    /// Ready target = ceil(arrival rate × measured spawn-to-ready time × headroom).
+    pub headroom: f64,
+    /// How far back the arrival rate looks.
+    #[serde(deserialize_with = "duration")]
+    pub demand_window: Duration,
     /// Default: 64 (exclusive), 2 (shared).
     pub max_processes: Option<usize>,
     pub preinitialize: bool,
@@ -462,6 +470,9 @@ impl Default for PoolSection {
         let d = berth_fleet::PoolConfig::default();
         PoolSection {
             min_ready: d.min_ready,
+            max_ready: d.max_ready,
+            headroom: d.headroom,
+            demand_window: d.demand_window,
             max_processes: None,
             preinitialize: d.preinitialize,
             standby_after: d.standby_after,
@@ -606,6 +617,17 @@ impl Config {
                 table
                     .validate(&format!("servers.{name}.sandbox"))
                     .map_err(|e| ConfigError(format!("{origin}: {e}")))?;
+            }
+            if !(pool.headroom.is_finite() && pool.headroom >= 1.0) {
+                return Err(ConfigError(format!(
+                    "{origin}: servers.{name}.pool.headroom ({}) must be a number of at least 1.0",
+                    pool.headroom
+                )));
+            }
+            if pool.demand_window.is_zero() {
+                return Err(ConfigError(format!(
+                    "{origin}: servers.{name}.pool.demand_window must be greater than zero"
+                )));
             }
             if server.max_crashes == 0 {
                 return Err(ConfigError(format!(
@@ -805,9 +827,9 @@ impl Config {
                     stop_after: s.pool.stop_after,
                     health_interval: s.pool.health_interval,
                     health_timeout: s.pool.health_timeout,
-                    // max_ready, headroom, demand_window: fleet's defaults
-                    // until the TOML layer carries them.
-                    ..berth_fleet::PoolConfig::default()
+                    max_ready: s.pool.max_ready,
+                    headroom: s.pool.headroom,
+                    demand_window: s.pool.demand_window,
                 };
                 spec
             })
@@ -975,6 +997,10 @@ mod tests {
         assert_eq!(
             (p.health_interval, p.health_timeout),
             (dp.health_interval, dp.health_timeout)
+        );
+        assert_eq!(
+            (p.max_ready, p.headroom, p.demand_window),
+            (dp.max_ready, dp.headroom, dp.demand_window)
         );
         assert_eq!(memory.binding, Binding::default());
         assert_eq!(memory.on_crash, OnCrashConfig::default());

@@ -168,6 +168,8 @@ async fn a_crash_looping_server_is_marked_failed_and_others_keep_serving() {
         .unwrap_or_else(|| panic!("{ps}"));
     assert!(line.contains("failed"), "{ps}");
     assert!(ps.contains("is failing"), "{ps}");
+    // Each server's ready target and why (a failed one keeps nothing ready).
+    assert!(ps.contains("ready target: 0 (idle;"), "{ps}");
     // A restart clears the failed state (the server is tried again).
     let (ok, out) = berth.cli(&["restart", "broken"]);
     assert!(ok, "{out}");
