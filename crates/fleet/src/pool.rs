@@ -1325,12 +1325,17 @@ fn maintain_once(inner: &Arc<Inner>) {
 /// to serve the sessions that arrive while one boots (rate × the server's
 /// measured spawn-to-ready time × headroom), at least `min_ready`, at most
 /// `max_ready` and what `max_processes` leaves beside the leased ones.
+/// A pool with `min_ready = 0` is cold by choice (every session spawns its
+/// own process, nothing idles): demand does not warm it.
 fn demand_target(
     config: &crate::PoolConfig,
     state: &mut State,
     now: Instant,
 ) -> (usize, TargetReason) {
     let rate = state.arrival_rate(now, config.demand_window);
+    if config.min_ready == 0 {
+        return (0, TargetReason::Floor);
+    }
     let waiting = state.ready.len() + state.starting;
     let busy = state.procs.len().saturating_sub(waiting);
     let cap = config
@@ -1737,6 +1742,12 @@ mod tests {
         assert_eq!(
             demand_target(&config, &mut state, now),
             (10, TargetReason::Floor)
+        );
+        // A cold pool stays cold whatever the demand.
+        config.min_ready = 0;
+        assert_eq!(
+            demand_target(&config, &mut state, now),
+            (0, TargetReason::Floor)
         );
     }
 
