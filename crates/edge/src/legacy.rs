@@ -17,9 +17,9 @@ use serde::Deserialize;
 use crate::engine::{Calls, call, forward, pump};
 use crate::error::EdgeError;
 use crate::gateway::Gateway;
+use crate::inbound::{Caller, check_content_type, read_body};
 use crate::reply::{Reply, echo_id};
 use crate::session::STANDALONE;
-use crate::streamable::{Caller, check_content_type, read_body};
 
 pub(crate) async fn connect(
     State(gw): State<Arc<Gateway>>,

@@ -18,12 +18,14 @@ mod fairness;
 mod gateway;
 mod guard;
 mod headers;
+mod inbound;
 mod legacy;
 mod modern;
 mod reply;
 mod serve;
 mod server;
 mod session;
+mod stateless;
 mod streamable;
 
 pub use admin::{Reloader, ServerStatus, admin_error, admin_router};

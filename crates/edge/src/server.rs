@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use berth_fleet::{Era, Pool, ServerLog, ServerSpec};
 
-use crate::modern::backend::Stateless;
+use crate::stateless::Stateless;
 
 /// A configured server: its spec, the pool of processes its sessions use,
 /// and the stateless side that serves 2026-07-28 requests.

@@ -27,12 +27,12 @@ use serde_json::value::RawValue;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::time::Instant;
 
-use super::backend::Ready;
 use super::relay::InFlight;
 use crate::error::EdgeError;
 use crate::gateway::Gateway;
 use crate::reply::Reply;
 use crate::server::Server;
+use crate::stateless::Ready;
 
 /// What a client opts in to (`params.notifications`).
 #[derive(Debug, Default, Deserialize)]

@@ -7,10 +7,8 @@
 //! `subscriptions/listen` streams itself, and relays everything else to a
 //! process of the server's stateless pool.
 
-pub(crate) mod backend;
 mod checks;
 mod listen;
-mod params;
 mod relay;
 
 use std::sync::Arc;

@@ -19,7 +19,6 @@ use berth_wire::{ErrorCode, Kind, Message, SseEvent, error_response};
 use bytes::Bytes;
 use tokio::time::Instant;
 
-use super::backend::{Ready, acquire_refusal};
 use crate::authz::ToolFilter;
 use crate::engine::{Deadline, humanize};
 use crate::error::EdgeError;
@@ -27,6 +26,7 @@ use crate::error::status_for_code;
 use crate::gateway::Gateway;
 use crate::reply::json;
 use crate::server::Server;
+use crate::stateless::{Ready, acquire_refusal};
 
 /// Methods a handshake-era server can answer for a stateless client.
 pub(crate) fn bridgeable(method: &str) -> bool {

@@ -1,6 +1,9 @@
 //! What serves one server's 2026-07-28 requests: the era its probe found,
 //! and the stateless pool that era calls for (a modern pool, or a bridge of
-//! pre-initialized handshake-era processes).
+//! pre-initialized handshake-era processes). Held by [`crate::server`]; the
+//! `modern` handlers use it, it knows nothing of them.
+
+mod params;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -11,7 +14,7 @@ use berth_fleet::{Discovery, Era, Pool, ServerLog, ServerSpec};
 use berth_wire::{Envelope, Message};
 use bytes::Bytes;
 
-use super::params::ToolHeaders;
+use params::ToolHeaders;
 use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 
