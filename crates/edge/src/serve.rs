@@ -614,3 +614,27 @@ impl HttpBody for TrackedBody {
         self.inner.size_hint()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The over-limit answer is written as raw bytes before hyper has the
+    /// connection; it must stay what EdgeError says of such a refusal.
+    #[test]
+    fn the_connection_refusal_is_the_typed_error() {
+        let text = std::str::from_utf8(REFUSED).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        let error = EdgeError::Unavailable("Service Unavailable: too many connections".into());
+        assert!(
+            head.starts_with(&format!("HTTP/1.1 {}", error.status())),
+            "{head}"
+        );
+        let expected = error.body(None);
+        assert_eq!(body.trim_end().as_bytes(), &expected[..]);
+        assert!(
+            head.contains(&format!("content-length: {}", body.len())),
+            "{head}"
+        );
+    }
+}
