@@ -168,16 +168,59 @@ impl Drop for Exchange {
 // A request's deliveries: usually just its answer, so a channel that
 // allocates per message beats one that allocates a block of slots up front.
 type DeliverySender = futures::channel::mpsc::UnboundedSender<Delivery>;
-/// Lines waiting for the child's stdin. Unbounded as a channel (idle most
-/// of the time, so no slot block up front) but bounded in bytes: a server that
-/// stops reading its input makes new requests fail at once instead of
-/// growing the gateway's memory.
+/// The child's stdin. A line is written straight from the caller when
+/// nothing is waiting before it and the pipe takes it whole (the common
+/// case: no task to wake per message); otherwise it waits, in order, for the
+/// writer task. What waits is bounded in bytes: a server that stops reading
+/// its input makes new requests fail at once instead of growing the
+/// gateway's memory. Dropping it closes stdin once what waits is written.
 struct StdinQueue {
-    tx: futures::channel::mpsc::UnboundedSender<Bytes>,
-    /// Bytes sent and not yet written (shared with the writer).
-    queued: Arc<std::sync::atomic::AtomicUsize>,
+    inner: Arc<StdinInner>,
     limit: usize,
 }
+
+struct StdinInner {
+    state: Mutex<StdinState>,
+    /// Wakes the writer task: lines wait, or stdin is to close.
+    wake: tokio::sync::Notify,
+    /// Bytes accepted and not yet written (read without the lock).
+    queued: std::sync::atomic::AtomicUsize,
+}
+
+struct StdinState {
+    /// A duplicate of the (non-blocking: tokio's) pipe for writes from the
+    /// caller; dropped at close, so the child still sees end of input.
+    direct: Option<std::fs::File>,
+    /// Chunks the writer task has still to write, in order.
+    waiting: VecDeque<Bytes>,
+    /// The writer task holds chunks it took: new lines go behind them.
+    writing: bool,
+    /// No more lines: the writer is gone, or stdin is closing.
+    closed: bool,
+}
+
+impl StdinInner {
+    fn state(&self) -> std::sync::MutexGuard<'_, StdinState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Stops taking lines; the writer writes what waits, then closes stdin.
+    fn close(&self) {
+        let mut state = self.state();
+        state.closed = true;
+        state.direct = None;
+        drop(state);
+        self.wake.notify_one();
+    }
+}
+
+impl Drop for StdinQueue {
+    fn drop(&mut self) {
+        self.inner.close();
+    }
+}
+
+const NEWLINE: Bytes = Bytes::from_static(b"\n");
 
 enum QueueError {
     Closed,
@@ -185,23 +228,69 @@ enum QueueError {
 }
 
 impl StdinQueue {
-    /// Queues a line; refuses when `limit` bytes are already waiting.
+    fn new(stdin: &ChildStdin, limit: usize) -> StdinQueue {
+        use std::os::fd::AsFd;
+        // Without a duplicate every line goes through the writer task.
+        let direct = stdin
+            .as_fd()
+            .try_clone_to_owned()
+            .ok()
+            .map(std::fs::File::from);
+        StdinQueue {
+            inner: Arc::new(StdinInner {
+                state: Mutex::new(StdinState {
+                    direct,
+                    waiting: VecDeque::new(),
+                    writing: false,
+                    closed: false,
+                }),
+                wake: tokio::sync::Notify::new(),
+                queued: std::sync::atomic::AtomicUsize::new(0),
+            }),
+            limit,
+        }
+    }
+
+    /// Sends a line; refuses when `limit` bytes are already waiting.
     fn push(&self, bytes: Bytes) -> Result<(), QueueError> {
-        let waiting = self.queued.load(Ordering::Relaxed);
+        let waiting = self.inner.queued.load(Ordering::Relaxed);
         if waiting > 0 && waiting + bytes.len() > self.limit {
             return Err(QueueError::Full(waiting));
         }
         self.force(bytes)
     }
 
-    /// Queues a line already accepted (or Berth's own), whatever is waiting.
+    /// Sends a line already accepted (or Berth's own), whatever is waiting.
     fn force(&self, bytes: Bytes) -> Result<(), QueueError> {
-        let len = bytes.len();
-        self.queued.fetch_add(len, Ordering::Relaxed);
-        self.tx.unbounded_send(bytes).map_err(|_| {
-            self.queued.fetch_sub(len, Ordering::Relaxed);
-            QueueError::Closed
-        })
+        let mut state = self.inner.state();
+        if state.closed {
+            return Err(QueueError::Closed);
+        }
+        let mut written = 0;
+        if !state.writing
+            && state.waiting.is_empty()
+            && let Some(pipe) = &state.direct
+        {
+            use std::io::{IoSlice, Write};
+            // Non-blocking: a full pipe takes part or nothing, never waits.
+            let mut pipe = pipe;
+            match pipe.write_vectored(&[IoSlice::new(&bytes), IoSlice::new(b"\n")]) {
+                Ok(n) if n > bytes.len() => return Ok(()),
+                Ok(n) => written = n,
+                // WouldBlock, or a broken pipe the writer task will report.
+                Err(_) => {}
+            }
+        }
+        let rest = bytes.slice(written..);
+        let len = rest.len() + 1;
+        if !rest.is_empty() {
+            state.waiting.push_back(rest);
+        }
+        state.waiting.push_back(NEWLINE);
+        self.inner.queued.fetch_add(len, Ordering::Relaxed);
+        drop(state);
+        self.inner.wake.notify_one();
+        Ok(())
     }
 }
 type DeliveryReceiver = futures::channel::mpsc::UnboundedReceiver<Delivery>;
@@ -641,8 +730,8 @@ impl Upstream {
             format!("started process {pid}: {}", spec.command),
         );
 
-        let (stdin_tx, stdin_rx) = futures::channel::mpsc::unbounded();
-        let queued = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let stdin_queue = StdinQueue::new(&stdin, spec.max_message_bytes);
+        let stdin_inner = stdin_queue.inner.clone();
         let (unsolicited_tx, unsolicited_rx) = unsolicited_channel();
         let (exited_tx, exited_rx) = watch::channel(None);
         let verdict = ExitVerdict::default();
@@ -653,11 +742,7 @@ impl Upstream {
             pid,
             log: log.clone(),
             strays: Mutex::default(),
-            stdin: StdinQueue {
-                tx: stdin_tx,
-                queued: queued.clone(),
-                limit: spec.max_message_bytes,
-            },
+            stdin: stdin_queue,
             closed_tx: watch::channel(None).0,
             routes: Mutex::new(Routes {
                 unsolicited: Some(unsolicited_tx),
@@ -667,7 +752,7 @@ impl Upstream {
             roots: spec.roots.clone(),
         });
 
-        tokio::spawn(write_stdin(stdin, stdin_rx, queued, close_stdin.clone()));
+        tokio::spawn(write_stdin(stdin, stdin_inner, close_stdin.clone()));
         if let Some(sandbox) = &sandbox {
             let log = log.clone();
             sandbox.started(Arc::new(move |line: String| {
@@ -810,22 +895,29 @@ impl Upstream {
                 if routes.serial {
                     routes.on_wire = Some(id.clone());
                 }
-                match self.shared.stdin.push(bytes) {
-                    Ok(()) => {}
-                    Err(QueueError::Full(waiting)) => {
-                        routes.remove(&id);
-                        if routes.serial {
-                            routes.on_wire = None;
+                // The line is usually written straight to the pipe, which
+                // wakes the server: unless the process is serial (the order
+                // on the wire is the routes'), the routes are unlocked
+                // first, so the answer's reader never waits for this thread.
+                let held = routes.serial.then_some(routes);
+                if let Err(error) = self.shared.stdin.push(bytes) {
+                    let mut routes = held.unwrap_or_else(|| self.shared.routes());
+                    match error {
+                        QueueError::Full(waiting) => {
+                            routes.remove(&id);
+                            if routes.serial {
+                                routes.on_wire = None;
+                            }
+                            return Err(self.shared.not_reading(waiting));
                         }
-                        return Err(self.shared.not_reading(waiting));
-                    }
-                    Err(QueueError::Closed) => {
-                        drop(routes);
-                        self.shared
-                            .close(self.shared.closed_failure("is no longer accepting input"));
-                        return Err(self
-                            .closed()
-                            .unwrap_or_else(|| self.shared.closed_failure("is gone")));
+                        QueueError::Closed => {
+                            drop(routes);
+                            self.shared
+                                .close(self.shared.closed_failure("is no longer accepting input"));
+                            return Err(self
+                                .closed()
+                                .unwrap_or_else(|| self.shared.closed_failure("is gone")));
+                        }
                     }
                 }
             }
@@ -1110,43 +1202,55 @@ impl ProcessWatch {
     }
 }
 
-async fn write_stdin(
-    stdin: ChildStdin,
-    mut rx: futures::channel::mpsc::UnboundedReceiver<Bytes>,
-    queued: Arc<std::sync::atomic::AtomicUsize>,
-    close: CancellationToken,
-) {
+async fn write_stdin(stdin: ChildStdin, queue: Arc<StdinInner>, close: CancellationToken) {
     let mut stdin = stdin;
-    // Messages waiting together go out in one write; the scratch buffer is
+    // Chunks waiting together go out in one write; the scratch buffer is
     // kept small between bursts so an idle session costs little memory.
     let mut batch: Vec<u8> = Vec::new();
     loop {
-        let msg = tokio::select! {
+        let taken = {
+            let mut state = queue.state();
+            if state.waiting.is_empty() {
+                state.writing = false;
+                if state.closed {
+                    break;
+                }
+                false
+            } else {
+                // Lines sent meanwhile go behind these, not straight out.
+                state.writing = true;
+                while batch.len() < WRITE_BATCH
+                    && let Some(chunk) = state.waiting.pop_front()
+                {
+                    batch.extend_from_slice(&chunk);
+                }
+                true
+            }
+        };
+        if !taken {
+            tokio::select! {
+                biased;
+                _ = close.cancelled() => break,
+                _ = queue.wake.notified() => continue,
+            }
+        }
+        let written = tokio::select! {
             biased;
             _ = close.cancelled() => break,
-            msg = rx.next() => match msg { Some(msg) => msg, None => break },
+            written = stdin.write_all(&batch) => written,
         };
-        let mut next = Some(msg);
-        let mut counted = 0;
-        while let Some(msg) = next {
-            counted += msg.len();
-            batch.extend_from_slice(&msg);
-            batch.push(b'\n');
-            next = if batch.len() < WRITE_BATCH {
-                rx.try_recv().ok()
-            } else {
-                None
-            };
+        if written.is_err() {
+            break;
         }
-        if stdin.write_all(&batch).await.is_err() {
-            return;
-        }
-        queued.fetch_sub(counted, Ordering::Relaxed);
+        queue.queued.fetch_sub(batch.len(), Ordering::Relaxed);
         batch.clear();
         if batch.capacity() > WRITE_BATCH {
             batch = Vec::new();
         }
     }
+    // No line may be written straight to a pipe about to close (the
+    // duplicate would also keep the child's input open).
+    queue.close();
     // Dropping stdin closes the child's end: the first shutdown step.
 }
 
