@@ -408,10 +408,19 @@ impl Calls {
     }
 }
 
+/// A timeout as operators write it in the configuration ("60s", "1m 30s", "500ms").
 pub(crate) fn humanize(d: Duration) -> String {
-    if d.subsec_millis() == 0 {
-        format!("{}s", d.as_secs())
-    } else {
-        format!("{}ms", d.as_millis())
+    humantime::format_duration(d).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeouts_read_as_configured() {
+        assert_eq!(humanize(Duration::from_secs(60)), "1m");
+        assert_eq!(humanize(Duration::from_millis(1500)), "1s 500ms");
+        assert_eq!(humanize(Duration::from_millis(300)), "300ms");
     }
 }
