@@ -491,8 +491,11 @@ fn oauth_setup(dir: &std::path::Path) -> Result<(String, String)> {
         scopes: vec!["tools:call".into()],
         ttl: Duration::from_secs(24 * 3600),
     })?;
+    // Every session here is one principal (the token's subject): the
+    // per-client fairness limits, meant for many tenants, would measure
+    // themselves (429s), not the cost of checking a token.
     let gateway = format!(
-        "[auth]\nmode = \"oauth\"\n\n[gateway]\npublic_url = {PUBLIC:?}\ndata_dir = {}\n",
+        "[auth]\nmode = \"oauth\"\n\n[gateway]\npublic_url = {PUBLIC:?}\ndata_dir = {}\nrequests_per_second_per_client = 0.0\nmax_sessions_per_client = 0\n",
         crate::suite::toml_string(&dir.to_string_lossy())
     );
     Ok((gateway, token))

@@ -1,7 +1,8 @@
 //! Smoke test: `berth-bench load --quick --no-peers` with tiny counts against
 //! the real `berth` and `berth-fixture` binaries (offline: peers skipped).
-//! Asserts that every scenario has its Berth rows (and the stdio floor where
-//! it applies), with CPU/call in per-call; it never asserts a timing. The
+//! Asserts that every scenario has its Berth rows (and the stdio and http
+//! floors where they apply), with CPU/call in per-call and throughput and
+//! Berth's ratios to the http floor; it never asserts a timing. The
 //! `berth 2026-07-28` row (stateless clients, same Berth and echo server) is
 //! measured in per-call and throughput and says why not elsewhere.
 
@@ -70,8 +71,9 @@ fn quick_load_reports_every_berth_row() {
         } else if name == "ttfr" {
             &["stdio floor", "berth cold", "berth warm", MODERN]
         } else {
+            // The http floor: the echo answered in the bench process over HTTP.
             // Every request of the oauth row carries a built-in issuer's JWT.
-            &["stdio floor", "berth", "berth oauth", MODERN]
+            &["stdio floor", "http floor", "berth", "berth oauth", MODERN]
         };
         assert_eq!(targets, expected, "{name}; {context}");
         for row in rows {
@@ -102,7 +104,7 @@ fn quick_load_reports_every_berth_row() {
             } else {
                 assert!(row["calls_per_sec"].is_number(), "{row}");
             }
-            if name == "per-call" {
+            if name == "per-call" || name.starts_with("throughput-") {
                 assert!(row["cpu_us_per_call"].is_number(), "{row}");
                 assert!(row["cpu_ticks"].is_number(), "{row}");
             }
@@ -118,5 +120,19 @@ fn quick_load_reports_every_berth_row() {
             stdout.contains(&format!("## {name}\n")),
             "no table for {name}; {context}"
         );
+        if name == "per-call" || name.starts_with("throughput-") {
+            // Berth's ratios to the http floor of the same run.
+            let section = stdout
+                .split(&format!("## {name}\n"))
+                .nth(1)
+                .unwrap_or_default();
+            let section = section.split("\n## ").next().unwrap_or_default();
+            for target in ["berth", MODERN] {
+                assert!(
+                    section.contains(&format!("- {target} against the http floor: CPU/call ")),
+                    "no http floor ratios for {target} in {name}; {context}"
+                );
+            }
+        }
     }
 }
