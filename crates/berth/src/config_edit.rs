@@ -151,25 +151,14 @@ impl ConfigFile {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("cannot create {}", dir.display()))?;
         }
-        let tmp = self.path.with_extension("toml.tmp");
-        {
-            use std::io::Write;
-            use std::os::unix::fs::OpenOptionsExt;
-            let mut file = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)
-                .with_context(|| format!("cannot write {}", tmp.display()))?;
-            file.write_all(text.as_bytes())?;
-            file.sync_all()?;
+        // Atomic and fsynced like every private file; an existing file keeps
+        // the permissions its operator gave it.
+        let previous = std::fs::metadata(&self.path).ok().map(|m| m.permissions());
+        berth_files::write_private(&self.path, text.as_bytes())
+            .with_context(|| format!("cannot write {}", self.path.display()))?;
+        if let Some(permissions) = previous {
+            let _ = std::fs::set_permissions(&self.path, permissions);
         }
-        if let Ok(meta) = std::fs::metadata(&self.path) {
-            let _ = std::fs::set_permissions(&tmp, meta.permissions());
-        }
-        std::fs::rename(&tmp, &self.path)
-            .with_context(|| format!("cannot replace {}", self.path.display()))?;
         Ok(config)
     }
 }
