@@ -35,8 +35,9 @@ pub struct FloorServer {
 }
 
 impl FloorServer {
-    /// Starts the server on 127.0.0.1 (any free port) on a runtime of
-    /// `worker_threads` threads (0: one per core, as Berth's default).
+    /// Starts the server on 127.0.0.1 (any free port) on a runtime shaped
+    /// as Berth's `[gateway] worker_threads`: 0, one worker per core (Berth's
+    /// default); 1, a current-thread runtime; N, N workers.
     pub async fn start(worker_threads: usize) -> Result<FloorServer> {
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let (ready_tx, ready_rx) = oneshot::channel::<Result<SocketAddr>>();
@@ -84,8 +85,11 @@ fn serve(
     ready: oneshot::Sender<Result<SocketAddr>>,
     stop: oneshot::Receiver<()>,
 ) {
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if worker_threads > 0 {
+    let mut builder = match worker_threads {
+        1 => tokio::runtime::Builder::new_current_thread(),
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
+    if worker_threads > 1 {
         builder.worker_threads(worker_threads);
     }
     let runtime = match builder.thread_name(THREAD_NAME).enable_all().build() {

@@ -83,6 +83,8 @@ pub struct LoadOptions {
     pub out: Option<PathBuf>,
     /// `[gateway] worker_threads` for every Berth row (None: Berth's default).
     pub berth_worker_threads: Option<usize>,
+    /// The http floor's runtime: 0 one worker per core, 1 current-thread.
+    pub http_floor_worker_threads: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -787,7 +789,7 @@ async fn run_one(options: &LoadOptions, instance: &Instance, target: &Target) ->
 /// that of the floor's own threads.
 async fn http_floor(options: &LoadOptions, instance: &Instance) -> Row {
     let target = Target::HttpFloor;
-    let server = match crate::floor::FloorServer::start(0).await {
+    let server = match crate::floor::FloorServer::start(options.http_floor_worker_threads).await {
         Ok(server) => server,
         Err(error) => return Row::new(&target, Status::Failed(format!("{error:#}"))),
     };

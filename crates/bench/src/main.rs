@@ -264,6 +264,10 @@ struct LoadArgs {
     /// `[gateway] worker_threads` for every Berth row [default: Berth's own]
     #[arg(long, value_name = "N")]
     berth_worker_threads: Option<usize>,
+    /// The http floor's runtime threads: 1 runs it on one thread (the least
+    /// CPU per call under load), 0 one worker per core (Berth's default shape).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    http_floor_worker_threads: usize,
     /// Also write the results as JSON to this file.
     #[arg(long, value_name = "FILE")]
     out: Option<PathBuf>,
@@ -502,6 +506,7 @@ async fn load_command(args: LoadArgs) -> Result<bool> {
         ttfr_boot_delay: args.ttfr_boot_delay,
         ttfr_pause: args.ttfr_pause,
         berth_worker_threads: args.berth_worker_threads,
+        http_floor_worker_threads: args.http_floor_worker_threads,
         quick: args.quick,
         out: args.out.clone(),
     };
