@@ -221,6 +221,7 @@ enum LogFormat {
 fn main() -> ExitCode {
     // In the sandbox helper (this binary started again), this never returns.
     berth_sandbox::enter_if_requested();
+    return_big_buffers_to_the_system();
     let cli = Cli::parse();
     // `serve` reads its configuration before the runtime exists: the
     // runtime's shape (`[gateway] worker_threads`) is part of it.
@@ -367,6 +368,19 @@ async fn catalog_command(
         }
     }
     Ok(())
+}
+
+/// Messages of megabytes pass through Berth (a server may write 16 MiB
+/// lines). glibc serves allocations that big from its heap once its adaptive
+/// mmap threshold has risen, and a heap fragmented by them keeps the memory
+/// after a burst; with a fixed threshold each big buffer is its own mapping,
+/// handed back to the kernel when it is freed.
+fn return_big_buffers_to_the_system() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only changes allocator tuning; called before any thread starts.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+    }
 }
 
 fn secret(action: SecretAction, place: &cli::DataDirArgs) -> anyhow::Result<()> {

@@ -47,8 +47,12 @@ async fn a_flood_with_no_reader_keeps_berth_small() {
     let peak = tokio::task::block_in_place(|| {
         peak_rss_until_done(&berth, "svc", 1, Duration::from_secs(120))
     });
+    // What may be held at once: the process's unsolicited budget (64 MiB),
+    // the session's replay bytes (8 MiB), lines being read and written (4 MB
+    // each) and the allocator's slack; ~140-160 MiB measured alone, more on a
+    // loaded machine. 1.2 GB flows through: anything unbounded is far above.
     assert!(
-        peak < 200,
+        peak < 256,
         "Berth grew to {peak} MiB (from {before} MiB) buffering 1.2 GB nobody read"
     );
     // The loss is counted and said, not silent.

@@ -25,8 +25,11 @@ const POOL: usize = 2;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_thousand_sessions_leave_no_process_and_no_memory_behind() {
+    // max_ready = min_ready: this is about leaks, so the pool does not grow
+    // with demand (tests/demand.rs in fleet covers that) and its size at the
+    // end is exactly its floor.
     let server = format!(
-        "{}[servers.svc.pool]\nmin_ready = {POOL}\npreinitialize = true\nmax_processes = {}\n",
+        "{}[servers.svc.pool]\nmin_ready = {POOL}\nmax_ready = {POOL}\npreinitialize = true\nmax_processes = {}\n",
         fixture_server("svc", "echo"),
         SESSIONS
     );
