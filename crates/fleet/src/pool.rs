@@ -357,6 +357,31 @@ const READY_TIME_WEIGHT: f64 = 0.3;
 const SURPLUS_IDLE: Duration = Duration::from_secs(60);
 
 impl State {
+    /// A pool with nothing spawned yet; `scaled_to_zero` for one that starts cold.
+    fn new(now: Instant, scaled_to_zero: bool) -> State {
+        State {
+            ready: VecDeque::new(),
+            shared: Vec::new(),
+            next_tag: 1,
+            starting: 0,
+            procs: BTreeMap::new(),
+            generation: 1,
+            crashes: VecDeque::new(),
+            crash_total: 0,
+            last_crash: None,
+            consecutive_crashes: 0,
+            retry_at: None,
+            failed: None,
+            restarts: 0,
+            last_used: now,
+            scaled_to_zero,
+            arrivals: VecDeque::new(),
+            ready_time: None,
+            target: 0,
+            target_reason: TargetReason::default(),
+        }
+    }
+
     /// Sessions per second over the demand window (older arrivals dropped).
     fn arrival_rate(&mut self, now: Instant, window: Duration) -> f64 {
         while self
@@ -694,27 +719,7 @@ impl Pool {
             kind,
             announcements: stateless.then(|| tokio::sync::broadcast::channel(ANNOUNCEMENTS_KEPT).0),
             log,
-            state: Mutex::new(State {
-                ready: VecDeque::new(),
-                shared: Vec::new(),
-                next_tag: 1,
-                starting: 0,
-                procs: BTreeMap::new(),
-                generation: 1,
-                crashes: VecDeque::new(),
-                crash_total: 0,
-                last_crash: None,
-                consecutive_crashes: 0,
-                retry_at: None,
-                failed: None,
-                restarts: 0,
-                last_used: now,
-                scaled_to_zero: stateless,
-                arrivals: VecDeque::new(),
-                ready_time: None,
-                target: 0,
-                target_reason: TargetReason::default(),
-            }),
+            state: Mutex::new(State::new(now, stateless)),
             latency: Mutex::new(Latency::default()),
             reaped: Notify::new(),
             changed: Notify::new(),
@@ -1752,27 +1757,7 @@ mod tests {
     }
 
     fn test_state(now: Instant) -> State {
-        State {
-            ready: VecDeque::new(),
-            shared: Vec::new(),
-            next_tag: 1,
-            starting: 0,
-            procs: BTreeMap::new(),
-            generation: 1,
-            crashes: VecDeque::new(),
-            crash_total: 0,
-            last_crash: None,
-            consecutive_crashes: 0,
-            retry_at: None,
-            failed: None,
-            restarts: 0,
-            last_used: now,
-            scaled_to_zero: false,
-            arrivals: VecDeque::new(),
-            ready_time: None,
-            target: 0,
-            target_reason: TargetReason::default(),
-        }
+        State::new(now, false)
     }
 
     #[test]
