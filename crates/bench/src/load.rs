@@ -825,35 +825,13 @@ async fn http_floor(options: &LoadOptions, instance: &Instance) -> Row {
 /// The era Berth's probe found for the echo server, from `berth ps --json`
 /// of the gateway whose data directory is `data_dir`.
 async fn stateless_era(options: &LoadOptions, data_dir: &std::path::Path) -> Result<String> {
-    let output = Command::new(&options.berth)
-        .args(["ps", "--json", "--data-dir"])
-        .arg(data_dir)
-        .env_remove("BERTH_ADMIN_URL")
-        .env_remove("BERTH_ADMIN_TOKEN")
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .context("running berth ps")?;
-    if !output.status.success() {
-        bail!(
-            "berth ps: {}: {}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
-    }
-    let servers: Value =
-        serde_json::from_slice(&output.stdout).context("berth ps --json is not JSON")?;
+    let servers = crate::suite::berth_ps(&options.berth, data_dir).await?;
     servers
-        .as_array()
-        .and_then(|servers| servers.iter().find(|s| s["server"] == SERVER))
+        .iter()
+        .find(|s| s["server"] == SERVER)
         .and_then(|server| server["era"].as_str())
         .map(str::to_string)
-        .ok_or_else(|| {
-            anyhow!(
-                "berth ps --json names no era for {SERVER}: {}",
-                String::from_utf8_lossy(&output.stdout)
-            )
-        })
+        .ok_or_else(|| anyhow!("berth ps --json names no era for {SERVER}: {servers:?}"))
 }
 
 struct Measured {

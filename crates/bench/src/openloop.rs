@@ -228,23 +228,11 @@ async fn measure(
 
 /// "ready target N (reason), rate R/s, ready time T ms" from `berth ps --json`.
 async fn pool_target(berth: &Path, data_dir: &Path) -> Result<String> {
-    let output = tokio::process::Command::new(berth)
-        .args(["ps", "--json", "--data-dir"])
-        .arg(data_dir)
-        .env_remove("BERTH_ADMIN_URL")
-        .env_remove("BERTH_ADMIN_TOKEN")
-        .stdin(std::process::Stdio::null())
-        .output()
-        .await
-        .context("running berth ps")?;
-    if !output.status.success() {
-        bail!("berth ps: {}", output.status);
-    }
-    let servers: Value = serde_json::from_slice(&output.stdout).context("berth ps --json")?;
+    let servers = crate::suite::berth_ps(berth, data_dir).await?;
+    // The pool's fields are flattened into each server's object.
     let pool = servers
-        .as_array()
-        .and_then(|all| all.iter().find(|s| s["pool"]["server"] == SERVER))
-        .map(|s| &s["pool"])
+        .iter()
+        .find(|s| s["server"] == SERVER)
         .context("no echo server in berth ps")?;
     Ok(format!(
         "ready target {} ({}), rate {:.1}/s, ready time {} ms",

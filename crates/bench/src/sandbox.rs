@@ -1279,33 +1279,9 @@ async fn neighbour(
 /// `berth ps --json` of the gateway whose data directory is `data_dir`:
 /// per server its status, crashes and last exit.
 async fn berth_ps(options: &SandboxOptions, data_dir: &Path) -> Result<Value> {
-    let output = Command::new(&options.berth)
-        .args(["ps", "--json", "--data-dir"])
-        .arg(data_dir)
-        .env_remove("BERTH_ADMIN_URL")
-        .env_remove("BERTH_ADMIN_TOKEN")
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .context("running berth ps")?;
-    if !output.status.success() {
-        bail!(
-            "berth ps: {}: {}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
-    }
-    let servers: Value = serde_json::from_slice(&output.stdout).context("berth ps --json")?;
-    let field = |s: &Value, key: &str| {
-        s.get(key)
-            .cloned()
-            .or_else(|| s.get("pool").and_then(|p| p.get(key)).cloned())
-            .unwrap_or(Value::Null)
-    };
+    let servers = crate::suite::berth_ps(&options.berth, data_dir).await?;
+    let field = |s: &Value, key: &str| s[key].clone();
     let list: Vec<Value> = servers
-        .as_array()
-        .map(|a| a.as_slice())
-        .unwrap_or_default()
         .iter()
         .map(|s| {
             json!({

@@ -389,6 +389,28 @@ fn ensure_file(path: &Path, name: &str, package: &str) -> Result<()> {
     Ok(())
 }
 
+/// `berth ps --json` of the gateway whose data directory is `data_dir`: one
+/// object per server (its pool's fields are at the top level).
+pub(crate) async fn berth_ps(berth: &Path, data_dir: &Path) -> Result<Vec<Value>> {
+    let output = Command::new(berth)
+        .args(["ps", "--json", "--data-dir"])
+        .arg(data_dir)
+        .env_remove("BERTH_ADMIN_URL")
+        .env_remove("BERTH_ADMIN_TOKEN")
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .context("running berth ps")?;
+    if !output.status.success() {
+        bail!(
+            "berth ps: {}: {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    serde_json::from_slice(&output.stdout).context("berth ps --json is not a JSON list")
+}
+
 /// A running `berth serve`.
 pub(crate) struct Berth {
     child: Child,
