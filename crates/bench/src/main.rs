@@ -29,7 +29,7 @@ mod stdio;
 mod suite;
 mod ttfr;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -434,14 +434,8 @@ async fn ttfr_command(args: TtfrArgs) -> Result<bool> {
 
 async fn openloop_command(args: OpenLoopArgs) -> Result<bool> {
     openloop::run(&openloop::OpenLoopOptions {
-        berth: match args.berth {
-            Some(path) => path,
-            None => sibling("berth")?,
-        },
-        fixture: match args.fixture {
-            Some(path) => path,
-            None => sibling("berth-fixture")?,
-        },
+        berth: binary(args.berth.as_deref(), "berth")?,
+        fixture: binary(args.fixture.as_deref(), "berth-fixture")?,
         boot_delay: args.boot_delay,
         rates: args.rates,
         duration: args.duration,
@@ -452,7 +446,11 @@ async fn openloop_command(args: OpenLoopArgs) -> Result<bool> {
     .await
 }
 
-fn sibling(name: &str) -> Result<PathBuf> {
+/// The binary given on the command line, else `name` next to this executable.
+fn binary(given: Option<&Path>, name: &str) -> Result<PathBuf> {
+    if let Some(path) = given {
+        return Ok(path.to_path_buf());
+    }
     let exe = std::env::current_exe().context("locating this executable")?;
     Ok(exe.with_file_name(name))
 }
@@ -477,14 +475,8 @@ async fn load_command(args: LoadArgs) -> Result<bool> {
         value.unwrap_or(if args.quick { quick } else { full })
     };
     let options = load::LoadOptions {
-        berth: match &args.berth {
-            Some(path) => path.clone(),
-            None => sibling("berth")?,
-        },
-        fixture: match &args.fixture {
-            Some(path) => path.clone(),
-            None => sibling("berth-fixture")?,
-        },
+        berth: binary(args.berth.as_deref(), "berth")?,
+        fixture: binary(args.fixture.as_deref(), "berth-fixture")?,
         peers_dir: args
             .peers
             .peers_dir
@@ -514,19 +506,9 @@ async fn load_command(args: LoadArgs) -> Result<bool> {
 }
 
 async fn suite_command(args: SuiteArgs) -> Result<bool> {
-    let sibling = |name: &str| -> Result<PathBuf> {
-        let exe = std::env::current_exe().context("locating this executable")?;
-        Ok(exe.with_file_name(name))
-    };
     let options = SuiteOptions {
-        berth: match args.berth {
-            Some(path) => path,
-            None => sibling("berth")?,
-        },
-        fixture: match args.fixture {
-            Some(path) => path,
-            None => sibling("berth-fixture")?,
-        },
+        berth: binary(args.berth.as_deref(), "berth")?,
+        fixture: binary(args.fixture.as_deref(), "berth-fixture")?,
         sessions: args.common.sessions,
         warmup: args.common.warmup,
         timeout: args.common.timeout,
@@ -546,14 +528,8 @@ async fn sandbox_command(args: SandboxArgs) -> Result<bool> {
         value.unwrap_or(if args.quick { quick } else { full })
     };
     let options = sandbox::SandboxOptions {
-        berth: match &args.berth {
-            Some(path) => path.clone(),
-            None => sibling("berth")?,
-        },
-        fixture: match &args.fixture {
-            Some(path) => path.clone(),
-            None => sibling("berth-fixture")?,
-        },
+        berth: binary(args.berth.as_deref(), "berth")?,
+        fixture: binary(args.fixture.as_deref(), "berth-fixture")?,
         node_dir: (!args.no_node).then(|| {
             args.node_dir
                 .clone()
