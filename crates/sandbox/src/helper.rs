@@ -758,34 +758,20 @@ fn try_namespaces() -> Result<(), String> {
     let flags = clone_flags(PlanNetwork::Isolated { proxy: false }) | libc::CLONE_NEWUSER;
     // The child waits on this pipe so the maps are written to a live process.
     let (wait_read, wait_write) = nix::unistd::pipe().map_err(|e| format!("pipe: {e}"))?;
-    // SAFETY: the probe helper is single-threaded; the child only _exits.
-    let pid = unsafe {
-        libc::syscall(
-            libc::SYS_clone,
-            (flags | libc::SIGCHLD) as libc::c_ulong,
-            0usize,
-            0usize,
-            0usize,
-            0usize,
-        )
-    };
-    if pid < 0 {
-        return Err(std::io::Error::last_os_error().to_string());
-    }
-    if pid == 0 {
+    // The probe helper is single-threaded, as spawn_namespaced requires.
+    let Some(pid) = spawn_namespaced(flags).map_err(|e| e.to_string())? else {
+        // The cloned child: wait for the maps, then end.
         drop(wait_write);
         let mut byte = [0u8; 1];
         let _ = nix::unistd::read(&wait_read, &mut byte);
         // SAFETY: ends the cloned child.
         unsafe { libc::_exit(0) }
-    }
+    };
     drop(wait_read);
     // The mapping the real helper writes must be accepted too.
-    let mapped = write_id_maps(Pid::from_raw(pid as i32), IdMap::for_this_process());
+    let mapped = write_id_maps(pid, IdMap::for_this_process());
     drop(wait_write);
-    let mut status = 0;
-    // SAFETY: waits for the child just created.
-    unsafe { libc::waitpid(pid as libc::pid_t, &mut status, 0) };
+    let _ = nix::sys::wait::waitpid(pid, None);
     mapped.map_err(|e| format!("writing the id maps: {e}"))
 }
 
