@@ -149,20 +149,10 @@ pub fn cpu_ticks() -> Option<u64> {
         let Ok(stat) = std::fs::read_to_string(path.join("stat")) else {
             continue;
         };
-        total += parse_cpu_ticks(&stat)?;
+        total += crate::peers::parse_cpu_ticks(&stat)?;
         found = true;
     }
     found.then_some(total)
-}
-
-/// utime (field 14) + stime (field 15) of a `/proc/.../stat` line, counted
-/// after the last `)` (the name, field 2, may hold spaces and parentheses).
-fn parse_cpu_ticks(stat: &str) -> Option<u64> {
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let mut fields = rest.split_whitespace().skip(11);
-    let utime: u64 = fields.next()?.parse().ok()?;
-    let stime: u64 = fields.next()?.parse().ok()?;
-    Some(utime + stime)
 }
 
 fn router() -> Router {

@@ -303,7 +303,7 @@ pub fn cpu_ticks(pid: u32) -> Option<u64> {
 /// utime (field 14) + stime (field 15) of a `/proc/PID/stat` line; the
 /// command name (field 2) may hold spaces and parentheses, so fields are
 /// counted after its last `)`.
-fn parse_cpu_ticks(stat: &str) -> Option<u64> {
+pub(crate) fn parse_cpu_ticks(stat: &str) -> Option<u64> {
     let rest = &stat[stat.rfind(')')? + 1..];
     let mut fields = rest.split_whitespace().skip(11);
     let utime: u64 = fields.next()?.parse().ok()?;
