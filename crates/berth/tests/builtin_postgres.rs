@@ -9,7 +9,6 @@
 
 mod common;
 
-use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -183,30 +182,6 @@ async fn tool_names(raw: &Raw) -> Vec<String> {
         .collect()
 }
 
-/// `berth secret set NAME` with `value` on stdin.
-fn set_secret(berth: &Berth, name: &str, value: &str) {
-    let mut child = Command::new(common::berth_bin())
-        .args(["secret", "set", name, "--data-dir"])
-        .arg(berth.dir.path())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("berth secret set");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{value}\n").as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "berth secret set: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// The host pids of the `berth builtin postgres` processes under `berth`.
 fn server_pids(berth: &Berth) -> Vec<u32> {
     common::descendants_of(berth.pid())
@@ -246,7 +221,7 @@ async fn lists_schemas_and_tables_and_describes_them_with_the_dsn_from_the_secre
 
     // The DSN comes from the secrets store, the way an operator configures it.
     let berth = launch(&pg_server("pg", &[("BERTH_POSTGRES_DSN", "${secret:pg}")]));
-    set_secret(&berth, "pg", DSN);
+    berth.set_secret("pg", DSN);
     let raw = session(&berth, "pg").await;
     let mut names = tool_names(&raw).await;
     names.sort();

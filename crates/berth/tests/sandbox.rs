@@ -13,7 +13,7 @@ mod common;
 use std::io::{Read, Write};
 use std::net::{TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -379,30 +379,6 @@ fn cli_token(berth: &Berth, server: &str) -> String {
         .to_string()
 }
 
-/// `berth secret set NAME` with `value` on stdin.
-fn set_secret(berth: &Berth, name: &str, value: &str) {
-    let mut child = Command::new(common::berth_bin())
-        .args(["secret", "set", name, "--data-dir"])
-        .arg(berth.dir.path())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("berth secret set");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{value}\n").as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "berth secret set: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// A tiny HTTP server on the host's loopback that answers every request
 /// with `body` and counts them.
 struct Upstream {
@@ -533,7 +509,7 @@ async fn the_server_runs_unprivileged_and_confined() {
 #[tokio::test(flavor = "multi_thread")]
 async fn host_secrets_and_berths_data_dir_are_unreadable() {
     let berth = start("[auth]\nmode = \"oauth\"\n", &hostile("attacker", ""));
-    set_secret(&berth, "github_token", "ghp_n0tForServers");
+    berth.set_secret("github_token", "ghp_n0tForServers");
     let data = berth.dir.path().to_path_buf();
     let mut files: Vec<PathBuf> = ["admin.json", "master.key", "secrets.json", "issuer-key.pem"]
         .iter()

@@ -431,30 +431,8 @@ async fn secrets_reach_only_their_server_and_never_leak() {
         fixture_server("broken", "env"),
     );
     let berth = Berth::start("", &servers);
-    let set = |name: &str, value: &str| {
-        let mut cmd = Command::new(common::berth_bin());
-        cmd.args(["secret", "set", name, "--data-dir"])
-            .arg(berth.dir.path())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().unwrap();
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(format!("{value}\n").as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    set("github_token", SECRET);
-    set("db_password", OTHER);
+    berth.set_secret("github_token", SECRET);
+    berth.set_secret("db_password", OTHER);
 
     // `berth check` names the secret the configuration lacks, and only that one.
     let (ok, check) = common::run_with_timeout(

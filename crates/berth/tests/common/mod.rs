@@ -736,6 +736,31 @@ impl Berth {
         berth
     }
 
+    /// `berth secret set NAME` with `value` on stdin, in this gateway's data dir.
+    pub fn set_secret(&self, name: &str, value: &str) {
+        use std::io::Write;
+        let mut child = Command::new(berth_bin())
+            .args(["secret", "set", name, "--data-dir"])
+            .arg(self.dir.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("berth secret set");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(format!("{value}\n").as_bytes())
+            .expect("write the secret");
+        let out = child.wait_with_output().expect("berth secret set");
+        assert!(
+            out.status.success(),
+            "berth secret set: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// The config file [`Berth::start`] and [`Berth::launch`] write.
     pub fn config_path(&self) -> PathBuf {
         self.dir.path().join("berth.toml")
