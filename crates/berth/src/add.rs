@@ -559,24 +559,21 @@ fn server_table(
             );
         }
     }
-    if let Some(dsn) = values
-        .secrets
-        .iter()
-        .find(|(k, _)| k.ends_with(".dsn"))
-        .map(|(_, v)| v)
-    {
-        // A database DSN names the one place the server must reach: let the
-        // sandbox's egress allow exactly that.
-        if let Some(target) = dsn_target(dsn) {
-            let allow = table
-                .sandbox
-                .entry("allow")
-                .or_insert_with(|| serde_json::Value::Array(Vec::new()));
-            if let Some(list) = allow.as_array_mut()
-                && !list.iter().any(|v| v.as_str() == Some(&target))
-            {
-                list.push(serde_json::Value::String(target));
-            }
+    // A setting that names the one place the server must reach (a database
+    // DSN): the sandbox's egress allows exactly that.
+    let named_target = h.allow_from.as_ref().and_then(|key| {
+        let secret = values.secrets.get(&format!("{name}.{key}"));
+        secret.or_else(|| values.settings.get(key))
+    });
+    if let Some(target) = named_target.and_then(|value| dsn_target(value)) {
+        let allow = table
+            .sandbox
+            .entry("allow")
+            .or_insert_with(|| serde_json::Value::Array(Vec::new()));
+        if let Some(list) = allow.as_array_mut()
+            && !list.iter().any(|v| v.as_str() == Some(&target))
+        {
+            list.push(serde_json::Value::String(target));
         }
     }
     table

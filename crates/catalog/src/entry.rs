@@ -110,6 +110,9 @@ pub struct Hosting {
     pub sandbox: serde_json::Map<String, Value>,
     /// Fixed roots (`{state_dir}` expanded) or `"client"`.
     pub roots: Option<Value>,
+    /// The setting (a database DSN) whose `host:port` `berth add` puts on the
+    /// sandbox's egress allow list.
+    pub allow_from: Option<String>,
     /// Directories made under the server's state dir at install time.
     pub create_dirs: Vec<String>,
     /// Empty files made there (an empty file is an empty SQLite database).

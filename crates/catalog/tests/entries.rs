@@ -46,6 +46,7 @@ const HOSTING_KEYS: &[&str] = &[
     "on_crash",
     "sandbox",
     "roots",
+    "allow_from",
     "create_dirs",
     "create_files",
     "required_scopes",
