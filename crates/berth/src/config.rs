@@ -778,21 +778,18 @@ impl Config {
                         spec.env
                             .insert(berth_servers::option_env(builtin, key), value.to_string());
                     }
-                    // Unsandboxed, the sandbox built-in's default ($HOME) would be
-                    // the operator's home: keep its workspaces in Berth's state dir.
-                    let root = berth_servers::option_env(builtin, "workspace_root");
-                    if builtin == "sandbox"
-                        && matches!(s.sandbox, SandboxConfig::Off)
-                        && !spec.env.contains_key(&root)
-                    {
-                        let dir = self
-                            .gateway
-                            .data_dir
-                            .join("state")
-                            .join(&name.0)
-                            .join("workspaces");
-                        spec.env.insert(root, dir.display().to_string());
-                    }
+                    // Where the built-in keeps what it writes, as it sees it:
+                    // /state in its sandbox, Berth's state dir for it without.
+                    let state = match s.sandbox {
+                        SandboxConfig::On(_) => PathBuf::from(berth_sandbox::STATE_DIR),
+                        SandboxConfig::Off => {
+                            crate::sandbox::state_dir(&self.gateway.data_dir, &name.0)
+                        }
+                    };
+                    spec.env.insert(
+                        berth_servers::STATE_DIR_ENV.into(),
+                        state.display().to_string(),
+                    );
                 }
                 spec.env_passthrough
                     .extend(s.env_passthrough.iter().cloned());

@@ -31,6 +31,10 @@ pub fn options(name: &str) -> Option<&'static [&'static str]> {
     }
 }
 
+/// The variable Berth sets for every built-in: the directory it keeps what
+/// it writes in, as the built-in sees it (`/state` inside its sandbox).
+pub const STATE_DIR_ENV: &str = "BERTH_STATE_DIR";
+
 /// The environment variable carrying option `key` of built-in `builtin`.
 pub fn option_env(builtin: &str, key: &str) -> String {
     format!("BERTH_{builtin}_{key}")

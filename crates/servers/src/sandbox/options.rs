@@ -40,10 +40,13 @@ fn var(key: &str) -> Option<(String, String)> {
 
 impl Options {
     pub fn from_env() -> Result<Options, String> {
-        Options::from_lookup(var, std::env::var_os("HOME").map(PathBuf::from))
+        let state = std::env::var_os(crate::STATE_DIR_ENV).or_else(|| std::env::var_os("HOME"));
+        Options::from_lookup(var, state.map(PathBuf::from))
     }
 
-    /// `lookup(key)` gives (variable name, value) of a set option.
+    /// `lookup(key)` gives (variable name, value) of a set option; `home`
+    /// is where workspaces go by default (Berth's state dir for this
+    /// server, else `$HOME`).
     pub fn from_lookup(
         lookup: impl Fn(&str) -> Option<(String, String)>,
         home: Option<PathBuf>,
@@ -62,7 +65,8 @@ impl Options {
                 Some(home) if home.is_absolute() => home.join("workspaces"),
                 _ => {
                     return Err(format!(
-                        "HOME is not set (or not absolute): set {} (option workspace_root) to where workspaces go",
+                        "neither {} nor HOME is set to an absolute path: set {} (option workspace_root) to where workspaces go",
+                        crate::STATE_DIR_ENV,
                         crate::option_env("sandbox", "workspace_root")
                     ));
                 }
