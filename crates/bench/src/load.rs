@@ -1473,21 +1473,8 @@ fn to_json(options: &LoadOptions, reports: &[ScenarioReport]) -> Value {
         "berth": options.berth,
         "fixture": options.fixture,
         "peers": options.peers,
-        "machine": machine(),
+        "machine": crate::report::machine(),
         "scenarios": scenarios,
-    })
-}
-
-fn machine() -> Value {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|t| {
-        t.lines()
-            .find_map(|l| l.strip_prefix("model name"))
-            .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
-    });
-    json!({
-        "cpus": std::thread::available_parallelism().map(|n| n.get()).ok(),
-        "cpu": cpu,
-        "kernel": std::fs::read_to_string("/proc/sys/kernel/osrelease").ok().map(|s| s.trim().to_string()),
     })
 }
 

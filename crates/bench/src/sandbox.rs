@@ -430,7 +430,7 @@ pub async fn run(options: &SandboxOptions) -> Result<bool> {
         }
     }
     let conditions = json!({
-        "machine": machine(),
+        "machine": crate::report::machine(),
         "loadavg_start": load_start,
         "loadavg_end": loadavg(),
         "wall_s": (started.elapsed().as_secs_f64() * 10.0).round() / 10.0,
@@ -1302,19 +1302,6 @@ fn loadavg() -> Option<String> {
     std::fs::read_to_string("/proc/loadavg")
         .ok()
         .map(|t| t.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-}
-
-fn machine() -> Value {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|t| {
-        t.lines()
-            .find_map(|l| l.strip_prefix("model name"))
-            .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
-    });
-    json!({
-        "cpus": std::thread::available_parallelism().map(|n| n.get()).ok(),
-        "cpu": cpu,
-        "kernel": std::fs::read_to_string("/proc/sys/kernel/osrelease").ok().map(|s| s.trim().to_string()),
-    })
 }
 
 fn ms(us: Option<u64>) -> String {
