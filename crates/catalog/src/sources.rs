@@ -62,8 +62,7 @@ impl Catalog {
     fn insert(&mut self, entry: Entry, replace: bool) {
         match self.entries.iter().position(|e| e.key == entry.key) {
             Some(i) if replace => self.entries[i] = entry,
-            Some(_) => self.entries.push(entry),
-            None => self.entries.push(entry),
+            _ => self.entries.push(entry),
         }
     }
 
