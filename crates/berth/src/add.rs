@@ -50,12 +50,12 @@ pub struct AddArgs {
 
 pub async fn add(args: AddArgs) -> anyhow::Result<()> {
     let mut file = ConfigFile::open(&args.config.config)?;
-    let config = file.config()?;
+    let config = file.config();
     let entry = match &args.from {
         Some(path) => Entry::load_file(path)?,
         None => {
             let wanted = args.entry.as_deref().unwrap_or_default();
-            let catalog = crate::catalog::load(Some(&config), &args.sources).await;
+            let catalog = crate::catalog::load(Some(config), &args.sources).await;
             match catalog.get(wanted) {
                 Some(entry) => entry.clone(),
                 None => {
@@ -181,7 +181,7 @@ pub struct RemoveArgs {
 pub async fn remove(args: RemoveArgs) -> anyhow::Result<()> {
     let lock_guard = lock(&args.config.config)?;
     let mut file = ConfigFile::open(&args.config.config)?;
-    let data_dir = file.config()?.gateway.data_dir;
+    let data_dir = file.config().gateway.data_dir.clone();
     let name = &args.name;
     let Some(table) = file.remove_server(name) else {
         bail!("{} has no server `{name}`", file.path.display());
@@ -236,7 +236,7 @@ pub struct UpgradeArgs {
 /// changed), reloads, then deletes the old version.
 pub async fn upgrade(args: UpgradeArgs) -> anyhow::Result<()> {
     let file = ConfigFile::open(&args.config.config)?;
-    let config = file.config()?;
+    let config = file.config();
     let name = &args.name;
     let origin = file
         .server(name)
@@ -248,7 +248,7 @@ pub async fn upgrade(args: UpgradeArgs) -> anyhow::Result<()> {
             anyhow::anyhow!("`{name}` was not added from the catalog (no `catalog` key): upgrade it by editing its command")
         })?;
     let (key, current) = origin.split_once('@').unwrap_or((&origin, ""));
-    let catalog = crate::catalog::load(Some(&config), &args.sources).await;
+    let catalog = crate::catalog::load(Some(config), &args.sources).await;
     let entry = catalog
         .get(key)
         .ok_or_else(|| anyhow::anyhow!("the catalog no longer has an entry `{key}`"))?

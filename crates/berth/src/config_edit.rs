@@ -15,6 +15,8 @@ use crate::config::Config;
 pub struct ConfigFile {
     pub path: PathBuf,
     doc: DocumentMut,
+    /// The configuration as read (defaults for a new file).
+    config: Config,
     /// Whether the file did not exist yet.
     pub created: bool,
 }
@@ -43,33 +45,28 @@ const NEW_FILE_HEADER: &str = "# Berth configuration (see examples/berth.toml fo
 impl ConfigFile {
     /// Reads `path`, or starts an empty file there when it does not exist.
     pub fn open(path: &Path) -> anyhow::Result<ConfigFile> {
-        match std::fs::read_to_string(path) {
-            Ok(text) => {
-                // Refuse to edit a file Berth itself would not load.
-                Config::parse(&text, &path.display().to_string())?;
-                let doc = text
-                    .parse::<DocumentMut>()
-                    .with_context(|| format!("{} is not valid TOML", path.display()))?;
-                Ok(ConfigFile {
-                    path: path.to_path_buf(),
-                    doc,
-                    created: false,
-                })
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(ConfigFile {
-                path: path.to_path_buf(),
-                doc: DocumentMut::new(),
-                created: true,
-            }),
-            Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
-        }
+        let (text, created) = match std::fs::read_to_string(path) {
+            Ok(text) => (text, false),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (String::new(), true),
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+        };
+        // Refuse to edit a file Berth itself would not load.
+        let mut config = Config::parse(&text, &path.display().to_string())?;
+        config.source = Some(path.to_path_buf());
+        let doc = text
+            .parse::<DocumentMut>()
+            .with_context(|| format!("{} is not valid TOML", path.display()))?;
+        Ok(ConfigFile {
+            path: path.to_path_buf(),
+            doc,
+            config,
+            created,
+        })
     }
 
-    /// The configuration as it stands (parsed, with the file's path as source).
-    pub fn config(&self) -> anyhow::Result<Config> {
-        let mut config = Config::parse(&self.doc.to_string(), &self.path.display().to_string())?;
-        config.source = Some(self.path.clone());
-        Ok(config)
+    /// The configuration as read, with the file's path as its source.
+    pub fn config(&self) -> &Config {
+        &self.config
     }
 
     fn servers(&mut self) -> &mut Table {
