@@ -10,7 +10,6 @@ use std::sync::Arc;
 
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use berth_auth::{Authenticator, Denial, Principal, ServerAccess};
 use berth_wire::Message;
@@ -30,24 +29,20 @@ const CREDENTIAL_HEADERS: [&str; 4] = [
     "x-api-key",
 ];
 
-/// Middleware on `/mcp/<name>` and `/sse/<name>`: authenticates the request
-/// for server `<name>` and hands the [`Principal`] to the handler.
+/// Authenticates a request to server `name` (on `/mcp/<name>` and
+/// `/sse/<name>`) and hands the [`Principal`] to the handler in the
+/// request's extensions; credentials leave the request here. Unknown
+/// servers pass (the handler answers 404).
 pub(crate) async fn authenticate(
-    State(gw): State<Arc<Gateway>>,
-    Path(params): Path<Vec<(String, String)>>,
-    mut request: Request,
-    next: Next,
-) -> Response {
-    let Some(auth) = gw.config().auth.clone() else {
-        return next.run(request).await;
+    gw: &Gateway,
+    name: &str,
+    request: &mut Request,
+) -> Result<(), Refusal> {
+    let Some(auth) = gw.config().auth.as_ref() else {
+        return Ok(());
     };
-    let name = params
-        .iter()
-        .find(|(k, _)| k == "name")
-        .map(|(_, v)| v.as_str())
-        .unwrap_or_default();
     if gw.server(name).is_err() {
-        return next.run(request).await;
+        return Ok(());
     }
     let credential = request
         .headers()
@@ -59,13 +54,13 @@ pub(crate) async fn authenticate(
                 request.headers_mut().remove(h);
             }
             request.extensions_mut().insert(principal);
-            next.run(request).await
+            Ok(())
         }
         Err(denial) => {
             if let Denial::InvalidToken(why) = &denial {
                 tracing::debug!(server = name, "refused a token: {why}");
             }
-            refuse(&auth, name, &denial).into_response()
+            Err(refuse(auth, name, &denial))
         }
     }
 }

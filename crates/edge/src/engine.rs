@@ -146,7 +146,7 @@ pub(crate) async fn respond(
     batch: bool,
     mut ready: Vec<Bytes>,
 ) -> Response {
-    let mut calls = Calls::new(&session, calls, gw.config().request_timeout);
+    let mut calls = Calls::new(calls, gw.config().request_timeout);
     while let Some(out) = calls.next(&session).await {
         match out {
             Out::Final(bytes) => ready.push(bytes),
@@ -231,10 +231,7 @@ pub(crate) enum Merged {
 }
 
 impl Merged {
-    fn new(mut exchanges: Vec<Exchange>) -> Merged {
-        if exchanges.len() == 1 {
-            return Merged::One(exchanges.pop());
-        }
+    fn many(exchanges: Vec<Exchange>) -> Merged {
         let streams = exchanges.into_iter().enumerate().map(|(i, exchange)| {
             futures::stream::unfold(Some(exchange), move |exchange| async move {
                 let mut exchange = exchange?;
@@ -300,36 +297,54 @@ impl Deadline {
 /// The requests of one POST, merged, under one deadline.
 pub(crate) struct Calls {
     merged: Merged,
-    /// Per call: the id as matched, the request, and the process it went to.
-    ids: Vec<(IdKey, Bytes, Arc<Lease>)>,
-    filters: Vec<Option<ToolFilter>>,
+    /// Per call, in the order of the POST.
+    pending: Vec<Pending>,
     started: Instant,
-    settled: Vec<bool>,
     open: usize,
-    server: String,
     deadline: Deadline,
     queue: VecDeque<Out>,
 }
 
+/// One call of a POST: its id as matched, the request, the process it went
+/// to, the filter for its answer, and whether it has been answered.
+struct Pending {
+    key: IdKey,
+    request: Bytes,
+    lease: Arc<Lease>,
+    filter: Option<ToolFilter>,
+    settled: bool,
+}
+
 impl Calls {
-    pub(crate) fn new(session: &Session, calls: Vec<Call>, timeout: Duration) -> Calls {
+    pub(crate) fn new(calls: Vec<Call>, timeout: Duration) -> Calls {
         let now = Instant::now();
-        let mut ids = Vec::with_capacity(calls.len());
-        let mut exchanges = Vec::with_capacity(calls.len());
-        let mut filters = Vec::with_capacity(calls.len());
+        let open = calls.len();
+        let mut pending = Vec::with_capacity(open);
+        // The common single call is merged without a vector of exchanges.
+        let mut single = None;
+        let mut many = Vec::new();
         for call in calls {
-            ids.push((call.exchange.id().clone(), call.request, call.lease));
-            exchanges.push(call.exchange);
-            filters.push(call.filter);
+            pending.push(Pending {
+                key: call.exchange.id().clone(),
+                request: call.request,
+                lease: call.lease,
+                filter: call.filter,
+                settled: false,
+            });
+            if open == 1 {
+                single = Some(call.exchange);
+            } else {
+                many.push(call.exchange);
+            }
         }
-        let merged = Merged::new(exchanges);
         Calls {
-            merged,
-            settled: vec![false; ids.len()],
-            filters,
-            open: ids.len(),
-            ids,
-            server: session.server.spec.name.clone(),
+            merged: if open == 1 {
+                Merged::One(single)
+            } else {
+                Merged::many(many)
+            },
+            pending,
+            open,
             deadline: Deadline::new(timeout),
             queue: VecDeque::new(),
             started: now,
@@ -338,16 +353,17 @@ impl Calls {
 
     /// The id of call `i` as the client wrote it.
     fn raw_id(&self, i: usize) -> String {
-        let (key, request, _) = &self.ids[i];
-        written_id(request).unwrap_or_else(|| key.to_json())
+        let call = &self.pending[i];
+        written_id(&call.request).unwrap_or_else(|| call.key.to_json())
     }
 
     fn settle(&mut self, i: usize) -> bool {
-        if std::mem::replace(&mut self.settled[i], true) {
+        let call = &mut self.pending[i];
+        if std::mem::replace(&mut call.settled, true) {
             return false;
         }
         self.open -= 1;
-        self.ids[i].2.record_latency(self.started.elapsed());
+        call.lease.record_latency(self.started.elapsed());
         true
     }
 
@@ -364,13 +380,13 @@ impl Calls {
                     if m.method() == Some("notifications/progress") {
                         self.deadline.progressed();
                     }
-                    if let Some(m) = session.screen(&self.ids[i].2, m) {
+                    if let Some(m) = session.screen(&self.pending[i].lease, m) {
                         return Some(Out::Interim(m.bytes));
                     }
                 }
                 Ok(Some((i, Some(Delivery::Response(m))))) => {
                     self.settle(i);
-                    return Some(Out::Final(match &self.filters[i] {
+                    return Some(Out::Final(match &self.pending[i].filter {
                         Some(filter) => filter.apply(m.bytes),
                         None => m.bytes,
                     }));
@@ -388,14 +404,14 @@ impl Calls {
                 Err(_) => {
                     let message = format!(
                         "Request timed out: server `{}` did not answer within {} (request_timeout); the request was cancelled",
-                        self.server,
+                        session.server.spec.name,
                         humanize(self.deadline.timeout())
                     );
-                    for i in 0..self.ids.len() {
+                    for i in 0..self.pending.len() {
                         if self.settle(i) {
-                            self.ids[i]
-                                .2
-                                .cancel(&self.ids[i].0, "request timed out at the gateway");
+                            let call = &self.pending[i];
+                            call.lease
+                                .cancel(&call.key, "request timed out at the gateway");
                             let id = self.raw_id(i);
                             self.queue.push_back(Out::Final(
                                 EdgeError::Timeout(message.clone()).body(Some(&id)),

@@ -7,20 +7,20 @@
 //! and are not limited.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::extract::{ConnectInfo, Request, State};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::extract::{ConnectInfo, Request};
 use berth_auth::Principal;
 
 use crate::error::EdgeError;
+use crate::reply::Refusal;
 
 tokio::task_local! {
     /// The client of the request being handled, for the session count
-    /// (set by [`limit`] around the handler, read when a session starts).
+    /// (set by [`for_client`] around the handler, read when a session starts).
     static CLIENT: Option<Arc<str>>;
 }
 
@@ -39,7 +39,7 @@ fn client_of(principal: Option<&Principal>, peer: Option<SocketAddr>) -> Option<
 }
 
 /// Token buckets, one per client, filled at `rate` requests per second (0:
-/// no limit). The state of the [`limit`] middleware.
+/// no limit).
 pub(crate) struct RateLimiter {
     rate: f64,
     buckets: Mutex<HashMap<Arc<str>, Bucket>>,
@@ -84,13 +84,13 @@ impl RateLimiter {
     }
 }
 
-/// Middleware on the MCP routes (after authentication): the request rate,
-/// and who the request is for the session count.
-pub(crate) async fn limit(
-    State(limiter): State<Arc<RateLimiter>>,
-    request: Request,
-    next: Next,
-) -> Response {
+/// Counts a request (after authentication) against its client's rate:
+/// 429 with Retry-After when the client has none left. `Ok` carries who the
+/// request is for the session count: run the handler inside [`for_client`].
+pub(crate) fn admit(
+    limiter: &RateLimiter,
+    request: &Request,
+) -> Result<Option<Arc<str>>, Refusal> {
     let peer = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
@@ -106,16 +106,20 @@ pub(crate) async fn limit(
         && limiter.rate > 0.0
         && let Err(wait) = limiter.take(client)
     {
-        return EdgeError::too_many(
+        return Err(EdgeError::too_many(
             format!(
                 "Too Many Requests: more than {} requests per second from this client; retry after the time in Retry-After",
                 limiter.rate
             ),
             wait,
-        )
-        .into_response();
+        ));
     }
-    CLIENT.scope(client, next.run(request)).await
+    Ok(client)
+}
+
+/// Runs `handler` with `client` as the request's client ([`current_client`]).
+pub(crate) async fn for_client<F: Future>(client: Option<Arc<str>>, handler: F) -> F::Output {
+    CLIENT.scope(client, handler).await
 }
 
 #[cfg(test)]

@@ -102,13 +102,13 @@ impl Gateway {
         &self.config
     }
 
-    pub(crate) fn origin_policy(&self) -> Arc<OriginPolicy> {
-        self.policy.clone()
+    pub(crate) fn origin_policy(&self) -> &OriginPolicy {
+        &self.policy
     }
 
-    /// The state of the per-client rate limit middleware.
-    pub(crate) fn rate_limiter(&self) -> Arc<RateLimiter> {
-        self.rate_limiter.clone()
+    /// The per-client request rate limit.
+    pub(crate) fn rate_limiter(&self) -> &RateLimiter {
+        &self.rate_limiter
     }
 
     /// Cancelled when the gateway starts shutting down.

@@ -1,15 +1,13 @@
 //! DNS-rebinding protection: which Host and Origin headers are accepted.
 
-use std::sync::Arc;
-
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use crate::config::EdgeConfig;
 use crate::error::EdgeError;
 use crate::headers::{SESSION_HEADER, VERSION_HEADER};
+use crate::reply::Refusal;
 
 /// Headers a request may carry once: with two, which one a server (or a
 /// proxy in front of it) reads is a guess, so neither is trusted.
@@ -137,29 +135,38 @@ fn host_name(authority: &str) -> &str {
     }
 }
 
-/// Middleware: 403 with a JSON-RPC error for a disallowed Host or Origin,
-/// 400 for a contradictory target or a duplicated MCP header.
-/// A browser on an allowed origin gets CORS: its preflight is answered here,
-/// and responses let it read the session headers. Errors written below
-/// without a JSON-RPC body (axum's rejections) get one here.
-pub(crate) async fn check_origin(
-    State(policy): State<Arc<OriginPolicy>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let authority = request.uri().authority().map(|a| a.as_str().to_owned());
+/// The first check of every MCP request: 403 with a JSON-RPC error for a
+/// disallowed Host or Origin, 400 for a contradictory target or a duplicated
+/// MCP header. `Ok` carries what [`finish`] needs, or a browser's CORS
+/// preflight to answer at once ([`Screened::preflight`]).
+pub(crate) fn screen(policy: &OriginPolicy, request: &Request) -> Result<Screened, Refusal> {
+    let authority = request.uri().authority().map(|a| a.as_str());
     let checked = policy
-        .check(request.headers(), authority.as_deref())
+        .check(request.headers(), authority)
         .and_then(|()| single_headers(request.headers()));
     if let Err(refused) = checked {
         tracing::warn!("refused request: {refused:?}");
-        return refused.refusal(None).into_response();
+        return Err(refused.refusal(None));
     }
-    let method = request.method().clone();
-    let Some(origin) = request.headers().get(header::ORIGIN).cloned() else {
-        return json_rpc_errors(&method, next.run(request).await).await;
-    };
-    let mut response = if request.method() == Method::OPTIONS {
+    Ok(Screened {
+        method: request.method().clone(),
+        origin: request.headers().get(header::ORIGIN).cloned(),
+    })
+}
+
+/// What [`screen`] passes on to [`finish`].
+pub(crate) struct Screened {
+    method: Method,
+    origin: Option<HeaderValue>,
+}
+
+impl Screened {
+    /// The answer to a browser's CORS preflight on an allowed origin, which
+    /// goes no further.
+    pub(crate) fn preflight(&self) -> Option<Response> {
+        if self.origin.is_none() || self.method != Method::OPTIONS {
+            return None;
+        }
         let mut preflight = StatusCode::NO_CONTENT.into_response();
         let headers = preflight.headers_mut();
         headers.insert(
@@ -174,9 +181,21 @@ pub(crate) async fn check_origin(
             header::ACCESS_CONTROL_MAX_AGE,
             HeaderValue::from_static("600"),
         );
-        preflight
-    } else {
-        json_rpc_errors(&method, next.run(request).await).await
+        Some(with_cors(preflight, self.origin.clone()))
+    }
+}
+
+/// The last step of every MCP response: errors written without a JSON-RPC
+/// body (axum's rejections) get one, and a browser on an allowed origin may
+/// read the session headers (CORS).
+pub(crate) async fn finish(screened: Screened, response: Response) -> Response {
+    let response = json_rpc_errors(&screened.method, response).await;
+    with_cors(response, screened.origin)
+}
+
+fn with_cors(mut response: Response, origin: Option<HeaderValue>) -> Response {
+    let Some(origin) = origin else {
+        return response;
     };
     let headers = response.headers_mut();
     headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);

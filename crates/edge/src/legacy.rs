@@ -89,7 +89,7 @@ pub(crate) async fn message(
         }
         if msg.kind == Kind::Request {
             let call = call(&gw, &session, caller.as_ref(), &msg).await?;
-            let calls = Calls::new(&session, vec![call], gw.config().request_timeout);
+            let calls = Calls::new(vec![call], gw.config().request_timeout);
             tokio::spawn(pump(
                 session.clone(),
                 STANDALONE,

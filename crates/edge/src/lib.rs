@@ -10,6 +10,7 @@
 //! and headers before anything reaches a process.
 
 mod admin;
+mod admission;
 mod authz;
 mod config;
 mod engine;

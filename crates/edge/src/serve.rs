@@ -33,7 +33,7 @@ use crate::config::EdgeConfig;
 use crate::error::EdgeError;
 use crate::gateway::{Gateway, reap_idle_sessions};
 use crate::server::Server;
-use crate::{authz, fairness, guard, legacy, streamable};
+use crate::{admission, authz, legacy, streamable};
 
 impl Gateway {
     pub fn router(self: &Arc<Self>) -> Router {
@@ -46,19 +46,9 @@ impl Gateway {
             )
             .route("/sse/{name}", get(legacy::connect))
             .route("/sse/{name}/messages", post(legacy::message))
-            // Layers run bottom-up: authenticate, then count the request
-            // against its client.
-            .route_layer(axum::middleware::from_fn_with_state(
-                self.rate_limiter(),
-                fairness::limit,
-            ))
-            .route_layer(axum::middleware::from_fn_with_state(
-                self.clone(),
-                authz::authenticate,
-            ))
             .layer(axum::middleware::from_fn_with_state(
-                self.origin_policy(),
-                guard::check_origin,
+                self.clone(),
+                admission::admit,
             ));
         let mut router = Router::new()
             .merge(mcp)
@@ -498,15 +488,19 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
         let busy = Busy::new(self.activity.clone());
         req.extensions_mut().insert(ConnectInfo(self.peer));
         let http1 = req.version() < Version::HTTP_2;
-        let timed_out = Arc::new(AtomicBool::new(false));
+        let mut timed_out = None;
         let req = match self.body_timeout {
-            Some(limit) if !req.body().is_end_stream() => req.map(|inner| {
-                Body::new(TimedBody {
-                    inner,
-                    deadline: Some(Box::pin(tokio::time::sleep(limit))),
-                    timed_out: timed_out.clone(),
+            Some(limit) if !req.body().is_end_stream() => {
+                let flag = Arc::new(AtomicBool::new(false));
+                timed_out = Some(flag.clone());
+                req.map(|inner| {
+                    Body::new(TimedBody {
+                        inner,
+                        deadline: Deadline::Unarmed(tokio::time::Instant::now() + limit),
+                        timed_out: flag,
+                    })
                 })
-            }),
+            }
             _ => req.map(Body::new),
         };
         let mut router = self.router.clone();
@@ -515,7 +509,7 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
                 Ok(response) => response,
                 Err(never) => match never {},
             };
-            let response = if timed_out.load(Ordering::Acquire) {
+            let response = if timed_out.is_some_and(|t| t.load(Ordering::Acquire)) {
                 body_timeout_response(http1)
             } else {
                 response
@@ -543,9 +537,18 @@ fn body_timeout_response(http1: bool) -> Response<Body> {
 /// A request body that must end before its deadline.
 struct TimedBody {
     inner: Incoming,
-    /// `None` once the body has ended.
-    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    deadline: Deadline,
     timed_out: Arc<AtomicBool>,
+}
+
+/// The timer is armed only when the body has to be waited for: most
+/// request bodies arrive with their head, and a timer per request costs a
+/// timer-wheel entry.
+enum Deadline {
+    Unarmed(tokio::time::Instant),
+    Armed(Pin<Box<tokio::time::Sleep>>),
+    /// The body ended, or its time ran out.
+    Done,
 }
 
 impl HttpBody for TimedBody {
@@ -559,20 +562,23 @@ impl HttpBody for TimedBody {
         match Pin::new(&mut self.inner).poll_frame(cx) {
             Poll::Ready(frame) => {
                 if frame.is_none() || self.inner.is_end_stream() {
-                    self.deadline = None;
+                    self.deadline = Deadline::Done;
                 }
                 Poll::Ready(frame.map(|f| f.map_err(Into::into)))
             }
             Poll::Pending => {
-                let expired = match self.deadline.as_mut() {
-                    Some(deadline) => deadline.as_mut().poll(cx).is_ready(),
-                    None => false,
+                if let Deadline::Unarmed(at) = self.deadline {
+                    self.deadline = Deadline::Armed(Box::pin(tokio::time::sleep_until(at)));
+                }
+                let expired = match &mut self.deadline {
+                    Deadline::Armed(sleep) => sleep.as_mut().poll(cx).is_ready(),
+                    Deadline::Unarmed(_) | Deadline::Done => false,
                 };
                 if !expired {
                     return Poll::Pending;
                 }
                 self.timed_out.store(true, Ordering::Release);
-                self.deadline = None;
+                self.deadline = Deadline::Done;
                 Poll::Ready(Some(Err(
                     "the body did not arrive within gateway.body_read_timeout".into(),
                 )))

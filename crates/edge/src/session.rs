@@ -10,6 +10,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
+use std::sync::LazyLock;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
@@ -22,6 +23,7 @@ use berth_wire::{
     ClientHello, ErrorCode, Kind, Message, ProtocolVersion, SseEvent, error_response, priming_event,
 };
 use bytes::{Bytes, BytesMut};
+use memchr::memmem::Finder;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -98,7 +100,8 @@ struct Stream {
 
 /// The `data:` payload of a framed event (MCP messages are one line).
 fn sse_data(frame: &[u8]) -> &[u8] {
-    let Some(start) = memchr::memmem::find(frame, b"data: ") else {
+    static DATA: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"data: "));
+    let Some(start) = DATA.find(frame) else {
         return &[];
     };
     let rest = &frame[start + 6..];

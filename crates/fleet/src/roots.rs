@@ -22,9 +22,11 @@
 
 use std::fmt::Write as _;
 use std::ops::Range;
+use std::sync::LazyLock;
 
 use berth_wire::{Envelope, ErrorCode, Kind, Message, error_response};
 use bytes::Bytes;
+use memchr::memmem::Finder;
 use serde::Deserialize;
 use serde::de::{MapAccess, Visitor};
 use serde_json::value::RawValue;
@@ -101,8 +103,10 @@ pub(crate) fn answer_list(roots: &Roots, server: &str, msg: &Message) -> Option<
 
 /// Could `bytes` say `roots` anywhere? (Plainly, or with a `\u` escape.)
 fn may_mention_roots(bytes: &[u8]) -> bool {
-    memchr::memmem::find(bytes, b"\"roots\"").is_some()
-        || memchr::memmem::find(bytes, b"\\u").is_some()
+    // Built once: `memmem::find` builds its searcher on every call.
+    static ROOTS: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"roots\""));
+    static ESCAPE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\\u"));
+    ROOTS.find(bytes).is_some() || ESCAPE.find(bytes).is_some()
 }
 
 /// The `initialize` request in `bytes` with `params.capabilities.roots` as

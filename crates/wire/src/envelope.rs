@@ -2,8 +2,10 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::sync::LazyLock;
 
 use bytes::Bytes;
+use memchr::memmem::Finder;
 use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 
@@ -481,8 +483,9 @@ impl Message {
 fn may_carry_progress_token(params: Option<&RawValue>) -> bool {
     params.is_some_and(|p| {
         let text = p.get().as_bytes();
-        memchr::memchr(b'\\', text).is_some()
-            || memchr::memmem::find(text, b"progressToken").is_some()
+        // Built once: `memmem::find` builds its searcher on every call.
+        static KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"progressToken"));
+        memchr::memchr(b'\\', text).is_some() || KEY.find(text).is_some()
     })
 }
 

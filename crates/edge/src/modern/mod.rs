@@ -12,12 +12,14 @@ mod listen;
 mod relay;
 
 use std::sync::Arc;
+use std::sync::LazyLock;
 
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use berth_auth::Principal;
 use berth_wire::modern::{RequestFacts, is_after_handshake_era};
 use berth_wire::{Envelope, Kind, Message};
+use memchr::memmem::Finder;
 
 use crate::authz::{Verdict, authorize};
 use crate::error::EdgeError;
@@ -35,8 +37,11 @@ pub(crate) fn is_stateless(headers: &HeaderMap, body: &[u8]) -> bool {
         .get(VERSION_HEADER)
         .and_then(|v| v.to_str().ok())
         .is_some_and(is_after_handshake_era);
+    // Built once: `memmem::find` builds its searcher on every call.
+    static KEY: LazyLock<Finder<'static>> =
+        LazyLock::new(|| Finder::new(b"io.modelcontextprotocol/protocolVersion"));
     by_header
-        || (memchr::memmem::find(body, b"io.modelcontextprotocol/protocolVersion").is_some()
+        || (KEY.find(body).is_some()
             && Envelope::parse(body).is_ok_and(|e| berth_wire::modern::has_modern_meta(e.params)))
 }
 

@@ -9,6 +9,7 @@
 //! says later about the request is dropped.
 
 use std::sync::Arc;
+use std::sync::LazyLock;
 
 use axum::body::Body;
 use axum::http::StatusCode;
@@ -17,6 +18,7 @@ use berth_fleet::{Delivery, Exchange, Lease};
 use berth_wire::modern::{error_code, is_cacheable, log_level_rank, message_level};
 use berth_wire::{ErrorCode, Kind, Message, SseEvent, error_response};
 use bytes::Bytes;
+use memchr::memmem::Finder;
 use tokio::time::Instant;
 
 use crate::authz::ToolFilter;
@@ -254,7 +256,8 @@ impl Relay {
             None => bytes,
         };
         // Most answers are results: read the error code only when there may be one.
-        let code = memchr::memmem::find(&bytes, b"\"error\"").and_then(|_| error_code(&bytes));
+        static ERROR: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"error\""));
+        let code = ERROR.find(&bytes).and_then(|_| error_code(&bytes));
         if let Some(server_info) = &self.bridge {
             match code {
                 None => {
