@@ -1,0 +1,557 @@
+//! The gateway's Prometheus metrics (OpenMetrics text), fed by the records.
+//!
+//! Names follow Prometheus conventions (`_total`, `_seconds`, `_bytes`);
+//! the two durations the OpenTelemetry MCP semantic conventions define keep
+//! their names (`mcp.server.operation.duration`,
+//! `mcp.server.session.duration` become `mcp_server_operation_duration_seconds`
+//! and `mcp_server_session_duration_seconds`). Label values that a client
+//! chooses (methods, tools) are bounded so that no client can grow the
+//! metrics without limit.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::record::*;
+
+/// The Content-Type of [`Metrics::render`]'s text.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// The MCP methods counted by name; any other method is counted as `other`.
+const METHODS: &[&str] = &[
+    "initialize",
+    "ping",
+    "tools/list",
+    "tools/call",
+    "resources/list",
+    "resources/read",
+    "resources/templates/list",
+    "resources/subscribe",
+    "resources/unsubscribe",
+    "prompts/list",
+    "prompts/get",
+    "completion/complete",
+    "logging/setLevel",
+    "server/discover",
+    "subscriptions/listen",
+    "notifications/initialized",
+    "notifications/cancelled",
+    "notifications/progress",
+    "notifications/roots/list_changed",
+    "GET",
+    "DELETE",
+];
+
+/// Distinct tool names kept per server; calls to more are counted as
+/// `_other` (a client can name any tool in a call).
+const MAX_TOOLS_PER_SERVER: usize = 256;
+
+type Server = Arc<String>;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ServerLabel {
+    server: Server,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    server: Server,
+    method: &'static str,
+    status: u16,
+    era: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MethodLabels {
+    server: Server,
+    method: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ToolLabels {
+    server: Server,
+    tool: Arc<String>,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StartLabels {
+    server: Server,
+    start: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    server: Server,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    server: Server,
+    state: String,
+}
+
+type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// Latency buckets, in seconds: 100 µs to ~100 s.
+fn latency() -> Histogram {
+    Histogram::new([
+        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+        5.0, 10.0, 30.0, 100.0,
+    ])
+}
+
+/// Session lengths, in seconds: a second to a day.
+fn session_length() -> Histogram {
+    Histogram::new([
+        1.0,
+        10.0,
+        60.0,
+        300.0,
+        900.0,
+        1800.0,
+        3600.0,
+        4.0 * 3600.0,
+        24.0 * 3600.0,
+    ])
+}
+
+/// The gateway's metrics. Cheap to feed from the request path: one
+/// read-locked map lookup and an atomic add per metric.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    tool_calls: Family<ToolLabels, Counter>,
+    operation_duration: Histograms<MethodLabels>,
+    gateway_added: Histograms<ServerLabel>,
+    first_result: Histograms<StartLabels>,
+    session_duration: Histograms<ServerLabel>,
+    sessions_opened: Family<StartLabels, Counter>,
+    upstream_errors: Family<ServerLabel, Counter>,
+    auth_refusals: Family<ReasonLabels, Counter>,
+    received: Family<ServerLabel, Counter>,
+    sent: Family<ServerLabel, Counter>,
+    // Read from the fleet at each scrape.
+    sessions_open: Family<ServerLabel, Gauge>,
+    processes: Family<StateLabels, Gauge>,
+    spawns: Family<ServerLabel, Counter>,
+    crashes: Family<ServerLabel, Counter>,
+    restarts: Family<ServerLabel, Counter>,
+    oom_kills: Family<ServerLabel, Counter>,
+    failed: Family<ServerLabel, Gauge>,
+    /// Server names, interned (labels share them).
+    servers: RwLock<HashMap<String, Server>>,
+    /// Tool names seen, per server, interned and bounded.
+    tools: RwLock<HashMap<Server, HashMap<String, Arc<String>>>>,
+    /// One scrape at a time: the fleet-state families are rewritten.
+    scrape: Mutex<()>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::default();
+        let m = Metrics {
+            requests: Family::default(),
+            tool_calls: Family::default(),
+            operation_duration: Family::new_with_constructor(latency),
+            gateway_added: Family::new_with_constructor(latency),
+            first_result: Family::new_with_constructor(latency),
+            session_duration: Family::new_with_constructor(session_length),
+            sessions_opened: Family::default(),
+            upstream_errors: Family::default(),
+            auth_refusals: Family::default(),
+            received: Family::default(),
+            sent: Family::default(),
+            sessions_open: Family::default(),
+            processes: Family::default(),
+            spawns: Family::default(),
+            crashes: Family::default(),
+            restarts: Family::default(),
+            oom_kills: Family::default(),
+            failed: Family::default(),
+            servers: RwLock::default(),
+            tools: RwLock::default(),
+            scrape: Mutex::default(),
+            registry: Registry::default(),
+        };
+        let b = &mut registry;
+        b.register(
+            "berth_requests",
+            "MCP requests answered, by server, JSON-RPC method, HTTP status and protocol era",
+            m.requests.clone(),
+        );
+        b.register(
+            "berth_tool_calls",
+            "tools/call requests by server, tool and outcome (ok, tool_error, error, refused)",
+            m.tool_calls.clone(),
+        );
+        b.register(
+            "mcp_server_operation_duration_seconds",
+            "Time from a request's head to its answer's head, by server and method (OpenTelemetry mcp.server.operation.duration)",
+            m.operation_duration.clone(),
+        );
+        b.register(
+            "berth_gateway_added_seconds",
+            "The part of each answered request's time not spent waiting for the server",
+            m.gateway_added.clone(),
+        );
+        b.register(
+            "berth_first_result_seconds",
+            "Time from a new session's initialize to its first result, by how its process was had (cold, warm, standby, shared)",
+            m.first_result.clone(),
+        );
+        b.register(
+            "mcp_server_session_duration_seconds",
+            "How long sessions stayed open, by server (OpenTelemetry mcp.server.session.duration)",
+            m.session_duration.clone(),
+        );
+        b.register(
+            "berth_sessions_opened",
+            "Sessions opened, by server and how their process was had",
+            m.sessions_opened.clone(),
+        );
+        b.register(
+            "berth_upstream_errors",
+            "Requests that failed at the server side: the process died, stopped reading, or timed out",
+            m.upstream_errors.clone(),
+        );
+        b.register(
+            "berth_auth_refusals",
+            "Requests refused by authentication, by server and reason",
+            m.auth_refusals.clone(),
+        );
+        b.register_with_unit(
+            "berth_received",
+            "Request body bytes received from clients, by server",
+            prometheus_client::registry::Unit::Bytes,
+            m.received.clone(),
+        );
+        b.register_with_unit(
+            "berth_sent",
+            "Answer bytes sent to clients (JSON answers; streams count their events), by server",
+            prometheus_client::registry::Unit::Bytes,
+            m.sent.clone(),
+        );
+        b.register(
+            "berth_sessions_open",
+            "Sessions open now",
+            m.sessions_open.clone(),
+        );
+        b.register(
+            "berth_processes",
+            "Server processes now, by state",
+            m.processes.clone(),
+        );
+        b.register(
+            "berth_process_spawns",
+            "Server processes started",
+            m.spawns.clone(),
+        );
+        b.register(
+            "berth_process_crashes",
+            "Server processes that exited unexpectedly",
+            m.crashes.clone(),
+        );
+        b.register(
+            "berth_process_restarts",
+            "Server processes started again after a crash",
+            m.restarts.clone(),
+        );
+        b.register(
+            "berth_process_oom_kills",
+            "Server processes killed for memory (OOM killer or the sandbox's limit)",
+            m.oom_kills.clone(),
+        );
+        b.register(
+            "berth_server_failed",
+            "1 while a server is given up on after crashing too often",
+            m.failed.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    fn server(&self, name: &str) -> Server {
+        if let Some(s) = self
+            .servers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+        {
+            return s.clone();
+        }
+        let mut servers = self.servers.write().unwrap_or_else(|p| p.into_inner());
+        servers
+            .entry(name.to_owned())
+            .or_insert_with(|| Arc::new(name.to_owned()))
+            .clone()
+    }
+
+    fn tool(&self, server: &Server, tool: &str) -> Arc<String> {
+        if let Some(t) = self
+            .tools
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(server)
+            .and_then(|known| known.get(tool))
+        {
+            return t.clone();
+        }
+        let mut tools = self.tools.write().unwrap_or_else(|p| p.into_inner());
+        let known = tools.entry(server.clone()).or_default();
+        if let Some(t) = known.get(tool) {
+            return t.clone();
+        }
+        if known.len() >= MAX_TOOLS_PER_SERVER {
+            return Arc::new("_other".to_owned());
+        }
+        let t = Arc::new(tool.to_owned());
+        known.insert(tool.to_owned(), t.clone());
+        t
+    }
+
+    /// The metrics as OpenMetrics text, with the fleet's current state.
+    pub fn render(&self, fleet: &[ServerState]) -> String {
+        let _one = self.scrape.lock().unwrap_or_else(|p| p.into_inner());
+        for family in [&self.spawns, &self.crashes, &self.restarts, &self.oom_kills] {
+            family.clear();
+        }
+        self.sessions_open.clear();
+        self.processes.clear();
+        self.failed.clear();
+        for state in fleet {
+            let server = ServerLabel {
+                server: self.server(&state.server),
+            };
+            self.sessions_open
+                .get_or_create(&server)
+                .set(state.sessions as i64);
+            self.spawns.get_or_create(&server).inc_by(state.spawns);
+            self.crashes.get_or_create(&server).inc_by(state.crashes);
+            self.restarts.get_or_create(&server).inc_by(state.restarts);
+            self.oom_kills
+                .get_or_create(&server)
+                .inc_by(state.oom_kills);
+            self.failed
+                .get_or_create(&server)
+                .set(i64::from(state.failed));
+            for (name, count) in &state.processes {
+                self.processes
+                    .get_or_create(&StateLabels {
+                        server: server.server.clone(),
+                        state: name.clone(),
+                    })
+                    .set(*count as i64);
+            }
+        }
+        let mut text = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+}
+
+/// `method` when it is one Berth counts by name, else `other`.
+fn method_label(method: Option<&str>) -> &'static str {
+    match method {
+        None => "none",
+        Some(m) => METHODS
+            .iter()
+            .find(|known| **known == m)
+            .copied()
+            .unwrap_or("other"),
+    }
+}
+
+impl Observer for Metrics {
+    fn request(&self, r: &RequestRecord<'_>) {
+        let server = self.server(r.server);
+        let method = method_label(r.method);
+        self.requests
+            .get_or_create(&RequestLabels {
+                server: server.clone(),
+                method,
+                status: r.status,
+                era: r.era.label(),
+            })
+            .inc();
+        if method == "tools/call" {
+            let tool = self.tool(&server, r.tool.unwrap_or(""));
+            self.tool_calls
+                .get_or_create(&ToolLabels {
+                    server: server.clone(),
+                    tool,
+                    outcome: r.outcome.label(),
+                })
+                .inc();
+        }
+        self.operation_duration
+            .get_or_create(&MethodLabels {
+                server: server.clone(),
+                method,
+            })
+            .observe(r.total.as_secs_f64());
+        let label = ServerLabel { server };
+        if let Some(upstream) = r.upstream {
+            self.gateway_added
+                .get_or_create(&label)
+                .observe(r.total.saturating_sub(upstream).as_secs_f64());
+        }
+        if r.outcome == Outcome::Error && r.upstream.is_some() {
+            self.upstream_errors.get_or_create(&label).inc();
+        }
+        if r.bytes_in > 0 {
+            self.received.get_or_create(&label).inc_by(r.bytes_in);
+        }
+        if r.bytes_out > 0 {
+            self.sent.get_or_create(&label).inc_by(r.bytes_out);
+        }
+    }
+
+    fn session_opened(&self, r: &SessionOpened<'_>) {
+        self.sessions_opened
+            .get_or_create(&StartLabels {
+                server: self.server(r.server),
+                start: r.start.label(),
+            })
+            .inc();
+    }
+
+    fn session_ended(&self, r: &SessionEnded<'_>) {
+        self.session_duration
+            .get_or_create(&ServerLabel {
+                server: self.server(r.server),
+            })
+            .observe(r.open_for.as_secs_f64());
+    }
+
+    fn first_result(&self, r: &FirstResult<'_>) {
+        self.first_result
+            .get_or_create(&StartLabels {
+                server: self.server(r.server),
+                start: r.start.label(),
+            })
+            .observe(r.after.as_secs_f64());
+    }
+
+    fn auth_refused(&self, r: &AuthRefusal<'_>) {
+        self.auth_refusals
+            .get_or_create(&ReasonLabels {
+                server: self.server(r.server),
+                reason: r.reason,
+            })
+            .inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn call(tool: &str, outcome: Outcome) -> RequestRecord<'_> {
+        RequestRecord {
+            server: "echo",
+            principal: None,
+            method: Some("tools/call"),
+            tool: Some(tool),
+            era: Era::Handshake,
+            status: 200,
+            outcome,
+            total: Duration::from_millis(3),
+            upstream: Some(Duration::from_millis(2)),
+            bytes_in: 100,
+            bytes_out: 50,
+        }
+    }
+
+    #[test]
+    fn requests_and_tool_calls_are_counted_exactly() {
+        let m = Metrics::new();
+        for _ in 0..7 {
+            m.request(&call("echo", Outcome::Ok));
+        }
+        m.request(&call("echo", Outcome::ToolError));
+        let text = m.render(&[]);
+        assert!(
+            text.contains(
+                "berth_requests_total{server=\"echo\",method=\"tools/call\",status=\"200\",era=\"handshake\"} 8"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("berth_tool_calls_total{server=\"echo\",tool=\"echo\",outcome=\"ok\"} 7"),
+            "{text}"
+        );
+        assert!(
+            text.contains("berth_received_bytes_total{server=\"echo\"} 800"),
+            "{text}"
+        );
+        assert!(
+            text.contains("mcp_server_operation_duration_seconds_count{server=\"echo\",method=\"tools/call\"} 8"),
+            "{text}"
+        );
+        assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn client_chosen_labels_are_bounded() {
+        let m = Metrics::new();
+        let names: Vec<String> = (0..MAX_TOOLS_PER_SERVER + 10)
+            .map(|i| format!("t{i}"))
+            .collect();
+        for name in &names {
+            m.request(&call(name, Outcome::Error));
+        }
+        let mut r = call("x", Outcome::Ok);
+        r.method = Some("made/up");
+        m.request(&r);
+        let text = m.render(&[]);
+        assert!(
+            text.contains("tool=\"_other\",outcome=\"error\"} 10"),
+            "{text}"
+        );
+        assert!(text.contains("method=\"other\""), "{text}");
+    }
+
+    #[test]
+    fn fleet_state_is_read_at_each_scrape() {
+        let m = Metrics::new();
+        let state = ServerState {
+            server: "echo".into(),
+            processes: vec![("ready".into(), 2), ("busy".into(), 1)],
+            sessions: 1,
+            spawns: 3,
+            crashes: 1,
+            ..ServerState::default()
+        };
+        let text = m.render(std::slice::from_ref(&state));
+        assert!(
+            text.contains("berth_processes{server=\"echo\",state=\"ready\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("berth_process_spawns_total{server=\"echo\"} 3"),
+            "{text}"
+        );
+        // A second scrape does not add the counts again.
+        let text = m.render(&[state]);
+        assert!(
+            text.contains("berth_process_spawns_total{server=\"echo\"} 3"),
+            "{text}"
+        );
+    }
+}
