@@ -23,8 +23,8 @@ mod upstream;
 pub use era::{Discovery, Era, own_params, probe};
 pub use log::{LogLine, LogSource, ServerLog};
 pub use pool::{
-    AcquireError, Announcement, InitCache, Lease, Pool, PoolKind, PoolReport, PoolStatus,
-    ProcState, ProcessReport, TargetReason,
+    AcquireError, Announcement, InitCache, Lease, LeaseStart, Pool, PoolKind, PoolReport,
+    PoolStatus, ProcState, ProcessReport, TargetReason,
 };
 pub use spec::{
     Binding, CrashPolicy, OnCrash, PoolConfig, Roots, SecretResolver, ServerSpec, ShutdownGrace,

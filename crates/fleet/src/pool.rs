@@ -239,6 +239,12 @@ pub struct PoolReport {
     pub processes: Vec<ProcessReport>,
     pub restarts: u64,
     pub crashes: u64,
+    /// Processes started since Berth started.
+    #[serde(default)]
+    pub spawns: u64,
+    /// Processes killed for memory (their sandbox's limit) since start.
+    #[serde(default)]
+    pub oom_kills: u64,
     pub calls: u64,
     pub p50_ms: Option<f64>,
     pub p99_ms: Option<f64>,
@@ -326,6 +332,9 @@ struct State {
     generation: u64,
     crashes: VecDeque<Instant>,
     crash_total: u64,
+    /// Processes started, and killed for memory, since start.
+    spawn_total: u64,
+    oom_total: u64,
     last_crash: Option<String>,
     consecutive_crashes: u32,
     retry_at: Option<Instant>,
@@ -368,6 +377,8 @@ impl State {
             generation: 1,
             crashes: VecDeque::new(),
             crash_total: 0,
+            spawn_total: 0,
+            oom_total: 0,
             last_crash: None,
             consecutive_crashes: 0,
             retry_at: None,
@@ -521,6 +532,21 @@ pub struct Lease {
     cold_since: Option<Instant>,
     /// That measurement was taken.
     sampled: AtomicBool,
+    /// How the process was had.
+    pub start: LeaseStart,
+}
+
+/// How a lease's process was had: for time-to-first-result by kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseStart {
+    /// Started for this lease.
+    Cold,
+    /// Ready and running.
+    Warm,
+    /// Ready but frozen at standby: thawed for this lease.
+    Standby,
+    /// A process shared with other sessions.
+    Shared,
 }
 
 impl Lease {
@@ -847,6 +873,7 @@ impl Pool {
             subscribers: shared.subscribers.clone(),
             cold_since: None,
             sampled: AtomicBool::new(false),
+            start: LeaseStart::Shared,
         };
         state.next_tag += 1;
         Ok(Some((lease, Unsolicited::fanned_out(rx))))
@@ -885,6 +912,7 @@ impl Pool {
                 subscribers: None,
                 cold_since: None,
                 sampled: AtomicBool::new(false),
+                start: LeaseStart::Shared,
             });
             tag += 1;
         }
@@ -908,6 +936,11 @@ impl Pool {
                 p.since = now;
             }
             drop(state);
+            let start = if warm.upstream.is_frozen() {
+                LeaseStart::Standby
+            } else {
+                LeaseStart::Warm
+            };
             warm.upstream.thaw();
             inner.wake.notify_one();
             let lease = Lease {
@@ -919,6 +952,7 @@ impl Pool {
                 subscribers: None,
                 cold_since: None,
                 sampled: AtomicBool::new(false),
+                start,
             };
             return Ok((lease, warm.unsolicited));
         }
@@ -940,6 +974,7 @@ impl Pool {
             subscribers: None,
             cold_since: Some(now),
             sampled: AtomicBool::new(false),
+            start: LeaseStart::Cold,
         };
         Ok((lease, unsolicited))
     }
@@ -1035,6 +1070,8 @@ impl Pool {
             processes,
             restarts: state.restarts,
             crashes: state.crash_total,
+            spawns: state.spawn_total,
+            oom_kills: state.oom_total,
             calls,
             p50_ms: pct(0.50),
             p99_ms: pct(0.99),
@@ -1077,6 +1114,7 @@ fn spawn_watched(
         }
     };
     let pid = upstream.pid();
+    state.spawn_total += 1;
     state.procs.insert(
         pid,
         Proc {
@@ -1095,6 +1133,9 @@ fn spawn_watched(
         }
         let mut state = watched.state();
         state.procs.remove(&pid);
+        if watch.oom_killed() {
+            state.oom_total += 1;
+        }
         if crashed {
             let stderr = watched.log.last_stderr(pid, 10);
             note_crash(

@@ -17,6 +17,8 @@ use crate::{LogSource, ServerLog, ServerSpec, ShutdownGrace};
 pub(crate) struct ExitVerdict {
     pub(crate) stop_requested: Arc<AtomicBool>,
     pub(crate) crashed: Arc<AtomicBool>,
+    /// Killed for memory (the sandbox's cgroup counted an OOM kill).
+    pub(crate) oom_killed: Arc<AtomicBool>,
 }
 
 /// A started process, and its sandbox when it has one.
@@ -173,6 +175,7 @@ pub(crate) async fn supervise(
         .await
         .unwrap_or_default();
         if ending.oom_killed {
+            verdict.oom_killed.store(true, Ordering::Relaxed);
             description = sandbox.oom_description();
         }
         if ending.pids_refused > 0 {

@@ -1190,6 +1190,11 @@ impl ProcessWatch {
         (how, self.verdict.crashed.load(Ordering::Relaxed))
     }
 
+    /// After [`ProcessWatch::ended`]: whether the process was killed for memory.
+    pub fn oom_killed(&self) -> bool {
+        self.verdict.oom_killed.load(Ordering::Relaxed)
+    }
+
     /// After [`ProcessWatch::ended`]: why the server closed, with the stderr
     /// it left (waits briefly for its output to be drained).
     pub async fn failure(&mut self) -> Option<Failure> {
