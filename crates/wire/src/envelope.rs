@@ -371,6 +371,9 @@ pub struct Message {
     pub id: Option<IdKey>,
     pub method: Option<Box<str>>,
     pub progress_token: Option<IdKey>,
+    /// The tool a `tools/call` request names (`params.name`), read once
+    /// here for authorization, metrics and metering.
+    tool: Option<Box<str>>,
     /// Where the id is written in `bytes`, so that [`Message::raw_id`]
     /// need not parse the envelope again.
     id_span: Option<IdSpan>,
@@ -421,6 +424,10 @@ impl Message {
         let id = env.id.and_then(IdKey::from_raw);
         let id_span = env.id.and_then(|raw| IdSpan::of(&bytes, raw.get()));
         let kind = env.kind;
+        let tool = match (kind, env.method.as_deref()) {
+            (Kind::Request, Some("tools/call")) => called_tool(env.params),
+            _ => None,
+        };
         let method = env.method.map(|m| m.into());
         Ok(Message {
             bytes,
@@ -428,12 +435,19 @@ impl Message {
             id,
             method,
             progress_token,
+            tool,
             id_span,
         })
     }
 
     pub fn method(&self) -> Option<&str> {
         self.method.as_deref()
+    }
+
+    /// The tool a `tools/call` request names; `None` for other messages or
+    /// when `params.name` is not a string.
+    pub fn tool(&self) -> Option<&str> {
+        self.tool.as_deref()
     }
 
     /// The id exactly as the sender wrote it (`123456789012345678901234567890`
@@ -487,6 +501,17 @@ fn may_carry_progress_token(params: Option<&RawValue>) -> bool {
         static KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"progressToken"));
         memchr::memchr(b'\\', text).is_some() || KEY.find(text).is_some()
     })
+}
+
+/// `params.name` of a `tools/call`.
+fn called_tool(params: Option<&RawValue>) -> Option<Box<str>> {
+    #[derive(Deserialize)]
+    struct Params<'a> {
+        #[serde(borrow)]
+        name: Option<Cow<'a, str>>,
+    }
+    let params: Params = serde_json::from_str(params?.get()).ok()?;
+    params.name.map(|n| n.into())
 }
 
 /// A JSON-RPC 2.0 message that no request or session can be found for.
