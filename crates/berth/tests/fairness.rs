@@ -3,33 +3,10 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use common::*;
 use serde_json::json;
-
-/// A new API key for `name`: (the key, its `[[auth.api_keys]]` table).
-fn api_key(name: &str) -> (String, String) {
-    let (ok, out) = run_with_timeout(
-        Command::new(berth_bin()).args(["key", "create", name, "--scope", "tools:call"]),
-        Duration::from_secs(10),
-    );
-    assert!(ok, "{out}");
-    let key = out
-        .lines()
-        .find(|l| l.starts_with("bk_"))
-        .expect("key")
-        .to_string();
-    let hash = out
-        .lines()
-        .find_map(|l| l.strip_prefix("hash = "))
-        .expect("hash line")
-        .to_string();
-    let table =
-        format!("[[auth.api_keys]]\nname = {name:?}\nhash = {hash}\nscopes = [\"tools:call\"]\n");
-    (key, table)
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_client_gets_429_beyond_its_sessions_while_another_still_gets_in() {

@@ -1,7 +1,9 @@
 //! The admin API: a JSON API on its own listener, for `berth ps`, `berth
-//! logs`, `berth restart` and `berth reload`. Every request must carry the
-//! admin token (`Authorization: Bearer <token>`).
+//! logs`, `berth restart` and `berth reload`, and the Prometheus metrics at
+//! `/metrics`. Every request must carry the admin token
+//! (`Authorization: Bearer <token>`; Prometheus: `authorization.credentials_file`).
 
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::sync::Arc;
 
@@ -12,7 +14,8 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use berth_fleet::{LogLine, PoolReport};
+use berth_fleet::{LogLine, PoolReport, PoolStatus, ProcState};
+use berth_telemetry::ServerState;
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq as _;
@@ -69,6 +72,7 @@ pub fn admin_router(
     });
     Router::new()
         .route("/v1/status", get(status))
+        .route("/metrics", get(metrics))
         .route("/v1/servers/{name}/logs", get(logs))
         .route("/v1/servers/{name}/restart", post(restart))
         .route("/v1/reload", post(reload))
@@ -160,6 +164,61 @@ async fn status(State(admin): State<Arc<Admin>>) -> Response {
         })
         .collect();
     axum::Json(serde_json::json!({ "servers": servers })).into_response()
+}
+
+/// `GET /metrics`: the gateway's Prometheus metrics (OpenMetrics text),
+/// with each server's processes, sessions and lifecycle counts read now.
+async fn metrics(State(admin): State<Arc<Admin>>) -> Response {
+    let gw = &admin.gateway;
+    let sessions = gw.sessions_by_server();
+    let fleet: Vec<ServerState> = gw
+        .servers()
+        .iter()
+        .map(|s| {
+            let mut reports = vec![s.pool.report()];
+            reports.extend(s.stateless_pool().map(|p| p.report()));
+            let mut state = ServerState {
+                server: s.spec.name.clone(),
+                sessions: sessions.get(&s.spec.name).copied().unwrap_or(0) as u64,
+                failed: reports[0].status == PoolStatus::Failed,
+                ..ServerState::default()
+            };
+            let mut by_state: BTreeMap<String, u64> = BTreeMap::new();
+            for report in &reports {
+                state.spawns += report.spawns;
+                state.crashes += report.crashes;
+                state.restarts += report.restarts;
+                state.oom_kills += report.oom_kills;
+                for p in &report.processes {
+                    *by_state
+                        .entry(proc_state_label(p.state).to_owned())
+                        .or_default() += 1;
+                }
+            }
+            state.processes = by_state.into_iter().collect();
+            state
+        })
+        .collect();
+    let text = gw.telemetry().metrics().render(&fleet);
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(berth_telemetry::metrics::CONTENT_TYPE),
+        )],
+        text,
+    )
+        .into_response()
+}
+
+fn proc_state_label(state: ProcState) -> &'static str {
+    match state {
+        ProcState::Starting => "starting",
+        ProcState::Ready => "ready",
+        ProcState::Standby => "standby",
+        ProcState::Leased => "leased",
+        ProcState::Draining => "draining",
+        ProcState::Shared => "shared",
+    }
 }
 
 #[derive(Deserialize)]

@@ -1,20 +1,28 @@
 //! What every MCP request passes before its handler, in one layer: the
 //! Host/Origin and header checks ([`guard`]), authentication ([`authz`]),
 //! then the client's request rate ([`fairness`]); on the way back, JSON-RPC
-//! bodies for bare errors and CORS headers.
+//! bodies for bare errors and CORS headers; and each request's record for
+//! the gateway's telemetry ([`crate::observe`]).
 //!
 //! One layer rather than one per check: each axum layer clones the inner
 //! service and boxes a future per request, which showed in the gateway's
 //! CPU profile under load.
 
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::extract::{Request, State};
+use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use berth_auth::Principal;
+use berth_telemetry::{Observer as _, Outcome, RequestRecord};
+use http_body::Body as _;
 
 use crate::gateway::Gateway;
+use crate::observe::{NOTE, Note};
 use crate::reply::Refusal;
 use crate::{authz, fairness, guard};
 
@@ -30,11 +38,74 @@ pub(crate) async fn admit(
     if let Some(preflight) = screened.preflight() {
         return preflight;
     }
-    let response = match checked(&gw, &mut request).await {
-        Ok(client) => fairness::for_client(client, next.run(request)).await,
-        Err(refusal) => refusal.into_response(),
+    let started = Instant::now();
+    // A Uri clone shares its bytes; the record names the server from it.
+    let uri = request.uri().clone();
+    let http_method = request.method().clone();
+    let (response, note, principal) = match checked(&gw, &mut request).await {
+        Ok(client) => {
+            let principal = request.extensions().get::<Arc<Principal>>().cloned();
+            let handled = NOTE.scope(
+                RefCell::new(Note::default()),
+                fairness::for_client(client, next.run(request)),
+            );
+            tokio::pin!(handled);
+            let response = handled.as_mut().await;
+            let note = handled.as_mut().take_value().map(RefCell::into_inner);
+            (response, note.unwrap_or_default(), principal)
+        }
+        Err(refusal) => (refusal.into_response(), Note::default(), None),
     };
+    report(
+        &gw,
+        &server_name(uri.path()),
+        principal.as_deref(),
+        &http_method,
+        note,
+        &response,
+        started,
+    );
     guard::finish(screened, response).await
+}
+
+/// Reports the request to the gateway's telemetry. Requests for servers
+/// that do not exist are not reported: the name is the client's choice.
+fn report(
+    gw: &Gateway,
+    server: &str,
+    principal: Option<&Principal>,
+    http_method: &Method,
+    note: Note,
+    response: &Response,
+    started: Instant,
+) {
+    if gw.server(server).is_err() {
+        return;
+    }
+    let status = response.status();
+    let method = note.method.or(match *http_method {
+        Method::GET => Some("GET"),
+        Method::DELETE => Some("DELETE"),
+        _ => None,
+    });
+    let outcome = note.outcome.unwrap_or(if status.is_success() {
+        Outcome::Ok
+    } else {
+        Outcome::Refused
+    });
+    gw.telemetry().request(&RequestRecord {
+        server,
+        principal: principal.map(|p| &*p.id),
+        method,
+        tool: note.tool.as_deref(),
+        era: note.era,
+        status: status.as_u16(),
+        outcome,
+        total: started.elapsed(),
+        upstream: note.upstream,
+        bytes_in: note.bytes_in,
+        bytes_out: response.body().size_hint().exact().unwrap_or(0),
+    });
 }
 
 /// Authentication, then the client's rate; `Ok` with the client to count

@@ -12,6 +12,7 @@ use axum::extract::{Path, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use berth_auth::{Authenticator, Denial, Principal, ServerAccess};
+use berth_telemetry::{AuthRefusal, Observer as _};
 use berth_wire::Message;
 use bytes::Bytes;
 use serde::Deserialize;
@@ -60,6 +61,15 @@ pub(crate) async fn authenticate(
             if let Denial::InvalidToken(why) = &denial {
                 tracing::debug!(server = name, "refused a token: {why}");
             }
+            gw.telemetry().auth_refused(&AuthRefusal {
+                server: name,
+                reason: match denial {
+                    Denial::Missing => "missing",
+                    Denial::InvalidToken(_) => "invalid_token",
+                    Denial::InsufficientScope(_) => "insufficient_scope",
+                    Denial::Unavailable(_) => "unavailable",
+                },
+            });
             Err(refuse(auth, name, &denial))
         }
     }
@@ -100,18 +110,8 @@ pub(crate) fn authorize(
     }
     match msg.method() {
         Some("tools/call") => {
-            #[derive(Deserialize)]
-            struct Params<'a> {
-                #[serde(borrow)]
-                name: Option<&'a str>,
-            }
-            let envelope = berth_wire::Envelope::parse(&msg.bytes).ok();
-            let tool = envelope
-                .and_then(|e| e.params)
-                .and_then(|p| serde_json::from_str::<Params>(p.get()).ok())
-                .and_then(|p| p.name.map(str::to_owned))
-                .unwrap_or_default();
-            let missing = access.missing_for_tool(principal, &tool);
+            let tool = msg.tool().unwrap_or_default();
+            let missing = access.missing_for_tool(principal, tool);
             if missing.is_empty() {
                 Ok(Verdict::Allow)
             } else {

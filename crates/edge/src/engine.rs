@@ -22,6 +22,7 @@ use tokio::time::Instant;
 use crate::authz::{ToolFilter, Verdict, authorize};
 use crate::error::EdgeError;
 use crate::gateway::Gateway;
+use crate::observe;
 use crate::reply::{Refusal, echo_id, json, written_id};
 use crate::session::Session;
 
@@ -33,6 +34,8 @@ pub(crate) struct Call {
     lease: Arc<Lease>,
     /// Hides tools the caller may not call from a `tools/list` answer.
     filter: Option<ToolFilter>,
+    /// A `tools/call` (its first answer is the session's first result).
+    tool_call: bool,
 }
 
 /// Sends a request to the session's process. If the process crashed and the
@@ -59,6 +62,7 @@ pub(crate) async fn call(
                     request: msg.bytes.clone(),
                     lease,
                     filter,
+                    tool_call: msg.method() == Some("tools/call"),
                 });
             }
             Err(failure) if lease.closed().is_some() => {
@@ -312,6 +316,7 @@ struct Pending {
     request: Bytes,
     lease: Arc<Lease>,
     filter: Option<ToolFilter>,
+    tool_call: bool,
     settled: bool,
 }
 
@@ -329,6 +334,7 @@ impl Calls {
                 request: call.request,
                 lease: call.lease,
                 filter: call.filter,
+                tool_call: call.tool_call,
                 settled: false,
             });
             if open == 1 {
@@ -386,6 +392,10 @@ impl Calls {
                 }
                 Ok(Some((i, Some(Delivery::Response(m))))) => {
                     self.settle(i);
+                    observe::note_answer(&m.bytes, self.started.elapsed());
+                    if self.pending[i].tool_call {
+                        session.first_tool_result();
+                    }
                     return Some(Out::Final(match &self.pending[i].filter {
                         Some(filter) => filter.apply(m.bytes),
                         None => m.bytes,
@@ -393,9 +403,9 @@ impl Calls {
                 }
                 Ok(Some((i, Some(Delivery::Failed(f))))) => {
                     self.settle(i);
-                    return Some(Out::Final(
-                        EdgeError::Upstream(f).body(Some(&self.raw_id(i))),
-                    ));
+                    let answer = EdgeError::Upstream(f).body(Some(&self.raw_id(i)));
+                    observe::note_answer(&answer, self.started.elapsed());
+                    return Some(Out::Final(answer));
                 }
                 Ok(Some((i, None))) => {
                     self.settle(i);
@@ -413,9 +423,9 @@ impl Calls {
                             call.lease
                                 .cancel(&call.key, "request timed out at the gateway");
                             let id = self.raw_id(i);
-                            self.queue.push_back(Out::Final(
-                                EdgeError::Timeout(message.clone()).body(Some(&id)),
-                            ));
+                            let answer = EdgeError::Timeout(message.clone()).body(Some(&id));
+                            observe::note_answer(&answer, self.started.elapsed());
+                            self.queue.push_back(Out::Final(answer));
                         }
                     }
                 }

@@ -87,10 +87,7 @@ impl RateLimiter {
 /// Counts a request (after authentication) against its client's rate:
 /// 429 with Retry-After when the client has none left. `Ok` carries who the
 /// request is for the session count: run the handler inside [`for_client`].
-pub(crate) fn admit(
-    limiter: &RateLimiter,
-    request: &Request,
-) -> Result<Option<Arc<str>>, Refusal> {
+pub(crate) fn admit(limiter: &RateLimiter, request: &Request) -> Result<Option<Arc<str>>, Refusal> {
     let peer = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use berth_auth::Principal;
 use berth_fleet::{AcquireError, Delivery, Failure, Lease, OnCrash, ServerSpec, Unsolicited};
+use berth_telemetry::{Observer as _, SessionEnded, SessionOpened, Telemetry};
 use berth_wire::{ErrorCode, Message};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
@@ -40,6 +41,8 @@ pub struct Gateway {
     rate_limiter: Arc<RateLimiter>,
     /// Sessions ended by the death of their process, and how it died.
     deaths: Mutex<Deaths>,
+    /// Where requests, sessions and process samples are reported.
+    telemetry: Arc<Telemetry>,
 }
 
 /// How many sessions ended by a dead process are remembered, so the client's
@@ -82,11 +85,22 @@ impl Deaths {
 
 impl Gateway {
     pub fn new(config: EdgeConfig, servers: Vec<ServerSpec>) -> Arc<Gateway> {
+        Gateway::with_telemetry(config, servers, Arc::new(Telemetry::new()))
+    }
+
+    /// A gateway reporting to `telemetry` (its metrics, and the observers
+    /// added to it: usage metering...).
+    pub fn with_telemetry(
+        config: EdgeConfig,
+        servers: Vec<ServerSpec>,
+        telemetry: Arc<Telemetry>,
+    ) -> Arc<Gateway> {
         let servers = servers
             .into_iter()
-            .map(|spec| (spec.name.clone(), Server::start(spec)))
+            .map(|spec| (spec.name.clone(), Server::start(spec, telemetry.clone())))
             .collect();
         Arc::new(Gateway {
+            telemetry,
             policy: Arc::new(OriginPolicy::new(&config)),
             rate_limiter: Arc::new(RateLimiter::new(config.fairness.requests_per_second)),
             deaths: Mutex::default(),
@@ -100,6 +114,10 @@ impl Gateway {
 
     pub fn config(&self) -> &EdgeConfig {
         &self.config
+    }
+
+    pub fn telemetry(&self) -> &Arc<Telemetry> {
+        &self.telemetry
     }
 
     pub(crate) fn origin_policy(&self) -> &OriginPolicy {
@@ -356,6 +374,11 @@ impl Gateway {
 
     pub(crate) fn register(&self, session: &Arc<Session>) {
         session.touch();
+        self.telemetry.session_opened(&SessionOpened {
+            server: &session.server.spec.name,
+            principal: session.owner.as_ref().map(|p| &*p.id),
+            start: session.start,
+        });
         self.sessions().insert(session.id.clone(), session.clone());
         tracing::info!(server = %session.server.spec.name, session = %session.id, pid = session.lease().pid(), "session started");
     }
@@ -373,6 +396,11 @@ impl Gateway {
             self.sessions().remove(&session.id);
             self.ended
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.telemetry.session_ended(&SessionEnded {
+                server: &session.server.spec.name,
+                principal: session.owner.as_ref().map(|p| &*p.id),
+                open_for: session.age(),
+            });
             tracing::info!(server = %session.server.spec.name, session = %session.id, "session ended: {reason}");
         }
         let (session, reason) = (session.clone(), reason.to_owned());
@@ -423,11 +451,11 @@ impl Gateway {
                     Some(old) => {
                         report.changed.push(name.clone());
                         retired.push(old);
-                        next.insert(name, Server::start(spec));
+                        next.insert(name, Server::start(spec, self.telemetry.clone()));
                     }
                     None => {
                         report.added.push(name.clone());
-                        next.insert(name, Server::start(spec));
+                        next.insert(name, Server::start(spec, self.telemetry.clone()));
                     }
                 }
             }

@@ -112,5 +112,6 @@ pub(crate) async fn read_body(
             }
         }
     }
+    crate::observe::note(|n| n.bytes_in = total as u64);
     Ok(first.unwrap_or_else(|| Bytes::from(rest)))
 }

@@ -18,8 +18,10 @@ use crate::engine::{Calls, call, forward, pump};
 use crate::error::EdgeError;
 use crate::gateway::Gateway;
 use crate::inbound::{Caller, check_content_type, read_body};
+use crate::observe;
 use crate::reply::{Reply, echo_id};
 use crate::session::STANDALONE;
+use berth_telemetry::Era;
 
 pub(crate) async fn connect(
     State(gw): State<Arc<Gateway>>,
@@ -27,6 +29,7 @@ pub(crate) async fn connect(
     caller: Caller,
 ) -> Response {
     let caller = caller.map(|Extension(p)| p);
+    observe::note(|n| n.era = Era::Legacy);
     let run = async {
         let server = gw.server(&name)?.clone();
         let session = gw.start_session(&server, true, caller).await?;
@@ -74,6 +77,7 @@ pub(crate) async fn message(
             })?;
         let body = to_single_line(read_body(&headers, body, gw.config().max_body_bytes).await?);
         let msg = Message::parse(body).map_err(|e| EdgeError::from(e).refusal(None))?;
+        observe::note_message(&msg);
         session.touch();
         if msg.kind == Kind::Request && msg.method() == Some("initialize") {
             let hello = session.set_hello(&msg);

@@ -22,6 +22,7 @@ mod headers;
 mod inbound;
 mod legacy;
 mod modern;
+mod observe;
 mod reply;
 mod serve;
 mod server;

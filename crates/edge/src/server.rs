@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use berth_fleet::{Era, Pool, ServerLog, ServerSpec};
+use berth_telemetry::Telemetry;
 
 use crate::stateless::Stateless;
 
@@ -16,10 +17,12 @@ pub struct Server {
     /// Server messages slow readers of its sessions never got (evicted
     /// unread from full replay buffers), since start.
     pub(crate) dropped: std::sync::atomic::AtomicU64,
+    /// Where the server's sessions report their first results.
+    pub(crate) telemetry: Arc<Telemetry>,
 }
 
 impl Server {
-    pub(crate) fn start(spec: ServerSpec) -> Arc<Server> {
+    pub(crate) fn start(spec: ServerSpec, telemetry: Arc<Telemetry>) -> Arc<Server> {
         let mut log = ServerLog::new(spec.name.clone(), LOG_LINES);
         if let Some(path) = &spec.log_file {
             log = match log.clone().with_file(path, LOG_FILE_BYTES, LOG_FILES_KEPT) {
@@ -35,6 +38,7 @@ impl Server {
             stateless: Stateless::start(spec.clone(), log),
             spec,
             dropped: std::sync::atomic::AtomicU64::new(0),
+            telemetry,
         })
     }
 

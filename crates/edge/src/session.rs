@@ -11,14 +11,15 @@
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
 use std::sync::LazyLock;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::response::Response;
 use berth_auth::Principal;
-use berth_fleet::Lease;
+use berth_fleet::{Lease, LeaseStart};
+use berth_telemetry::{FirstResult, Observer as _, Start};
 use berth_wire::{
     ClientHello, ErrorCode, Kind, Message, ProtocolVersion, SseEvent, error_response, priming_event,
 };
@@ -75,6 +76,10 @@ pub(crate) struct Session {
     pub(crate) owner: Option<Arc<Principal>>,
     /// The client it counts against ([`crate::fairness`]), if limited.
     pub(crate) client: Option<Arc<str>>,
+    /// How its first process was had (cold, warm, standby, shared).
+    pub(crate) start: Start,
+    /// Its first tool result was reported.
+    first_result: AtomicBool,
 }
 
 struct State {
@@ -179,7 +184,15 @@ impl Session {
     ) -> Arc<Session> {
         let mut streams = HashMap::new();
         streams.insert(STANDALONE, Stream::new());
+        let start = match lease.start {
+            LeaseStart::Cold => Start::Cold,
+            LeaseStart::Warm => Start::Warm,
+            LeaseStart::Standby => Start::Standby,
+            LeaseStart::Shared => Start::Shared,
+        };
         Arc::new(Session {
+            start,
+            first_result: AtomicBool::new(false),
             id,
             server,
             binding: Mutex::new(Arc::new(lease)),
@@ -204,6 +217,24 @@ impl Session {
             client: caller.client,
             ended: CancellationToken::new(),
         })
+    }
+
+    /// How long ago the session was created.
+    pub(crate) fn age(&self) -> Duration {
+        self.created.elapsed()
+    }
+
+    /// Reports the session's first tool result (once): the time from its
+    /// `initialize` to it, by how its process was had.
+    pub(crate) fn first_tool_result(&self) {
+        if self.first_result.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        self.server.telemetry.first_result(&FirstResult {
+            server: &self.server.spec.name,
+            start: self.start,
+            after: self.age(),
+        });
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {

@@ -20,9 +20,11 @@ use crate::gateway::Gateway;
 use crate::headers::{LAST_EVENT_ID, SESSION_HEADER, VERSION_HEADER};
 use crate::inbound::{Caller, accepts, check_content_type, read_body, server_name};
 use crate::modern;
+use crate::observe;
 use crate::reply::{Refusal, Reply, echo_id, json};
 use crate::server::Server;
 use crate::session::{STANDALONE, Session};
+use berth_telemetry::Era;
 
 pub(crate) async fn post(
     State(gw): State<Arc<Gateway>>,
@@ -57,12 +59,15 @@ async fn post_inner(
 
     if modern::is_stateless(&headers, &body) {
         let msg = Message::parse(body).map_err(|e| EdgeError::from(e).refusal(None))?;
+        observe::note_message(&msg);
+        observe::note(|n| n.era = Era::Modern);
         return modern::post(gw, server, caller, &headers, msg).await;
     }
     if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
         return post_batch(gw, &server, caller.as_ref(), &headers, body).await;
     }
     let msg = Message::parse(body).map_err(|e| EdgeError::from(e).refusal(None))?;
+    observe::note_message(&msg);
     if msg.kind == Kind::Request && msg.method() == Some("initialize") {
         return initialize(gw, &server, caller, &headers, msg).await;
     }

@@ -838,3 +838,31 @@ pub fn is_frozen(pid: u32) -> bool {
         std::fs::read_to_string(file).is_ok_and(|s| s.trim() == "FROZEN" || s.trim() == "1")
     })
 }
+
+/// A new API key for `name`: (the key, its `[[auth.api_keys]]` table).
+pub fn api_key(name: &str) -> (String, String) {
+    let (ok, out) = run_with_timeout(
+        std::process::Command::new(berth_bin()).args([
+            "key",
+            "create",
+            name,
+            "--scope",
+            "tools:call",
+        ]),
+        Duration::from_secs(10),
+    );
+    assert!(ok, "{out}");
+    let key = out
+        .lines()
+        .find(|l| l.starts_with("bk_"))
+        .expect("key")
+        .to_string();
+    let hash = out
+        .lines()
+        .find_map(|l| l.strip_prefix("hash = "))
+        .expect("hash line")
+        .to_string();
+    let table =
+        format!("[[auth.api_keys]]\nname = {name:?}\nhash = {hash}\nscopes = [\"tools:call\"]\n");
+    (key, table)
+}

@@ -251,6 +251,7 @@ impl Relay {
 
     /// The process's answer as the client gets it.
     fn answer(&self, bytes: Bytes) -> Out {
+        crate::observe::note_answer(&bytes, self.started.elapsed());
         let mut bytes = match &self.request.filter {
             Some(filter) => filter.apply(bytes),
             None => bytes,
