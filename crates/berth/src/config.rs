@@ -30,6 +30,9 @@ pub struct Config {
     pub servers: BTreeMap<ServerName, ServerSection>,
     #[serde(default)]
     pub catalog: CatalogSources,
+    /// `[cost]`: the prices `berth cost` applies (its defaults without the section).
+    #[serde(default)]
+    pub cost: Option<berth_cost::Prices>,
     /// The file this was read from (hidden from sandboxed servers).
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -596,6 +599,11 @@ impl Config {
             }
         }
         self.admin.validate(origin)?;
+        if let Some(prices) = &self.cost {
+            prices
+                .validate()
+                .map_err(|e| ConfigError(format!("{origin}: {e}")))?;
+        }
         self.validate_auth(origin)?;
         for (name, server) in &self.servers {
             let name = &name.0;
@@ -715,6 +723,7 @@ impl Config {
             auth: AuthSection::default(),
             servers,
             catalog: CatalogSources::default(),
+            cost: None,
             source: None,
         }
     }
