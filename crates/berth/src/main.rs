@@ -5,6 +5,7 @@ mod catalog;
 mod cli;
 mod config;
 mod config_edit;
+mod cost;
 mod credentials;
 mod roots;
 mod sandbox;
@@ -122,6 +123,9 @@ enum Command {
     Remove(add::RemoveArgs),
     /// Move a server added from the catalog to the catalog's current version.
     Upgrade(add::UpgradeArgs),
+    /// What hosting costs per-connection, per-request and included with
+    /// compute, for recorded usage or a projection (agents × tools per agent).
+    Cost(cost::CostArgs),
     /// Inspect the sandbox servers run in.
     Sandbox {
         #[command(subcommand)]
@@ -298,6 +302,7 @@ fn main() -> ExitCode {
             Command::Add(args) => add::add(args).await,
             Command::Remove(args) => add::remove(args).await,
             Command::Upgrade(args) => add::upgrade(args).await,
+            Command::Cost(args) => cost::run(&args),
             Command::Ps { admin, json } => cli::ps(&admin, json).await,
             Command::Logs {
                 server,
