@@ -39,6 +39,9 @@ pub struct UsageRow {
     pub requests: u64,
     /// `tools/call` requests.
     pub tool_calls: u64,
+    /// Requests whose outcome was not ok (absent from older reports: 0).
+    #[serde(default)]
+    pub errors: u64,
     pub bytes_in: u64,
     pub bytes_out: u64,
     /// CPU seconds the servers' processes used.
@@ -136,6 +139,21 @@ mod tests {
         assert_eq!(row.memory_gib_seconds, 4500.0);
         assert_eq!(report.period_hours().unwrap(), 24.0);
         assert_eq!(report.principals(), 0);
+        assert_eq!(row.errors, 0, "errors may be absent");
+        let with_errors =
+            EXAMPLE.replace("\"tool_calls\": 500", "\"tool_calls\": 500, \"errors\": 7");
+        assert_eq!(
+            UsageReport::from_json(&with_errors).unwrap().rows[0].errors,
+            7
+        );
+        let extra = EXAMPLE.replace(
+            "\"sessions\": 12",
+            "\"sessions\": 12, \"later_field\": true",
+        );
+        assert!(
+            UsageReport::from_json(&extra).is_ok(),
+            "fields added later are ignored"
+        );
     }
 
     #[test]
