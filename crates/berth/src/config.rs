@@ -30,6 +30,9 @@ pub struct Config {
     pub servers: BTreeMap<ServerName, ServerSection>,
     #[serde(default)]
     pub catalog: CatalogSources,
+    /// `[usage]`: usage metering (`berth usage`).
+    #[serde(default)]
+    pub usage: UsageSection,
     /// `[cost]`: the prices `berth cost` applies (its defaults without the section).
     #[serde(default)]
     pub cost: Option<berth_cost::Prices>,
@@ -67,6 +70,51 @@ impl fmt::Display for OptionValue {
             OptionValue::Float(n) => write!(f, "{n}"),
             OptionValue::Flag(b) => write!(f, "{b}"),
         }
+    }
+}
+
+/// `[usage]`: metering of sessions, requests, bytes and the servers' CPU and
+/// memory per principal, server, tool and hour (`berth usage` reads it).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UsageSection {
+    pub enabled: bool,
+    /// A PostgreSQL connection string (may hold `${secret:NAME}`); SQLite in
+    /// the data dir (`usage.sqlite`) when unset.
+    pub postgres: Option<String>,
+    /// How often the counts in memory are written.
+    #[serde(deserialize_with = "duration")]
+    pub flush_interval: Duration,
+    /// Hours older than this are deleted.
+    #[serde(deserialize_with = "duration")]
+    pub retention: Duration,
+}
+
+impl Default for UsageSection {
+    fn default() -> Self {
+        let d = berth_usage::UsageConfig::default();
+        UsageSection {
+            enabled: d.enabled,
+            postgres: d.postgres,
+            flush_interval: d.flush_interval,
+            retention: d.retention,
+        }
+    }
+}
+
+impl UsageSection {
+    fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+        if self.flush_interval.is_zero() {
+            return Err(ConfigError(format!(
+                "{origin}: usage.flush_interval must be greater than zero (\"10s\" writes every ten seconds)"
+            )));
+        }
+        if self.retention < Duration::from_secs(3600) {
+            return Err(ConfigError(format!(
+                "{origin}: usage.retention must be at least \"1h\": usage is kept by the hour"
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -599,6 +647,7 @@ impl Config {
             }
         }
         self.admin.validate(origin)?;
+        self.usage.validate(origin)?;
         if let Some(prices) = &self.cost {
             prices
                 .validate()
@@ -723,6 +772,7 @@ impl Config {
             auth: AuthSection::default(),
             servers,
             catalog: CatalogSources::default(),
+            usage: UsageSection::default(),
             cost: None,
             source: None,
         }
@@ -755,6 +805,26 @@ impl Config {
             replay_buffer_bytes: g.replay_buffer_bytes,
             ..EdgeConfig::default()
         }
+    }
+
+    /// The `[usage]` settings for `berth_usage::open`/`start`, with any
+    /// `${secret:NAME}` in the DSN resolved from the secrets store.
+    pub fn usage_config(&self) -> Result<berth_usage::UsageConfig, ConfigError> {
+        let u = &self.usage;
+        let postgres = match &u.postgres {
+            Some(dsn) => Some(
+                secret_resolver(&self.gateway.data_dir)
+                    .expand(dsn)
+                    .map_err(|e| ConfigError(format!("usage.postgres: {e}")))?,
+            ),
+            None => None,
+        };
+        Ok(berth_usage::UsageConfig {
+            enabled: u.enabled,
+            postgres,
+            flush_interval: u.flush_interval,
+            retention: u.retention,
+        })
     }
 
     /// Each server's authorization rules.
@@ -982,6 +1052,11 @@ mod tests {
             (a.enabled, a.listen, a.allow_remote),
             (da.enabled, da.listen, da.allow_remote)
         );
+        let (u, du) = (&config.usage, UsageSection::default());
+        assert_eq!(
+            (u.enabled, &u.postgres, u.flush_interval, u.retention),
+            (du.enabled, &du.postgres, du.flush_interval, du.retention)
+        );
         let memory = &config.servers[&ServerName("memory".into())];
         let (p, dp) = (&memory.pool, PoolSection::default());
         assert_eq!(
@@ -1020,6 +1095,73 @@ mod tests {
         assert_eq!(workspace.args, ["builtin", "sandbox"]);
         assert_eq!(workspace.env["BERTH_SANDBOX_EXEC_TIMEOUT"], "30s");
         assert_eq!(workspace.env["BERTH_SANDBOX_KEEP_WORKSPACE"], "false");
+    }
+
+    #[test]
+    fn usage_settings_are_checked() {
+        let config = Config::parse("", "u.toml").unwrap();
+        let d = config.usage_config().unwrap();
+        assert_eq!(d, berth_usage::UsageConfig::default());
+        assert_eq!(d.flush_interval, Duration::from_secs(10));
+        assert_eq!(d.retention, Duration::from_secs(90 * 86400));
+        let config = Config::parse(
+            "[usage]\nenabled = false\nflush_interval = \"1m\"\nretention = \"30d\"\n",
+            "u.toml",
+        )
+        .unwrap();
+        let u = config.usage_config().unwrap();
+        assert!(!u.enabled);
+        assert_eq!(u.flush_interval, Duration::from_secs(60));
+        assert_eq!(u.retention, Duration::from_secs(30 * 86400));
+        let err = Config::parse("[usage]\nflush_interval = \"often\"\n", "u.toml").unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("u.toml:2:18: invalid duration \"often\""),
+            "{err}"
+        );
+        let err = Config::parse("[usage]\nflush_interval = \"0s\"\n", "u.toml").unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("usage.flush_interval must be greater than zero"),
+            "{err}"
+        );
+        let err = Config::parse("[usage]\nretention = \"10m\"\n", "u.toml").unwrap_err();
+        assert!(
+            err.to_string().contains("usage.retention must be at least"),
+            "{err}"
+        );
+        let err = Config::parse("[usage]\npostgress = \"x\"\n", "u.toml").unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("u.toml:2:1: unknown field `postgress`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_usage_dsn_may_be_a_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "[gateway]\ndata_dir = {:?}\n[usage]\npostgres = \"${{secret:usage_dsn}}\"\n",
+            dir.path().display().to_string()
+        );
+        let config = Config::parse(&text, "u.toml").unwrap();
+        let err = config.usage_config().unwrap_err().to_string();
+        assert!(
+            err.starts_with("usage.postgres: secret `usage_dsn` is not in the secrets store"),
+            "{err}"
+        );
+        SecretStore::open(dir.path())
+            .unwrap()
+            .set("usage_dsn", "postgresql://berth:pw@db:5432/usage")
+            .unwrap();
+        let usage = config.usage_config().unwrap();
+        assert_eq!(
+            usage.postgres.as_deref(),
+            Some("postgresql://berth:pw@db:5432/usage")
+        );
+        // The password never shows in debug output.
+        assert!(!format!("{usage:?}").contains("pw"));
     }
 
     #[test]
