@@ -10,6 +10,7 @@ mod credentials;
 mod roots;
 mod sandbox;
 mod security;
+mod usage;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -126,6 +127,9 @@ enum Command {
     /// What hosting costs per-connection, per-request and included with
     /// compute, for recorded usage or a projection (agents × tools per agent).
     Cost(cost::CostArgs),
+    /// What each principal, server or tool used (sessions, requests, bytes,
+    /// CPU, memory), from the usage store the gateway writes.
+    Usage(usage::UsageArgs),
     /// Inspect the sandbox servers run in.
     Sandbox {
         #[command(subcommand)]
@@ -303,6 +307,7 @@ fn main() -> ExitCode {
             Command::Remove(args) => add::remove(args).await,
             Command::Upgrade(args) => add::upgrade(args).await,
             Command::Cost(args) => cost::run(&args),
+            Command::Usage(args) => usage::run(args).await,
             Command::Ps { admin, json } => cli::ps(&admin, json).await,
             Command::Logs {
                 server,
