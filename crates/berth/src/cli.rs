@@ -203,6 +203,14 @@ pub async fn ps(args: &AdminArgs, json: bool) -> anyhow::Result<()> {
         if let Some(failure) = &s.pool.failure {
             println!("  ! {failure}");
         }
+        match (&s.owner, s.latency_budget_ms) {
+            (None, None) => {}
+            (owner, budget) => println!(
+                "  owner: {} · latency budget: {}",
+                owner.as_deref().unwrap_or("-"),
+                budget.map_or("-".into(), |ms| format!("{ms:.0}ms p99"))
+            ),
+        }
         if let Some(last) = &s.pool.last_exit {
             println!("  last crash: {last}");
         }

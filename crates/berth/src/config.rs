@@ -396,6 +396,13 @@ pub struct ServerSection {
     /// Whose filesystem roots the server gets (see `crate::roots`).
     #[serde(default)]
     pub roots: crate::roots::RootsConfig,
+    /// Who answers for this server (a team, a person): shown by `berth ps`,
+    /// named in alerts.
+    pub owner: Option<String>,
+    /// The per-call latency and time to first result this server should
+    /// keep (p99 over the alert window): `berth ps` shows it, alerts fire past it.
+    #[serde(default, deserialize_with = "optional_duration")]
+    pub latency_budget: Option<Duration>,
 }
 
 impl ServerSection {
@@ -763,6 +770,8 @@ impl Config {
                     tool_scopes: BTreeMap::new(),
                     sandbox: SandboxConfig::default(),
                     roots: Default::default(),
+                    owner: None,
+                    latency_budget: None,
                 },
             );
         }
@@ -895,6 +904,8 @@ impl Config {
                 spec.crash.max_crashes = s.max_crashes;
                 spec.crash.window = s.crash_window;
                 spec.roots = s.roots.to_fleet();
+                spec.owner = s.owner.clone();
+                spec.latency_budget = s.latency_budget;
                 spec.pool = berth_fleet::PoolConfig {
                     min_ready: s.pool.min_ready,
                     max_processes: s.max_processes(),

@@ -278,3 +278,21 @@ async fn auth_refusals_are_counted_by_reason() {
         Some(1.0)
     );
 }
+
+#[tokio::test]
+async fn owner_and_latency_budget_are_shown_by_ps() {
+    let server = format!(
+        "{}owner = \"team-payments\"\nlatency_budget = \"100ms\"\n",
+        fixture_server("echo", "echo")
+    );
+    let berth = Berth::start("", &server);
+    let status = berth.status();
+    assert_eq!(status[0]["owner"], "team-payments", "{status:#?}");
+    assert_eq!(status[0]["latency_budget_ms"], 100.0);
+    let (ok, table) = berth.cli(&["ps"]);
+    assert!(ok, "{table}");
+    assert!(
+        table.contains("owner: team-payments · latency budget: 100ms p99"),
+        "{table}"
+    );
+}

@@ -3,7 +3,6 @@
 //! `/metrics`. Every request must carry the admin token
 //! (`Authorization: Bearer <token>`; Prometheus: `authorization.credentials_file`).
 
-use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::sync::Arc;
 
@@ -14,8 +13,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use berth_fleet::{LogLine, PoolReport, PoolStatus, ProcState};
-use berth_telemetry::ServerState;
+use berth_fleet::{LogLine, PoolReport};
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq as _;
@@ -55,6 +53,12 @@ pub struct ServerStatus {
     /// The pool serving 2026-07-28 requests (modern, or a bridge).
     #[serde(default)]
     pub stateless: Option<PoolReport>,
+    /// Who answers for the server (config `owner`).
+    #[serde(default)]
+    pub owner: Option<String>,
+    /// The p99 the server should keep (config `latency_budget`), in ms.
+    #[serde(default)]
+    pub latency_budget_ms: Option<f64>,
 }
 
 /// The admin API. `extra` routes (the built-in issuer's, say) are served
@@ -160,6 +164,8 @@ async fn status(State(admin): State<Arc<Admin>>) -> Response {
                 dropped_messages: s.dropped.load(std::sync::atomic::Ordering::Relaxed),
                 log_lines_unwritten: s.log().unwritten(),
                 stateless: s.stateless_pool().map(|p| p.report()),
+                owner: s.spec.owner.clone(),
+                latency_budget_ms: s.spec.latency_budget.map(|b| b.as_secs_f64() * 1000.0),
             }
         })
         .collect();
@@ -170,36 +176,7 @@ async fn status(State(admin): State<Arc<Admin>>) -> Response {
 /// with each server's processes, sessions and lifecycle counts read now.
 async fn metrics(State(admin): State<Arc<Admin>>) -> Response {
     let gw = &admin.gateway;
-    let sessions = gw.sessions_by_server();
-    let fleet: Vec<ServerState> = gw
-        .servers()
-        .iter()
-        .map(|s| {
-            let mut reports = vec![s.pool.report()];
-            reports.extend(s.stateless_pool().map(|p| p.report()));
-            let mut state = ServerState {
-                server: s.spec.name.clone(),
-                sessions: sessions.get(&s.spec.name).copied().unwrap_or(0) as u64,
-                failed: reports[0].status == PoolStatus::Failed,
-                ..ServerState::default()
-            };
-            let mut by_state: BTreeMap<String, u64> = BTreeMap::new();
-            for report in &reports {
-                state.spawns += report.spawns;
-                state.crashes += report.crashes;
-                state.restarts += report.restarts;
-                state.oom_kills += report.oom_kills;
-                for p in &report.processes {
-                    *by_state
-                        .entry(proc_state_label(p.state).to_owned())
-                        .or_default() += 1;
-                }
-            }
-            state.processes = by_state.into_iter().collect();
-            state
-        })
-        .collect();
-    let text = gw.telemetry().metrics().render(&fleet);
+    let text = gw.telemetry().metrics().render(&gw.fleet_state());
     (
         [(
             header::CONTENT_TYPE,
@@ -208,17 +185,6 @@ async fn metrics(State(admin): State<Arc<Admin>>) -> Response {
         text,
     )
         .into_response()
-}
-
-fn proc_state_label(state: ProcState) -> &'static str {
-    match state {
-        ProcState::Starting => "starting",
-        ProcState::Ready => "ready",
-        ProcState::Standby => "standby",
-        ProcState::Leased => "leased",
-        ProcState::Draining => "draining",
-        ProcState::Shared => "shared",
-    }
 }
 
 #[derive(Deserialize)]

@@ -6,8 +6,10 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use berth_auth::Principal;
-use berth_fleet::{AcquireError, Delivery, Failure, Lease, OnCrash, ServerSpec, Unsolicited};
-use berth_telemetry::{Observer as _, SessionEnded, SessionOpened, Telemetry};
+use berth_fleet::{
+    AcquireError, Delivery, Failure, Lease, OnCrash, PoolStatus, ProcState, ServerSpec, Unsolicited,
+};
+use berth_telemetry::{Observer as _, ServerState, SessionEnded, SessionOpened, Telemetry};
 use berth_wire::{ErrorCode, Message};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
@@ -43,6 +45,17 @@ pub struct Gateway {
     deaths: Mutex<Deaths>,
     /// Where requests, sessions and process samples are reported.
     telemetry: Arc<Telemetry>,
+}
+
+fn proc_state_label(state: ProcState) -> &'static str {
+    match state {
+        ProcState::Starting => "starting",
+        ProcState::Ready => "ready",
+        ProcState::Standby => "standby",
+        ProcState::Leased => "leased",
+        ProcState::Draining => "draining",
+        ProcState::Shared => "shared",
+    }
 }
 
 /// How many sessions ended by a dead process are remembered, so the client's
@@ -118,6 +131,39 @@ impl Gateway {
 
     pub fn telemetry(&self) -> &Arc<Telemetry> {
         &self.telemetry
+    }
+
+    /// Each server's state now, as metrics and alerts read it: processes by
+    /// state, sessions, lifecycle counts (both pools of a server summed).
+    pub fn fleet_state(&self) -> Vec<ServerState> {
+        let sessions = self.sessions_by_server();
+        self.servers()
+            .iter()
+            .map(|s| {
+                let mut reports = vec![s.pool.report()];
+                reports.extend(s.stateless_pool().map(|p| p.report()));
+                let mut state = ServerState {
+                    server: s.spec.name.clone(),
+                    sessions: sessions.get(&s.spec.name).copied().unwrap_or(0) as u64,
+                    failed: reports[0].status == PoolStatus::Failed,
+                    owner: s.spec.owner.clone(),
+                    latency_budget: s.spec.latency_budget,
+                    ..ServerState::default()
+                };
+                let mut by_state: BTreeMap<String, u64> = BTreeMap::new();
+                for report in &reports {
+                    state.spawns += report.spawns;
+                    state.crashes += report.crashes;
+                    state.restarts += report.restarts;
+                    state.oom_kills += report.oom_kills;
+                    for p in &report.processes {
+                        *by_state.entry(proc_state_label(p.state).to_owned()).or_default() += 1;
+                    }
+                }
+                state.processes = by_state.into_iter().collect();
+                state
+            })
+            .collect()
     }
 
     pub(crate) fn origin_policy(&self) -> &OriginPolicy {

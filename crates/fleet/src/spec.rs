@@ -40,6 +40,11 @@ pub struct ServerSpec {
     pub sandbox: Option<berth_sandbox::Settings>,
     /// Whose filesystem roots the server is told about (MCP `roots`).
     pub roots: Roots,
+    /// Who answers for the server (operator metadata: reported and named in
+    /// alerts; the fleet does not act on it).
+    pub owner: Option<String>,
+    /// The p99 latency the server should keep (operator metadata, as `owner`).
+    pub latency_budget: Option<Duration>,
 }
 
 /// Whose filesystem roots a server gets. Servers such as the reference
@@ -261,6 +266,8 @@ impl ServerSpec {
             sandbox: None,
             secrets: None,
             roots: Roots::None,
+            owner: None,
+            latency_budget: None,
         }
     }
 }

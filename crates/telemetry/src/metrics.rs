@@ -241,7 +241,7 @@ impl Metrics {
         );
         b.register_with_unit(
             "berth_sent",
-            "Answer bytes sent to clients (JSON answers; streams count their events), by server",
+            "Answer bytes sent to clients in JSON answers (answers streamed over SSE are not counted), by server",
             prometheus_client::registry::Unit::Bytes,
             m.sent.clone(),
         );
@@ -364,7 +364,7 @@ impl Metrics {
 }
 
 /// `method` when it is one Berth counts by name, else `other`.
-fn method_label(method: Option<&str>) -> &'static str {
+pub fn method_label(method: Option<&str>) -> &'static str {
     match method {
         None => "none",
         Some(m) => METHODS

@@ -157,6 +157,10 @@ pub struct ServerState {
     pub oom_kills: u64,
     /// 1 while the server is given up on (failed).
     pub failed: bool,
+    /// Who answers for the server (config `owner`).
+    pub owner: Option<String>,
+    /// The p99 it should keep (config `latency_budget`).
+    pub latency_budget: Option<Duration>,
 }
 
 /// Something that consumes the gateway's records: the metrics, the usage
