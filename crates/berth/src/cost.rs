@@ -157,6 +157,12 @@ fn read_usage(path: &Path) -> anyhow::Result<UsageReport> {
         std::fs::read_to_string(path)
             .with_context(|| format!("cannot read usage file {}", path.display()))?
     };
+    if text.trim().is_empty() {
+        anyhow::bail!(
+            "usage file {} is empty (expected the JSON `berth usage --format json` prints)",
+            path.display()
+        );
+    }
     UsageReport::from_json(&text).map_err(|e| match e {
         CostError::Json { .. } => anyhow::anyhow!(
             "{}:{e} (not the JSON `berth usage --format json` prints)",

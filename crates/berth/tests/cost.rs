@@ -351,6 +351,9 @@ fn bad_input_is_refused_with_what_and_where() {
         "{\"since\": \"2026-11-29T22:00:00Z\",\n  \"until\" 5}",
     )
     .expect("bad.json");
+    std::fs::write(dir.path().join("empty.json"), "").expect("empty.json");
+    let empty = stderr_of_failure(&cost(dir.path(), &["--usage", "empty.json"]));
+    assert!(empty.contains("usage file empty.json is empty"), "{empty}");
     let bad = stderr_of_failure(&cost(dir.path(), &["--usage", "bad.json"]));
     assert!(bad.contains("bad.json:2:11: expected `:`"), "{bad}");
     let negative = stderr_of_failure(&cost(
