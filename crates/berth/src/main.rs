@@ -499,7 +499,14 @@ async fn serve(
     }
     edge.auth = security.auth.clone();
     edge.extra_routes = security.issuer.as_ref().map(|issuer| issuer.router());
-    let gateway = Gateway::new(edge.clone(), config.server_specs());
+    let usage = berth_usage::start(&config.usage_config()?, &config.gateway.data_dir)
+        .await
+        .context("cannot start usage metering ([usage])")?;
+    let mut telemetry = berth_telemetry::Telemetry::new();
+    if let Some(meter) = &usage {
+        telemetry = telemetry.with(meter.clone());
+    }
+    let gateway = Gateway::with_telemetry(edge.clone(), config.server_specs(), Arc::new(telemetry));
     let reloader = reloader(
         config_path.clone(),
         Arc::downgrade(&gateway),
@@ -541,6 +548,11 @@ async fn serve(
     };
     Arc::clone(&gateway).run(listener, shutdown).await?;
     stop.cancel();
+    if let Some(meter) = usage
+        && let Err(e) = meter.shutdown().await
+    {
+        tracing::warn!("the last usage records were not written: {e}");
+    }
     if let Ok(cgroups) = &berth_sandbox::capabilities().cgroups {
         cgroups.tidy(true);
     }

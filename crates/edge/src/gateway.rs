@@ -157,7 +157,9 @@ impl Gateway {
                     state.restarts += report.restarts;
                     state.oom_kills += report.oom_kills;
                     for p in &report.processes {
-                        *by_state.entry(proc_state_label(p.state).to_owned()).or_default() += 1;
+                        *by_state
+                            .entry(proc_state_label(p.state).to_owned())
+                            .or_default() += 1;
                     }
                 }
                 state.processes = by_state.into_iter().collect();
@@ -205,6 +207,11 @@ impl Gateway {
 
     fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Arc<Session>>> {
         self.sessions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The sessions open now.
+    pub(crate) fn sessions_snapshot(&self) -> Vec<Arc<Session>> {
+        self.sessions().values().cloned().collect()
     }
 
     /// The server called `name`, or the 404 to answer with.

@@ -24,6 +24,7 @@ mod legacy;
 mod modern;
 mod observe;
 mod reply;
+mod sampler;
 mod serve;
 mod server;
 mod session;

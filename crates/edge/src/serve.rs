@@ -79,6 +79,7 @@ impl Gateway {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let reaper = tokio::spawn(reap_idle_sessions(Arc::downgrade(&self)));
+        let sampler = tokio::spawn(crate::sampler::sample_processes(Arc::downgrade(&self)));
         let gateway = self.clone();
         let graceful = async move {
             shutdown.await;
@@ -97,6 +98,7 @@ impl Gateway {
         };
         let served = serve_connections(self.router(), listener, &self.config, graceful).await;
         reaper.abort();
+        sampler.abort();
         // Sessions started while the listener drained.
         self.end_all_sessions("the gateway is shutting down").await;
         let pools: Vec<Arc<Server>> = self.servers();

@@ -258,6 +258,26 @@ impl Berth {
         }
     }
 
+    /// Stops the gateway gracefully (SIGTERM, at most `within`) and starts
+    /// it again on the same config and data dir.
+    pub fn restart(mut self, within: Duration) -> Berth {
+        let mut child = self.child.take().expect("running");
+        let status = terminate(&mut child, within).expect("berth did not exit after SIGTERM");
+        assert!(
+            status.success(),
+            "berth exited with {status}; log:\n{}",
+            self.log()
+        );
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("temp dir"));
+        let config = dir.path().join("berth.toml");
+        let berth = Berth::spawn(
+            &["serve", "--config", config.to_str().expect("utf-8 path")],
+            dir,
+        );
+        berth.wait_for_era_probes(Duration::from_secs(30));
+        berth
+    }
+
     /// SIGTERM, then waits for exit (at most `within`).
     pub fn stop(mut self, within: Duration) -> ExitStatus {
         let mut child = self.child.take().expect("running");
