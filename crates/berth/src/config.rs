@@ -36,9 +36,47 @@ pub struct Config {
     /// `[cost]`: the prices `berth cost` applies (its defaults without the section).
     #[serde(default)]
     pub cost: Option<berth_cost::Prices>,
+    /// `[telemetry]`: Prometheus metrics and OpenTelemetry traces.
+    #[serde(default)]
+    pub telemetry: TelemetrySection,
     /// The file this was read from (hidden from sandboxed servers).
     #[serde(skip)]
     pub source: Option<PathBuf>,
+}
+
+/// `[telemetry]`: what the gateway reports about its work.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetrySection {
+    /// Prometheus metrics at `/metrics` on the admin listener.
+    pub metrics: bool,
+    /// OTLP/HTTP endpoint spans are exported to (`"http://127.0.0.1:4318"`;
+    /// `/v1/traces` is appended). Off when unset.
+    pub otlp: Option<String>,
+}
+
+impl Default for TelemetrySection {
+    fn default() -> Self {
+        TelemetrySection {
+            metrics: true,
+            otlp: None,
+        }
+    }
+}
+
+impl TelemetrySection {
+    fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+        if let Some(otlp) = &self.otlp {
+            let ok = reqwest::Url::parse(otlp)
+                .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
+            if !ok {
+                return Err(ConfigError(format!(
+                    "{origin}: telemetry.otlp must be an http(s) URL such as \"http://127.0.0.1:4318\", not {otlp:?}"
+                )));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// `[catalog]`: where `berth catalog` and `berth add` find entries besides
@@ -655,6 +693,7 @@ impl Config {
         }
         self.admin.validate(origin)?;
         self.usage.validate(origin)?;
+        self.telemetry.validate(origin)?;
         if let Some(prices) = &self.cost {
             prices
                 .validate()
@@ -783,6 +822,7 @@ impl Config {
             catalog: CatalogSources::default(),
             usage: UsageSection::default(),
             cost: None,
+            telemetry: TelemetrySection::default(),
             source: None,
         }
     }
@@ -993,6 +1033,8 @@ mod tests {
     fn example_config_shows_the_defaults() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/berth.toml");
         let config = Config::load(&path).unwrap();
+        let (t, dt) = (&config.telemetry, TelemetrySection::default());
+        assert_eq!((t.metrics, &t.otlp), (dt.metrics, &dt.otlp));
         let (g, d) = (&config.gateway, GatewaySection::default());
         // Every [gateway] value the file sets is the default (data_dir and
         // public_url are commented out there).

@@ -502,7 +502,11 @@ async fn serve(
     let usage = berth_usage::start(&config.usage_config()?, &config.gateway.data_dir)
         .await
         .context("cannot start usage metering ([usage])")?;
-    let mut telemetry = berth_telemetry::Telemetry::new();
+    let mut telemetry = if config.telemetry.metrics {
+        berth_telemetry::Telemetry::new()
+    } else {
+        berth_telemetry::Telemetry::without_metrics()
+    };
     if let Some(meter) = &usage {
         telemetry = telemetry.with(meter.clone());
     }

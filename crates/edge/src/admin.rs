@@ -176,7 +176,13 @@ async fn status(State(admin): State<Arc<Admin>>) -> Response {
 /// with each server's processes, sessions and lifecycle counts read now.
 async fn metrics(State(admin): State<Arc<Admin>>) -> Response {
     let gw = &admin.gateway;
-    let text = gw.telemetry().metrics().render(&gw.fleet_state());
+    let Some(metrics) = gw.telemetry().metrics() else {
+        return admin_error(
+            StatusCode::NOT_FOUND,
+            "metrics are off ([telemetry] metrics = false)",
+        );
+    };
+    let text = metrics.render(&gw.fleet_state());
     (
         [(
             header::CONTENT_TYPE,

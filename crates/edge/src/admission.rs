@@ -38,6 +38,13 @@ pub(crate) async fn admit(
     if let Some(preflight) = screened.preflight() {
         return preflight;
     }
+    if !gw.telemetry().is_active() {
+        let response = match checked(&gw, &mut request).await {
+            Ok(client) => fairness::for_client(client, next.run(request)).await,
+            Err(refusal) => refusal.into_response(),
+        };
+        return guard::finish(screened, response).await;
+    }
     let started = Instant::now();
     // A Uri clone shares its bytes; the record names the server from it.
     let uri = request.uri().clone();
@@ -105,6 +112,8 @@ fn report(
         upstream: note.upstream,
         bytes_in: note.bytes_in,
         bytes_out: response.body().size_hint().exact().unwrap_or(0),
+        started_at: std::time::SystemTime::now() - started.elapsed(),
+        trace: None,
     });
 }
 

@@ -17,7 +17,7 @@ pub use record::*;
 
 /// The metrics and every other observer, fed together.
 pub struct Telemetry {
-    metrics: Arc<Metrics>,
+    metrics: Option<Arc<Metrics>>,
     observers: Vec<Arc<dyn Observer>>,
 }
 
@@ -32,8 +32,23 @@ impl Telemetry {
         let metrics = Arc::new(Metrics::new());
         Telemetry {
             observers: vec![metrics.clone()],
-            metrics,
+            metrics: Some(metrics),
         }
+    }
+
+    /// Without Prometheus metrics (`[telemetry] metrics = false`): only the
+    /// observers added.
+    pub fn without_metrics() -> Telemetry {
+        Telemetry {
+            metrics: None,
+            observers: Vec::new(),
+        }
+    }
+
+    /// Whether anything observes: with nothing, the gateway need not
+    /// build records at all.
+    pub fn is_active(&self) -> bool {
+        !self.observers.is_empty()
     }
 
     /// Adds an observer (the usage meter, alerts...).
@@ -42,8 +57,8 @@ impl Telemetry {
         self
     }
 
-    pub fn metrics(&self) -> &Metrics {
-        &self.metrics
+    pub fn metrics(&self) -> Option<&Metrics> {
+        self.metrics.as_deref()
     }
 }
 

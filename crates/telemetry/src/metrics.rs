@@ -475,6 +475,8 @@ mod tests {
             upstream: Some(Duration::from_millis(2)),
             bytes_in: 100,
             bytes_out: 50,
+            started_at: std::time::SystemTime::now(),
+            trace: None,
         }
     }
 

@@ -72,6 +72,92 @@ pub struct RequestRecord<'a> {
     pub upstream: Option<Duration>,
     pub bytes_in: u64,
     pub bytes_out: u64,
+    /// When the request's head arrived (wall clock, for spans).
+    pub started_at: std::time::SystemTime,
+    /// The request's place in a distributed trace: the client's trace (from
+    /// its `traceparent` header or `_meta.traceparent`) or a new one.
+    pub trace: Option<TraceContext>,
+}
+
+/// W3C trace context of one request: the trace, the span Berth opened for
+/// the request (passed on to the server as the parent of its own spans),
+/// and the client's span it continues, if any.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TraceContext {
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+    pub parent_span_id: Option<[u8; 8]>,
+    /// The caller's sampled flag.
+    pub sampled: bool,
+}
+
+impl TraceContext {
+    /// Continues the trace of a W3C `traceparent` value
+    /// (`00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>`), or starts
+    /// a new sampled one when there is none or it is malformed.
+    pub fn continue_or_start(
+        traceparent: Option<&str>,
+        new_span: [u8; 8],
+        new_trace: [u8; 16],
+    ) -> TraceContext {
+        if let Some((trace_id, parent, sampled)) = traceparent.and_then(parse_traceparent) {
+            return TraceContext {
+                trace_id,
+                span_id: new_span,
+                parent_span_id: Some(parent),
+                sampled,
+            };
+        }
+        TraceContext {
+            trace_id: new_trace,
+            span_id: new_span,
+            parent_span_id: None,
+            sampled: true,
+        }
+    }
+
+    /// This request's span as a `traceparent` value, for the server.
+    pub fn traceparent(&self) -> String {
+        format!(
+            "00-{}-{}-{}",
+            hex(&self.trace_id),
+            hex(&self.span_id),
+            if self.sampled { "01" } else { "00" }
+        )
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex<const N: usize>(text: &str) -> Option<[u8; N]> {
+    if text.len() != N * 2 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let mut out = [0u8; N];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(text.get(i * 2..i * 2 + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// (trace id, parent span id, sampled) of a version-00 `traceparent`; all-zero
+/// ids are invalid (W3C Trace Context §3.2.2).
+fn parse_traceparent(value: &str) -> Option<([u8; 16], [u8; 8], bool)> {
+    let mut parts = value.trim().split('-');
+    let (version, trace, parent, flags) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    if version != "00" || parts.next().is_some() {
+        return None;
+    }
+    let trace: [u8; 16] = unhex(trace)?;
+    let parent: [u8; 8] = unhex(parent)?;
+    let flags: [u8; 1] = unhex(flags)?;
+    if trace == [0; 16] || parent == [0; 8] {
+        return None;
+    }
+    Some((trace, parent, flags[0] & 1 == 1))
 }
 
 /// How a new session's process was had.
@@ -173,4 +259,44 @@ pub trait Observer: Send + Sync {
     fn first_result(&self, _record: &FirstResult<'_>) {}
     fn auth_refused(&self, _record: &AuthRefusal<'_>) {}
     fn process_sample(&self, _record: &ProcessSample<'_>) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_client_trace_is_continued() {
+        let t = TraceContext::continue_or_start(
+            Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+            [1; 8],
+            [2; 16],
+        );
+        assert_eq!(hex(&t.trace_id), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(
+            t.parent_span_id.map(|p| hex(&p)).as_deref(),
+            Some("00f067aa0ba902b7")
+        );
+        assert_eq!(
+            t.traceparent(),
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0101010101010101-01"
+        );
+    }
+
+    #[test]
+    fn malformed_traceparents_start_a_new_trace() {
+        for bad in [
+            "",
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "00-zzf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        ] {
+            let t = TraceContext::continue_or_start(Some(bad), [1; 8], [2; 16]);
+            assert_eq!(t.trace_id, [2; 16], "{bad}");
+            assert_eq!(t.parent_span_id, None, "{bad}");
+        }
+    }
 }

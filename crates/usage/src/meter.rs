@@ -624,6 +624,8 @@ mod tests {
                 upstream: None,
                 bytes_in,
                 bytes_out,
+                started_at: std::time::SystemTime::UNIX_EPOCH,
+                trace: None,
             });
         }
 

@@ -234,6 +234,8 @@ async fn retention_deletes_old_hours(backend: &Backend) {
                 upstream: None,
                 bytes_in: 1,
                 bytes_out: 1,
+                started_at: std::time::SystemTime::UNIX_EPOCH,
+                trace: None,
             },
         )
     };
@@ -437,6 +439,8 @@ async fn the_flush_task_writes_on_its_own_and_shutdown_writes_the_rest() {
                 upstream: None,
                 bytes_in: 10,
                 bytes_out: 20,
+                started_at: std::time::SystemTime::UNIX_EPOCH,
+                trace: None,
             },
         )
     };

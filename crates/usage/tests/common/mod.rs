@@ -71,6 +71,8 @@ fn request(
         upstream: Some(Duration::from_millis(1)),
         bytes_in: bytes.0,
         bytes_out: bytes.1,
+        started_at: std::time::SystemTime::UNIX_EPOCH,
+        trace: None,
     });
 }
 
