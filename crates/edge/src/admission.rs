@@ -114,6 +114,8 @@ fn report(
         bytes_out: response.body().size_hint().exact().unwrap_or(0),
         started_at: std::time::SystemTime::now() - started.elapsed(),
         trace: None,
+        session: None,
+        error_code: None,
     });
 }
 

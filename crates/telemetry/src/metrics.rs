@@ -477,6 +477,8 @@ mod tests {
             bytes_out: 50,
             started_at: std::time::SystemTime::now(),
             trace: None,
+            session: None,
+            error_code: None,
         }
     }
 

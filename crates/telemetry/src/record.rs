@@ -77,6 +77,10 @@ pub struct RequestRecord<'a> {
     /// The request's place in a distributed trace: the client's trace (from
     /// its `traceparent` header or `_meta.traceparent`) or a new one.
     pub trace: Option<TraceContext>,
+    /// The MCP session the request belongs to, when it has one (handshake era).
+    pub session: Option<&'a str>,
+    /// The JSON-RPC error code of the answer, when it is an error.
+    pub error_code: Option<i64>,
 }
 
 /// W3C trace context of one request: the trace, the span Berth opened for

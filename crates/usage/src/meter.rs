@@ -626,6 +626,8 @@ mod tests {
                 bytes_out,
                 started_at: std::time::SystemTime::UNIX_EPOCH,
                 trace: None,
+                session: None,
+                error_code: None,
             });
         }
 

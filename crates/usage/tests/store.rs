@@ -236,6 +236,8 @@ async fn retention_deletes_old_hours(backend: &Backend) {
                 bytes_out: 1,
                 started_at: std::time::SystemTime::UNIX_EPOCH,
                 trace: None,
+                session: None,
+                error_code: None,
             },
         )
     };
@@ -441,6 +443,8 @@ async fn the_flush_task_writes_on_its_own_and_shutdown_writes_the_rest() {
                 bytes_out: 20,
                 started_at: std::time::SystemTime::UNIX_EPOCH,
                 trace: None,
+                session: None,
+                error_code: None,
             },
         )
     };

@@ -73,6 +73,8 @@ fn request(
         bytes_out: bytes.1,
         started_at: std::time::SystemTime::UNIX_EPOCH,
         trace: None,
+        session: None,
+        error_code: None,
     });
 }
 
