@@ -99,6 +99,9 @@ enum Target {
     /// Berth's `berth` configuration called by stateless 2026-07-28 clients
     /// (per-call and throughput; nothing to measure elsewhere).
     BerthModern,
+    /// Berth with `[telemetry] metrics = false` and `[usage] enabled =
+    /// false`: what metrics and metering cost (per-call and throughput).
+    BerthQuiet,
     /// ttfr: Berth without a pool.
     BerthCold,
     /// ttfr: Berth with a pre-initialized pool.
@@ -115,6 +118,7 @@ impl Target {
             Target::HttpFloor => HTTP_FLOOR.into(),
             Target::Berth => "berth".into(),
             Target::BerthOAuth => "berth oauth".into(),
+            Target::BerthQuiet => "berth no telemetry".into(),
             Target::BerthModern => format!("berth {}", crate::mcp::MODERN_VERSION),
             Target::BerthCold => "berth cold".into(),
             Target::BerthWarm => "berth warm".into(),
@@ -366,6 +370,7 @@ fn targets(options: &LoadOptions, instance: &Instance) -> Vec<Target> {
             LoadScenario::PerCall | LoadScenario::Throughput
         ) {
             berths.push(Target::BerthOAuth);
+            berths.push(Target::BerthQuiet);
         }
         berths.push(Target::BerthModern);
         berths
@@ -443,6 +448,7 @@ pub async fn run(options: &LoadOptions) -> Result<bool> {
                 row.target,
                 Target::Berth
                     | Target::BerthOAuth
+                    | Target::BerthQuiet
                     | Target::BerthModern
                     | Target::BerthCold
                     | Target::BerthWarm
@@ -538,6 +544,7 @@ async fn start_target(
     let started = match target {
         Target::Berth
         | Target::BerthOAuth
+        | Target::BerthQuiet
         | Target::BerthModern
         | Target::BerthCold
         | Target::BerthWarm => {
@@ -561,6 +568,7 @@ async fn start_target(
         (
             Target::Berth
             | Target::BerthOAuth
+            | Target::BerthQuiet
             | Target::BerthModern
             | Target::BerthCold
             | Target::BerthWarm,
@@ -698,6 +706,13 @@ async fn run_one(options: &LoadOptions, instance: &Instance, target: &Target) ->
             }
             Err(error) => return Row::new(target, Status::Failed(format!("{error:#}"))),
         }
+    }
+    if *target == Target::BerthQuiet {
+        config = config.replacen(
+            "[gateway]\n",
+            "[telemetry]\nmetrics = false\n\n[usage]\nenabled = false\n\n[gateway]\n",
+            1,
+        );
     }
     let stateless = *target == Target::BerthModern;
     if stateless {
@@ -1347,6 +1362,9 @@ fn render(options: &LoadOptions, reports: &[ScenarioReport]) -> String {
             if let Some(line) = against_http_floor(&report.rows) {
                 out.push_str(&line);
             }
+            if let Some(line) = telemetry_overhead(&report.rows) {
+                out.push_str(&line);
+            }
         }
         for row in &report.rows {
             if report.instance.kind == LoadScenario::IdleExclusive && row.target == Target::McpProxy
@@ -1400,6 +1418,30 @@ fn against_http_floor(rows: &[Row]) -> Option<String> {
         ));
     }
     Some(out)
+}
+
+/// What metrics and usage metering cost: Berth as configured by default
+/// against Berth with both off, same run.
+fn telemetry_overhead(rows: &[Row]) -> Option<String> {
+    let ok = |target: &Target| {
+        rows.iter()
+            .find(|r| r.target == *target && matches!(r.status, Status::Ok))
+    };
+    let (on, off) = (ok(&Target::Berth)?, ok(&Target::BerthQuiet)?);
+    let throughput = match (on.calls_per_sec(), off.calls_per_sec()) {
+        (Some(a), Some(b)) if b > 0.0 => format!("{:+.1}%", (a / b - 1.0) * 100.0),
+        _ => "–".into(),
+    };
+    let p50 = match (
+        on.summary.as_ref().and_then(|s| s.p50_us),
+        off.summary.as_ref().and_then(|s| s.p50_us),
+    ) {
+        (Some(a), Some(b)) if b > 0 => format!("{:+.1}%", (a as f64 / b as f64 - 1.0) * 100.0),
+        _ => "–".into(),
+    };
+    Some(format!(
+        "- metrics and usage metering (berth against berth no telemetry): calls/s {throughput}, p50 {p50}\n"
+    ))
 }
 
 fn to_json(options: &LoadOptions, reports: &[ScenarioReport]) -> Value {
