@@ -91,4 +91,38 @@ async fn two_principals_on_two_servers_are_metered_and_survive_a_restart() {
     let by_principal = usage(&berth, "principal");
     assert_eq!(row(&by_principal, "principal", "bob")["tool_calls"], 5);
     assert_eq!(row(&by_principal, "principal", "alice")["tool_calls"], 5);
+
+    // What berth usage prints, berth cost prices: 10 tool calls at $2 per 1,000.
+    let (ok, report) = berth.cli(&[
+        "usage",
+        "--by",
+        "principal",
+        "--since",
+        "2h",
+        "--format",
+        "json",
+    ]);
+    assert!(ok, "{report}");
+    let file = berth.dir.path().join("usage.json");
+    std::fs::write(&file, &report[report.find('{').unwrap_or(0)..]).expect("write usage.json");
+    let (ok, out) = run_with_timeout(
+        std::process::Command::new(berth_bin()).args([
+            "cost",
+            "--usage",
+            file.to_str().expect("utf-8 path"),
+            "--format",
+            "json",
+            "--price-1000-calls",
+            "2",
+        ]),
+        Duration::from_secs(20),
+    );
+    assert!(ok, "{out}");
+    let cost: Value = serde_json::from_str(&out[out.find('{').unwrap_or(0)..]).expect("cost JSON");
+    assert_eq!(cost["quantities"]["tool_calls"], 10.0, "{cost:#}");
+    assert!(
+        (cost["per_request"].as_f64().unwrap_or(0.0) - 0.02).abs() < 1e-9,
+        "{cost:#}"
+    );
+    assert_eq!(cost["agents"], 2.0);
 }
