@@ -126,3 +126,34 @@ async fn two_principals_on_two_servers_are_metered_and_survive_a_restart() {
     );
     assert_eq!(cost["agents"], 2.0);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sessions_process_resources_are_metered_to_its_principal() {
+    let (alice, alice_table) = api_key("alice");
+    let berth = Berth::start(
+        &format!("[auth]\nmode = \"api_key\"\n{alice_table}[usage]\nflush_interval = \"1s\"\n"),
+        &fixture_server("alpha", "echo"),
+    );
+    let mut client = Raw::new(berth.url("alpha"));
+    client.token = Some(alice);
+    client.initialize("2025-11-25").await;
+    // Processes are sampled every 5 s; the meter writes every second.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let rows = usage(&berth, "principal");
+        let memory = rows
+            .iter()
+            .find(|r| r["principal"].as_str().is_some_and(|p| p.ends_with("alice")))
+            .and_then(|r| r["memory_gib_seconds"].as_f64())
+            .unwrap_or(0.0);
+        if memory > 0.0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no memory metered to alice within 30 s: {rows:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(client.delete().await, 200);
+}
