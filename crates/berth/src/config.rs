@@ -852,6 +852,7 @@ impl Config {
                 requests_per_second: g.requests_per_second_per_client,
             },
             replay_buffer_bytes: g.replay_buffer_bytes,
+            tracing: self.telemetry.otlp.is_some(),
             ..EdgeConfig::default()
         }
     }

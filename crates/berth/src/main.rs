@@ -10,6 +10,7 @@ mod credentials;
 mod roots;
 mod sandbox;
 mod security;
+mod traces;
 mod usage;
 
 use std::path::PathBuf;
@@ -510,6 +511,10 @@ async fn serve(
     if let Some(meter) = &usage {
         telemetry = telemetry.with(meter.clone());
     }
+    let spans = traces::start(&config, &public_url)?;
+    if let Some(spans) = &spans {
+        telemetry = telemetry.with(spans.clone());
+    }
     let gateway = Gateway::with_telemetry(edge.clone(), config.server_specs(), Arc::new(telemetry));
     let reloader = reloader(
         config_path.clone(),
@@ -556,6 +561,9 @@ async fn serve(
         && let Err(e) = meter.shutdown().await
     {
         tracing::warn!("the last usage records were not written: {e}");
+    }
+    if let Some(spans) = spans {
+        spans.shutdown().await;
     }
     if let Ok(cgroups) = &berth_sandbox::capabilities().cgroups {
         cgroups.tidy(true);

@@ -11,17 +11,18 @@
 use std::borrow::Cow;
 use std::cell::RefCell;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use axum::extract::{Request, State};
 use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use berth_auth::Principal;
-use berth_telemetry::{Observer as _, Outcome, RequestRecord};
+use berth_telemetry::{Observer as _, Outcome, RequestRecord, TraceContext};
 use http_body::Body as _;
 
 use crate::gateway::Gateway;
+use crate::headers::SESSION_HEADER;
 use crate::observe::{NOTE, Note};
 use crate::reply::Refusal;
 use crate::{authz, fairness, guard};
@@ -46,14 +47,27 @@ pub(crate) async fn admit(
         return guard::finish(screened, response).await;
     }
     let started = Instant::now();
+    let started_at = SystemTime::now();
     // A Uri clone shares its bytes; the record names the server from it.
     let uri = request.uri().clone();
     let http_method = request.method().clone();
+    let mut first = Note::default();
+    if gw.config().tracing {
+        let header = request
+            .headers()
+            .get(TRACEPARENT)
+            .and_then(|v| v.to_str().ok());
+        let trace = TraceContext::continue_or_start(header, random_id(), random_id());
+        first.trace_from_header = trace.parent_span_id.is_some();
+        first.trace = Some(trace);
+    }
+    // A session the request names, in case no handler confirms one.
+    let named_session = request.headers().get(SESSION_HEADER).cloned();
     let (response, note, principal) = match checked(&gw, &mut request).await {
         Ok(client) => {
             let principal = request.extensions().get::<Arc<Principal>>().cloned();
             let handled = NOTE.scope(
-                RefCell::new(Note::default()),
+                RefCell::new(first),
                 fairness::for_client(client, next.run(request)),
             );
             tokio::pin!(handled);
@@ -61,18 +75,53 @@ pub(crate) async fn admit(
             let note = handled.as_mut().take_value().map(RefCell::into_inner);
             (response, note.unwrap_or_default(), principal)
         }
-        Err(refusal) => (refusal.into_response(), Note::default(), None),
+        Err(refusal) => (refusal.into_response(), first, None),
     };
+    // A new session's id is in the answer's header; a request in a session
+    // that was served (a GET stream, a DELETE) names it in its own.
+    let session = note.session.clone().or_else(|| {
+        let served = response.status().is_success();
+        response
+            .headers()
+            .get(SESSION_HEADER)
+            .or(named_session.as_ref().filter(|_| served))
+            .and_then(|v| v.to_str().ok())
+            .map(Arc::from)
+    });
     report(
         &gw,
         &server_name(uri.path()),
         principal.as_deref(),
         &http_method,
-        note,
+        Noted {
+            note,
+            session,
+            started_at,
+        },
         &response,
         started,
     );
     guard::finish(screened, response).await
+}
+
+/// W3C Trace Context's request header.
+const TRACEPARENT: &str = "traceparent";
+
+/// A random span or trace id; never all zeros (an invalid id).
+fn random_id<const N: usize>() -> [u8; N] {
+    loop {
+        let id: [u8; N] = rand::random();
+        if id != [0; N] {
+            return id;
+        }
+    }
+}
+
+/// What the request's handling noted, and what the layer adds to it.
+struct Noted {
+    note: Note,
+    session: Option<Arc<str>>,
+    started_at: SystemTime,
 }
 
 /// Reports the request to the gateway's telemetry. Requests for servers
@@ -82,10 +131,15 @@ fn report(
     server: &str,
     principal: Option<&Principal>,
     http_method: &Method,
-    note: Note,
+    noted: Noted,
     response: &Response,
     started: Instant,
 ) {
+    let Noted {
+        note,
+        session,
+        started_at,
+    } = noted;
     if gw.server(server).is_err() {
         return;
     }
@@ -112,10 +166,10 @@ fn report(
         upstream: note.upstream,
         bytes_in: note.bytes_in,
         bytes_out: response.body().size_hint().exact().unwrap_or(0),
-        started_at: std::time::SystemTime::now() - started.elapsed(),
-        trace: None,
-        session: None,
-        error_code: None,
+        started_at,
+        trace: note.trace,
+        session: session.as_deref(),
+        error_code: note.error_code,
     });
 }
 

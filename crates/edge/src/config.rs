@@ -57,6 +57,10 @@ pub struct EdgeConfig {
     /// Bytes of events kept per SSE stream for replay (besides their count):
     /// a few huge messages cannot pin gigabytes.
     pub replay_buffer_bytes: usize,
+    /// Trace each request (W3C trace context from the `traceparent` header
+    /// or `params._meta.traceparent`, passed on to the server in
+    /// `params._meta.traceparent`). Off: requests reach servers byte for byte.
+    pub tracing: bool,
 }
 
 /// Per-client limits; 0 turns one off. Enforced by [`crate::fairness`].
@@ -118,6 +122,7 @@ impl Default for EdgeConfig {
             http2_max_concurrent_streams: 100,
             max_connections: 10_000,
             max_connections_per_peer: 256,
+            tracing: false,
         }
     }
 }

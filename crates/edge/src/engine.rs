@@ -52,10 +52,14 @@ pub(crate) async fn call(
         Verdict::Allow => None,
         Verdict::Filter(filter) => Some(filter),
     };
+    observe::note_session(&session.id);
+    // When tracing, the server is told this request's span.
+    let traced = observe::traced(msg);
+    let sent = traced.as_ref().unwrap_or(msg);
     let mut lease = session.lease();
     let mut rebound = false;
     loop {
-        match lease.call(msg) {
+        match lease.call(sent) {
             Ok(exchange) => {
                 return Ok(Call {
                     exchange,
@@ -99,6 +103,7 @@ pub(crate) async fn forward(
     session: &Arc<Session>,
     msg: &Message,
 ) -> Result<(), Refusal> {
+    observe::note_session(&session.id);
     let mut lease = session.lease();
     // A pre-initialized process got `initialized` from Berth already.
     if lease.init.is_some() && msg.method() == Some("notifications/initialized") {

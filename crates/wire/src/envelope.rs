@@ -286,6 +286,88 @@ pub fn with_progress_token(bytes: &[u8], token: &str) -> Option<Bytes> {
     splice(bytes, env.progress_token_raw()?, token)
 }
 
+/// The message with `params._meta[key]` set to `value` (JSON text),
+/// replacing the key wherever it is written (however escaped) and creating
+/// `params` and `_meta` when absent; every other byte is kept. `None` when
+/// the message is not a JSON-RPC object, or its `params` or `_meta` is not
+/// an object: then it must go on unchanged.
+pub fn with_meta(bytes: &[u8], key: &str, value: &str) -> Option<Bytes> {
+    let env = Envelope::parse(bytes).ok()?;
+    let member = format!("{}:{value}", serde_json::Value::from(key));
+    let Some(params) = env.params else {
+        let message = std::str::from_utf8(bytes).ok()?;
+        let start = message.find('{')?;
+        let object = message.get(start..message.rfind('}')? + 1)?;
+        let with = with_member(object, &format!(r#""params":{{"_meta":{{{member}}}}}"#))?;
+        return splice_str(bytes, object, &with);
+    };
+    let members = object_members(params.get())?;
+    let Some((_, meta)) = members.iter().rev().find(|(k, _)| k == "_meta") else {
+        let with = with_member(params.get(), &format!(r#""_meta":{{{member}}}"#))?;
+        return splice(bytes, params, &with);
+    };
+    let entries = object_members(meta.get())?;
+    let written: Vec<&RawValue> = entries
+        .iter()
+        .filter(|(k, _)| k == key)
+        .map(|(_, v)| *v)
+        .collect();
+    if written.is_empty() {
+        let with = with_member(meta.get(), &member)?;
+        return splice(bytes, meta, &with);
+    }
+    // Every copy of the key is replaced: readers differ on which one wins.
+    let mut out = Vec::with_capacity(bytes.len() + value.len());
+    let mut at = 0;
+    for part in written {
+        let start = (part.get().as_ptr() as usize).checked_sub(bytes.as_ptr() as usize)?;
+        out.extend_from_slice(bytes.get(at..start)?);
+        out.extend_from_slice(value.as_bytes());
+        at = start + part.get().len();
+    }
+    out.extend_from_slice(bytes.get(at..)?);
+    Some(Bytes::from(out))
+}
+
+/// The members of a JSON object as written (keys unescaped, values raw and
+/// borrowed, duplicates kept, in order); `None` if `text` is not an object.
+fn object_members(text: &str) -> Option<Vec<(Cow<'_, str>, &RawValue)>> {
+    struct Members;
+    impl<'de> serde::de::Visitor<'de> for Members {
+        type Value = Vec<(Cow<'de, str>, &'de RawValue)>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut members = Vec::new();
+            while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+                members.push((key, map.next_value::<&'de RawValue>()?));
+            }
+            Ok(members)
+        }
+    }
+    let mut de = serde_json::Deserializer::from_str(text);
+    serde::Deserializer::deserialize_map(&mut de, Members).ok()
+}
+
+/// An object's text (`{...}`) with `member` (`"key":value`) added last.
+fn with_member(object: &str, member: &str) -> Option<String> {
+    let close = object.rfind('}')?;
+    let open = object.find('{')?;
+    let empty = object.get(open + 1..close)?.trim().is_empty();
+    let mut out = String::with_capacity(object.len() + member.len() + 1);
+    out.push_str(object.get(..close)?);
+    if !empty {
+        out.push(',');
+    }
+    out.push_str(member);
+    out.push_str(object.get(close..)?);
+    Some(out)
+}
+
 /// `result.protocolVersion` of an initialize response.
 pub fn initialize_result_version(result: &RawValue) -> Option<String> {
     #[derive(Deserialize)]
@@ -651,6 +733,69 @@ mod tests {
         let back = with_progress_token(note, r#""p""#).unwrap();
         assert_eq!(&back[..], br#"{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":"p","progress":1}}"#);
         assert!(with_progress_token(br#"{"jsonrpc":"2.0","id":1,"method":"x"}"#, "1").is_none());
+    }
+
+    #[test]
+    fn sets_one_meta_key_keeping_every_other_byte() {
+        let tp = r#""00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01""#;
+        let set = |req: &str| {
+            with_meta(req.as_bytes(), "traceparent", tp)
+                .map(|b| String::from_utf8(b.to_vec()).unwrap())
+        };
+        // No params: created, at the end of the message.
+        assert_eq!(
+            set(r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#).unwrap(),
+            format!(
+                r#"{{"jsonrpc":"2.0","id":1,"method":"ping","params":{{"_meta":{{"traceparent":{tp}}}}}}}"#
+            )
+        );
+        // Params without _meta, and an empty params object.
+        assert_eq!(
+            set(
+                r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"e","x":[1.0]}}"#
+            )
+            .unwrap(),
+            format!(
+                r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"e","x":[1.0],"_meta":{{"traceparent":{tp}}}}}}}"#
+            )
+        );
+        assert_eq!(
+            set(r#"{"jsonrpc":"2.0","id":1,"method":"x","params":{ }}"#).unwrap(),
+            format!(
+                r#"{{"jsonrpc":"2.0","id":1,"method":"x","params":{{ "_meta":{{"traceparent":{tp}}}}}}}"#
+            )
+        );
+        // An existing _meta keeps its members (and their odd formatting).
+        assert_eq!(
+            set(r#"{"jsonrpc":"2.0","id":1,"method":"x","params":{"_meta":{"progressToken":1e0 , "a\u0062":"\u00e9"}}}"#).unwrap(),
+            format!(r#"{{"jsonrpc":"2.0","id":1,"method":"x","params":{{"_meta":{{"progressToken":1e0 , "a\u0062":"\u00e9","traceparent":{tp}}}}}}}"#)
+        );
+        // An existing traceparent is replaced, even written with escapes.
+        assert_eq!(
+            set(r#"{"jsonrpc":"2.0","id":1,"method":"x","params":{"_m\u0065ta":{"trace\u0070arent":"00-old-01","k":2}}}"#).unwrap(),
+            format!(r#"{{"jsonrpc":"2.0","id":1,"method":"x","params":{{"_m\u0065ta":{{"trace\u0070arent":{tp},"k":2}}}}}}"#)
+        );
+        // Every copy of a duplicated key.
+        assert_eq!(
+            set(r#"{"jsonrpc":"2.0","id":1,"method":"x","params":{"_meta":{"traceparent":"a","traceparent":"b"}}}"#).unwrap(),
+            format!(r#"{{"jsonrpc":"2.0","id":1,"method":"x","params":{{"_meta":{{"traceparent":{tp},"traceparent":{tp}}}}}}}"#)
+        );
+        // A key in a string elsewhere is not a member.
+        let out = set(r#"{"jsonrpc":"2.0","id":1,"method":"x","params":{"text":"\"_meta\":{\"traceparent\":1}"}}"#).unwrap();
+        assert!(out.starts_with(r#"{"jsonrpc":"2.0","id":1,"method":"x","params":{"text":"\"_meta\":{\"traceparent\":1}","_meta":"#), "{out}");
+        // Whatever is spliced in parses, and the message is still the same request.
+        let m = Message::parse(Bytes::from(out)).unwrap();
+        assert_eq!((m.kind, m.id), (Kind::Request, Some(IdKey::Int(1))));
+        // Params or _meta that are not objects: leave the message alone.
+        assert_eq!(
+            set(r#"{"jsonrpc":"2.0","id":1,"method":"x","params":[1,2]}"#),
+            None
+        );
+        assert_eq!(
+            set(r#"{"jsonrpc":"2.0","id":1,"method":"x","params":{"_meta":null}}"#),
+            None
+        );
+        assert_eq!(set("not json"), None);
     }
 
     #[test]

@@ -16,7 +16,7 @@ mod version;
 
 pub use envelope::{
     ClientHello, Envelope, IdKey, Kind, Message, ParseError, Stray, error_with_id,
-    initialize_result_version, with_id, with_progress_token,
+    initialize_result_version, with_id, with_meta, with_progress_token,
 };
 pub use error::{ErrorCode, error_response};
 pub use lines::{LineCodec, LineError, to_single_line};

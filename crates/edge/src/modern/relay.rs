@@ -124,7 +124,9 @@ pub(crate) async fn relay(
             return acquire_refusal(&server.spec.name, Some(&raw_id), e).into_response();
         }
     };
-    let exchange = match lease.call(&msg) {
+    // When tracing, the server is told this request's span.
+    let traced = crate::observe::traced(&msg);
+    let exchange = match lease.call(traced.as_ref().unwrap_or(&msg)) {
         Ok(exchange) => exchange,
         Err(failure) => {
             let error = EdgeError::Upstream(failure);
