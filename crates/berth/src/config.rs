@@ -39,6 +39,9 @@ pub struct Config {
     /// `[telemetry]`: Prometheus metrics and OpenTelemetry traces.
     #[serde(default)]
     pub telemetry: TelemetrySection,
+    /// `[alerts]`: failed, crash-looping and slow servers posted to a webhook.
+    #[serde(default)]
+    pub alerts: AlertsSection,
     /// The file this was read from (hidden from sandboxed servers).
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -73,6 +76,110 @@ impl TelemetrySection {
                 return Err(ConfigError(format!(
                     "{origin}: telemetry.otlp must be an http(s) URL such as \"http://127.0.0.1:4318\", not {otlp:?}"
                 )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `[alerts]`: a server that failed, crash-loops or is over its
+/// `latency_budget` is posted to `webhook` (off when unset), and again when
+/// it recovered.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsSection {
+    /// An http(s) URL; may hold `${secret:NAME}`.
+    pub webhook: Option<String>,
+    /// The window p99s and crash loops are computed over.
+    #[serde(deserialize_with = "duration")]
+    pub window: Duration,
+    /// This many crashes within `window` is a crash loop.
+    pub crash_loop: u64,
+    #[serde(deserialize_with = "duration")]
+    pub check_every: Duration,
+    /// Per delivery attempt.
+    #[serde(deserialize_with = "duration")]
+    pub timeout: Duration,
+    /// Retries of a failed delivery, with exponential backoff from 1 s.
+    pub retries: u32,
+    /// Sent with every delivery; values may hold `${secret:NAME}`.
+    pub headers: BTreeMap<String, String>,
+}
+
+impl Default for AlertsSection {
+    fn default() -> Self {
+        let d = berth_alerts::AlertsConfig::default();
+        AlertsSection {
+            webhook: None,
+            window: d.window,
+            crash_loop: d.crash_loop,
+            check_every: d.check_every,
+            timeout: d.timeout,
+            retries: d.retries,
+            headers: BTreeMap::new(),
+        }
+    }
+}
+
+/// The webhook and header values may be credentials: never printed.
+impl fmt::Debug for AlertsSection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AlertsSection")
+            .field("webhook", &self.webhook.as_deref().map(berth_alerts::shown))
+            .field("window", &self.window)
+            .field("crash_loop", &self.crash_loop)
+            .field("check_every", &self.check_every)
+            .field("timeout", &self.timeout)
+            .field("retries", &self.retries)
+            .field("headers", &self.headers.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// Retries at most: with the backoff capped at a minute, 20 is already
+/// a quarter of an hour per alert.
+const MAX_ALERT_RETRIES: u32 = 20;
+
+impl AlertsSection {
+    fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+        let error = |msg: String| Err(ConfigError(format!("{origin}: alerts.{msg}")));
+        // A webhook held in the secrets store is checked when it is read.
+        if let Some(webhook) = self.webhook.as_deref().filter(|w| !w.contains("${secret:")) {
+            let ok = reqwest::Url::parse(webhook)
+                .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
+            if !ok {
+                return error(format!(
+                    "webhook must be an http(s) URL such as \"https://hooks.example.com/berth\", not {}",
+                    berth_alerts::shown(webhook)
+                ));
+            }
+        }
+        for (key, zero) in [
+            ("window", self.window.is_zero()),
+            ("check_every", self.check_every.is_zero()),
+            ("timeout", self.timeout.is_zero()),
+            ("crash_loop", self.crash_loop == 0),
+        ] {
+            if zero {
+                return error(format!("{key} must be greater than zero"));
+            }
+        }
+        if self.check_every > self.window {
+            return error(format!(
+                "check_every ({}) cannot exceed window ({}): crashes are counted between checks",
+                humantime::format_duration(self.check_every),
+                humantime::format_duration(self.window)
+            ));
+        }
+        if self.retries > MAX_ALERT_RETRIES {
+            return error(format!(
+                "retries ({}) must be at most {MAX_ALERT_RETRIES}",
+                self.retries
+            ));
+        }
+        for name in self.headers.keys() {
+            if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                return error(format!("headers: {name:?} is not an HTTP header name"));
             }
         }
         Ok(())
@@ -694,6 +801,7 @@ impl Config {
         self.admin.validate(origin)?;
         self.usage.validate(origin)?;
         self.telemetry.validate(origin)?;
+        self.alerts.validate(origin)?;
         if let Some(prices) = &self.cost {
             prices
                 .validate()
@@ -823,6 +931,7 @@ impl Config {
             usage: UsageSection::default(),
             cost: None,
             telemetry: TelemetrySection::default(),
+            alerts: AlertsSection::default(),
             source: None,
         }
     }
@@ -875,6 +984,42 @@ impl Config {
             flush_interval: u.flush_interval,
             retention: u.retention,
         })
+    }
+
+    /// The `[alerts]` settings for `berth_alerts::Alerts`, `None` without a
+    /// webhook; `${secret:NAME}` in the webhook and headers resolved.
+    /// `gateway` names this gateway in the alerts.
+    pub fn alerts_config(
+        &self,
+        gateway: &str,
+    ) -> Result<Option<berth_alerts::AlertsConfig>, ConfigError> {
+        let a = &self.alerts;
+        let Some(webhook) = &a.webhook else {
+            return Ok(None);
+        };
+        let secrets = secret_resolver(&self.gateway.data_dir);
+        let webhook = secrets
+            .expand(webhook)
+            .map_err(|e| ConfigError(format!("alerts.webhook: {e}")))?;
+        let headers = a
+            .headers
+            .iter()
+            .map(|(name, value)| match secrets.expand(value) {
+                Ok(value) => Ok((name.clone(), value)),
+                Err(e) => Err(ConfigError(format!("alerts.headers.{name}: {e}"))),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Some(berth_alerts::AlertsConfig {
+            webhook,
+            window: a.window,
+            crash_loop: a.crash_loop,
+            check_every: a.check_every,
+            timeout: a.timeout,
+            retries: a.retries,
+            headers,
+            gateway: gateway.to_owned(),
+            ..berth_alerts::AlertsConfig::default()
+        }))
     }
 
     /// Each server's authorization rules.
@@ -1111,6 +1256,27 @@ mod tests {
             (u.enabled, &u.postgres, u.flush_interval, u.retention),
             (du.enabled, &du.postgres, du.flush_interval, du.retention)
         );
+        let (al, dal) = (&config.alerts, AlertsSection::default());
+        assert_eq!(
+            (
+                &al.webhook,
+                al.window,
+                al.crash_loop,
+                al.check_every,
+                al.timeout,
+                al.retries,
+                &al.headers
+            ),
+            (
+                &dal.webhook,
+                dal.window,
+                dal.crash_loop,
+                dal.check_every,
+                dal.timeout,
+                dal.retries,
+                &dal.headers
+            )
+        );
         let memory = &config.servers[&ServerName("memory".into())];
         let (p, dp) = (&memory.pool, PoolSection::default());
         assert_eq!(
@@ -1216,6 +1382,103 @@ mod tests {
         );
         // The password never shows in debug output.
         assert!(!format!("{usage:?}").contains("pw"));
+    }
+
+    #[test]
+    fn alerts_settings_are_checked() {
+        let config = Config::parse("", "a.toml").unwrap();
+        assert!(config.alerts_config("gw").unwrap().is_none());
+        let d = berth_alerts::AlertsConfig::default();
+        assert_eq!(
+            (d.window, d.crash_loop, d.check_every, d.timeout, d.retries),
+            (
+                Duration::from_secs(300),
+                3,
+                Duration::from_secs(10),
+                Duration::from_secs(5),
+                5
+            )
+        );
+        let config = Config::parse(
+            "[alerts]\nwebhook = \"https://hooks.example.com/b\"\nwindow = \"2s\"\ncheck_every = \"200ms\"\ncrash_loop = 4\n[alerts.headers]\nx-team = \"sre\"\n",
+            "a.toml",
+        )
+        .unwrap();
+        let a = config.alerts_config("gw").unwrap().unwrap();
+        assert_eq!(a.webhook, "https://hooks.example.com/b");
+        assert_eq!(
+            (a.window, a.check_every, a.crash_loop, a.retries),
+            (Duration::from_secs(2), Duration::from_millis(200), 4, 5)
+        );
+        assert_eq!(a.headers, [("x-team".to_string(), "sre".to_string())]);
+        assert_eq!(a.gateway, "gw");
+        for (text, expected) in [
+            (
+                "webhook = \"ftp://x\"",
+                "alerts.webhook must be an http(s) URL",
+            ),
+            (
+                "webhook = \"https://u:pw@\"",
+                "alerts.webhook must be an http(s) URL",
+            ),
+            ("window = \"0s\"", "alerts.window must be greater than zero"),
+            (
+                "crash_loop = 0",
+                "alerts.crash_loop must be greater than zero",
+            ),
+            (
+                "window = \"5s\"\ncheck_every = \"10s\"",
+                "alerts.check_every (10s) cannot exceed window (5s)",
+            ),
+            ("retries = 99", "alerts.retries (99) must be at most 20"),
+            (
+                "[alerts.headers]\n\"bad name\" = \"x\"",
+                "alerts.headers: \"bad name\" is not an HTTP header name",
+            ),
+            ("hook = \"x\"", "unknown field `hook`"),
+        ] {
+            let err = Config::parse(&format!("[alerts]\n{text}\n"), "a.toml")
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(expected), "{text}: {err}");
+            assert!(!err.contains("pw"), "{err}");
+        }
+    }
+
+    #[test]
+    fn the_alerts_webhook_and_headers_may_be_secrets() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "[gateway]\ndata_dir = {:?}\n[alerts]\nwebhook = \"${{secret:hook}}\"\n[alerts.headers]\nauthorization = \"Bearer ${{secret:hook_token}}\"\n",
+            dir.path().display().to_string()
+        );
+        let config = Config::parse(&text, "a.toml").unwrap();
+        let err = config.alerts_config("gw").unwrap_err().to_string();
+        assert!(
+            err.starts_with("alerts.webhook: secret `hook` is not in the secrets store"),
+            "{err}"
+        );
+        let store = SecretStore::open(dir.path()).unwrap();
+        store
+            .set("hook", "https://hooks.example.com/services/T0/B0/s3cret")
+            .unwrap();
+        let err = config.alerts_config("gw").unwrap_err().to_string();
+        assert!(
+            err.starts_with("alerts.headers.authorization: secret `hook_token`"),
+            "{err}"
+        );
+        store.set("hook_token", "tok3n").unwrap();
+        let a = config.alerts_config("gw").unwrap().unwrap();
+        assert_eq!(a.webhook, "https://hooks.example.com/services/T0/B0/s3cret");
+        assert_eq!(
+            a.headers,
+            [("authorization".to_string(), "Bearer tok3n".to_string())]
+        );
+        let shown = format!("{a:?} {:?}", config.alerts);
+        assert!(
+            !shown.contains("s3cret") && !shown.contains("tok3n"),
+            "{shown}"
+        );
     }
 
     #[test]

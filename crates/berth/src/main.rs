@@ -1,6 +1,7 @@
 //! `berth`: host MCP servers over Streamable HTTP.
 
 mod add;
+mod alerts;
 mod catalog;
 mod cli;
 mod config;
@@ -515,7 +516,14 @@ async fn serve(
     if let Some(spans) = &spans {
         telemetry = telemetry.with(spans.clone());
     }
+    let alerts = alerts::build(&config, edge.listen)?;
+    if let Some(alerts) = &alerts {
+        telemetry = telemetry.with(alerts.clone());
+    }
     let gateway = Gateway::with_telemetry(edge.clone(), config.server_specs(), Arc::new(telemetry));
+    if let Some(alerts) = &alerts {
+        alerts::start(alerts, Arc::downgrade(&gateway));
+    }
     let reloader = reloader(
         config_path.clone(),
         Arc::downgrade(&gateway),
@@ -561,6 +569,9 @@ async fn serve(
         && let Err(e) = meter.shutdown().await
     {
         tracing::warn!("the last usage records were not written: {e}");
+    }
+    if let Some(alerts) = alerts {
+        alerts.shutdown().await;
     }
     if let Some(spans) = spans {
         spans.shutdown().await;
