@@ -6,6 +6,7 @@
 #   tests/conformance         the conformance suite 0.2.0-alpha.12 and Node 22 (setup-conformance.sh)
 #   tests/node-modern, tests/python-modern
 #                             SDK clients of the 2026-07-28 era (setup-modern-clients.sh)
+#   chromium                  Debian's package, for the dashboard test (apt-get, as root)
 #
 # Each part is redone only when its stamp is missing or older than / different
 # from its inputs. Needs node >= 20, npm and python3 >= 3.10 on PATH; reaches only
@@ -33,6 +34,18 @@ if ! command -v psql >/dev/null; then
       || die "apt-get could not install postgresql-client"
   else
     say "psql not found: the built-in postgres tests will say so (install postgresql-client)"
+  fi
+fi
+# The dashboard test drives headless Chromium; Debian packages it as chromium.
+if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null \
+    && ! command -v google-chrome >/dev/null && [ -z "${BERTH_CHROMIUM:-}" ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    say "installing chromium (the dashboard test's headless browser) with apt-get"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+      --no-install-recommends chromium >/dev/null \
+      || die "apt-get could not install chromium"
+  else
+    say "chromium not found: the dashboard test will skip (install Debian's chromium)"
   fi
 fi
 npm_install "$NODE_DIR"

@@ -541,6 +541,7 @@ async fn serve(
                 admin_token,
                 security.issuer.clone(),
                 public_url.clone(),
+                usage.as_ref().map(|meter| meter.store().clone()),
                 stop.clone(),
             )
             .await?,
@@ -630,6 +631,8 @@ async fn reload_on_sighup(reloader: berth_edge::Reloader) {
 }
 
 /// Starts the admin API and writes `<data_dir>/admin.json` for the CLI.
+// Each argument is one thing the admin listener serves or stops on.
+#[allow(clippy::too_many_arguments)]
 async fn start_admin(
     config: &Config,
     gateway: &Arc<Gateway>,
@@ -637,6 +640,7 @@ async fn start_admin(
     token: String,
     issuer: Option<Arc<berth_issuer::Issuer>>,
     public_url: String,
+    usage: Option<berth_usage::Store>,
     stop: tokio_util::sync::CancellationToken,
 ) -> anyhow::Result<String> {
     let listener = tokio::net::TcpListener::bind(config.admin.listen)
@@ -656,9 +660,21 @@ async fn start_admin(
         Some(issuer) => credentials::issuer_admin_router(issuer, public_url),
         None => axum::Router::new(),
     };
-    let router = berth_edge::admin_router(gateway.clone(), token, reloader, issuer_routes);
+    // The dashboard does its own login: merged outside the bearer-token check.
+    let dashboard = berth_ui::router(
+        Arc::downgrade(gateway),
+        berth_ui::Dashboard {
+            token: token.clone(),
+            usage,
+            prices: config.cost.unwrap_or_default(),
+        },
+    );
+    let router =
+        berth_edge::admin_router(gateway.clone(), token, reloader, issuer_routes).merge(dashboard);
+    // Peer addresses: the dashboard limits login attempts per peer.
+    let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
     tokio::spawn(async move {
-        let served = axum::serve(listener, router)
+        let served = axum::serve(listener, service)
             .with_graceful_shutdown(async move { stop.cancelled().await })
             .await;
         if let Err(e) = served {

@@ -9,6 +9,7 @@
 //! metrics without limit.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -152,6 +153,11 @@ pub struct Metrics {
     tools: RwLock<HashMap<Server, HashMap<String, Arc<String>>>>,
     /// One scrape at a time: the fleet-state families are rewritten.
     scrape: Mutex<()>,
+    /// Tool call latencies per (server, tool), readable as quantiles (the
+    /// Prometheus histograms give no access to their buckets).
+    tool_latency: Latencies<Arc<String>>,
+    /// First-result times per (server, how the process was had).
+    start_latency: Latencies<&'static str>,
 }
 
 impl Default for Metrics {
@@ -185,6 +191,8 @@ impl Metrics {
             servers: RwLock::default(),
             tools: RwLock::default(),
             scrape: Mutex::default(),
+            tool_latency: Latencies::default(),
+            start_latency: Latencies::default(),
             registry: Registry::default(),
         };
         let b = &mut registry;
@@ -363,6 +371,209 @@ impl Metrics {
     }
 }
 
+/// One tool of one server, as [`Metrics::tools`] reads it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolSummary {
+    pub server: String,
+    pub tool: String,
+    /// Calls by outcome (`ok`, `tool_error`, `error`, `refused`), each
+    /// outcome seen at least once.
+    pub outcomes: Vec<(&'static str, u64)>,
+    /// The calls' latency quantiles (within about 10%), in ms.
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+}
+
+impl ToolSummary {
+    /// Every call, whatever its outcome.
+    pub fn calls(&self) -> u64 {
+        self.outcomes.iter().map(|(_, n)| n).sum()
+    }
+
+    /// Calls whose outcome was not `ok`.
+    pub fn failed(&self) -> u64 {
+        self.outcomes
+            .iter()
+            .filter(|(o, _)| *o != "ok")
+            .map(|(_, n)| n)
+            .sum()
+    }
+}
+
+/// New sessions' time to first result for one server and one way its
+/// process was had (`cold`, `warm`, `standby`, `shared`), as
+/// [`Metrics::starts`] reads it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StartSummary {
+    pub server: String,
+    pub start: &'static str,
+    pub count: u64,
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+}
+
+const OUTCOMES: [&str; 4] = ["ok", "tool_error", "error", "refused"];
+
+impl Metrics {
+    /// Each tool called so far, by server then tool: calls by outcome and
+    /// latency quantiles (for the dashboard; Prometheus reads
+    /// [`Metrics::render`]).
+    pub fn tools(&self) -> Vec<ToolSummary> {
+        let mut out: Vec<ToolSummary> = self
+            .tool_latency
+            .read()
+            .into_iter()
+            .map(|(server, tool, latency)| {
+                let outcomes = OUTCOMES
+                    .iter()
+                    .filter_map(|outcome| {
+                        let labels = ToolLabels {
+                            server: server.clone(),
+                            tool: tool.clone(),
+                            outcome,
+                        };
+                        let n = self.tool_calls.get(&labels).map(|c| c.get())?;
+                        Some((*outcome, n))
+                    })
+                    .collect();
+                ToolSummary {
+                    server: server.to_string(),
+                    tool: tool.to_string(),
+                    outcomes,
+                    p50_ms: latency.quantile_ms(0.5),
+                    p99_ms: latency.quantile_ms(0.99),
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.server, &a.tool).cmp(&(&b.server, &b.tool)));
+        out
+    }
+
+    /// Time to first result per server and way of start, by server then start.
+    pub fn starts(&self) -> Vec<StartSummary> {
+        let mut out: Vec<StartSummary> = self
+            .start_latency
+            .read()
+            .into_iter()
+            .map(|(server, start, latency)| StartSummary {
+                server: server.to_string(),
+                start,
+                count: latency.count(),
+                p50_ms: latency.quantile_ms(0.5),
+                p99_ms: latency.quantile_ms(0.99),
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.server, a.start).cmp(&(&b.server, b.start)));
+        out
+    }
+}
+
+/// Latency histograms keyed by (server, `K`), recorded lock-free once a key
+/// exists (a read lock and an atomic add).
+struct Latencies<K> {
+    by_key: RwLock<HashMap<(Server, K), Arc<Quantiles>>>,
+}
+
+impl<K> Default for Latencies<K> {
+    fn default() -> Self {
+        Latencies {
+            by_key: RwLock::default(),
+        }
+    }
+}
+
+impl<K: Clone + Eq + std::hash::Hash> Latencies<K> {
+    fn record(&self, server: &Server, key: &K, seconds: f64) {
+        let wanted = (server.clone(), key.clone());
+        let found = self
+            .by_key
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&wanted)
+            .cloned();
+        let quantiles = match found {
+            Some(q) => q,
+            None => self
+                .by_key
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(wanted)
+                .or_default()
+                .clone(),
+        };
+        quantiles.record(seconds);
+    }
+
+    fn read(&self) -> Vec<(Server, K, Arc<Quantiles>)> {
+        self.by_key
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|((s, k), q)| (s.clone(), k.clone(), q.clone()))
+            .collect()
+    }
+}
+
+/// Buckets per doubling: each bucket spans a factor of 2^(1/4) ≈ 1.19, so a
+/// quantile read back is within about 10% of the true value.
+const STEPS_PER_OCTAVE: f64 = 4.0;
+/// 1 µs to 2^28 µs (about 4.5 minutes); slower calls land in the last bucket.
+const QUANTILE_BUCKETS: usize = 28 * 4 + 2;
+
+/// A log-bucketed latency histogram in microseconds.
+struct Quantiles {
+    buckets: [AtomicU64; QUANTILE_BUCKETS],
+}
+
+impl Default for Quantiles {
+    fn default() -> Self {
+        Quantiles {
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+}
+
+impl Quantiles {
+    fn record(&self, seconds: f64) {
+        let micros = seconds * 1e6;
+        let i = if micros.is_nan() || micros <= 1.0 {
+            0
+        } else {
+            // Truncation is the bucketing; the cast saturates.
+            ((micros.log2() * STEPS_PER_OCTAVE) as usize + 1).min(QUANTILE_BUCKETS - 1)
+        };
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn count(&self) -> u64 {
+        self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).sum()
+    }
+
+    /// The `q` quantile in ms: the geometric middle of the bucket holding it.
+    fn quantile_ms(&self, q: f64) -> Option<f64> {
+        let counts: Vec<u64> = self
+            .buckets
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .collect();
+        let total: u64 = counts.iter().sum();
+        if total == 0 {
+            return None;
+        }
+        let rank = ((q * total as f64).ceil() as u64).clamp(1, total);
+        let mut seen = 0;
+        let i = counts.iter().position(|n| {
+            seen += n;
+            seen >= rank
+        })?;
+        let micros = match i {
+            0 => 1.0,
+            i => ((i as f64 - 0.5) / STEPS_PER_OCTAVE).exp2(),
+        };
+        Some(micros / 1000.0)
+    }
+}
+
 /// `method` when it is one Berth counts by name, else `other`.
 pub fn method_label(method: Option<&str>) -> &'static str {
     match method {
@@ -389,6 +600,8 @@ impl Observer for Metrics {
             .inc();
         if method == "tools/call" {
             let tool = self.tool(&server, r.tool.unwrap_or(""));
+            self.tool_latency
+                .record(&server, &tool, r.total.as_secs_f64());
             self.tool_calls
                 .get_or_create(&ToolLabels {
                     server: server.clone(),
@@ -438,11 +651,12 @@ impl Observer for Metrics {
     }
 
     fn first_result(&self, r: &FirstResult<'_>) {
+        let server = self.server(r.server);
+        let start = r.start.label();
+        self.start_latency
+            .record(&server, &start, r.after.as_secs_f64());
         self.first_result
-            .get_or_create(&StartLabels {
-                server: self.server(r.server),
-                start: r.start.label(),
-            })
+            .get_or_create(&StartLabels { server, start })
             .observe(r.after.as_secs_f64());
     }
 
@@ -529,6 +743,70 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("method=\"other\""), "{text}");
+    }
+
+    #[test]
+    fn tool_latencies_and_outcomes_read_back() {
+        let m = Metrics::new();
+        // 90 calls of 2 ms and 10 of 200 ms: p50 is 2 ms, p99 is 200 ms.
+        for i in 0..100 {
+            let mut r = call("echo", Outcome::Ok);
+            r.total = Duration::from_millis(if i % 10 == 0 { 200 } else { 2 });
+            if i == 0 {
+                r.outcome = Outcome::ToolError;
+            }
+            m.request(&r);
+        }
+        m.request(&call("other", Outcome::Error));
+        let tools = m.tools();
+        assert_eq!(tools.len(), 2, "{tools:?}");
+        let echo = &tools[0];
+        assert_eq!(echo.tool, "echo");
+        assert_eq!(echo.calls(), 100);
+        assert_eq!(echo.failed(), 1);
+        assert_eq!(echo.outcomes, vec![("ok", 99), ("tool_error", 1)]);
+        let (p50, p99) = (echo.p50_ms.unwrap(), echo.p99_ms.unwrap());
+        assert!((p50 / 2.0 - 1.0).abs() < 0.1, "p50 {p50}");
+        assert!((p99 / 200.0 - 1.0).abs() < 0.1, "p99 {p99}");
+        assert_eq!(tools[1].tool, "other");
+        assert_eq!(tools[1].outcomes, vec![("error", 1)]);
+    }
+
+    #[test]
+    fn quantiles_stay_within_ten_percent() {
+        for micros in [3.0, 47.0, 1_000.0, 12_345.0, 999_999.0, 60e6] {
+            let q = Quantiles::default();
+            q.record(micros / 1e6);
+            let got = q.quantile_ms(0.5).unwrap() * 1000.0;
+            assert!(
+                (got / micros - 1.0).abs() < 0.1,
+                "{micros} µs read as {got}"
+            );
+        }
+        let q = Quantiles::default();
+        q.record(0.0);
+        q.record(1e9);
+        assert_eq!(q.count(), 2);
+        assert_eq!(q.quantile_ms(0.0), Some(0.001));
+        assert!(Quantiles::default().quantile_ms(0.5).is_none());
+    }
+
+    #[test]
+    fn first_results_by_start_read_back() {
+        let m = Metrics::new();
+        for (start, ms) in [(Start::Cold, 300), (Start::Warm, 3), (Start::Warm, 3)] {
+            m.first_result(&FirstResult {
+                server: "echo",
+                start,
+                after: Duration::from_millis(ms),
+            });
+        }
+        let starts = m.starts();
+        assert_eq!(starts.len(), 2);
+        assert_eq!((starts[0].start, starts[0].count), ("cold", 1));
+        assert_eq!((starts[1].start, starts[1].count), ("warm", 2));
+        let warm = starts[1].p50_ms.unwrap();
+        assert!((warm / 3.0 - 1.0).abs() < 0.1, "{warm}");
     }
 
     #[test]

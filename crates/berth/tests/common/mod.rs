@@ -886,3 +886,20 @@ pub fn api_key(name: &str) -> (String, String) {
         format!("[[auth.api_keys]]\nname = {name:?}\nhash = {hash}\nscopes = [\"tools:call\"]\n");
     (key, table)
 }
+
+/// The admin endpoint the gateway wrote to its data dir: (URL without a
+/// trailing slash, admin token).
+pub fn admin_endpoint(berth: &Berth) -> (String, String) {
+    let text = std::fs::read_to_string(berth.dir.path().join("data/admin.json"))
+        .or_else(|_| std::fs::read_to_string(berth.dir.path().join("admin.json")))
+        .expect("admin.json");
+    let admin: serde_json::Value = serde_json::from_str(&text).expect("admin.json is JSON");
+    (
+        admin["url"]
+            .as_str()
+            .expect("url")
+            .trim_end_matches('/')
+            .to_owned(),
+        admin["token"].as_str().expect("token").to_owned(),
+    )
+}
