@@ -571,11 +571,11 @@ async fn serve(
     {
         tracing::warn!("the last usage records were not written: {e}");
     }
-    if let Some(alerts) = alerts {
-        alerts.shutdown().await;
-    }
     if let Some(spans) = spans {
         spans.shutdown().await;
+    }
+    if let Some(alerts) = alerts {
+        alerts.shutdown().await;
     }
     if let Ok(cgroups) = &berth_sandbox::capabilities().cgroups {
         cgroups.tidy(true);

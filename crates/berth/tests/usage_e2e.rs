@@ -143,7 +143,11 @@ async fn a_sessions_process_resources_are_metered_to_its_principal() {
         let rows = usage(&berth, "principal");
         let memory = rows
             .iter()
-            .find(|r| r["principal"].as_str().is_some_and(|p| p.ends_with("alice")))
+            .find(|r| {
+                r["principal"]
+                    .as_str()
+                    .is_some_and(|p| p.ends_with("alice"))
+            })
             .and_then(|r| r["memory_gib_seconds"].as_f64())
             .unwrap_or(0.0);
         if memory > 0.0 {
