@@ -73,7 +73,15 @@ fn quick_load_reports_every_berth_row() {
         } else {
             // The http floor: the echo answered in the bench process over HTTP.
             // Every request of the oauth row carries a built-in issuer's JWT.
-            &["stdio floor", "http floor", "berth", "berth oauth", MODERN]
+            // The no-telemetry row: what metrics and metering cost.
+            &[
+                "stdio floor",
+                "http floor",
+                "berth",
+                "berth oauth",
+                "berth no telemetry",
+                MODERN,
+            ]
         };
         assert_eq!(targets, expected, "{name}; {context}");
         for row in rows {

@@ -82,6 +82,14 @@ pub fn admin_router(
         .route("/v1/reload", post(reload))
         .with_state(admin.clone())
         .merge(extra)
+        // Its own fallback, so routers merged beside this one (the
+        // dashboard's) keep the JSON 404 behind the token check.
+        .fallback(|| async {
+            admin_error(
+                StatusCode::NOT_FOUND,
+                "Not Found: no such admin API route (GET /v1/status lists the servers)",
+            )
+        })
         .layer(axum::middleware::from_fn_with_state(admin, authorize))
         .layer(axum::middleware::map_response(json_errors))
 }
