@@ -142,19 +142,18 @@ fn dollar_tick(v: f64, step: f64) -> String {
 
 /// Text made safe to embed in SVG (element content and attribute values).
 pub(crate) fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            c if c.is_control() && c != '\n' && c != '\t' => out.push('\u{fffd}'),
-            c => out.push(c),
-        }
-    }
-    out
+    // XML 1.0 has no place for most control characters, even escaped.
+    let text: String = text
+        .chars()
+        .map(|c| {
+            if c.is_control() && c != '\n' && c != '\t' {
+                '\u{fffd}'
+            } else {
+                c
+            }
+        })
+        .collect();
+    html_escape::encode_quoted_attribute(&text).into_owned()
 }
 
 /// What the chart is of, in one short line.
@@ -610,7 +609,7 @@ mod tests {
         }
         let svg = chart_svg(&costs);
         assert!(
-            svg.contains("recorded &lt;b&gt;&amp;&quot;&apos; to"),
+            svg.contains("recorded &lt;b&gt;&amp;&quot;&#x27; to"),
             "{svg}"
         );
         assert!(!svg.contains("<b>"));
