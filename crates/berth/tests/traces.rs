@@ -304,6 +304,27 @@ async fn each_request_is_one_span_and_the_server_joins_the_trace() {
         "{names:?}"
     );
 
+    // The client's initialize reached the server (no pre-initialized
+    // process here) with Berth's initialize span as its parent.
+    let init = spans
+        .iter()
+        .find(|s| s["name"] == "initialize")
+        .expect("the initialize span");
+    let init_parent = format!(
+        "00-{}-{}-01",
+        init["trace_id"].as_str().unwrap(),
+        init["span_id"].as_str().unwrap()
+    );
+    let transcript = std::fs::read_to_string(record.path()).unwrap();
+    assert!(
+        transcript
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .any(|m| m["method"] == "initialize"
+                && m["params"]["_meta"]["traceparent"] == init_parent.as_str()),
+        "no initialize with {init_parent} reached the server:\n{transcript}"
+    );
+
     // The client's header: its trace, its span as the parent.
     let one = span_by(&spans, "tools/call echo", Some(HEADER_TRACE));
     assert_eq!(one["parent_span_id"], HEADER_PARENT);

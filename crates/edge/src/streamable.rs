@@ -163,7 +163,9 @@ async fn initialize(
         abandoned.0 = None;
         return Ok(with_session_header(json(StatusCode::OK, answer), &session));
     }
-    let mut exchange = match lease.call(&msg) {
+    // When tracing, the server's initialize joins the trace too.
+    let traced = observe::traced(&msg);
+    let mut exchange = match lease.call(traced.as_ref().unwrap_or(&msg)) {
         Ok(exchange) => exchange,
         Err(failure) => {
             gw.end_session(&session, &failure.message).await;
