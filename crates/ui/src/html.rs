@@ -128,7 +128,7 @@ mod tests {
     fn markup_is_escaped() {
         assert_eq!(
             esc(r#"<script>alert("x")</script> & 'y'"#),
-            "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; &#39;y&#39;"
+            "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; &#x27;y&#x27;"
         );
         assert_eq!(path_segment("a b/c"), "a%20b%2Fc");
         assert_eq!(path_segment("echo-1_x"), "echo-1_x");
