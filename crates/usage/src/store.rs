@@ -52,6 +52,27 @@ pub struct Quantities {
 }
 
 impl Quantities {
+    /// Reads the quantities from a result row's columns in the order the
+    /// queries select them (both backends): counts through `count`, reals
+    /// through `real`, by position.
+    fn from_columns<E>(
+        count: impl Fn(usize) -> Result<u64, E>,
+        real: impl Fn(usize) -> Result<f64, E>,
+    ) -> Result<Quantities, E> {
+        Ok(Quantities {
+            sessions: count(0)?,
+            session_seconds: real(1)?,
+            peak_connections: count(2)?,
+            requests: count(3)?,
+            tool_calls: count(4)?,
+            errors: count(5)?,
+            bytes_in: count(6)?,
+            bytes_out: count(7)?,
+            cpu_seconds: real(8)?,
+            memory_gib_seconds: real(9)?,
+        })
+    }
+
     /// Adds `other` (peaks: the larger).
     pub fn add(&mut self, other: &Quantities) {
         self.sessions += other.sessions;
@@ -465,20 +486,10 @@ impl Sqlite {
                 if let Some(e) = error {
                     return Err(e);
                 }
-                let count = |i: usize| row.get::<_, i64>(n + i).map(uint);
-                let real = |i: usize| row.get::<_, f64>(n + i);
-                out.quantities = Quantities {
-                    sessions: count(0)?,
-                    session_seconds: real(1)?,
-                    peak_connections: count(2)?,
-                    requests: count(3)?,
-                    tool_calls: count(4)?,
-                    errors: count(5)?,
-                    bytes_in: count(6)?,
-                    bytes_out: count(7)?,
-                    cpu_seconds: real(8)?,
-                    memory_gib_seconds: real(9)?,
-                };
+                out.quantities = Quantities::from_columns(
+                    |i| row.get::<_, i64>(n + i).map(uint),
+                    |i| row.get::<_, f64>(n + i),
+                )?;
                 Ok(out)
             })
             .map_err(fail)?;
@@ -756,20 +767,10 @@ impl Postgres {
                 if let Some(e) = error {
                     return Err(PgFailure::Sql(e));
                 }
-                let count = |i: usize| row.try_get::<_, i64>(n + i).map(uint);
-                let real = |i: usize| row.try_get::<_, f64>(n + i);
-                usage.quantities = Quantities {
-                    sessions: count(0)?,
-                    session_seconds: real(1)?,
-                    peak_connections: count(2)?,
-                    requests: count(3)?,
-                    tool_calls: count(4)?,
-                    errors: count(5)?,
-                    bytes_in: count(6)?,
-                    bytes_out: count(7)?,
-                    cpu_seconds: real(8)?,
-                    memory_gib_seconds: real(9)?,
-                };
+                usage.quantities = Quantities::from_columns(
+                    |i| row.try_get::<_, i64>(n + i).map(uint),
+                    |i| row.try_get::<_, f64>(n + i),
+                )?;
                 out.push(usage);
             }
             Ok::<_, PgFailure>(out)
