@@ -20,6 +20,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use berth_edge::Gateway;
+use berth_telemetry::metrics::ComponentCount;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::config::Config;
@@ -510,15 +511,46 @@ async fn serve(
         berth_telemetry::Telemetry::without_metrics()
     };
     if let Some(meter) = &usage {
-        telemetry = telemetry.with(meter.clone());
+        let counted = Arc::downgrade(meter);
+        telemetry = telemetry.with(meter.clone()).with_counts(Arc::new(move || {
+            counted.upgrade().map_or_else(Vec::new, |m| {
+                vec![
+                    count("usage", "pending_keys", m.pending_keys() as u64),
+                    count("usage", "dropped_keys", m.dropped_keys()),
+                ]
+            })
+        }));
     }
     let spans = traces::start(&config, &public_url)?;
     if let Some(spans) = &spans {
-        telemetry = telemetry.with(spans.clone());
+        let counted = Arc::downgrade(spans);
+        telemetry = telemetry.with(spans.clone()).with_counts(Arc::new(move || {
+            counted.upgrade().map_or_else(Vec::new, |s| {
+                let stats = s.stats();
+                vec![
+                    count("spans", "exported", stats.exported),
+                    count("spans", "dropped", stats.dropped),
+                    count("spans", "queued", stats.queued),
+                ]
+            })
+        }));
     }
     let alerts = alerts::build(&config, edge.listen)?;
     if let Some(alerts) = &alerts {
-        telemetry = telemetry.with(alerts.clone());
+        let counted = Arc::downgrade(alerts);
+        telemetry = telemetry
+            .with(alerts.clone())
+            .with_counts(Arc::new(move || {
+                counted.upgrade().map_or_else(Vec::new, |a| {
+                    let stats = a.stats();
+                    vec![
+                        count("alerts", "delivered", stats.delivered()),
+                        count("alerts", "retried", stats.retried()),
+                        count("alerts", "failed", stats.failed()),
+                        count("alerts", "dropped", stats.dropped()),
+                    ]
+                })
+            }));
     }
     let gateway = Gateway::with_telemetry(edge.clone(), config.server_specs(), Arc::new(telemetry));
     if let Some(alerts) = &alerts {
@@ -582,6 +614,14 @@ async fn serve(
     }
     tracing::info!("stopped; all server processes reaped");
     Ok(())
+}
+
+fn count(component: &'static str, count: &'static str, value: u64) -> ComponentCount {
+    ComponentCount {
+        component,
+        count,
+        value,
+    }
 }
 
 /// Re-reads the configuration file and applies its servers.

@@ -210,6 +210,30 @@ async fn a_crash_loop_is_alerted_once_and_recovers_once() {
         .wait_for("recovered", "crash_loop", Duration::from_secs(20))
         .await;
     check_common(&recovered, "boom", "team-payments", 3.0);
+    // /metrics shows the alerts' own delivery counts.
+    let (url, token) = admin_endpoint(&berth);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = reqwest::Client::new()
+            .get(format!("{url}/metrics"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("metrics text");
+        if text.contains("berth_component{component=\"alerts\",count=\"delivered\"} 2")
+            && text.contains("berth_component{component=\"alerts\",count=\"retried\"} 1")
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no alert delivery counts in /metrics:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     stop(berth);
     assert_eq!(
         hook.events(),

@@ -190,7 +190,7 @@ async fn metrics(State(admin): State<Arc<Admin>>) -> Response {
             "metrics are off ([telemetry] metrics = false)",
         );
     };
-    let text = metrics.render(&gw.fleet_state());
+    let text = metrics.render_with(&gw.fleet_state(), &gw.telemetry().counts());
     (
         [(
             header::CONTENT_TYPE,

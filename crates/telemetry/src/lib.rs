@@ -19,7 +19,11 @@ pub use record::*;
 pub struct Telemetry {
     metrics: Option<Arc<Metrics>>,
     observers: Vec<Arc<dyn Observer>>,
+    counts: Vec<CountSource>,
 }
+
+/// Reads a component's own counts (for `/metrics`).
+pub type CountSource = Arc<dyn Fn() -> Vec<metrics::ComponentCount> + Send + Sync>;
 
 impl Default for Telemetry {
     fn default() -> Self {
@@ -33,6 +37,7 @@ impl Telemetry {
         Telemetry {
             observers: vec![metrics.clone()],
             metrics: Some(metrics),
+            counts: Vec::new(),
         }
     }
 
@@ -42,6 +47,7 @@ impl Telemetry {
         Telemetry {
             metrics: None,
             observers: Vec::new(),
+            counts: Vec::new(),
         }
     }
 
@@ -55,6 +61,17 @@ impl Telemetry {
     pub fn with(mut self, observer: Arc<dyn Observer>) -> Telemetry {
         self.observers.push(observer);
         self
+    }
+
+    /// Adds a component's own counts to what `/metrics` shows.
+    pub fn with_counts(mut self, source: CountSource) -> Telemetry {
+        self.counts.push(source);
+        self
+    }
+
+    /// Every component's counts now.
+    pub fn counts(&self) -> Vec<metrics::ComponentCount> {
+        self.counts.iter().flat_map(|source| source()).collect()
     }
 
     pub fn metrics(&self) -> Option<&Metrics> {

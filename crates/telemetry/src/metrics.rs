@@ -94,6 +94,20 @@ struct ReasonLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ComponentLabels {
+    component: &'static str,
+    count: &'static str,
+}
+
+/// One count a component of the gateway keeps (`alerts`, `delivered`, 12).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ComponentCount {
+    pub component: &'static str,
+    pub count: &'static str,
+    pub value: u64,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StateLabels {
     server: Server,
     state: String,
@@ -147,6 +161,9 @@ pub struct Metrics {
     restarts: Family<ServerLabel, Counter>,
     oom_kills: Family<ServerLabel, Counter>,
     failed: Family<ServerLabel, Gauge>,
+    /// Counts the gateway's own components keep (alerts delivered, spans
+    /// dropped, usage keys waiting...), read at each scrape.
+    components: Family<ComponentLabels, Gauge>,
     /// Server names, interned (labels share them).
     servers: RwLock<HashMap<String, Server>>,
     /// Tool names seen, per server, interned and bounded.
@@ -188,6 +205,7 @@ impl Metrics {
             restarts: Family::default(),
             oom_kills: Family::default(),
             failed: Family::default(),
+            components: Family::default(),
             servers: RwLock::default(),
             tools: RwLock::default(),
             scrape: Mutex::default(),
@@ -288,6 +306,11 @@ impl Metrics {
             "1 while a server is given up on after crashing too often",
             m.failed.clone(),
         );
+        b.register(
+            "berth_component",
+            "Counts the gateway's own components keep, by component and count: alerts (delivered, retried, failed, dropped), spans (exported, dropped, queued), usage (pending_keys, dropped_keys)",
+            m.components.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -332,7 +355,21 @@ impl Metrics {
 
     /// The metrics as OpenMetrics text, with the fleet's current state.
     pub fn render(&self, fleet: &[ServerState]) -> String {
+        self.render_with(fleet, &[])
+    }
+
+    /// [`Metrics::render`] with the components' own counts.
+    pub fn render_with(&self, fleet: &[ServerState], components: &[ComponentCount]) -> String {
         let _one = self.scrape.lock().unwrap_or_else(|p| p.into_inner());
+        self.components.clear();
+        for c in components {
+            self.components
+                .get_or_create(&ComponentLabels {
+                    component: c.component,
+                    count: c.count,
+                })
+                .set(i64::try_from(c.value).unwrap_or(i64::MAX));
+        }
         for family in [&self.spawns, &self.crashes, &self.restarts, &self.oom_kills] {
             family.clear();
         }
