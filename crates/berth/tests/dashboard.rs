@@ -175,6 +175,14 @@ impl Page {
 
     /// A DevTools command; its result, or a panic naming the error.
     async fn call(&mut self, method: &str, params: Value) -> Value {
+        match self.try_call(method, params).await {
+            Ok(result) => result,
+            Err(error) => panic!("{method}: {error}"),
+        }
+    }
+
+    /// A DevTools command; its result, or the error Chromium answered.
+    async fn try_call(&mut self, method: &str, params: Value) -> Result<Value, Value> {
         self.next_id += 1;
         let id = self.next_id;
         let mut message = json!({ "id": id, "method": method, "params": params });
@@ -202,10 +210,10 @@ impl Page {
         })
         .await
         .unwrap_or_else(|_| panic!("{method}: no answer from Chromium within 30 s"));
-        if let Some(error) = reply.get("error") {
-            panic!("{method}: {error}");
+        match reply.get("error") {
+            Some(error) => Err(error.clone()),
+            None => Ok(reply["result"].clone()),
         }
-        reply["result"].clone()
     }
 
     /// Evaluates `expression` in the page (awaiting a promise); its value.
@@ -226,13 +234,16 @@ impl Page {
     async fn wait_for(&mut self, what: &str, expression: &str, within: Duration) -> Value {
         let deadline = Instant::now() + within;
         loop {
+            // An evaluation that meets a navigation (a form just submitted)
+            // is answered with an error: not yet, ask again.
             let value = self
-                .call(
+                .try_call(
                     "Runtime.evaluate",
                     json!({ "expression": expression, "returnByValue": true }),
                 )
-                .await;
-            let value = value["result"]["value"].clone();
+                .await
+                .map(|v| v["result"]["value"].clone())
+                .unwrap_or(Value::Null);
             let truthy = match &value {
                 Value::Null => false,
                 Value::Bool(b) => *b,
