@@ -272,10 +272,7 @@ pub async fn ps(args: &AdminArgs, json: bool) -> anyhow::Result<()> {
 
 fn print_processes(processes: &[berth_fleet::ProcessReport]) {
     for p in processes {
-        let state = serde_json::to_value(p.state)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default();
+        let state = p.state.as_str();
         println!(
             "  pid {:<8} {:<9} {:>8.1}s  generation {}",
             p.pid,

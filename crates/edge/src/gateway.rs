@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use berth_auth::Principal;
 use berth_fleet::{
-    AcquireError, Delivery, Failure, Lease, OnCrash, PoolStatus, ProcState, ServerSpec, Unsolicited,
+    AcquireError, Delivery, Failure, Lease, OnCrash, PoolStatus, ServerSpec, Unsolicited,
 };
 use berth_telemetry::{Observer as _, ServerState, SessionEnded, SessionOpened, Telemetry};
 use berth_wire::{ErrorCode, Message};
@@ -45,17 +45,6 @@ pub struct Gateway {
     deaths: Mutex<Deaths>,
     /// Where requests, sessions and process samples are reported.
     telemetry: Arc<Telemetry>,
-}
-
-fn proc_state_label(state: ProcState) -> &'static str {
-    match state {
-        ProcState::Starting => "starting",
-        ProcState::Ready => "ready",
-        ProcState::Standby => "standby",
-        ProcState::Leased => "leased",
-        ProcState::Draining => "draining",
-        ProcState::Shared => "shared",
-    }
 }
 
 /// How many sessions ended by a dead process are remembered, so the client's
@@ -157,9 +146,7 @@ impl Gateway {
                     state.restarts += report.restarts;
                     state.oom_kills += report.oom_kills;
                     for p in &report.processes {
-                        *by_state
-                            .entry(proc_state_label(p.state).to_owned())
-                            .or_default() += 1;
+                        *by_state.entry(p.state.as_str().to_owned()).or_default() += 1;
                     }
                 }
                 state.processes = by_state.into_iter().collect();

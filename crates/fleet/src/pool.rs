@@ -169,6 +169,20 @@ pub enum PoolStatus {
     Failed,
 }
 
+impl ProcState {
+    /// The state's name, as `berth ps`, the admin API and metrics write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProcState::Starting => "starting",
+            ProcState::Ready => "ready",
+            ProcState::Standby => "standby",
+            ProcState::Leased => "leased",
+            ProcState::Draining => "draining",
+            ProcState::Shared => "shared",
+        }
+    }
+}
+
 impl PoolStatus {
     pub fn as_str(self) -> &'static str {
         match self {

@@ -187,15 +187,12 @@ pub(crate) async fn server(
              <th>Sessions</th><th>Generation</th><th>Age</th></tr></thead><tbody>",
         );
         for (pool, p) in processes {
-            let state = serde_json::to_value(p.state)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default();
+            let state = p.state.as_str();
             let _ = write!(
                 main,
                 "<tr><td>{pool}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 p.pid,
-                esc(&state),
+                esc(state),
                 p.sessions,
                 p.generation,
                 seconds(p.age_ms as f64 / 1000.0)
