@@ -10,26 +10,10 @@ use std::process::{Command, Stdio};
 use common::*;
 use serde_json::{Value, json};
 
-/// The admin endpoint the gateway wrote to its data dir.
-fn admin(berth: &Berth) -> (String, String) {
-    let text = std::fs::read_to_string(berth.dir.path().join("data/admin.json"))
-        .or_else(|_| std::fs::read_to_string(berth.dir.path().join("admin.json")))
-        .expect("admin.json");
-    let admin: Value = serde_json::from_str(&text).expect("admin.json is JSON");
-    (
-        admin["url"]
-            .as_str()
-            .expect("url")
-            .trim_end_matches('/')
-            .to_owned(),
-        admin["token"].as_str().expect("token").to_owned(),
-    )
-}
-
 /// `/metrics` parsed by `prometheus_client.openmetrics.parser`: one entry
 /// per sample.
 async fn scrape(berth: &Berth) -> Vec<Value> {
-    let (url, token) = admin(berth);
+    let (url, token) = admin_endpoint(berth);
     let response = reqwest::Client::new()
         .get(format!("{url}/metrics"))
         .bearer_auth(&token)
@@ -232,7 +216,7 @@ async fn metrics_count_a_scripted_workload_exactly() {
 #[tokio::test]
 async fn metrics_need_the_admin_token() {
     let berth = Berth::start("", &fixture_server("echo", "echo"));
-    let (url, _) = admin(&berth);
+    let (url, _) = admin_endpoint(&berth);
     let response = reqwest::Client::new()
         .get(format!("{url}/metrics"))
         .bearer_auth("wrong")

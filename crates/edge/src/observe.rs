@@ -126,8 +126,10 @@ fn meta_traceparent(bytes: &[u8]) -> Option<String> {
 
 /// Notes an answer from the server, `waited` after the request was sent.
 pub(crate) fn note_answer(bytes: &[u8], waited: Duration) {
-    let outcome = outcome_of(bytes);
+    // Read inside the note: with telemetry off there is none, and the
+    // answer is not searched at all.
     note(|n| {
+        let outcome = outcome_of(bytes);
         if outcome == Outcome::Error && n.error_code.is_none() {
             n.error_code = berth_wire::modern::error_code(bytes);
         }
