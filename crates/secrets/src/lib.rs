@@ -1,13 +1,20 @@
 //! Berth's secrets store: named values kept encrypted at rest.
 //!
 //! Each value is sealed with XChaCha20-Poly1305 under a 32-byte master key,
-//! with a fresh random 24-byte nonce and the secret's name bound in as
-//! associated data, so a record copied to another name no longer decrypts.
+//! with a fresh random 24-byte nonce and the record's key bound in as
+//! associated data, so a record copied to another key no longer decrypts.
 //! The store is `<data_dir>/secrets.json`:
 //!
 //! ```json
-//! {"version":1,"secrets":{"NAME":{"nonce":"<base64>","ciphertext":"<base64>"}}}
+//! {"version":1,"secrets":{"NAME":{"nonce":"<base64>","ciphertext":"<base64>"},
+//!                         "NAME@PRINCIPAL":{"nonce":"<base64>","ciphertext":"<base64>"}}}
 //! ```
+//!
+//! A secret has an optional shared value (key `NAME`) and any number of
+//! per-principal values (key `NAME@PRINCIPAL`, see [`SecretStore::set_for`]).
+//! Names never contain `@`, so the two kinds of key cannot collide and the
+//! first `@` splits a key. Which value a caller gets is the gateway's choice;
+//! the store only keeps them apart.
 //!
 //! The master key comes from `BERTH_MASTER_KEY` (base64 or 64 hex
 //! characters) or else from `<data_dir>/master.key`, which is created with
@@ -32,7 +39,7 @@
 mod key;
 mod template;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -63,6 +70,14 @@ const AAD_PREFIX: &[u8] = b"berth-secret/v1/";
 
 const MAX_NAME_LEN: usize = 128;
 
+/// Separates the name from the principal in a per-principal record's key.
+const PRINCIPAL_SEPARATOR: char = '@';
+
+const MAX_PRINCIPAL_LEN: usize = 256;
+
+/// How much of a rejected principal an error message repeats.
+const SHOWN_PRINCIPAL_LEN: usize = 64;
+
 /// Why a secrets store operation failed.
 ///
 /// Messages say what to do next and never contain a secret value or key.
@@ -74,6 +89,15 @@ pub enum SecretError {
         "invalid secret name `{name}`: use 1 to {MAX_NAME_LEN} characters from A-Z, a-z, 0-9, `_`, `.` and `-`"
     )]
     InvalidName { name: String },
+
+    /// The principal is empty, too long, or has control characters.
+    #[error(
+        "invalid principal {}: use 1 to {MAX_PRINCIPAL_LEN} characters and no control characters; \
+         give the caller's subject (an API key's name, a token's `sub`) or its full id as \
+         `berth usage` shows it (e.g. `key:alice`)",
+        shown_principal(principal)
+    )]
+    InvalidPrincipal { principal: String },
 
     /// `BERTH_MASTER_KEY` is set but is not a 32-byte key in an accepted format.
     #[error("{MASTER_KEY_ENV} is not a valid master key: expected {ACCEPTED_KEY_FORMATS}")]
@@ -104,10 +128,16 @@ pub enum SecretError {
 
     /// A record did not decrypt: a different key, or an altered record.
     #[error(
-        "cannot decrypt secret `{name}`: the master key does not match the one it was stored with \
-         ({key_source}), or the stored record was altered"
+        "cannot decrypt secret `{name}`{}: the master key does not match the one it was stored with \
+         ({key_source}), or the stored record was altered",
+        for_principal(principal.as_deref())
     )]
-    KeyMismatch { name: String, key_source: String },
+    KeyMismatch {
+        name: String,
+        /// `None` for the shared value.
+        principal: Option<String>,
+        key_source: String,
+    },
 
     /// The store file is not what this code writes.
     #[error("secrets store {} is damaged: {detail}", path.display())]
@@ -125,8 +155,15 @@ pub enum SecretError {
     Random(String),
 
     /// Encryption refused the value (only possible for absurdly large values).
-    #[error("cannot encrypt secret `{name}`: the value is too large")]
-    Encrypt { name: String },
+    #[error(
+        "cannot encrypt secret `{name}`{}: the value is too large",
+        for_principal(principal.as_deref())
+    )]
+    Encrypt {
+        name: String,
+        /// `None` for the shared value.
+        principal: Option<String>,
+    },
 
     /// A file system operation failed.
     #[error("cannot {action} {}", path.display())]
@@ -144,6 +181,63 @@ fn io_error(action: &'static str, path: &Path, source: io::Error) -> SecretError
         action,
         path: path.to_owned(),
         source,
+    }
+}
+
+/// `" for principal `P`"`, or nothing for a shared value.
+fn for_principal(principal: Option<&str>) -> String {
+    principal
+        .map(|p| format!(" for principal `{p}`"))
+        .unwrap_or_default()
+}
+
+/// A rejected principal as an error shows it: escaped (it may hold control
+/// characters) and cut short (it may be very long).
+fn shown_principal(principal: &str) -> String {
+    let mut chars = principal.chars();
+    let head: String = chars.by_ref().take(SHOWN_PRINCIPAL_LEN).collect();
+    let more = if chars.next().is_some() { "..." } else { "" };
+    format!("\"{}\"{more}", head.escape_debug())
+}
+
+/// One value in the store: a name and, for a per-principal value, whose it is.
+///
+/// Orders by name, then the shared value (`None`) before principals'.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SecretEntry {
+    pub name: String,
+    /// `None` for the shared value.
+    pub principal: Option<String>,
+}
+
+/// Where a value lives: the name and, for a per-principal value, whose.
+/// Only built from a validated name and principal.
+#[derive(Clone, Copy)]
+struct Slot<'a> {
+    name: &'a str,
+    principal: Option<&'a str>,
+}
+
+impl<'a> Slot<'a> {
+    fn new(name: &'a str, principal: Option<&'a str>) -> Result<Slot<'a>, SecretError> {
+        validate_name(name)?;
+        if let Some(principal) = principal {
+            validate_principal(principal)?;
+        }
+        Ok(Slot { name, principal })
+    }
+
+    /// The record's key in the store file, also its associated data.
+    fn key(self) -> String {
+        match self.principal {
+            None => self.name.to_owned(),
+            Some(principal) => format!("{}{PRINCIPAL_SEPARATOR}{principal}", self.name),
+        }
+    }
+
+    /// How messages name it: "`NAME`" or "`NAME` for principal `P`".
+    fn label(self) -> String {
+        format!("`{}`{}", self.name, for_principal(self.principal))
     }
 }
 
@@ -210,38 +304,107 @@ impl SecretStore {
         &self.path
     }
 
-    /// Stores `value` under `name`, replacing any previous value.
+    /// Stores `value` as `name`'s shared value, replacing any previous one.
     pub fn set(&self, name: &str, value: &str) -> Result<(), SecretError> {
-        validate_name(name)?;
+        self.set_for(name, None, value)
+    }
+
+    /// Stores `value` as `principal`'s own value of `name` (the shared value
+    /// when `principal` is `None`), replacing any previous one. The shared
+    /// value and each principal's are independent.
+    pub fn set_for(
+        &self,
+        name: &str,
+        principal: Option<&str>,
+        value: &str,
+    ) -> Result<(), SecretError> {
+        let slot = Slot::new(name, principal)?;
         create_data_dir(&self.dir)?;
         let _lock = lock_store(&self.dir)?;
         let mut store = self.read()?;
-        store
-            .secrets
-            .insert(name.to_owned(), self.encrypt(name, value)?);
+        let record = self.encrypt(slot, value)?;
+        store.secrets.insert(slot.key(), record);
         self.write(&store)
     }
 
-    /// The value stored under `name`, if any.
+    /// The shared value stored under `name`, if any.
     ///
     /// Reads the file each time (the CLI may change it while the gateway
     /// runs). Takes no lock: writes replace the file whole, by rename.
     pub fn get(&self, name: &str) -> Result<Option<SecretString>, SecretError> {
+        self.get_slot(Slot::new(name, None)?)
+    }
+
+    /// `principal`'s own value of `name`, if any; never the shared value
+    /// (falling back to it is the caller's choice).
+    ///
+    /// A principal that [`validate_principal`] rejects cannot have a value
+    /// of its own, so for it this is `Ok(None)`, not an error: a caller with
+    /// an odd subject still gets the shared value from a fallback.
+    pub fn get_for(
+        &self,
+        name: &str,
+        principal: &str,
+    ) -> Result<Option<SecretString>, SecretError> {
         validate_name(name)?;
-        match self.read()?.secrets.get(name) {
-            Some(record) => self.decrypt(name, record).map(Some),
+        if validate_principal(principal).is_err() {
+            return Ok(None);
+        }
+        self.get_slot(Slot {
+            name,
+            principal: Some(principal),
+        })
+    }
+
+    fn get_slot(&self, slot: Slot<'_>) -> Result<Option<SecretString>, SecretError> {
+        match self.read()?.secrets.get(&slot.key()) {
+            Some(record) => self.decrypt(slot, record).map(Some),
             None => Ok(None),
         }
     }
 
-    /// The names in the store, sorted.
+    /// The names that have a value, shared or any principal's: each once, sorted.
+    ///
+    /// A name listed here may have no shared value ([`get`](Self::get) is
+    /// then `None`); [`entries`](Self::entries) tells the values apart.
     pub fn names(&self) -> Result<Vec<String>, SecretError> {
-        Ok(self.read()?.secrets.into_keys().collect())
+        let names: BTreeSet<String> = self.entries()?.into_iter().map(|e| e.name).collect();
+        Ok(names.into_iter().collect())
     }
 
-    /// Removes `name`; `false` if it was not there.
+    /// Every value in the store (never the value itself), sorted by name,
+    /// then the shared value before principals' in order.
+    pub fn entries(&self) -> Result<Vec<SecretEntry>, SecretError> {
+        let mut entries: Vec<SecretEntry> = self
+            .read()?
+            .secrets
+            .into_keys()
+            .map(|key| match key.split_once(PRINCIPAL_SEPARATOR) {
+                Some((name, principal)) => SecretEntry {
+                    name: name.to_owned(),
+                    principal: Some(principal.to_owned()),
+                },
+                None => SecretEntry {
+                    name: key,
+                    principal: None,
+                },
+            })
+            .collect();
+        // The file's key order is not this one: `A.b` sorts before `A@p`.
+        entries.sort();
+        Ok(entries)
+    }
+
+    /// Removes `name`'s shared value, leaving principals' values; `false`
+    /// if there was none.
     pub fn remove(&self, name: &str) -> Result<bool, SecretError> {
-        validate_name(name)?;
+        self.remove_for(name, None)
+    }
+
+    /// Removes `principal`'s own value of `name` (the shared value when
+    /// `principal` is `None`), leaving the others; `false` if it was not there.
+    pub fn remove_for(&self, name: &str, principal: Option<&str>) -> Result<bool, SecretError> {
+        let slot = Slot::new(name, principal)?;
         let exists = self
             .path
             .try_exists()
@@ -252,7 +415,7 @@ impl SecretStore {
         }
         let _lock = lock_store(&self.dir)?;
         let mut store = self.read()?;
-        if store.secrets.remove(name).is_none() {
+        if store.secrets.remove(&slot.key()).is_none() {
             return Ok(false);
         }
         self.write(&store)?;
@@ -300,7 +463,7 @@ impl SecretStore {
         berth_files::write_private(&self.path, &json).map_err(|e| io_error(action, &self.path, e))
     }
 
-    fn encrypt(&self, name: &str, value: &str) -> Result<Record, SecretError> {
+    fn encrypt(&self, slot: Slot<'_>, value: &str) -> Result<Record, SecretError> {
         let mut nonce = XNonce::default();
         fill_random(&mut nonce)?;
         let ciphertext = self
@@ -309,11 +472,12 @@ impl SecretStore {
                 &nonce,
                 Payload {
                     msg: value.as_bytes(),
-                    aad: &aad(name),
+                    aad: &aad(&slot.key()),
                 },
             )
             .map_err(|_| SecretError::Encrypt {
-                name: name.to_owned(),
+                name: slot.name.to_owned(),
+                principal: slot.principal.map(str::to_owned),
             })?;
         Ok(Record {
             nonce: STANDARD.encode(nonce),
@@ -321,10 +485,10 @@ impl SecretStore {
         })
     }
 
-    fn decrypt(&self, name: &str, record: &Record) -> Result<SecretString, SecretError> {
+    fn decrypt(&self, slot: Slot<'_>, record: &Record) -> Result<SecretString, SecretError> {
         let corrupt = |detail: &str| SecretError::Corrupt {
             path: self.path.clone(),
-            detail: format!("secret `{name}` {detail}"),
+            detail: format!("secret {} {detail}", slot.label()),
         };
         let nonce = STANDARD
             .decode(&record.nonce)
@@ -340,15 +504,16 @@ impl SecretStore {
                 &nonce,
                 Payload {
                     msg: &ciphertext,
-                    aad: &aad(name),
+                    aad: &aad(&slot.key()),
                 },
             )
             .map_err(|_| SecretError::KeyMismatch {
-                name: name.to_owned(),
+                name: slot.name.to_owned(),
+                principal: slot.principal.map(str::to_owned),
                 key_source: self.key_source.to_string(),
             })?;
         let plaintext = Zeroizing::new(plaintext);
-        // Only `set` writes records and it takes a &str, so this holds for
+        // Only `set_for` writes records and it takes a &str, so this holds for
         // anything that decrypted.
         let value =
             std::str::from_utf8(&plaintext).map_err(|_| corrupt("does not decrypt to UTF-8"))?;
@@ -356,13 +521,14 @@ impl SecretStore {
     }
 }
 
-/// The associated data for `name`'s record: binds the ciphertext to its name.
-fn aad(name: &str) -> Vec<u8> {
-    [AAD_PREFIX, name.as_bytes()].concat()
+/// The associated data for the record under `key`: binds the ciphertext to
+/// its whole key, name and principal, so it cannot move to another of either.
+fn aad(key: &str) -> Vec<u8> {
+    [AAD_PREFIX, key.as_bytes()].concat()
 }
 
 /// Checks that `name` is 1 to 128 characters from `[A-Za-z0-9_.-]`.
-fn validate_name(name: &str) -> Result<(), SecretError> {
+pub fn validate_name(name: &str) -> Result<(), SecretError> {
     let valid_char = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-');
     if (1..=MAX_NAME_LEN).contains(&name.len()) && name.bytes().all(valid_char) {
         Ok(())
@@ -371,6 +537,26 @@ fn validate_name(name: &str) -> Result<(), SecretError> {
             name: name.to_owned(),
         })
     }
+}
+
+/// Checks that `principal` is 1 to 256 characters, none of them a control
+/// character; any other UTF-8 is allowed (`alice`, `key:alice`, `https://idp|sub`).
+pub fn validate_principal(principal: &str) -> Result<(), SecretError> {
+    let mut count = 0;
+    for c in principal.chars() {
+        count += 1;
+        if c.is_control() || count > MAX_PRINCIPAL_LEN {
+            return Err(SecretError::InvalidPrincipal {
+                principal: principal.to_owned(),
+            });
+        }
+    }
+    if count == 0 {
+        return Err(SecretError::InvalidPrincipal {
+            principal: String::new(),
+        });
+    }
+    Ok(())
 }
 
 /// Creates the data directory (mode 0700) if absent; an existing one is left as it is.
@@ -667,6 +853,263 @@ mod tests {
             }
         });
         assert_eq!(store_in(dir.path()).names().unwrap().len(), 40);
+    }
+
+    fn entry(name: &str, principal: Option<&str>) -> SecretEntry {
+        SecretEntry {
+            name: name.to_owned(),
+            principal: principal.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn shared_and_per_principal_values_are_independent() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_in(dir.path());
+        let shown = |v: Option<SecretString>| v.map(|v| v.expose_secret().to_owned());
+
+        store
+            .set_for("github_pat", Some("alice"), "alice-pat")
+            .unwrap();
+        // Her own value only: no shared value to be confused with yet.
+        assert!(store.get("github_pat").unwrap().is_none());
+        assert_eq!(
+            shown(store.get_for("github_pat", "alice").unwrap()).as_deref(),
+            Some("alice-pat")
+        );
+        assert!(store.get_for("github_pat", "bob").unwrap().is_none());
+
+        store.set("github_pat", "shared-pat").unwrap();
+        store.set_for("github_pat", None, "shared-pat-2").unwrap();
+        store
+            .set_for("github_pat", Some("key:alice"), "key-alice-pat")
+            .unwrap();
+        // A principal may itself contain `@`: the first one splits the key.
+        store
+            .set_for("github_pat", Some("bob@idp"), "bob-pat")
+            .unwrap();
+        store.set_for("github_pat.v2", Some("alice"), "v2").unwrap();
+        store.set("A", "a").unwrap();
+
+        assert_eq!(
+            shown(store.get("github_pat").unwrap()).as_deref(),
+            Some("shared-pat-2")
+        );
+        for (principal, value) in [
+            ("alice", "alice-pat"),
+            ("key:alice", "key-alice-pat"),
+            ("bob@idp", "bob-pat"),
+        ] {
+            assert_eq!(
+                shown(store.get_for("github_pat", principal).unwrap()).as_deref(),
+                Some(value),
+                "{principal}"
+            );
+        }
+        // No fallback to the shared value, and no prefix matching.
+        assert!(store.get_for("github_pat", "bob").unwrap().is_none());
+        assert!(store.get_for("github_pat", "alic").unwrap().is_none());
+        assert!(store.get_for("github_pat.v2", "bob").unwrap().is_none());
+        assert!(store.get("github_pat.v2").unwrap().is_none());
+
+        // Sorted by name, then shared first, then principals; `github_pat.v2`
+        // comes after every `github_pat` value though `.` sorts before `@`.
+        assert_eq!(
+            store.entries().unwrap(),
+            [
+                entry("A", None),
+                entry("github_pat", None),
+                entry("github_pat", Some("alice")),
+                entry("github_pat", Some("bob@idp")),
+                entry("github_pat", Some("key:alice")),
+                entry("github_pat.v2", Some("alice")),
+            ]
+        );
+        assert_eq!(store.names().unwrap(), ["A", "github_pat", "github_pat.v2"]);
+
+        // Removing the shared value leaves the principals' values, and back.
+        assert!(store.remove("github_pat").unwrap());
+        assert!(!store.remove_for("github_pat", None).unwrap());
+        assert!(store.get("github_pat").unwrap().is_none());
+        assert_eq!(
+            shown(store.get_for("github_pat", "alice").unwrap()).as_deref(),
+            Some("alice-pat")
+        );
+        store.set("github_pat", "shared-again").unwrap();
+        assert!(store.remove_for("github_pat", Some("alice")).unwrap());
+        assert!(!store.remove_for("github_pat", Some("alice")).unwrap());
+        assert!(!store.remove_for("github_pat", Some("nobody")).unwrap());
+        assert!(store.get_for("github_pat", "alice").unwrap().is_none());
+        assert_eq!(
+            shown(store.get("github_pat").unwrap()).as_deref(),
+            Some("shared-again")
+        );
+        assert_eq!(
+            shown(store.get_for("github_pat", "key:alice").unwrap()).as_deref(),
+            Some("key-alice-pat")
+        );
+
+        // A name with only principals' values is still a name.
+        assert!(store.remove("A").unwrap());
+        assert!(store.remove("github_pat").unwrap());
+        assert_eq!(store.names().unwrap(), ["github_pat", "github_pat.v2"]);
+        assert!(store.get("github_pat").unwrap().is_none());
+    }
+
+    #[test]
+    fn per_principal_records_are_keyed_and_encrypted() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_in(dir.path());
+        store.set_for("TOKEN", Some("alice"), VALUE).unwrap();
+        let text = std::fs::read_to_string(store.path()).unwrap();
+        assert!(!text.contains(VALUE) && !text.contains("CANARY"), "{text}");
+        let json = raw_file(&store);
+        assert_eq!(json["version"], 1, "the format version is unchanged");
+        let keys: Vec<&String> = json["secrets"].as_object().unwrap().keys().collect();
+        assert_eq!(keys, ["TOKEN@alice"]);
+        let ciphertext = STANDARD
+            .decode(
+                json["secrets"]["TOKEN@alice"]["ciphertext"]
+                    .as_str()
+                    .unwrap(),
+            )
+            .unwrap();
+        assert_eq!(ciphertext.len(), VALUE.len() + 16);
+        // `get` cannot reach it: `@` is not allowed in a name.
+        assert!(matches!(
+            store.get("TOKEN@alice"),
+            Err(SecretError::InvalidName { .. })
+        ));
+    }
+
+    #[test]
+    fn per_principal_record_moved_to_another_key_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_in(dir.path());
+        store.set_for("TOKEN", Some("alice"), VALUE).unwrap();
+        store.set_for("TOKEN", Some("bob"), "bobs").unwrap();
+        store.set("TOKEN", "shared").unwrap();
+        store.set("OTHER", "other").unwrap();
+        edit_record(&store, |secrets| {
+            let alice = secrets["TOKEN@alice"].clone();
+            // To another principal, to the shared value, to another name.
+            secrets["TOKEN@bob"] = alice.clone();
+            secrets["TOKEN@mallory"] = alice.clone();
+            secrets["TOKEN"] = alice.clone();
+            secrets["OTHER@alice"] = alice;
+        });
+        for (name, principal) in [
+            ("TOKEN", Some("bob")),
+            ("TOKEN", Some("mallory")),
+            ("TOKEN", None),
+            ("OTHER", Some("alice")),
+        ] {
+            let err = match principal {
+                Some(p) => store.get_for(name, p).unwrap_err(),
+                None => store.get(name).unwrap_err(),
+            };
+            assert!(matches!(err, SecretError::KeyMismatch { .. }), "{err:?}");
+            let message = err.to_string();
+            assert!(!message.contains(VALUE), "{message}");
+            let expected = match principal {
+                Some(p) => format!("cannot decrypt secret `{name}` for principal `{p}`: "),
+                None => format!("cannot decrypt secret `{name}`: "),
+            };
+            assert!(message.starts_with(&expected), "{message}");
+        }
+        // A shared record moved onto a principal fails too.
+        edit_record(&store, |secrets| {
+            secrets["OTHER@carol"] = secrets["OTHER"].clone();
+        });
+        assert!(matches!(
+            store.get_for("OTHER", "carol"),
+            Err(SecretError::KeyMismatch { .. })
+        ));
+        // The original still decrypts where it was stored.
+        assert_eq!(
+            store
+                .get_for("TOKEN", "alice")
+                .unwrap()
+                .unwrap()
+                .expose_secret(),
+            VALUE
+        );
+        assert_eq!(
+            store.get("OTHER").unwrap().unwrap().expose_secret(),
+            "other"
+        );
+    }
+
+    #[test]
+    fn principals_are_validated() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_in(dir.path());
+        let longest = "é".repeat(256);
+        for good in [
+            "alice",
+            "key:alice",
+            "https://idp.example|sub-123",
+            "a@b",
+            " spaced out ",
+            "ünïcödé ✓",
+            &longest,
+        ] {
+            assert!(validate_principal(good).is_ok(), "{good}");
+        }
+        let too_long = "a".repeat(257);
+        for bad in [
+            "",
+            "a\nb",
+            "tab\there",
+            "nul\0",
+            "del\u{7f}",
+            "c1\u{85}",
+            &too_long,
+        ] {
+            let err = validate_principal(bad).unwrap_err();
+            let message = err.to_string();
+            assert!(
+                message.contains("use 1 to 256 characters and no control characters")
+                    && message.contains("`key:alice`"),
+                "{message}"
+            );
+            assert!(
+                !message.contains('\n') && !message.contains('\0'),
+                "{message}"
+            );
+            assert!(matches!(
+                store.set_for("A", Some(bad), "v"),
+                Err(SecretError::InvalidPrincipal { .. })
+            ));
+            assert!(matches!(
+                store.remove_for("A", Some(bad)),
+                Err(SecretError::InvalidPrincipal { .. })
+            ));
+            // No value can be stored for it, so it has none.
+            assert!(store.get_for("A", bad).unwrap().is_none());
+        }
+        assert!(!store.path().exists(), "nothing was written");
+
+        // The message escapes and shortens what it repeats.
+        let message = validate_principal(&too_long).unwrap_err().to_string();
+        assert!(
+            message.starts_with(&format!("invalid principal \"{}\"...: ", "a".repeat(64))),
+            "{message}"
+        );
+        let message = validate_principal("a\nb").unwrap_err().to_string();
+        assert!(
+            message.starts_with(r#"invalid principal "a\nb": "#),
+            "{message}"
+        );
+        // Names are still checked first, and with their own message.
+        assert!(matches!(
+            store.get_for("bad name", "alice"),
+            Err(SecretError::InvalidName { .. })
+        ));
+        assert!(matches!(
+            store.set_for("a@b", Some("alice"), "v"),
+            Err(SecretError::InvalidName { .. })
+        ));
     }
 
     #[test]
