@@ -37,7 +37,7 @@ pub(crate) const MAX_DYNAMIC_CLIENTS: usize = 2000;
 pub(crate) enum Origin {
     /// Open dynamic registration (RFC 7591): authorization_code/refresh_token only.
     Dynamic,
-    /// `berth client create`: client_credentials.
+    /// `berth client create`: client_credentials and token exchange.
     Operator,
 }
 

@@ -15,7 +15,7 @@ use jsonwebtoken::jwk::{
     AlgorithmParameters, CommonParameters, EllipticCurve, EllipticCurveKeyParameters,
     EllipticCurveKeyType, Jwk, JwkSet, KeyAlgorithm, PublicKeyUse,
 };
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header};
 use p256::SecretKey;
 use p256::elliptic_curve::sec1::ToEncodedPoint as _;
 use p256::pkcs8::{DecodePrivateKey as _, EncodePrivateKey as _, LineEnding};
@@ -29,6 +29,8 @@ pub(crate) const KEY_FILE: &str = "issuer-key.pem";
 /// The issuer's signing key with its public half as a JWK.
 pub(crate) struct SigningKey {
     encoding: EncodingKey,
+    /// The public half, to verify tokens this issuer signed (token exchange).
+    decoding: DecodingKey,
     kid: String,
     jwk: Jwk,
 }
@@ -75,12 +77,24 @@ impl SigningKey {
                 y: URL_SAFE_NO_PAD.encode(y),
             }),
         };
-        Ok(SigningKey { encoding, kid, jwk })
+        let decoding = DecodingKey::from_jwk(&jwk)
+            .map_err(|e| bad(format!("building the verification key: {e}")))?;
+        Ok(SigningKey {
+            encoding,
+            decoding,
+            kid,
+            jwk,
+        })
     }
 
     /// The key id put in every token header and in the JWK.
     pub(crate) fn kid(&self) -> &str {
         &self.kid
+    }
+
+    /// The public key, for verifying this issuer's own tokens.
+    pub(crate) fn decoding_key(&self) -> &DecodingKey {
+        &self.decoding
     }
 
     /// The public key as a one-key JWK set.

@@ -11,12 +11,22 @@
 //!   indicators (RFC 8707) at `/oauth/authorize`, where the operator approves
 //!   each request on a consent page by typing the approval secret;
 //! - the token endpoint at `/oauth/token` (authorization code, rotating
-//!   refresh tokens, and `client_credentials` for operator-created clients);
+//!   refresh tokens, and, for operator-created clients, `client_credentials`
+//!   and RFC 8693 token exchange: see below);
 //! - the public signing key at `/oauth/jwks`.
 //!
 //! Access tokens are ES256 JWTs (`typ: at+jwt`, RFC 9068 style) whose `aud`
 //! is the single resource they were granted for. The gateway validates them
 //! with [`Issuer::jwks`] and [`AccessTokenClaims`], without HTTP.
+//!
+//! Token exchange (RFC 8693, `grant_type` [`TOKEN_EXCHANGE_GRANT`]): an
+//! operator-created client (the gateway, calling a remote upstream on a
+//! caller's behalf) presents an access token this issuer signed as
+//! `subject_token` and gets one for another audience: one of the configured
+//! resources or of the exchange audiences ([`IssuerConfig::exchange_audiences`],
+//! [`Issuer::set_exchange_audiences`]). The new token keeps the subject's
+//! `sub`, at most its scopes and its expiry, and names the exchanging client
+//! in `act` ([`Actor`]).
 //!
 //! State: the signing key, registered clients and refresh tokens (as
 //! digests, in a journal) live under the data dir, so clients keep their
@@ -27,6 +37,7 @@ mod authorize;
 mod clients;
 mod consent;
 mod error;
+mod exchange;
 mod keys;
 mod metadata;
 mod refresh;
@@ -57,6 +68,15 @@ pub const DEFAULT_REFRESH_TOKEN_TTL: Duration = Duration::from_secs(30 * 24 * 60
 pub const OPERATOR_SUBJECT: &str = "berth-operator";
 /// JOSE `typ` header of access tokens (RFC 9068).
 pub const ACCESS_TOKEN_TYPE: &str = "at+jwt";
+/// `grant_type` of token exchange (RFC 8693 §2.1).
+pub const TOKEN_EXCHANGE_GRANT: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+/// Token type URI of an access token (RFC 8693 §3): accepted as
+/// `subject_token_type` and `requested_token_type`, answered as
+/// `issued_token_type`.
+pub const TOKEN_TYPE_ACCESS_TOKEN: &str = "urn:ietf:params:oauth:token-type:access_token";
+/// Token type URI of a JWT (RFC 8693 §3): accepted as `subject_token_type`
+/// (this issuer's access tokens are JWTs).
+pub const TOKEN_TYPE_JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
 
 /// Largest accepted request body (forms and registration JSON).
 const MAX_BODY: usize = 64 * 1024;
@@ -81,6 +101,13 @@ pub struct IssuerConfig {
     /// What the operator types on the consent page to approve a request (the
     /// gateway passes its admin token). Must not be empty.
     pub approval_secret: String,
+    /// Audiences, besides [`IssuerConfig::resources`], that token exchange
+    /// may mint tokens for: the URLs of remote upstreams that accept this
+    /// issuer's tokens. Any other `audience`/`resource` is refused with
+    /// `invalid_target`. URLs are compared like resources (RFC 8707
+    /// normalisation), other strings exactly; the configured string becomes
+    /// `aud`. Replace with [`Issuer::set_exchange_audiences`].
+    pub exchange_audiences: Vec<String>,
 }
 
 impl IssuerConfig {
@@ -93,6 +120,7 @@ impl IssuerConfig {
             access_token_ttl: DEFAULT_ACCESS_TOKEN_TTL,
             refresh_token_ttl: DEFAULT_REFRESH_TOKEN_TTL,
             approval_secret: approval_secret.into(),
+            exchange_audiences: Vec::new(),
         }
     }
 }
@@ -106,6 +134,7 @@ impl std::fmt::Debug for IssuerConfig {
             .field("access_token_ttl", &self.access_token_ttl)
             .field("refresh_token_ttl", &self.refresh_token_ttl)
             .field("approval_secret", &"<redacted>")
+            .field("exchange_audiences", &self.exchange_audiences)
             .finish()
     }
 }
@@ -166,6 +195,34 @@ pub struct AccessTokenClaims {
     pub scope: String,
     /// The client the token was issued to.
     pub client_id: String,
+    /// Who acts on `sub`'s behalf (RFC 8693 §4.1): present only on tokens
+    /// from token exchange.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub act: Option<Actor>,
+}
+
+/// The `act` claim (RFC 8693 §4.1): the party acting for the subject, and
+/// inside it, the one that acted before it when a token was exchanged again.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Actor {
+    /// The acting party: the client id of the client that exchanged the token.
+    pub sub: String,
+    /// The prior actor, if the subject token was itself an exchanged token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub act: Option<Box<Actor>>,
+}
+
+impl Actor {
+    /// How many actors the chain holds (this one included).
+    pub(crate) fn depth(&self) -> usize {
+        let mut n = 1;
+        let mut cur = self;
+        while let Some(prior) = &cur.act {
+            n += 1;
+            cur = prior;
+        }
+        n
+    }
 }
 
 /// One resource: its comparison form and the URL as configured (used as `aud`).
@@ -183,6 +240,9 @@ pub struct Issuer {
     refresh_token_ttl: Duration,
     approval_secret: String,
     resources: RwLock<Vec<Resource>>,
+    /// Extra token-exchange audiences; `canonical` is the URL comparison form
+    /// or, for a non-URL audience, the string itself.
+    exchange_audiences: RwLock<Vec<Resource>>,
     key: keys::SigningKey,
     clients: clients::ClientStore,
     /// Seals consent forms (see `consent`); lives only in memory.
@@ -249,6 +309,7 @@ impl Issuer {
             refresh_token_ttl: config.refresh_token_ttl,
             approval_secret: config.approval_secret,
             resources: RwLock::new(to_resources(config.resources)),
+            exchange_audiences: RwLock::new(to_exchange_audiences(config.exchange_audiences)),
             key,
             clients,
             consent_key: util::random_bytes(32),
@@ -265,6 +326,32 @@ impl Issuer {
     pub fn set_resources(&self, resources: Vec<String>) {
         let resources = to_resources(resources);
         *self.resources.write().unwrap_or_else(|p| p.into_inner()) = resources;
+    }
+
+    /// Replaces the extra audiences token exchange may mint tokens for (see
+    /// [`IssuerConfig::exchange_audiences`]), e.g. on config reload. Tokens
+    /// already issued for a removed audience stay valid until they expire.
+    pub fn set_exchange_audiences(&self, audiences: Vec<String>) {
+        let audiences = to_exchange_audiences(audiences);
+        *self
+            .exchange_audiences
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = audiences;
+    }
+
+    /// Adds one audience token exchange may mint tokens for (no-op if it is
+    /// already allowed; an empty string is ignored).
+    pub fn allow_exchange_audience(&self, audience: impl Into<String>) {
+        let Some(new) = to_exchange_audiences(vec![audience.into()]).pop() else {
+            return;
+        };
+        let mut list = self
+            .exchange_audiences
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        if !list.iter().any(|a| a.canonical == new.canonical) {
+            list.push(new);
+        }
     }
 
     /// The router serving every endpoint, at absolute paths (the gateway
@@ -302,24 +389,45 @@ impl Issuer {
     /// by the token endpoint). The audience is not checked against the
     /// configured resources: that is the caller's business.
     pub fn mint(&self, grant: &Grant) -> Result<String, IssuerError> {
+        self.sign_access_token(grant, None, None)
+            .map(|(token, _)| token)
+    }
+
+    /// Signs an access token for `grant` with `act`, expiring after
+    /// `grant.ttl` but no later than `not_after` (seconds since the epoch).
+    /// Returns it with its remaining lifetime in seconds (0 if `not_after`
+    /// has passed).
+    pub(crate) fn sign_access_token(
+        &self,
+        grant: &Grant,
+        act: Option<Actor>,
+        not_after: Option<u64>,
+    ) -> Result<(String, u64), IssuerError> {
         let now = util::unix_now();
+        let mut exp = now.saturating_add(grant.ttl.as_secs().max(1));
+        if let Some(limit) = not_after {
+            exp = exp.min(limit);
+        }
         let claims = AccessTokenClaims {
             iss: self.issuer.clone(),
             sub: grant.subject.clone(),
             aud: grant.audience.clone(),
-            exp: now.saturating_add(grant.ttl.as_secs().max(1)),
+            exp,
             iat: now,
             nbf: now,
             jti: util::random_token(16),
             scope: grant.scopes.join(" "),
             client_id: grant.client_id.clone(),
+            act,
         };
-        self.key.sign(&claims)
+        Ok((self.key.sign(&claims)?, exp.saturating_sub(now)))
     }
 
     /// Creates, or replaces (new secret), the confidential client `name`,
     /// allowed the `client_credentials` grant with `scopes` (empty = every
-    /// supported scope). Returns its secret, which is shown once: only a
+    /// supported scope) and the token-exchange grant ([`TOKEN_EXCHANGE_GRANT`];
+    /// there `scopes` do not apply: an exchanged token carries at most the
+    /// subject token's scopes). Returns its secret, which is shown once: only a
     /// SHA-256 hash is stored. A running gateway picks the change up on the
     /// client's next request.
     ///
@@ -361,7 +469,7 @@ impl Issuer {
             client_secret_sha256: Some(util::sha256_hex(secret.as_bytes())),
             token_endpoint_auth_method: "client_secret_basic".into(),
             redirect_uris: Vec::new(),
-            grant_types: vec!["client_credentials".into()],
+            grant_types: vec!["client_credentials".into(), TOKEN_EXCHANGE_GRANT.into()],
             response_types: Vec::new(),
             scope: Some(granted.join(" ")),
             client_name: Some(name.to_owned()),
@@ -380,7 +488,7 @@ impl Issuer {
                 )))
             }
         })?;
-        tracing::info!(client_id = %name, "created client_credentials OAuth client");
+        tracing::info!(client_id = %name, "created operator OAuth client");
         Ok(ClientCredentials {
             client_id: name.to_owned(),
             client_secret: secret,
@@ -404,6 +512,31 @@ impl Issuer {
             .map(|r| r.configured.clone())
     }
 
+    /// What token exchange may bind a token to for `requested`: a configured
+    /// resource or an exchange audience, as configured (that becomes `aud`).
+    fn resolve_exchange_target(&self, requested: &str) -> Option<String> {
+        if let Some(r) = self.resolve_resource(requested) {
+            return Some(r);
+        }
+        let key = exchange_key(requested);
+        self.exchange_audiences
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .find(|a| a.canonical == key)
+            .map(|a| a.configured.clone())
+    }
+
+    /// The allowed exchange audiences as configured, for error messages.
+    fn exchange_audience_list(&self) -> Vec<String> {
+        self.exchange_audiences
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|a| a.configured.clone())
+            .collect()
+    }
+
     fn endpoint(&self, path: &str) -> String {
         format!("{}{path}", self.issuer)
     }
@@ -422,4 +555,28 @@ fn to_resources(list: Vec<String>) -> Vec<Resource> {
             }
         })
         .collect()
+}
+
+/// How an exchange audience is compared: URLs in their RFC 8707 form (so the
+/// comparison agrees with resources), anything else as given.
+fn exchange_key(audience: &str) -> String {
+    util::canonical_resource(audience).unwrap_or_else(|| audience.to_owned())
+}
+
+fn to_exchange_audiences(list: Vec<String>) -> Vec<Resource> {
+    let mut out: Vec<Resource> = Vec::new();
+    for configured in list {
+        if configured.trim().is_empty() {
+            tracing::warn!("ignoring empty token-exchange audience");
+            continue;
+        }
+        let canonical = exchange_key(&configured);
+        if !out.iter().any(|a| a.canonical == canonical) {
+            out.push(Resource {
+                canonical,
+                configured,
+            });
+        }
+    }
+    out
 }

@@ -23,7 +23,12 @@ pub(crate) fn document(iss: &Issuer) -> Value {
         "scopes_supported": iss.scopes_supported,
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
-        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
+        "grant_types_supported": [
+            "authorization_code",
+            "refresh_token",
+            "client_credentials",
+            crate::TOKEN_EXCHANGE_GRANT,
+        ],
         "code_challenge_methods_supported": ["S256"],
         "token_endpoint_auth_methods_supported": ["none", "client_secret_post", "client_secret_basic"],
         // RFC 9207: authorization responses carry `iss`.

@@ -16,6 +16,8 @@ use tower::ServiceExt as _;
 
 use crate::*;
 
+mod exchange;
+
 const ISSUER: &str = "http://127.0.0.1:8080";
 const RESOURCE: &str = "http://127.0.0.1:8080/mcp/echo";
 const OTHER_RESOURCE: &str = "http://127.0.0.1:8080/mcp/other";
@@ -256,7 +258,12 @@ async fn metadata_document() {
         assert_eq!(m["response_types_supported"], json!(["code"]));
         assert_eq!(
             m["grant_types_supported"],
-            json!(["authorization_code", "refresh_token", "client_credentials"])
+            json!([
+                "authorization_code",
+                "refresh_token",
+                "client_credentials",
+                "urn:ietf:params:oauth:grant-type:token-exchange"
+            ])
         );
         assert_eq!(m["code_challenge_methods_supported"], json!(["S256"]));
         assert_eq!(

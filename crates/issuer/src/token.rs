@@ -1,6 +1,6 @@
 //! The token endpoint (RFC 6749 §3.2, OAuth 2.1 §3.2): client
 //! authentication, then the authorization code, refresh token and client
-//! credentials grants.
+//! credentials grants, and token exchange (in `exchange`).
 
 use std::sync::Arc;
 
@@ -54,10 +54,12 @@ fn handle(iss: &Issuer, headers: &HeaderMap, body: &[u8]) -> Result<Response, OA
         "authorization_code" => authorization_code(iss, &client, &params),
         "refresh_token" => refresh_token(iss, &client, &params),
         "client_credentials" => client_credentials(iss, &client, &params),
+        crate::TOKEN_EXCHANGE_GRANT => crate::exchange::token_exchange(iss, &client, &params),
         other => Err(OAuthError::new(
             "unsupported_grant_type",
             format!(
-                "grant_type `{other}` is not supported; use authorization_code, refresh_token or client_credentials"
+                "grant_type `{other}` is not supported; use authorization_code, refresh_token, client_credentials or {}",
+                crate::TOKEN_EXCHANGE_GRANT
             ),
         )),
     }
@@ -442,9 +444,14 @@ fn respond(iss: &Issuer, grant: Grant, refresh: Option<String>) -> Result<Respon
     if let Some(r) = refresh {
         body["refresh_token"] = json!(r);
     }
+    Ok(no_store(body))
+}
+
+/// A JSON token response that no cache may keep (RFC 6749 §5.1).
+pub(crate) fn no_store(body: serde_json::Value) -> Response {
     let mut resp = Json(body).into_response();
     let h = resp.headers_mut();
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
-    Ok(resp)
+    resp
 }
