@@ -175,11 +175,37 @@ enum SandboxAction {
 #[derive(Subcommand)]
 enum SecretAction {
     /// Store a secret; the value is read from stdin (one trailing newline dropped).
-    Set { name: String },
-    /// List the names of stored secrets (never their values).
+    ///
+    /// With --principal, the value is that principal's own: its calls to a
+    /// server that says `${secret:NAME}` get it, everyone else gets the
+    /// shared value (stored without --principal).
+    Set {
+        /// The secret's name, as servers refer to it: `${secret:NAME}`.
+        name: String,
+        #[command(flatten)]
+        principal: SecretPrincipal,
+    },
+    /// List stored secrets (never their values): shared ones as `NAME`,
+    /// principals' own as `NAME (principal P)`.
     List,
-    /// Remove a secret.
-    Rm { name: String },
+    /// Remove a secret's shared value, or with --principal that principal's own.
+    #[command(visible_alias = "remove")]
+    Rm {
+        /// The secret's name.
+        name: String,
+        #[command(flatten)]
+        principal: SecretPrincipal,
+    },
+}
+
+#[derive(clap::Args)]
+struct SecretPrincipal {
+    /// The principal whose own value this is: the caller's subject (an API
+    /// key's name, a token's `sub`) or its full id as `berth usage` shows it
+    /// (e.g. `key:alice`). Without it, the shared value every other
+    /// principal gets.
+    #[arg(long, value_name = "P")]
+    principal: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -393,9 +419,20 @@ async fn catalog_command(
 fn secret(action: SecretAction, place: &cli::DataDirArgs) -> anyhow::Result<()> {
     let data_dir = place.resolve()?;
     let store = berth_secrets::SecretStore::open(&data_dir)?;
+    // "`NAME`" or "`NAME` for principal `P`", for messages.
+    let label = |name: &str, principal: Option<&str>| match principal {
+        Some(p) => format!("`{name}` for principal `{p}`"),
+        None => format!("`{name}`"),
+    };
     match action {
-        SecretAction::Set { name } => {
+        SecretAction::Set { name, principal } => {
             use std::io::Read;
+            let principal = principal.principal.as_deref();
+            // Before reading the value: a typo should not cost a pasted secret.
+            berth_secrets::validate_name(&name)?;
+            if let Some(p) = principal {
+                berth_secrets::validate_principal(p)?;
+            }
             let mut value = String::new();
             std::io::stdin()
                 .read_to_string(&mut value)
@@ -404,22 +441,50 @@ fn secret(action: SecretAction, place: &cli::DataDirArgs) -> anyhow::Result<()> 
                 .strip_suffix('\n')
                 .map(|v| v.strip_suffix('\r').unwrap_or(v))
                 .unwrap_or(&value);
-            store.set(&name, value)?;
+            store.set_for(&name, principal, value)?;
+            let effect = match principal {
+                Some(p) => format!(
+                    "principal `{p}`'s calls get it as ${{secret:{name}}} in servers started from now on"
+                ),
+                None => format!("servers started from now on see it as ${{secret:{name}}}"),
+            };
             eprintln!(
-                "stored secret `{name}` in {} (servers see it through ${{secret:{name}}} when they next start)",
+                "stored secret {} in {} ({effect})",
+                label(&name, principal),
                 store.path().display()
             );
         }
         SecretAction::List => {
-            for name in store.names()? {
-                println!("{name}");
+            for entry in store.entries()? {
+                match entry.principal {
+                    Some(p) => println!("{} (principal {p})", entry.name),
+                    None => println!("{}", entry.name),
+                }
             }
         }
-        SecretAction::Rm { name } => {
-            if !store.remove(&name)? {
-                anyhow::bail!("no secret named `{name}` in {}", store.path().display());
+        SecretAction::Rm { name, principal } => {
+            let principal = principal.principal.as_deref();
+            if !store.remove_for(&name, principal)? {
+                let others: Vec<String> = store
+                    .entries()?
+                    .into_iter()
+                    .filter(|e| e.name == name)
+                    .map(|e| match e.principal {
+                        Some(p) => format!("--principal {p}"),
+                        None => "the shared value (no --principal)".to_owned(),
+                    })
+                    .collect();
+                if others.is_empty() {
+                    anyhow::bail!("no secret named `{name}` in {}", store.path().display());
+                }
+                anyhow::bail!(
+                    "no secret {} in {}; `{name}` has: {}",
+                    label(&name, principal),
+                    store.path().display(),
+                    others.join(", ")
+                );
             }
-            eprintln!("removed secret `{name}`");
+            eprintln!("removed secret {}", label(&name, principal));
         }
     }
     Ok(())
