@@ -548,9 +548,164 @@ pub struct ServerSection {
     /// keep (p99 over the alert window): `berth ps` shows it, alerts fire past it.
     #[serde(default, deserialize_with = "optional_duration")]
     pub latency_budget: Option<Duration>,
+    /// A remote MCP server's endpoint (`http://` or `https://`), served by
+    /// Berth like a hosted one, instead of `command` or `builtin`.
+    pub url: Option<String>,
+    /// How the remote server is reached: `streamable-http` (default) or
+    /// `sse` (the 2024-11-05 HTTP+SSE transport; `url` is its stream).
+    #[serde(default)]
+    pub transport: RemoteTransportConfig,
+    /// Headers sent to the remote server with every request; values may
+    /// be `${secret:NAME}` (a caller's own value first, see `berth secret`).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// How long Berth waits for the remote server's response headers.
+    #[serde(default, deserialize_with = "optional_duration")]
+    pub timeout: Option<Duration>,
+    /// PEM certificates to trust for the remote server besides the system's.
+    pub ca_file: Option<PathBuf>,
+    /// `[servers.NAME.oauth]`: a credential Berth obtains for the remote server.
+    pub oauth: Option<OAuthSection>,
+}
+
+/// How a remote server is reached.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum RemoteTransportConfig {
+    #[default]
+    StreamableHttp,
+    Sse,
+}
+
+/// An OAuth client Berth acts as for a remote server.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OAuthSection {
+    /// `client_credentials` (one token for Berth) or `token_exchange` (the
+    /// caller's validated token exchanged for one meant for the server, RFC 8693).
+    pub grant: OAuthGrantConfig,
+    pub token_url: String,
+    pub client_id: String,
+    /// Usually `${secret:NAME}`.
+    pub client_secret: String,
+    pub scope: Option<String>,
+    /// The audience to ask for (token exchange: the server's `url` unless set).
+    pub audience: Option<String>,
+    pub resource: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum OAuthGrantConfig {
+    ClientCredentials,
+    TokenExchange,
 }
 
 impl ServerSection {
+    /// The remote server this section names, if it names one.
+    pub fn remote_spec(&self) -> Option<berth_fleet::RemoteSpec> {
+        let url = self.url.as_ref()?;
+        let mut remote = berth_fleet::RemoteSpec::new(url);
+        remote.transport = match self.transport {
+            RemoteTransportConfig::StreamableHttp => berth_fleet::RemoteTransport::Streamable,
+            RemoteTransportConfig::Sse => berth_fleet::RemoteTransport::Sse,
+        };
+        remote.headers = self
+            .headers
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        if let Some(timeout) = self.timeout {
+            remote.timeout = timeout;
+        }
+        remote.ca_file = self.ca_file.clone();
+        remote.auth = self.oauth.as_ref().map(|o| berth_fleet::OAuthClient {
+            grant: match o.grant {
+                OAuthGrantConfig::ClientCredentials => berth_fleet::OAuthGrant::ClientCredentials,
+                OAuthGrantConfig::TokenExchange => berth_fleet::OAuthGrant::TokenExchange,
+            },
+            token_url: o.token_url.clone(),
+            client_id: o.client_id.clone(),
+            client_secret: o.client_secret.clone(),
+            scope: o.scope.clone(),
+            audience: o.audience.clone(),
+            resource: o.resource.clone(),
+        });
+        Some(remote)
+    }
+
+    fn validate_remote(&self, origin: &str, name: &str) -> Result<(), ConfigError> {
+        let error = |msg: String| Err(ConfigError(format!("{origin}: servers.{name}: {msg}")));
+        let Some(url) = &self.url else {
+            let remote_only = [
+                ("headers", !self.headers.is_empty()),
+                (
+                    "transport",
+                    self.transport != RemoteTransportConfig::StreamableHttp,
+                ),
+                ("timeout", self.timeout.is_some()),
+                ("ca_file", self.ca_file.is_some()),
+                ("oauth", self.oauth.is_some()),
+            ];
+            if let Some((key, _)) = remote_only.iter().find(|(_, set)| *set) {
+                return error(format!(
+                    "`{key}` is a setting of remote servers (those with a `url`)"
+                ));
+            }
+            return Ok(());
+        };
+        if self.command.is_some() || self.builtin.is_some() {
+            return error("give `url` (a remote server) or `command`/`builtin`, not both".into());
+        }
+        let process_only = [
+            ("args", !self.args.is_empty()),
+            ("env", !self.env.is_empty()),
+            ("env_passthrough", !self.env_passthrough.is_empty()),
+            ("cwd", self.cwd.is_some()),
+            ("options", !self.options.is_empty()),
+        ];
+        if let Some((key, _)) = process_only.iter().find(|(_, set)| *set) {
+            return error(format!(
+                "`{key}` concerns a process Berth runs; a remote server (`url`) has none (send settings as `headers`)"
+            ));
+        }
+        match url.split_once("://") {
+            Some(("http" | "https", rest)) if !rest.is_empty() => {}
+            _ => {
+                return error(format!(
+                    "url {url:?} must be an http:// or https:// URL of the server's MCP endpoint"
+                ));
+            }
+        }
+        for header in self.headers.keys() {
+            let lower = header.to_ascii_lowercase();
+            if lower.starts_with("mcp-") || lower == "content-type" || lower == "accept" {
+                return error(format!(
+                    "header {header:?} is set by Berth from the protocol; it cannot be configured"
+                ));
+            }
+            if lower == "authorization" && self.oauth.is_some() {
+                return error(
+                    "give an `Authorization` header or `[oauth]`, not both: the OAuth token is sent as Authorization".into(),
+                );
+            }
+        }
+        if let Some(ca) = &self.ca_file
+            && !ca.is_file()
+        {
+            return error(format!("ca_file {} is not a readable file", ca.display()));
+        }
+        if let Some(oauth) = &self.oauth
+            && !(oauth.token_url.starts_with("http://") || oauth.token_url.starts_with("https://"))
+        {
+            return error(format!(
+                "oauth.token_url {:?} must be an http:// or https:// URL",
+                oauth.token_url
+            ));
+        }
+        Ok(())
+    }
+
     /// The program and the arguments before the configured ones: a built-in
     /// is this binary's `builtin NAME`.
     pub fn program(&self) -> (String, Vec<String>) {
@@ -570,13 +725,17 @@ impl ServerSection {
 
     fn validate_program(&self, origin: &str, name: &str) -> Result<(), ConfigError> {
         let error = |msg: String| Err(ConfigError(format!("{origin}: servers.{name}: {msg}")));
+        self.validate_remote(origin, name)?;
+        if self.url.is_some() {
+            return Ok(());
+        }
         match (&self.builtin, &self.command) {
             (Some(_), Some(_)) => {
                 return error("give either `command` or `builtin`, not both".into());
             }
             (None, None) => {
                 return error(format!(
-                    "needs a `command` to run (or `builtin = \"...\"`: {})",
+                    "needs a `command` to run, a remote server's `url`, or `builtin = \"...\"` ({})",
                     berth_servers::BUILTINS.join(", ")
                 ));
             }
@@ -919,6 +1078,12 @@ impl Config {
                     roots: Default::default(),
                     owner: None,
                     latency_budget: None,
+                    url: None,
+                    transport: RemoteTransportConfig::default(),
+                    headers: BTreeMap::new(),
+                    timeout: None,
+                    ca_file: None,
+                    oauth: None,
                 },
             );
         }
@@ -1083,6 +1248,12 @@ impl Config {
                     )),
                     SandboxConfig::Off => None,
                 };
+                if let Some(remote) = s.remote_spec() {
+                    // Nothing runs here: no program, no sandbox.
+                    spec.command = remote.url.clone();
+                    spec.sandbox = None;
+                    spec.remote = Some(std::sync::Arc::new(remote));
+                }
                 spec.on_crash = match s.on_crash {
                     OnCrashConfig::End => berth_fleet::OnCrash::End,
                     OnCrashConfig::Replay => berth_fleet::OnCrash::Replay,
@@ -1111,22 +1282,60 @@ impl Config {
 }
 
 /// Resolves `${secret:NAME}` from the store in `data_dir`, opened on first
-/// use (a gateway that uses no secret never creates a key).
+/// use (a gateway that uses no secret never creates a key): a principal's
+/// own value (stored under its full id or its subject) before the shared one.
 pub fn secret_resolver(data_dir: &Path) -> SecretResolver {
     let data_dir = data_dir.to_path_buf();
     let store: OnceLock<Result<SecretStore, String>> = OnceLock::new();
-    SecretResolver::new(move |name| {
+    SecretResolver::with_owners(move |name, owner| {
+        let miss = |message: String, caller_lacks: bool| berth_fleet::SecretMiss {
+            message,
+            caller_lacks,
+        };
         let store = store
             .get_or_init(|| SecretStore::open(&data_dir).map_err(|e| e.to_string()))
             .as_ref()
-            .map_err(|e| format!("cannot open the secrets store: {e}"))?;
+            .map_err(|e| miss(format!("cannot open the secrets store: {e}"), false))?;
+        if let Some(owner) = owner {
+            for principal in [&*owner.id, &*owner.subject] {
+                let own = store
+                    .get_for(name, principal)
+                    .map_err(|e| miss(e.to_string(), false))?;
+                if let Some(value) = own {
+                    return Ok(berth_fleet::Resolved {
+                        value: value.expose_secret().to_owned(),
+                        own: true,
+                    });
+                }
+            }
+        }
         match store.get(name) {
-            Ok(Some(value)) => Ok(value.expose_secret().to_owned()),
-            Ok(None) => Err(format!(
-                "secret `{name}` is not in the secrets store ({}); add it with `berth secret set {name}`",
-                store.path().display()
-            )),
-            Err(e) => Err(e.to_string()),
+            Ok(Some(value)) => Ok(berth_fleet::Resolved {
+                value: value.expose_secret().to_owned(),
+                own: false,
+            }),
+            Ok(None) => {
+                let others_have_theirs = store
+                    .entries()
+                    .is_ok_and(|e| e.iter().any(|e| e.name == name && e.principal.is_some()));
+                Err(match owner {
+                    Some(owner) if others_have_theirs => miss(
+                        format!(
+                            "secret `{name}` has no value for principal `{}` and no shared value; store one with `berth secret set {name} --principal {}` (or a shared one without --principal)",
+                            owner.subject, owner.subject
+                        ),
+                        true,
+                    ),
+                    _ => miss(
+                        format!(
+                            "secret `{name}` is not in the secrets store ({}); add it with `berth secret set {name}`",
+                            store.path().display()
+                        ),
+                        false,
+                    ),
+                })
+            }
+            Err(e) => Err(miss(e.to_string(), false)),
         }
     })
 }

@@ -113,6 +113,18 @@ pub fn build(
 pub fn issuer_config(config: &Config, public_url: &str, approval_secret: &str) -> IssuerConfig {
     let mut issuer = IssuerConfig::new(public_url, approval_secret);
     issuer.resources = resources(config, public_url);
+    // Remote servers whose credential is an exchange of the caller's token
+    // at this issuer: their audiences are what it may mint tokens for.
+    issuer.exchange_audiences = config
+        .servers
+        .values()
+        .filter_map(|s| {
+            let oauth = s.oauth.as_ref()?;
+            (oauth.grant == crate::config::OAuthGrantConfig::TokenExchange)
+                .then(|| oauth.audience.clone().or_else(|| s.url.clone()))
+                .flatten()
+        })
+        .collect();
     issuer.access_token_ttl = config.auth.access_token_ttl;
     let mut scopes = config.auth.scopes_supported.clone();
     for access in config.server_access().values() {

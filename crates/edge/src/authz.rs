@@ -51,6 +51,20 @@ pub(crate) async fn authenticate(
         .map(HeaderValue::as_bytes);
     match auth.authenticate(name, credential).await {
         Ok(principal) => {
+            // A remote server whose credential is an exchange of the
+            // caller's token: the token goes to the session's connection,
+            // which presents it to the authorization server only.
+            let exchange = exchanges_caller_token(gw, name)
+                .then(|| {
+                    credential
+                        .and_then(|c| std::str::from_utf8(c).ok())
+                        .and_then(|c| c.strip_prefix("Bearer ").or(c.strip_prefix("bearer ")))
+                        .map(|t| ExchangeToken(t.trim().into()))
+                })
+                .flatten();
+            if let Some(token) = exchange {
+                request.extensions_mut().insert(token);
+            }
             for h in CREDENTIAL_HEADERS {
                 request.headers_mut().remove(h);
             }
@@ -73,6 +87,21 @@ pub(crate) async fn authenticate(
             Err(refuse(auth, name, &denial))
         }
     }
+}
+
+/// The caller's access token, kept for a remote server whose downstream
+/// credential is an exchange of it (RFC 8693); never sent upstream.
+#[derive(Clone)]
+pub(crate) struct ExchangeToken(pub Arc<str>);
+
+fn exchanges_caller_token(gw: &Gateway, name: &str) -> bool {
+    gw.server(name).is_ok_and(|s| {
+        s.spec
+            .remote
+            .as_ref()
+            .and_then(|r| r.auth.as_ref())
+            .is_some_and(|a| a.grant == berth_fleet::OAuthGrant::TokenExchange)
+    })
 }
 
 /// The 401/403/503 for `denial`, with its bearer challenge.

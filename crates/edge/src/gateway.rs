@@ -256,9 +256,13 @@ impl Gateway {
         }
         let client = current_client();
         self.check_session_share(server, client.as_ref())?;
+        let secrets_of = owner.as_ref().map(|p| berth_fleet::SecretOwner {
+            id: p.id.clone(),
+            subject: p.subject.as_str().into(),
+        });
         let (lease, unsolicited) = server
             .pool
-            .acquire()
+            .acquire_as(secrets_of.as_ref())
             .await
             .map_err(|e| acquire_refusal(&server.spec.name, e))?;
         let session = Session::new(
@@ -560,6 +564,10 @@ fn acquire_refusal(server: &str, error: AcquireError) -> Refusal {
         AcquireError::Spawn(e) => {
             tracing::error!("{e}");
             EdgeError::UpstreamFailed(format!("Bad Gateway: {e}")).refusal(None)
+        }
+        // The caller lacks a credential only the operator can store.
+        AcquireError::Secret(why) => {
+            EdgeError::Forbidden(format!("Forbidden: server `{server}`: {why}")).refusal(None)
         }
         other => EdgeError::Unavailable(format!("Service Unavailable: server `{server}`: {other}"))
             .refusal(None),

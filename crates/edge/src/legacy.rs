@@ -14,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use berth_wire::{Kind, Message, SseEvent, to_single_line};
 use serde::Deserialize;
 
+use crate::authz::ExchangeToken;
 use crate::engine::{Calls, call, forward, pump};
 use crate::error::EdgeError;
 use crate::gateway::Gateway;
@@ -27,12 +28,16 @@ pub(crate) async fn connect(
     State(gw): State<Arc<Gateway>>,
     Path(name): Path<String>,
     caller: Caller,
+    token: Option<Extension<ExchangeToken>>,
 ) -> Response {
     let caller = caller.map(|Extension(p)| p);
     observe::note(|n| n.era = Era::Legacy);
     let run = async {
         let server = gw.server(&name)?.clone();
         let session = gw.start_session(&server, true, caller).await?;
+        if let Some(Extension(token)) = &token {
+            session.lease().present_caller_token(&token.0);
+        }
         gw.register(&session);
         let endpoint = format!("/sse/{name}/messages?sessionId={}", session.id);
         let first = SseEvent::frame(None, Some("endpoint"), endpoint.as_bytes());
@@ -52,6 +57,7 @@ pub(crate) async fn message(
     Path(name): Path<String>,
     Query(query): Query<SessionQuery>,
     caller: Caller,
+    token: Option<Extension<ExchangeToken>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -79,6 +85,9 @@ pub(crate) async fn message(
         let msg = Message::parse(body).map_err(|e| EdgeError::from(e).refusal(None))?;
         observe::note_message(&msg);
         session.touch();
+        if let Some(Extension(token)) = &token {
+            session.lease().present_caller_token(&token.0);
+        }
         if msg.kind == Kind::Request && msg.method() == Some("initialize") {
             let hello = session.set_hello(&msg);
             let lease = session.lease();

@@ -14,6 +14,7 @@ use bytes::Bytes;
 use serde_json::value::RawValue;
 use tokio::time::Instant;
 
+use crate::authz::ExchangeToken;
 use crate::engine::{call, forward, humanize, respond};
 use crate::error::EdgeError;
 use crate::gateway::Gateway;
@@ -30,6 +31,7 @@ pub(crate) async fn post(
     State(gw): State<Arc<Gateway>>,
     name: Result<Path<String>, PathRejection>,
     caller: Caller,
+    token: Option<Extension<ExchangeToken>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -38,7 +40,8 @@ pub(crate) async fn post(
         Err(refusal) => return refusal.into_response(),
     };
     let caller = caller.map(|Extension(p)| p);
-    post_inner(gw, &name, caller, headers, body)
+    let token = token.map(|Extension(t)| t);
+    post_inner(gw, &name, caller, token, headers, body)
         .await
         .unwrap_or_else(IntoResponse::into_response)
 }
@@ -47,6 +50,7 @@ async fn post_inner(
     gw: Arc<Gateway>,
     name: &str,
     caller: Option<Arc<Principal>>,
+    token: Option<ExchangeToken>,
     headers: HeaderMap,
     body: Body,
 ) -> Reply {
@@ -69,13 +73,16 @@ async fn post_inner(
     let msg = Message::parse(body).map_err(|e| EdgeError::from(e).refusal(None))?;
     observe::note_message(&msg);
     if msg.kind == Kind::Request && msg.method() == Some("initialize") {
-        return initialize(gw, &server, caller, &headers, msg).await;
+        return initialize(gw, &server, caller, token.as_ref(), &headers, msg).await;
     }
     // Refusals from here on answer a parsed request: echo its id as written.
     let refuse = |e: EdgeError| e.refusal(echo_id(&msg).as_deref());
     let session = find_session(&gw, &server, caller.as_deref(), &headers).map_err(refuse)?;
     version_error(&headers).map_or(Ok(()), |e| Err(refuse(e)))?;
     session.touch();
+    if let Some(token) = &token {
+        session.lease().present_caller_token(&token.0);
+    }
     match msg.kind {
         Kind::Request => {
             let call = call(&gw, &session, caller.as_ref(), &msg).await?;
@@ -140,6 +147,7 @@ async fn initialize(
     gw: Arc<Gateway>,
     server: &Arc<Server>,
     caller: Option<Arc<Principal>>,
+    token: Option<&ExchangeToken>,
     headers: &HeaderMap,
     msg: Message,
 ) -> Reply {
@@ -148,6 +156,9 @@ async fn initialize(
         return Err(EdgeError::InvalidRequest("Bad Request: initialize must be sent without an Mcp-Session-Id header; it starts a new session".into()).refusal(raw_id.as_deref()));
     }
     let session = gw.start_session(server, false, caller).await?;
+    if let Some(token) = token {
+        session.lease().present_caller_token(&token.0);
+    }
     // If the client gives up before the answer, the process must not linger.
     let mut abandoned = EndIfAbandoned(Some((gw.clone(), session.clone())));
     let hello = session.set_hello(&msg);

@@ -12,24 +12,29 @@
 //! The fleet knows MCP messages but nothing of HTTP: the edge decides how the
 //! messages an upstream produces reach a client.
 
+mod credentials;
 mod era;
 mod log;
 mod pool;
 mod process;
+mod remote;
 mod roots;
 mod spec;
 mod upstream;
 
+pub use credentials::{CallerToken, OAuthClient, OAuthGrant};
 pub use era::{Discovery, Era, own_params, probe};
 pub use log::{LogLine, LogSource, ServerLog};
 pub use pool::{
     AcquireError, Announcement, InitCache, Lease, LeaseStart, Pool, PoolKind, PoolReport,
     PoolStatus, ProcState, ProcessReport, TargetReason,
 };
+pub use remote::{RemoteReport, RemoteSpec, RemoteTransport};
 pub use spec::{
-    Binding, CrashPolicy, OnCrash, PoolConfig, Roots, SecretResolver, ServerSpec, ShutdownGrace,
+    Binding, CrashPolicy, OnCrash, PoolConfig, Resolved, Roots, SecretMiss, SecretOwner,
+    SecretResolver, ServerSpec, ShutdownGrace,
 };
 pub use upstream::{
     Delivery, Exchange, Failure, ProcessWatch, SessionTag, SpawnError, UNSOLICITED_BUDGET,
-    Unsolicited, Upstream,
+    Unsolicited, Upstream, is_remote_number,
 };

@@ -27,8 +27,8 @@ use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    Binding, Exchange, Failure, LogSource, ServerLog, ServerSpec, SessionTag, SpawnError,
-    Unsolicited, Upstream,
+    Binding, Exchange, Failure, LogSource, SecretOwner, ServerLog, ServerSpec, SessionTag,
+    SpawnError, Unsolicited, Upstream,
 };
 
 /// What Berth tells a server about itself when it initializes it ahead of any client.
@@ -155,6 +155,10 @@ pub struct ProcessReport {
     pub sessions: usize,
     pub generation: u64,
     pub age_ms: u64,
+    /// A remote server's connection: where it goes and how it fares
+    /// (`pid` is then the connection's number, not a process).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote: Option<crate::RemoteReport>,
 }
 
 /// Whether a server is up, as `berth ps` shows it.
@@ -287,6 +291,9 @@ pub enum AcquireError {
     Spawn(SpawnError),
     /// The pool is shutting down (gateway stopping, or server removed).
     Stopping,
+    /// A secret the server needs resolves for nobody, or is the caller's
+    /// own on a server whose processes are shared (the message says which).
+    Secret(String),
 }
 
 impl std::fmt::Display for AcquireError {
@@ -299,6 +306,7 @@ impl std::fmt::Display for AcquireError {
             AcquireError::Failed(failure) => f.write_str(&failure.message),
             AcquireError::Spawn(e) => write!(f, "{e}"),
             AcquireError::Stopping => f.write_str("the server is being stopped"),
+            AcquireError::Secret(why) => f.write_str(why),
         }
     }
 }
@@ -334,6 +342,8 @@ struct Proc {
     state: ProcState,
     generation: u64,
     since: Instant,
+    /// A remote connection, for its report (processes report from /proc).
+    remote: Option<std::sync::Weak<Upstream>>,
 }
 
 struct State {
@@ -568,6 +578,17 @@ impl Lease {
         self.upstream.pid()
     }
 
+    /// For a remote server whose credential is an exchange of the caller's
+    /// token: the token the session's caller presented with this request.
+    pub fn present_caller_token(&self, token: &str) {
+        self.upstream.present_caller_token(token);
+    }
+
+    /// A remote connection's report (`None` for a process).
+    pub fn remote_report(&self) -> Option<crate::RemoteReport> {
+        self.upstream.remote_report()
+    }
+
     /// Sends a request (ids and tokens rewritten on a shared process).
     pub fn call(&self, msg: &Message) -> Result<Exchange, Failure> {
         self.upstream.call_as(msg, self.tag)
@@ -793,6 +814,19 @@ impl Pool {
     /// initialized if none is yet). The receiver carries the process's
     /// messages that concern no request.
     pub async fn acquire(&self) -> Result<(Lease, Unsolicited), AcquireError> {
+        self.acquire_as(None).await
+    }
+
+    /// A process for a session of `owner`: one started with the owner's own
+    /// secrets when it has any among those the server names (never a
+    /// process started for anyone else), otherwise as [`Pool::acquire`].
+    pub async fn acquire_as(
+        &self,
+        owner: Option<&SecretOwner>,
+    ) -> Result<(Lease, Unsolicited), AcquireError> {
+        if let Some(owned) = self.owned_spec(owner)? {
+            return self.acquire_own(owned);
+        }
         let deadline = tokio::time::Instant::now() + self.inner.spec.init_timeout;
         if !self.inner.multiplexes() {
             return self.acquire_exclusive_waiting(deadline).await;
@@ -846,6 +880,65 @@ impl Pool {
                 other => return other,
             }
         }
+    }
+
+    /// The server's spec bound to `owner`'s secrets, when the owner has
+    /// values of its own for secrets the server names.
+    fn owned_spec(&self, owner: Option<&SecretOwner>) -> Result<Option<ServerSpec>, AcquireError> {
+        let spec = &self.inner.spec;
+        let Some(secrets) = &spec.secrets else {
+            return Ok(None);
+        };
+        let owned = secrets.for_owner(owner.cloned());
+        let own = match owned.owns_any(spec.secret_templates()) {
+            Ok(own) => own,
+            // The caller has no value where others have theirs: refused here.
+            Err(miss) if miss.caller_lacks => return Err(AcquireError::Secret(miss.message)),
+            // Missing for everyone: the spawn says so, as for any process.
+            Err(_) => return Ok(None),
+        };
+        if !own {
+            return Ok(None);
+        }
+        if self.inner.multiplexes() {
+            return Err(AcquireError::Secret(format!(
+                "server `{}` shares its processes between callers (binding = \"shared\"), so it cannot use secrets stored for one principal; give it shared secrets only, or use binding = \"exclusive\"",
+                spec.name
+            )));
+        }
+        let mut spec = spec.clone();
+        spec.secrets = Some(owned);
+        Ok(Some(spec))
+    }
+
+    /// A process of the owner's alone, started now (never from the warm
+    /// pool, never back to it).
+    fn acquire_own(&self, spec: ServerSpec) -> Result<(Lease, Unsolicited), AcquireError> {
+        let inner = &self.inner;
+        let mut state = inner.state();
+        admit(inner, &mut state)?;
+        let now = Instant::now();
+        state.note_arrival(now);
+        if state.procs.len() >= inner.spec.pool.max_processes {
+            return Err(AcquireError::AtCapacity {
+                max: inner.spec.pool.max_processes,
+            });
+        }
+        let (upstream, unsolicited) = spawn_watched_as(inner, &mut state, ProcState::Leased, &spec)
+            .map_err(AcquireError::Spawn)?;
+        drop(state);
+        let lease = Lease {
+            pool: inner.clone(),
+            upstream,
+            init: None,
+            released: AtomicBool::new(false),
+            tag: None,
+            subscribers: None,
+            cold_since: Some(now),
+            sampled: AtomicBool::new(false),
+            start: LeaseStart::Cold,
+        };
+        Ok((lease, unsolicited))
     }
 
     fn try_share(&self) -> Result<Option<(Lease, Unsolicited)>, AcquireError> {
@@ -1056,6 +1149,11 @@ impl Pool {
                 },
                 generation: p.generation,
                 age_ms: now.duration_since(p.since).as_millis() as u64,
+                remote: p
+                    .remote
+                    .as_ref()
+                    .and_then(std::sync::Weak::upgrade)
+                    .and_then(|u| u.remote_report()),
             })
             .collect();
         processes.sort_by_key(|p| p.pid);
@@ -1119,7 +1217,17 @@ fn spawn_watched(
     state: &mut State,
     as_state: ProcState,
 ) -> Result<(Arc<Upstream>, Unsolicited), SpawnError> {
-    let (upstream, unsolicited) = match Upstream::spawn(&inner.spec, inner.log.clone()) {
+    spawn_watched_as(inner, state, as_state, &inner.spec)
+}
+
+/// [`spawn_watched`] with a spec of the pool's server bound to one owner.
+fn spawn_watched_as(
+    inner: &Arc<Inner>,
+    state: &mut State,
+    as_state: ProcState,
+    spec: &ServerSpec,
+) -> Result<(Arc<Upstream>, Unsolicited), SpawnError> {
+    let (upstream, unsolicited) = match Upstream::spawn(spec, inner.log.clone()) {
         Ok(spawned) => spawned,
         Err(e) => {
             inner.log.push(None, LogSource::Lifecycle, e.to_string());
@@ -1127,6 +1235,7 @@ fn spawn_watched(
             return Err(e);
         }
     };
+    let upstream = Arc::new(upstream);
     let pid = upstream.pid();
     state.spawn_total += 1;
     state.procs.insert(
@@ -1135,6 +1244,7 @@ fn spawn_watched(
             state: as_state,
             generation: state.generation,
             since: Instant::now(),
+            remote: crate::is_remote_number(pid).then(|| Arc::downgrade(&upstream)),
         },
     );
     let mut watch = upstream.watch();
@@ -1164,7 +1274,7 @@ fn spawn_watched(
         watched.reaped.notify_waiters();
         watched.changed.notify_waiters();
     });
-    Ok((Arc::new(upstream), unsolicited))
+    Ok((upstream, unsolicited))
 }
 
 /// Counts a crash: backs off the next spawn, and gives up on the server after

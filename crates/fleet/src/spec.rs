@@ -45,6 +45,9 @@ pub struct ServerSpec {
     pub owner: Option<String>,
     /// The p99 latency the server should keep (operator metadata, as `owner`).
     pub latency_budget: Option<Duration>,
+    /// A server reached over HTTP instead of a program Berth runs
+    /// (`command` and what concerns processes are then unused).
+    pub remote: Option<Arc<crate::RemoteSpec>>,
 }
 
 /// Whose filesystem roots a server gets. Servers such as the reference
@@ -75,16 +78,79 @@ impl Roots {
     }
 }
 
-/// Looks secrets up by name: `Ok(value)`, or `Err` with a message that names
-/// the secret but never holds a value.
-#[derive(Clone)]
-pub struct SecretResolver(Arc<SecretLookup>);
+/// Whose secrets a process or remote connection gets: a principal's own
+/// values (`berth secret set NAME --principal P`) before the shared ones.
+/// Both the principal's full id and its subject are tried, so an operator
+/// may name it either way.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SecretOwner {
+    pub id: Arc<str>,
+    pub subject: Arc<str>,
+}
 
-type SecretLookup = dyn Fn(&str) -> Result<String, String> + Send + Sync;
+/// A secret's value and whether it is the owner's own (not the shared one).
+pub struct Resolved {
+    pub value: String,
+    pub own: bool,
+}
+
+/// A secret that did not resolve. `caller_lacks`: other principals have
+/// values of their own, this one has none and there is no shared value, so
+/// the caller (not the operator's setup) is what is missing.
+#[derive(Debug, Clone)]
+pub struct SecretMiss {
+    pub message: String,
+    pub caller_lacks: bool,
+}
+
+/// Looks secrets up by name: `Ok(value)`, or `Err` with a message that names
+/// the secret but never holds a value. Bound to an owner, it prefers the
+/// owner's own values.
+#[derive(Clone)]
+pub struct SecretResolver {
+    lookup: Arc<SecretLookup>,
+    owner: Option<SecretOwner>,
+}
+
+type SecretLookup =
+    dyn Fn(&str, Option<&SecretOwner>) -> Result<Resolved, SecretMiss> + Send + Sync;
 
 impl SecretResolver {
+    /// A resolver of shared values only.
     pub fn new(lookup: impl Fn(&str) -> Result<String, String> + Send + Sync + 'static) -> Self {
-        SecretResolver(Arc::new(lookup))
+        Self::with_owners(move |name, _| {
+            lookup(name)
+                .map(|value| Resolved { value, own: false })
+                .map_err(|message| SecretMiss {
+                    message,
+                    caller_lacks: false,
+                })
+        })
+    }
+
+    /// A resolver that knows per-principal values.
+    pub fn with_owners(
+        lookup: impl Fn(&str, Option<&SecretOwner>) -> Result<Resolved, SecretMiss>
+        + Send
+        + Sync
+        + 'static,
+    ) -> Self {
+        SecretResolver {
+            lookup: Arc::new(lookup),
+            owner: None,
+        }
+    }
+
+    /// The same store, resolving for `owner`.
+    pub fn for_owner(&self, owner: Option<SecretOwner>) -> SecretResolver {
+        SecretResolver {
+            lookup: self.lookup.clone(),
+            owner,
+        }
+    }
+
+    pub fn owner(&self) -> Option<&SecretOwner> {
+        self.owner.as_ref()
     }
 
     /// `text` with every `${secret:NAME}` replaced.
@@ -93,11 +159,13 @@ impl SecretResolver {
             return Ok(text.to_owned());
         }
         let mut failure = None;
-        let expanded = berth_secrets::expand(text, |name| match (self.0)(name) {
-            Ok(value) => Some(value),
-            Err(why) => {
-                failure.get_or_insert(why);
-                None
+        let expanded = berth_secrets::expand(text, |name| {
+            match (self.lookup)(name, self.owner.as_ref()) {
+                Ok(found) => Some(found.value),
+                Err(why) => {
+                    failure.get_or_insert(why.message);
+                    None
+                }
             }
         });
         match (expanded, failure) {
@@ -105,6 +173,22 @@ impl SecretResolver {
             (Err(_), Some(why)) => Err(why),
             (Err(missing), None) => Err(missing.to_string()),
         }
+    }
+
+    /// Whether a secret one of `texts` refers to has a value of the owner's
+    /// own: a process started with it is that owner's alone. `Err` names a
+    /// secret that resolves for nobody.
+    pub fn owns_any<'a>(
+        &self,
+        texts: impl IntoIterator<Item = &'a str>,
+    ) -> Result<bool, SecretMiss> {
+        let mut own = false;
+        for text in texts {
+            for name in berth_secrets::references(text) {
+                own |= (self.lookup)(name, self.owner.as_ref())?.own;
+            }
+        }
+        Ok(own)
     }
 }
 
@@ -268,6 +352,17 @@ impl ServerSpec {
             roots: Roots::None,
             owner: None,
             latency_budget: None,
+            remote: None,
         }
+    }
+
+    /// Every text that may name a secret: args, env values, and a remote
+    /// server's headers and OAuth client secret.
+    pub fn secret_templates(&self) -> impl Iterator<Item = &str> {
+        self.args
+            .iter()
+            .map(String::as_str)
+            .chain(self.env.values().map(String::as_str))
+            .chain(self.remote.iter().flat_map(|r| r.secret_templates()))
     }
 }

@@ -293,6 +293,38 @@ impl StdinQueue {
         Ok(())
     }
 }
+/// Where messages for the server go: a child's stdin, or a remote
+/// connection's driver (which POSTs them).
+enum Outbound {
+    Stdin(StdinQueue),
+    Remote {
+        outbox: crate::remote::Outbox,
+        conn: Arc<crate::remote::Conn>,
+    },
+}
+
+impl Outbound {
+    /// Sends a message; refuses when the server is not taking its input.
+    fn push(&self, bytes: Bytes) -> Result<(), QueueError> {
+        match self {
+            Outbound::Stdin(stdin) => stdin.push(bytes),
+            Outbound::Remote { outbox, .. } => {
+                outbox.send(bytes).then_some(()).ok_or(QueueError::Closed)
+            }
+        }
+    }
+
+    /// Sends a message already accepted (or Berth's own).
+    fn force(&self, bytes: Bytes) -> Result<(), QueueError> {
+        match self {
+            Outbound::Stdin(stdin) => stdin.force(bytes),
+            Outbound::Remote { outbox, .. } => {
+                outbox.send(bytes).then_some(()).ok_or(QueueError::Closed)
+            }
+        }
+    }
+}
+
 type DeliveryReceiver = futures::channel::mpsc::UnboundedReceiver<Delivery>;
 
 struct Pending {
@@ -345,7 +377,7 @@ struct Routes {
 
 impl Routes {
     /// Serial mode: puts the next queued request still wanted on the wire.
-    fn advance(&mut self, stdin: &StdinQueue) {
+    fn advance(&mut self, stdin: &Outbound) {
         if !self.serial
             || self
                 .on_wire
@@ -373,14 +405,14 @@ impl Routes {
     }
 }
 
-struct Shared {
+pub(crate) struct Shared {
     server: String,
     pid: u32,
     log: ServerLog,
     /// Messages from the server that could be routed nowhere, and when one
     /// was last logged (at most one log line a second per process).
     strays: Mutex<Strays>,
-    stdin: StdinQueue,
+    stdin: Outbound,
     routes: Mutex<Routes>,
     /// Why the server closed, once it has (the stderr it left included).
     closed_tx: watch::Sender<Option<Failure>>,
@@ -469,6 +501,24 @@ impl Shared {
         let _ = p.tx.unbounded_send(Delivery::Response(msg));
     }
 
+    /// A lifecycle line in the server's log, about this process or connection.
+    pub(crate) fn log_line(&self, line: String) {
+        self.log.push(Some(self.pid), LogSource::Lifecycle, line);
+    }
+
+    /// Settles every request in flight with `failure` without closing: a
+    /// remote connection lost a stream, not its ability to take requests.
+    pub(crate) fn fail_in_flight(&self, failure: Failure) {
+        let pending = {
+            let mut routes = self.routes();
+            routes.tokens.clear();
+            std::mem::take(&mut routes.pending)
+        };
+        for (_, p) in pending {
+            let _ = p.tx.unbounded_send(Delivery::Failed(failure.clone()));
+        }
+    }
+
     fn routes(&self) -> std::sync::MutexGuard<'_, Routes> {
         self.routes.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -519,6 +569,13 @@ impl Shared {
 
     /// Sends one message from the server where it belongs.
     fn route(&self, msg: Message) {
+        self.route_about(msg, None)
+    }
+
+    /// Sends one message from the server where it belongs; `about` is the
+    /// request it came with when the transport says so (a remote server's
+    /// response stream belongs to one request), which beats any guess.
+    pub(crate) fn route_about(&self, msg: Message, about: Option<&IdKey>) {
         // Roots are the operator's unless the client was given them: Berth
         // answers, whoever holds the process (or nobody yet).
         if msg.kind == Kind::Request
@@ -564,6 +621,10 @@ impl Shared {
                 .as_ref()
                 .and_then(|token| routes.tokens.get(token))
                 .and_then(|id| routes.pending.get(id)),
+            // Over HTTP the stream it came on says which request it is about.
+            _ if about.is_some_and(|id| routes.pending.contains_key(id)) => {
+                about.and_then(|id| routes.pending.get(id))
+            }
             // stdio carries no link from a message to the request it is about;
             // the most recent request in flight is the best guess.
             // (In serial mode exactly one request is on the wire: it is that one.)
@@ -670,6 +731,17 @@ pub struct Upstream {
     /// Frozen (standby): its cgroup, or SIGSTOP to its group without one.
     frozen: AtomicBool,
     sandbox: Option<Arc<berth_sandbox::Instance>>,
+    /// A remote connection's caller token, for a token exchange.
+    caller: Option<crate::credentials::CallerToken>,
+}
+
+/// Remote connections are numbered from here: no Linux pid reaches it
+/// (`pid_max` is at most 2^22), so a number never names a process.
+const REMOTE_NUMBERS: u32 = 1 << 30;
+
+/// Whether a number the fleet reports (as a pid) is a remote connection's.
+pub fn is_remote_number(pid: u32) -> bool {
+    pid >= REMOTE_NUMBERS
 }
 
 /// Ids of requests Berth itself sends: a prefix no client would pick by
@@ -705,6 +777,9 @@ impl Upstream {
     /// Starts the server. Messages it sends that concern no request in flight
     /// arrive on the returned receiver, which closes when the server is gone.
     pub fn spawn(spec: &ServerSpec, log: ServerLog) -> Result<(Upstream, Unsolicited), SpawnError> {
+        if let Some(remote) = &spec.remote {
+            return Upstream::connect(spec, remote.clone(), log);
+        }
         let spawned = spawn(spec).map_err(|source| SpawnError {
             server: spec.name.clone(),
             command: spec.command.clone(),
@@ -742,7 +817,7 @@ impl Upstream {
             pid,
             log: log.clone(),
             strays: Mutex::default(),
-            stdin: stdin_queue,
+            stdin: Outbound::Stdin(stdin_queue),
             closed_tx: watch::channel(None).0,
             routes: Mutex::new(Routes {
                 unsolicited: Some(unsolicited_tx),
@@ -785,6 +860,80 @@ impl Upstream {
                 verdict: verdict.clone(),
                 frozen: AtomicBool::new(false),
                 sandbox,
+                caller: None,
+            },
+            unsolicited_rx,
+        ))
+    }
+
+    /// Opens a connection to a remote server (see `crate::remote`). It is
+    /// known by a number, like a process by its pid, above any pid Linux
+    /// hands out (see [`is_remote_number`]).
+    fn connect(
+        spec: &ServerSpec,
+        remote: Arc<crate::remote::RemoteSpec>,
+        log: ServerLog,
+    ) -> Result<(Upstream, Unsolicited), SpawnError> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let number = REMOTE_NUMBERS + (NEXT.fetch_add(1, Ordering::Relaxed) % (1 << 30)) as u32;
+        let (unsolicited_tx, unsolicited_rx) = unsolicited_channel();
+        let stop = CancellationToken::new();
+        let (exited_tx, exited_rx) = watch::channel(None);
+        let caller = crate::credentials::CallerToken::default();
+        let failed = |why: String| SpawnError {
+            server: spec.name.clone(),
+            command: remote.url.clone(),
+            source: std::io::Error::other(why),
+        };
+        let prepared = crate::remote::prepare(&remote).map_err(failed)?;
+        let shared = Arc::new_cyclic(|weak: &std::sync::Weak<Shared>| {
+            let (outbox, conn) = crate::remote::open(
+                &spec.name,
+                remote.clone(),
+                prepared,
+                spec.secrets.clone(),
+                caller.clone(),
+                weak.clone(),
+                stop.clone(),
+            );
+            Shared {
+                server: spec.name.clone(),
+                pid: number,
+                log: log.clone(),
+                strays: Mutex::default(),
+                stdin: Outbound::Remote { outbox, conn },
+                closed_tx: watch::channel(None).0,
+                routes: Mutex::new(Routes {
+                    unsolicited: Some(unsolicited_tx),
+                    serial: spec.binding == crate::Binding::Shared,
+                    ..Routes::default()
+                }),
+                roots: spec.roots.clone(),
+            }
+        });
+        log.push(
+            Some(number),
+            LogSource::Lifecycle,
+            format!("opened connection {number} to {}", remote.url),
+        );
+        // The connection ends when Berth stops it; it never crashes on its
+        // own (the upstream failing is an error per request).
+        let closing = shared.clone();
+        let ended = stop.clone();
+        tokio::spawn(async move {
+            ended.cancelled().await;
+            closing.close(closing.closed_failure("connection was closed by Berth"));
+            let _ = exited_tx.send(Some("closed".into()));
+        });
+        Ok((
+            Upstream {
+                shared,
+                stop,
+                exited: exited_rx,
+                verdict: ExitVerdict::default(),
+                frozen: AtomicBool::new(false),
+                sandbox: None,
+                caller: Some(caller),
             },
             unsolicited_rx,
         ))
@@ -792,6 +941,22 @@ impl Upstream {
 
     pub fn pid(&self) -> u32 {
         self.shared.pid
+    }
+
+    /// For a remote connection: where it goes and how it fares.
+    pub fn remote_report(&self) -> Option<crate::remote::RemoteReport> {
+        match &self.shared.stdin {
+            Outbound::Remote { conn, .. } => Some(conn.report()),
+            Outbound::Stdin(_) => None,
+        }
+    }
+
+    /// For a remote connection using token exchange: the access token its
+    /// session's caller presented with the request at hand.
+    pub fn present_caller_token(&self, token: &str) {
+        if let Some(caller) = &self.caller {
+            caller.set(token);
+        }
     }
 
     /// Why the server can take no more requests, if it cannot.
@@ -1094,6 +1259,10 @@ impl Upstream {
     /// Freezes the process group (standby). It holds its memory and state
     /// but uses no CPU until [`Upstream::thaw`].
     pub fn freeze(&self) {
+        // A remote connection at standby costs nothing to keep.
+        if is_remote_number(self.shared.pid) {
+            return;
+        }
         if !self.frozen.swap(true, Ordering::Relaxed)
             && !self.sandbox.as_ref().is_some_and(|s| s.freeze())
         {

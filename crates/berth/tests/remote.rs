@@ -1,0 +1,427 @@
+//! Remote upstreams: MCP servers reached over HTTP (the official Python
+//! SDK's Streamable HTTP server, stateful and stateless, and its legacy
+//! HTTP+SSE server), served by Berth like hosted ones, with credentials
+//! that are Berth's (static headers with per-principal secrets), never the
+//! client's.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// A `tests/python/remote_server.py` process; killed when dropped.
+struct Upstream {
+    child: Option<Child>,
+    url: String,
+    args: Vec<String>,
+}
+
+impl Upstream {
+    fn start(args: &[&str]) -> Upstream {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let (child, url) = Self::spawn(&args);
+        Upstream {
+            child: Some(child),
+            url,
+            args,
+        }
+    }
+
+    fn spawn(args: &[String]) -> (Child, String) {
+        let mut child = Command::new(python())
+            .arg(repo().join("tests/python/remote_server.py"))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start remote_server.py");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(url) = line.strip_prefix("READY ") {
+                    let _ = tx.send(url.trim().to_string());
+                }
+            }
+        });
+        match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(url) => (child, url),
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("remote_server.py {args:?} did not get ready within 30 s");
+            }
+        }
+    }
+
+    fn port(&self) -> String {
+        self.url
+            .rsplit_once(':')
+            .and_then(|(_, rest)| rest.split('/').next())
+            .expect("port in the url")
+            .to_string()
+    }
+
+    /// Kills the server (its sessions are lost) and starts it again on the
+    /// same port.
+    fn restart(&mut self) {
+        self.kill();
+        let mut args = self.args.clone();
+        args.extend(["--port".to_string(), self.port()]);
+        let (child, url) = Self::spawn(&args);
+        assert_eq!(url, self.url, "restarted on another address");
+        self.child = Some(child);
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn remote_server(name: &str, url: &str, extra: &str) -> String {
+    format!("[servers.{name}]\nurl = {url:?}\n{extra}\n")
+}
+
+fn python_client(berth: &Berth, path: &str, mode: &str) {
+    let (ok, out) = run_with_timeout(
+        Command::new(python())
+            .arg(repo().join("tests/python/client.py"))
+            .arg(format!("{}{path}", berth.base()))
+            .arg(mode),
+        Duration::from_secs(90),
+    );
+    assert!(
+        ok,
+        "Python SDK client ({mode} at {path}) failed:\n{out}\n--- berth log ---\n{}",
+        berth.log()
+    );
+}
+
+/// The JSON-RPC answer in a reply, whether it came as JSON or as SSE.
+fn answer_of(reply: &Reply) -> serde_json::Value {
+    match reply.content_type() {
+        t if t.starts_with("text/event-stream") => reply
+            .sse_messages()
+            .into_iter()
+            .find(|m| {
+                m.get("id").is_some() && (m.get("result").is_some() || m.get("error").is_some())
+            })
+            .unwrap_or_default(),
+        _ => reply.json(),
+    }
+}
+
+fn error_of(reply: &Reply) -> String {
+    let value = answer_of(reply);
+    match value["error"]["message"].as_str() {
+        Some(message) => message.to_string(),
+        None => panic!("no error: {value}"),
+    }
+}
+
+fn text_of(reply: &Reply) -> String {
+    let value = answer_of(reply);
+    match value["result"]["content"][0]["text"].as_str() {
+        Some(text) => text.to_string(),
+        None => panic!("no text result: {value}"),
+    }
+}
+
+#[test]
+fn python_sdk_client_through_a_remote_streamable_http_server() {
+    let upstream = Upstream::start(&["--transport", "streamable-http"]);
+    let berth = Berth::start("", &remote_server("remote", &upstream.url, ""));
+    // tools, progress, sampling and elicitation relayed both ways.
+    python_client(&berth, "/mcp/remote", "everything");
+}
+
+#[test]
+fn python_sdk_client_through_a_remote_json_response_server() {
+    let upstream = Upstream::start(&["--transport", "streamable-http", "--json-response"]);
+    let berth = Berth::start("", &remote_server("remote", &upstream.url, ""));
+    python_client(&berth, "/mcp/remote", "everything");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stateless_remote_server_is_served_with_berth_sessions() {
+    let upstream = Upstream::start(&["--transport", "streamable-http", "--stateless"]);
+    let berth = Berth::start("", &remote_server("remote", &upstream.url, ""));
+    let mut client = Raw::new(berth.url("remote"));
+    let init = client.initialize("2025-06-18").await;
+    assert!(init["result"]["serverInfo"].is_object(), "{init}");
+    let list = client
+        .post(r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#)
+        .await;
+    let text = answer_of(&list).to_string();
+    assert!(text.contains("\"add\""), "{text}");
+    let sum = client
+        .call_tool(3, "add", serde_json::json!({"a": 2, "b": 3}))
+        .await;
+    assert_eq!(text_of(&sum), "5");
+}
+
+#[test]
+fn legacy_sse_remote_server_through_berth() {
+    let upstream = Upstream::start(&["--transport", "sse"]);
+    let berth = Berth::start(
+        "",
+        &remote_server("remote", &upstream.url, "transport = \"sse\""),
+    );
+    python_client(&berth, "/mcp/remote", "everything");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_clients_session_survives_an_upstream_restart() {
+    let mut upstream = Upstream::start(&["--transport", "streamable-http"]);
+    let berth = Berth::start("", &remote_server("remote", &upstream.url, ""));
+    let mut client = Raw::new(berth.url("remote"));
+    client.initialize("2025-11-25").await;
+    let first = client
+        .call_tool(2, "add", serde_json::json!({"a": 1, "b": 1}))
+        .await;
+    assert_eq!(text_of(&first), "2");
+    // The upstream loses every session it had.
+    upstream.restart();
+    let second = client
+        .call_tool(3, "add", serde_json::json!({"a": 20, "b": 22}))
+        .await;
+    assert_eq!(text_of(&second), "42", "{}", berth.log());
+    let log = berth.server_log("remote");
+    assert!(
+        log.contains("re-initialized"),
+        "the log should say the upstream session was re-initialized:\n{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_that_hangs_gets_the_timeout_error() {
+    let upstream = Upstream::start(&["--transport", "streamable-http", "--json-response"]);
+    let berth = Berth::start(
+        "request_timeout = \"2s\"",
+        &remote_server("remote", &upstream.url, "timeout = \"1s\""),
+    );
+    let mut client = Raw::new(berth.url("remote"));
+    client.initialize("2025-11-25").await;
+    let started = Instant::now();
+    let reply = client
+        .call_tool(2, "sleep", serde_json::json!({"seconds": 30}))
+        .await;
+    let message = error_of(&reply);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the hang was not cut short"
+    );
+    assert!(
+        message.contains("remote") && message.contains("timeout"),
+        "the error should name the upstream and the timeout: {message}"
+    );
+    // The session still works.
+    let sum = client
+        .call_tool(3, "add", serde_json::json!({"a": 2, "b": 2}))
+        .await;
+    assert_eq!(text_of(&sum), "4");
+}
+
+/// A plain HTTP server (Python's standard library) that answers every POST
+/// with `status` and `body`.
+fn broken_upstream(status: u16, body: &str) -> (Child, String) {
+    let script = format!(
+        r#"
+import http.server, socketserver, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get('content-length') or 0))
+        body = {body:?}.encode()
+        self.send_response({status})
+        self.send_header('content-type', 'application/json')
+        self.send_header('content-length', str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a): pass
+s = socketserver.TCPServer(('127.0.0.1', 0), H)
+print('READY http://127.0.0.1:%d/mcp' % s.server_address[1], flush=True)
+s.serve_forever()
+"#
+    );
+    let mut child = Command::new("python3")
+        .args(["-c", &script])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("python3");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("READY line");
+    let url = line
+        .trim()
+        .strip_prefix("READY ")
+        .expect("READY")
+        .to_string();
+    (child, url)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_answering_500_or_garbage_gets_a_clear_error() {
+    let (mut failing, failing_url) = broken_upstream(500, "database on fire");
+    let (mut garbage, garbage_url) = broken_upstream(200, "<html>not json-rpc</html>");
+    let servers = format!(
+        "{}\n{}",
+        remote_server("failing", &failing_url, ""),
+        remote_server("garbage", &garbage_url, "")
+    );
+    let berth = Berth::start("", &servers);
+    for (name, expected) in [
+        ("failing", "HTTP 500"),
+        ("garbage", "not a JSON-RPC message"),
+    ] {
+        let client = Raw::new(berth.url(name));
+        let reply = client.post(&initialize_body("2025-11-25")).await;
+        let message = error_of(&reply);
+        assert!(
+            message.contains(&format!("upstream `{name}`")) && message.contains(expected),
+            "{name}: the error should name the upstream and say {expected:?}: {message}"
+        );
+    }
+    let _ = failing.kill();
+    let _ = garbage.kill();
+    let _ = failing.wait();
+    let _ = garbage.wait();
+}
+
+/// `berth secret set NAME --principal P` in the gateway's data dir.
+fn set_own_secret(berth: &Berth, name: &str, principal: &str, value: &str) {
+    use std::io::Write;
+    let mut child = Command::new(berth_bin())
+        .args([
+            "secret",
+            "set",
+            name,
+            "--principal",
+            principal,
+            "--data-dir",
+        ])
+        .arg(berth.dir.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("berth secret set");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(format!("{value}\n").as_bytes())
+        .expect("write");
+    let out = child.wait_with_output().expect("berth secret set");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_upstream_sees_each_principals_own_credential_and_never_the_clients() {
+    let recorded = tempfile::NamedTempFile::new().expect("temp file");
+    let record = recorded.path().to_str().expect("utf-8").to_string();
+    let upstream = Upstream::start(&[
+        "--transport",
+        "streamable-http",
+        "--record-headers",
+        &record,
+    ]);
+    let (alice_key, alice) = api_key("alice");
+    let (bob_key, bob) = api_key("bob");
+    let (carol_key, carol) = api_key("carol");
+    let gateway = "";
+    let servers = format!(
+        "[auth]\nmode = \"api_key\"\n{alice}\n{bob}\n{carol}\n\n{}",
+        remote_server(
+            "github",
+            &upstream.url,
+            "headers = { Authorization = \"Bearer ${secret:github_pat}\", X-Team = \"berth\" }\n[servers.github.pool]\nmin_ready = 0"
+        )
+    );
+    let berth = Berth::start(gateway, &servers);
+    set_own_secret(&berth, "github_pat", "alice", "ghp_alice_own");
+    set_own_secret(&berth, "github_pat", "bob", "ghp_bob_own");
+
+    let leaks = [
+        ("cookie", "session=client-cookie-secret"),
+        ("x-api-key", "client-x-api-key-secret"),
+    ];
+    for (key, own) in [(&alice_key, "ghp_alice_own"), (&bob_key, "ghp_bob_own")] {
+        let mut client = Raw::new(berth.url("github"));
+        client.token = Some(key.clone());
+        let init = client
+            .post_with(initialize_body("2025-11-25"), &leaks)
+            .await;
+        assert_eq!(init.status, 200, "{}", init.body);
+        client.session = init
+            .headers
+            .get("mcp-session-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let ack = client
+            .post_with(
+                r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+                &leaks,
+            )
+            .await;
+        assert_eq!(ack.status, 202, "{}", ack.body);
+        let call = r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"whoami","arguments":{}}}"#;
+        let who = client.post_with(call, &leaks).await;
+        let seen: serde_json::Value = serde_json::from_str(&text_of(&who)).expect("whoami JSON");
+        assert_eq!(seen["authorization"], format!("Bearer {own}"), "{seen}");
+        assert_eq!(seen["x-team"], "berth");
+    }
+    // Every request the upstream received: the configured credential only.
+    let lines = std::fs::read_to_string(recorded.path()).expect("recorded headers");
+    assert!(lines.lines().count() >= 6, "{lines}");
+    for forbidden in [
+        alice_key.as_str(),
+        bob_key.as_str(),
+        "client-cookie-secret",
+        "client-x-api-key-secret",
+    ] {
+        assert!(
+            !lines.contains(forbidden),
+            "the upstream saw the client's credential {forbidden:?}:\n{lines}"
+        );
+    }
+    for line in lines.lines() {
+        let request: serde_json::Value = serde_json::from_str(line).expect("JSON line");
+        let auth = request["headers"]["authorization"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(
+            auth == "Bearer ghp_alice_own" || auth == "Bearer ghp_bob_own",
+            "{line}"
+        );
+        assert!(request["headers"].get("cookie").is_none(), "{line}");
+    }
+    // Carol has no value of her own and there is no shared one: 403 naming it.
+    let mut client = Raw::new(berth.url("github"));
+    client.token = Some(carol_key);
+    let reply = client.post(&initialize_body("2025-11-25")).await;
+    assert_eq!(reply.status, 403, "{}", reply.body);
+    let message = error_of(&reply);
+    assert!(
+        message.contains("github_pat") && message.contains("--principal"),
+        "the refusal should name the missing secret and how to store it: {message}"
+    );
+}

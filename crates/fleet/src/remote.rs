@@ -1,0 +1,1174 @@
+//! A remote MCP server reached over HTTP: Streamable HTTP (both protocol
+//! eras) or the legacy HTTP+SSE transport.
+//!
+//! A remote connection is an [`Upstream`](crate::Upstream) like a stdio
+//! process: the same correlation of requests and answers, the same
+//! [`Exchange`](crate::Exchange)s and unsolicited channel, so nothing above
+//! the fleet knows which it holds. Only the way bytes travel differs, and
+//! that lives here: each message Berth sends becomes a POST; what the
+//! server answers (a JSON body, or an SSE stream of messages about that one
+//! request) is routed back as if read from a child's stdout.
+//!
+//! What an operator expects from a proxy is handled here, below the
+//! correlation: the upstream's session id and protocol version are carried
+//! on every request; an upstream session that expired (HTTP 404) is
+//! re-initialized with the client's own `initialize` and the request sent
+//! again, so the client's session survives; a response stream that drops
+//! is resumed with `Last-Event-ID`; every HTTP failure becomes a JSON-RPC
+//! error that names the upstream and what it answered. The client's own
+//! credentials never travel: the request headers are built from the
+//! server's configuration alone (static headers with `${secret:NAME}`,
+//! OAuth client credentials, or an exchange of the caller's token).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use berth_wire::{ErrorCode, IdKey, Kind, Message};
+use bytes::Bytes;
+use futures::StreamExt;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::SecretResolver;
+use crate::credentials::{Credentials, OAuthClient};
+use crate::upstream::{Shared, gateway_request_id};
+
+/// How a remote server is reached and what Berth presents to it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RemoteSpec {
+    /// The MCP endpoint (Streamable HTTP) or the SSE stream's URL (legacy).
+    pub url: String,
+    pub transport: RemoteTransport,
+    /// Headers sent with every request; values may hold `${secret:NAME}`,
+    /// resolved for the principal whose session the connection serves.
+    pub headers: Vec<(String, String)>,
+    /// How long Berth waits for the upstream's response headers.
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+    /// PEM certificates trusted besides the system's roots.
+    pub ca_file: Option<PathBuf>,
+    /// A credential Berth obtains itself (never the client's).
+    pub auth: Option<OAuthClient>,
+}
+
+/// The HTTP transport a remote server speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RemoteTransport {
+    /// Streamable HTTP (2025-03-26 and later, 2026-07-28 included).
+    #[default]
+    Streamable,
+    /// The 2024-11-05 HTTP+SSE transport: a GET stream and POSTed messages.
+    Sse,
+}
+
+impl RemoteSpec {
+    pub fn new(url: impl Into<String>) -> RemoteSpec {
+        RemoteSpec {
+            url: url.into(),
+            transport: RemoteTransport::Streamable,
+            headers: Vec::new(),
+            timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
+            ca_file: None,
+            auth: None,
+        }
+    }
+
+    /// The templates that may name secrets (headers and the OAuth client's).
+    pub fn secret_templates(&self) -> impl Iterator<Item = &str> {
+        self.headers
+            .iter()
+            .map(|(_, v)| v.as_str())
+            .chain(self.auth.iter().map(|a| a.client_secret.as_str()))
+    }
+}
+
+/// What a remote connection reports (`berth ps`, the admin API).
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct RemoteReport {
+    pub url: String,
+    /// The upstream's own session id, once it gave one.
+    pub session: Option<String>,
+    /// The last HTTP status the upstream answered with.
+    pub last_status: Option<u16>,
+    /// The last failure to reach it or to understand it, if any.
+    pub last_error: Option<String>,
+    pub requests: u64,
+    pub errors: u64,
+    /// Mean time to the upstream's response headers, in milliseconds.
+    pub mean_latency_ms: Option<f64>,
+    /// Sessions re-initialized after the upstream lost them.
+    pub reinitialized: u64,
+}
+
+/// HTTP clients, one per trust setting: connections to an upstream are
+/// pooled (keep-alive, HTTP/2) across all of Berth's sessions of it.
+fn client_for(spec: &RemoteSpec) -> Result<reqwest::Client, String> {
+    static CLIENTS: Mutex<Vec<(Option<PathBuf>, Duration, reqwest::Client)>> =
+        Mutex::new(Vec::new());
+    let mut clients = CLIENTS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, _, client)) = clients
+        .iter()
+        .find(|(ca, t, _)| *ca == spec.ca_file && *t == spec.connect_timeout)
+    {
+        return Ok(client.clone());
+    }
+    let mut builder = reqwest::Client::builder()
+        .connect_timeout(spec.connect_timeout)
+        .pool_idle_timeout(Duration::from_secs(90))
+        // A proxy of the gateway's environment is not the operator's intent
+        // for a configured upstream; redirects would carry credentials away.
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none());
+    if let Some(path) = &spec.ca_file {
+        let pem = std::fs::read(path)
+            .map_err(|e| format!("cannot read ca_file {}: {e}", path.display()))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+            format!(
+                "ca_file {} holds no usable PEM certificate: {e}",
+                path.display()
+            )
+        })?;
+        for cert in certs {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    let client = builder
+        .build()
+        .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+    clients.push((spec.ca_file.clone(), spec.connect_timeout, client.clone()));
+    Ok(client)
+}
+
+/// Where messages for the upstream go: the connection's driver task.
+pub(crate) struct Outbox {
+    tx: mpsc::UnboundedSender<Bytes>,
+}
+
+impl Outbox {
+    pub(crate) fn send(&self, bytes: Bytes) -> bool {
+        self.tx.send(bytes).is_ok()
+    }
+}
+
+/// The upstream session as the connection knows it.
+#[derive(Default)]
+struct SessionState {
+    /// `Mcp-Session-Id` the upstream gave (Streamable HTTP).
+    id: Option<String>,
+    /// The version `initialize` settled on, sent as `MCP-Protocol-Version`.
+    version: Option<String>,
+    /// The client's `initialize`, replayed when the upstream loses the session.
+    initialize: Option<Bytes>,
+    /// Bumped at every (re-)initialization; listeners of older ones stop.
+    generation: u64,
+    /// Legacy SSE: where messages are POSTed (from the `endpoint` event).
+    post_url: Option<reqwest::Url>,
+}
+
+/// One connection to a remote server.
+pub(crate) struct Conn {
+    server: String,
+    spec: Arc<RemoteSpec>,
+    client: reqwest::Client,
+    secrets: Option<SecretResolver>,
+    credentials: Credentials,
+    session: Mutex<SessionState>,
+    /// Serializes re-initializations: one per lost session.
+    reinit: tokio::sync::Mutex<()>,
+    /// Requests on the wire (by the id Berth sent), to stop their streams
+    /// when they are cancelled.
+    streams: Mutex<HashMap<IdKey, tokio::task::AbortHandle>>,
+    /// Answers to Berth's own requests that arrive on the legacy stream.
+    waiters: Mutex<HashMap<String, tokio::sync::oneshot::Sender<Message>>>,
+    stats: Mutex<RemoteReport>,
+    latency_total: Mutex<(Duration, u64)>,
+    stop: CancellationToken,
+    shared: Weak<Shared>,
+}
+
+/// What a connection needs that can fail: checked before it is opened.
+pub(crate) struct Prepared {
+    client: reqwest::Client,
+    url: reqwest::Url,
+}
+
+pub(crate) fn prepare(spec: &RemoteSpec) -> Result<Prepared, String> {
+    let url = reqwest::Url::parse(&spec.url).map_err(|e| format!("url {:?}: {e}", spec.url))?;
+    Ok(Prepared {
+        client: client_for(spec)?,
+        url,
+    })
+}
+
+/// Opens a connection: returns its outbox; `shared` gets what it receives.
+/// Nothing is sent until the first message (for the legacy transport, the
+/// stream is opened first and messages wait for its endpoint).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn open(
+    server: &str,
+    spec: Arc<RemoteSpec>,
+    prepared: Prepared,
+    secrets: Option<SecretResolver>,
+    caller_token: crate::credentials::CallerToken,
+    shared: Weak<Shared>,
+    stop: CancellationToken,
+) -> (Outbox, Arc<Conn>) {
+    let Prepared { client, url } = prepared;
+    let (tx, rx) = mpsc::unbounded_channel();
+    let conn = Arc::new(Conn {
+        server: server.to_owned(),
+        credentials: Credentials::new(spec.auth.clone(), client.clone(), caller_token),
+        stats: Mutex::new(RemoteReport {
+            url: spec.url.clone(),
+            ..RemoteReport::default()
+        }),
+        spec,
+        client,
+        secrets,
+        session: Mutex::default(),
+        reinit: tokio::sync::Mutex::new(()),
+        streams: Mutex::default(),
+        waiters: Mutex::default(),
+        latency_total: Mutex::default(),
+        stop,
+        shared,
+    });
+    let driver = conn.clone();
+    tokio::spawn(async move {
+        if driver.spec.transport == RemoteTransport::Sse
+            && let Err(failure) = driver.open_legacy_stream(url).await
+        {
+            driver.log(format!("cannot open the SSE stream: {failure}"));
+        }
+        driver.drive(rx).await;
+    });
+    (Outbox { tx }, conn)
+}
+
+/// Why a POST brought no usable answer.
+struct Trouble {
+    message: String,
+    status: Option<u16>,
+}
+
+impl Trouble {
+    fn new(message: impl Into<String>) -> Trouble {
+        Trouble {
+            message: message.into(),
+            status: None,
+        }
+    }
+}
+
+impl Conn {
+    fn log(&self, line: String) {
+        if let Some(shared) = self.shared.upgrade() {
+            shared.log_line(line);
+        }
+    }
+
+    fn lock_session(&self) -> std::sync::MutexGuard<'_, SessionState> {
+        self.session.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn report(&self) -> RemoteReport {
+        let mut report = self.stats.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        report.session = self.lock_session().id.clone();
+        let (total, n) = *self.latency_total.lock().unwrap_or_else(|e| e.into_inner());
+        report.mean_latency_ms = (n > 0).then(|| total.as_secs_f64() * 1000.0 / n as f64);
+        report
+    }
+
+    fn note(&self, status: Option<u16>, error: Option<&str>, took: Option<Duration>) {
+        let mut stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
+        stats.requests += 1;
+        if status.is_some() {
+            stats.last_status = status;
+        }
+        if let Some(error) = error {
+            stats.errors += 1;
+            stats.last_error = Some(error.to_owned());
+        }
+        drop(stats);
+        if let Some(took) = took {
+            let mut total = self.latency_total.lock().unwrap_or_else(|e| e.into_inner());
+            total.0 += took;
+            total.1 += 1;
+        }
+    }
+
+    /// Sends what Berth hands over, in order: notifications and responses
+    /// are delivered before the next message goes (a server must see
+    /// `notifications/initialized` before the requests that follow it);
+    /// requests run side by side, each on its own POST.
+    async fn drive(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<Bytes>) {
+        loop {
+            let bytes = tokio::select! {
+                biased;
+                _ = self.stop.cancelled() => break,
+                bytes = rx.recv() => match bytes {
+                    Some(bytes) => bytes,
+                    None => break,
+                },
+            };
+            let Ok(msg) = Message::parse(bytes) else {
+                continue;
+            };
+            match msg.kind {
+                Kind::Request if msg.method() == Some("initialize") => {
+                    self.lock_session().initialize = Some(msg.bytes.clone());
+                    // Whatever follows needs the session this opens.
+                    self.clone().request(msg).await;
+                }
+                Kind::Request => {
+                    let Some(id) = msg.id.clone() else { continue };
+                    let task = tokio::spawn(self.clone().request(msg));
+                    self.streams
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(id, task.abort_handle());
+                }
+                _ => {
+                    if msg.method() == Some("notifications/cancelled")
+                        && let Some(id) = berth_wire::Envelope::parse(&msg.bytes)
+                            .ok()
+                            .and_then(|e| e.cancelled_request())
+                    {
+                        // Closing the request's stream is Streamable HTTP's
+                        // own cancellation; the notification says why.
+                        let task = self
+                            .streams
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .remove(&id);
+                        if let Some(task) = task {
+                            task.abort();
+                        }
+                    }
+                    if let Err(trouble) = self.post_one_way(&msg).await {
+                        self.log(format!(
+                            "could not deliver a {} to the upstream: {}",
+                            msg.method().unwrap_or("response"),
+                            trouble.message
+                        ));
+                    }
+                }
+            }
+        }
+        // Best effort: tell the upstream the session is over.
+        let session = self.lock_session().id.clone();
+        if let Some(session) = session
+            && self.spec.transport == RemoteTransport::Streamable
+        {
+            let mut headers = HeaderMap::new();
+            if let Ok(v) = HeaderValue::from_str(&session) {
+                headers.insert("mcp-session-id", v);
+            }
+            if let Ok(extra) = self.configured_headers().await {
+                headers.extend(extra);
+            }
+            let _ = tokio::time::timeout(
+                Duration::from_secs(2),
+                self.client.delete(&self.spec.url).headers(headers).send(),
+            )
+            .await;
+        }
+    }
+
+    /// A request: POSTs it and routes what comes back; every failure is
+    /// answered to the caller as a JSON-RPC error naming the upstream.
+    async fn request(self: Arc<Self>, msg: Message) {
+        let Some(id) = msg.id.clone() else { return };
+        let mut retried = false;
+        let outcome = loop {
+            let sent_on = self.lock_session().generation;
+            match self.exchange(&msg, &id).await {
+                Err(trouble) if trouble.status == Some(404) && !retried && self.had_session() => {
+                    retried = true;
+                    if let Err(why) = self.reinitialize(sent_on).await {
+                        break Err(Trouble::new(format!(
+                            "the upstream lost its session (HTTP 404) and re-initializing failed: {why}"
+                        )));
+                    }
+                }
+                Err(trouble)
+                    if trouble.status == Some(401)
+                        && !retried
+                        && self.credentials.is_configured() =>
+                {
+                    // The token Berth held may have been revoked early.
+                    retried = true;
+                    self.credentials.forget();
+                }
+                other => break other,
+            }
+        };
+        self.streams
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+        if let Err(trouble) = outcome {
+            self.answer_failure(&msg, &trouble);
+        }
+    }
+
+    fn had_session(&self) -> bool {
+        self.lock_session().id.is_some()
+    }
+
+    /// Settles the request with an error of Berth's that names the upstream.
+    fn answer_failure(&self, msg: &Message, trouble: &Trouble) {
+        let Some(shared) = self.shared.upgrade() else {
+            return;
+        };
+        let data = serde_json::json!({
+            "upstream": self.server,
+            "url": self.spec.url,
+            "status": trouble.status,
+        });
+        let text = format!("upstream `{}`: {}", self.server, trouble.message);
+        let reply = berth_wire::error_response(
+            msg.raw_id().as_deref(),
+            ErrorCode::UNAVAILABLE,
+            &text,
+            Some(&data),
+        );
+        if let Ok(reply) = Message::parse(reply) {
+            shared.route_about(reply, None);
+        }
+    }
+
+    /// One POST of a request and everything the upstream sends about it.
+    async fn exchange(self: &Arc<Self>, msg: &Message, id: &IdKey) -> Result<(), Trouble> {
+        let response = self.post(msg).await?;
+        if self.spec.transport == RemoteTransport::Sse {
+            // The answer comes on the stream.
+            return match response.status().as_u16() {
+                200..=299 => Ok(()),
+                status => Err(self.http_trouble(status, response).await),
+            };
+        }
+        let status = response.status().as_u16();
+        if !(200..=299).contains(&status) {
+            return Err(self.http_trouble(status, response).await);
+        }
+        if msg.method() == Some("initialize") {
+            self.adopt_session(response.headers());
+        }
+        let sse = is_event_stream(response.headers());
+        if !sse {
+            let body = response
+                .bytes()
+                .await
+                .map_err(|e| Trouble::new(format!("the response body broke off: {e}")))?;
+            if status == 202 || body.iter().all(u8::is_ascii_whitespace) {
+                return Err(Trouble::new(format!(
+                    "answered HTTP {status} with no JSON-RPC response"
+                )));
+            }
+            return self.deliver_json(body, Some(id), msg.method() == Some("initialize"));
+        }
+        let mut last_event = None;
+        let answered = self
+            .read_stream(response, Some(id), &mut last_event)
+            .await?;
+        if answered {
+            return Ok(());
+        }
+        // The stream ended before the answer: resume it where it broke, if
+        // the upstream gave event ids to resume from.
+        for attempt in 0..3 {
+            let Some(from) = last_event.clone() else {
+                break;
+            };
+            tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
+            let response = match self.get_stream(Some(&from)).await {
+                Ok(r) if r.status().is_success() && is_event_stream(r.headers()) => r,
+                _ => continue,
+            };
+            if self
+                .read_stream(response, Some(id), &mut last_event)
+                .await?
+            {
+                return Ok(());
+            }
+        }
+        Err(Trouble::new(
+            "closed the response stream before answering the request",
+        ))
+    }
+
+    /// Reads an SSE stream of messages about request `about` (`None`: the
+    /// standalone stream); `true` once its answer arrived.
+    async fn read_stream(
+        &self,
+        response: reqwest::Response,
+        about: Option<&IdKey>,
+        last_event: &mut Option<String>,
+    ) -> Result<bool, Trouble> {
+        let mut events = sse_stream::SseStream::from_bytes_stream(response.bytes_stream());
+        while let Some(event) = events.next().await {
+            let event = match event {
+                Ok(event) => event,
+                Err(_) => return Ok(false),
+            };
+            if let Some(id) = event.id.filter(|id| !id.is_empty()) {
+                *last_event = Some(id);
+            }
+            let Some(data) = event.data.filter(|d| !d.trim().is_empty()) else {
+                continue;
+            };
+            if event.event.as_deref().is_some_and(|e| e != "message") {
+                continue;
+            }
+            let msg = match Message::parse(Bytes::from(data.clone())) {
+                Ok(msg) => msg,
+                Err(e) => {
+                    return Err(Trouble::new(format!(
+                        "sent an event that is not a JSON-RPC message ({e}): {:?}",
+                        snippet(data.as_bytes())
+                    )));
+                }
+            };
+            let answers = msg.kind == Kind::Response && msg.id.as_ref() == about;
+            self.route(msg, about);
+            if answers {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    fn route(&self, msg: Message, about: Option<&IdKey>) {
+        if msg.kind == Kind::Response
+            && let Some(id) = &msg.id
+            && let IdKey::Str(text) = id
+            && let Some(waiter) = self
+                .waiters
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&**text)
+        {
+            let _ = waiter.send(msg);
+            return;
+        }
+        if let Some(shared) = self.shared.upgrade() {
+            shared.route_about(msg, about);
+        }
+    }
+
+    /// A JSON body: one message (or, from older servers, a batch).
+    fn deliver_json(
+        &self,
+        body: Bytes,
+        about: Option<&IdKey>,
+        initialize: bool,
+    ) -> Result<(), Trouble> {
+        let trimmed = body.trim_ascii_start();
+        let messages: Vec<Bytes> = if trimmed.starts_with(b"[") {
+            let parts: Vec<&serde_json::value::RawValue> =
+                serde_json::from_slice(trimmed).map_err(|e| self.garbage(&body, &e.to_string()))?;
+            parts
+                .into_iter()
+                .map(|p| Bytes::copy_from_slice(p.get().as_bytes()))
+                .collect()
+        } else {
+            vec![body.clone()]
+        };
+        for bytes in messages {
+            let msg = Message::parse(bytes).map_err(|e| self.garbage(&body, &e.to_string()))?;
+            if initialize {
+                self.adopt_version(&msg);
+            }
+            self.route(msg, about);
+        }
+        Ok(())
+    }
+
+    fn garbage(&self, body: &[u8], why: &str) -> Trouble {
+        Trouble::new(format!(
+            "answered with a body that is not a JSON-RPC message ({why}): {:?}",
+            snippet(body)
+        ))
+    }
+
+    /// Takes the session id an `initialize` answer carries, and opens the
+    /// standalone stream for it.
+    fn adopt_session(self: &Arc<Self>, headers: &HeaderMap) {
+        let id = headers
+            .get("mcp-session-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let mut session = self.lock_session();
+        session.id = id;
+        session.generation += 1;
+        let generation = session.generation;
+        let has_session = session.id.is_some();
+        drop(session);
+        if has_session {
+            tokio::spawn(self.clone().listen(generation));
+        }
+    }
+
+    fn adopt_version(&self, msg: &Message) {
+        let version = berth_wire::Envelope::parse(&msg.bytes)
+            .ok()
+            .and_then(|e| e.result)
+            .and_then(berth_wire::initialize_result_version);
+        if let Some(version) = version {
+            self.lock_session().version = Some(version);
+        }
+    }
+
+    /// The standalone GET stream of one upstream session: what the server
+    /// says outside any request. Reconnects (resuming with `Last-Event-ID`)
+    /// until the session changes or the connection stops.
+    pub(crate) async fn listen(self: Arc<Self>, generation: u64) {
+        let mut last_event: Option<String> = None;
+        let mut failures = 0u32;
+        loop {
+            if self.stop.is_cancelled() || self.lock_session().generation != generation {
+                return;
+            }
+            let response = tokio::select! {
+                _ = self.stop.cancelled() => return,
+                r = self.get_stream(last_event.as_deref()) => r,
+            };
+            match response {
+                Ok(r) if r.status().is_success() && is_event_stream(r.headers()) => {
+                    failures = 0;
+                    let read = tokio::select! {
+                        _ = self.stop.cancelled() => return,
+                        read = self.read_stream(r, None, &mut last_event) => read,
+                    };
+                    if let Err(trouble) = read {
+                        self.log(format!("standalone stream: {}", trouble.message));
+                    }
+                }
+                // The upstream offers no standalone stream (405), or the
+                // session is gone (404: the next request re-initializes).
+                Ok(r) if matches!(r.status().as_u16(), 404 | 405) => return,
+                Ok(_) | Err(_) => failures += 1,
+            }
+            let pause = Duration::from_millis(250u64 << failures.min(5));
+            tokio::select! {
+                _ = self.stop.cancelled() => return,
+                _ = tokio::time::sleep(pause) => {}
+            }
+        }
+    }
+
+    async fn get_stream(&self, last_event: Option<&str>) -> Result<reqwest::Response, Trouble> {
+        let mut headers = self.session_headers(None);
+        headers.insert(
+            reqwest::header::ACCEPT,
+            HeaderValue::from_static("text/event-stream"),
+        );
+        if let Some(from) = last_event.and_then(|v| HeaderValue::from_str(v).ok()) {
+            headers.insert("last-event-id", from);
+        }
+        headers.extend(self.configured_headers().await.map_err(Trouble::new)?);
+        let send = self.client.get(&self.spec.url).headers(headers).send();
+        match tokio::time::timeout(self.spec.timeout, send).await {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(e)) => Err(Trouble::new(reach_error(&self.spec.url, &e))),
+            Err(_) => Err(Trouble::new("the standalone stream did not open in time")),
+        }
+    }
+
+    /// Re-initializes an upstream session the upstream lost, replaying the
+    /// client's `initialize` (its answer is Berth's, not the client's).
+    async fn reinitialize(self: &Arc<Self>, lost_generation: u64) -> Result<(), String> {
+        let _one = self.reinit.lock().await;
+        if self.lock_session().generation != lost_generation {
+            return Ok(()); // Another request did it meanwhile.
+        }
+        let Some(initialize) = self.lock_session().initialize.clone() else {
+            return Err("Berth never saw this session's initialize".into());
+        };
+        {
+            let mut session = self.lock_session();
+            session.id = None;
+        }
+        let own_id = gateway_request_id();
+        let bytes = berth_wire::with_id(
+            &initialize,
+            &serde_json::Value::from(own_id.clone()).to_string(),
+        )
+        .ok_or("the initialize request could not be re-addressed")?;
+        let msg = Message::parse(bytes).map_err(|e| e.to_string())?;
+        let response = self.post(&msg).await.map_err(|t| t.message)?;
+        let status = response.status().as_u16();
+        if !(200..=299).contains(&status) {
+            return Err(self.http_trouble(status, response).await.message);
+        }
+        self.adopt_session(response.headers());
+        let answer = if is_event_stream(response.headers()) {
+            let mut events = sse_stream::SseStream::from_bytes_stream(response.bytes_stream());
+            let mut answer = None;
+            while let Some(Ok(event)) = events.next().await {
+                if let Some(data) = event.data
+                    && let Ok(m) = Message::parse(Bytes::from(data))
+                    && m.kind == Kind::Response
+                {
+                    answer = Some(m);
+                    break;
+                }
+            }
+            answer
+        } else {
+            response
+                .bytes()
+                .await
+                .ok()
+                .and_then(|b| Message::parse(b).ok())
+        };
+        let Some(answer) = answer else {
+            return Err("the upstream gave no answer to initialize".into());
+        };
+        if berth_wire::Envelope::parse(&answer.bytes)
+            .ok()
+            .is_some_and(|e| e.is_error)
+        {
+            return Err(format!(
+                "the upstream refused initialize: {}",
+                snippet(&answer.bytes)
+            ));
+        }
+        self.adopt_version(&answer);
+        let initialized = Message::parse(Bytes::from_static(
+            br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+        ))
+        .map_err(|e| e.to_string())?;
+        // Straight to the new session (no second re-initialization).
+        let response = self.post(&initialized).await.map_err(|t| t.message)?;
+        let status = response.status().as_u16();
+        if !(200..=299).contains(&status) {
+            return Err(self.http_trouble(status, response).await.message);
+        }
+        self.stats
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .reinitialized += 1;
+        let session = self.lock_session().id.clone().unwrap_or_default();
+        self.log(format!(
+            "the upstream lost its session; re-initialized as session {session:?} (the client's session goes on)"
+        ));
+        Ok(())
+    }
+
+    /// A notification or a response: POSTed, 202 expected.
+    async fn post_one_way(self: &Arc<Self>, msg: &Message) -> Result<(), Trouble> {
+        let mut retried = false;
+        loop {
+            let sent_on = self.lock_session().generation;
+            let response = self.post(msg).await?;
+            let status = response.status().as_u16();
+            if (200..=299).contains(&status) {
+                // Some servers answer a notification with 200 and a stream
+                // that ends at once; nothing in it concerns anyone.
+                return Ok(());
+            }
+            if status == 404 && !retried && self.had_session() {
+                retried = true;
+                // A response to a request of the lost session is moot.
+                if msg.kind == Kind::Response {
+                    return Ok(());
+                }
+                self.reinitialize(sent_on).await.map_err(Trouble::new)?;
+                continue;
+            }
+            return Err(self.http_trouble(status, response).await);
+        }
+    }
+
+    /// POSTs one message with the session's headers and the configured
+    /// credential; waits for the response headers (bounded by `timeout`).
+    async fn post(&self, msg: &Message) -> Result<reqwest::Response, Trouble> {
+        let url = match self.spec.transport {
+            RemoteTransport::Streamable => reqwest::Url::parse(&self.spec.url)
+                .map_err(|e| Trouble::new(format!("url: {e}")))?,
+            RemoteTransport::Sse => self.legacy_post_url().await?,
+        };
+        let mut headers = self.session_headers(Some(msg));
+        headers.insert(
+            reqwest::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        headers.insert(
+            reqwest::header::ACCEPT,
+            HeaderValue::from_static("application/json, text/event-stream"),
+        );
+        headers.extend(self.configured_headers().await.map_err(Trouble::new)?);
+        let started = Instant::now();
+        let send = self
+            .client
+            .post(url)
+            .headers(headers)
+            .body(msg.bytes.clone())
+            .send();
+        let result = tokio::time::timeout(self.spec.timeout, send).await;
+        match result {
+            Ok(Ok(response)) => {
+                let status = response.status().as_u16();
+                let error = (!response.status().is_success()).then(|| format!("HTTP {status}"));
+                self.note(Some(status), error.as_deref(), Some(started.elapsed()));
+                Ok(response)
+            }
+            Ok(Err(e)) => {
+                let why = reach_error(&self.spec.url, &e);
+                self.note(None, Some(&why), None);
+                Err(Trouble::new(why))
+            }
+            Err(_) => {
+                let why = format!(
+                    "did not answer within {} (timeout)",
+                    humantime::format_duration(self.spec.timeout)
+                );
+                self.note(None, Some(&why), None);
+                Err(Trouble {
+                    message: why,
+                    status: None,
+                })
+            }
+        }
+    }
+
+    /// `Mcp-Session-Id` and `MCP-Protocol-Version` (Streamable HTTP), and for
+    /// a 2026-07-28 request the headers that mirror its body.
+    fn session_headers(&self, msg: Option<&Message>) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        if self.spec.transport == RemoteTransport::Sse {
+            return headers;
+        }
+        let session = self.lock_session();
+        if let Some(id) = session
+            .id
+            .as_deref()
+            .and_then(|v| HeaderValue::from_str(v).ok())
+        {
+            headers.insert("mcp-session-id", id);
+        }
+        let mut version = session.version.clone();
+        drop(session);
+        if let Some(msg) = msg
+            && let Ok(env) = berth_wire::Envelope::parse(&msg.bytes)
+        {
+            let facts = berth_wire::modern::RequestFacts::read(env.params);
+            if let Some(modern) = facts.version() {
+                version = Some(modern.to_owned());
+                if let Some(method) = msg.method().and_then(|m| HeaderValue::from_str(m).ok()) {
+                    headers.insert("mcp-method", method);
+                }
+                let name = match msg.method() {
+                    Some("tools/call" | "prompts/get") => facts.name.as_deref(),
+                    Some("resources/read") => facts.uri.as_deref(),
+                    _ => None,
+                };
+                if let Some(value) = name.map(header_value) {
+                    headers.insert("mcp-name", value);
+                }
+            }
+        }
+        if let Some(v) = version.and_then(|v| HeaderValue::from_str(&v).ok()) {
+            headers.insert("mcp-protocol-version", v);
+        }
+        headers
+    }
+
+    /// The operator's headers (secrets resolved for the connection's owner)
+    /// and the OAuth credential Berth holds, if configured.
+    async fn configured_headers(&self) -> Result<HeaderMap, String> {
+        let mut headers = HeaderMap::new();
+        for (name, template) in &self.spec.headers {
+            let value = match &self.secrets {
+                Some(secrets) => secrets.expand(template)?,
+                None => template.clone(),
+            };
+            let name = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| format!("header name {name:?} is not valid"))?;
+            let mut value = HeaderValue::from_str(&value)
+                .map_err(|_| format!("the value of header {name} is not a valid header value"))?;
+            value.set_sensitive(true);
+            headers.insert(name, value);
+        }
+        if let Some(token) = self
+            .credentials
+            .bearer(self.secrets.as_ref(), &self.spec.url)
+            .await?
+        {
+            let mut value = HeaderValue::from_str(&format!("Bearer {token}"))
+                .map_err(|_| "the OAuth token is not a valid header value".to_owned())?;
+            value.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
+        Ok(headers)
+    }
+
+    async fn http_trouble(&self, status: u16, response: reqwest::Response) -> Trouble {
+        let reason = response
+            .status()
+            .canonical_reason()
+            .unwrap_or("")
+            .to_owned();
+        let challenge = response
+            .headers()
+            .get(reqwest::header::WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| format!(" (WWW-Authenticate: {v})"))
+            .unwrap_or_default();
+        let body = tokio::time::timeout(Duration::from_secs(2), response.bytes())
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default();
+        let body = if body.is_empty() {
+            String::new()
+        } else {
+            format!(": {:?}", snippet(&body))
+        };
+        Trouble {
+            message: format!("answered HTTP {status} {reason}{challenge}{body}"),
+            status: Some(status),
+        }
+    }
+
+    // ---- the legacy HTTP+SSE transport ----------------------------------
+
+    /// Opens the SSE stream, waits for its `endpoint` event, then keeps
+    /// routing what arrives on it. A stream that drops loses the upstream
+    /// session: requests in flight fail, and a new stream is opened and
+    /// initialized again with the client's `initialize`.
+    async fn open_legacy_stream(self: &Arc<Self>, url: reqwest::Url) -> Result<(), String> {
+        let (endpoint_tx, endpoint_rx) = tokio::sync::oneshot::channel();
+        let conn = self.clone();
+        tokio::spawn(async move { conn.legacy_loop(url, Some(endpoint_tx)).await });
+        match tokio::time::timeout(self.spec.timeout, endpoint_rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err("the SSE stream ended before naming its endpoint".into()),
+            Err(_) => Err(format!(
+                "the SSE stream named no endpoint within {}",
+                humantime::format_duration(self.spec.timeout)
+            )),
+        }
+    }
+
+    async fn legacy_loop(
+        self: Arc<Self>,
+        url: reqwest::Url,
+        mut first: Option<tokio::sync::oneshot::Sender<Result<(), String>>>,
+    ) {
+        let mut failures = 0u32;
+        let mut reopened = false;
+        while !self.stop.is_cancelled() {
+            let outcome = self.legacy_stream_once(&url, &mut first, reopened).await;
+            if let Err(why) = &outcome {
+                if let Some(first) = first.take() {
+                    let _ = first.send(Err(why.clone()));
+                }
+                failures += 1;
+                self.log(format!("SSE stream: {why}"));
+            } else {
+                failures = 0;
+            }
+            if self.stop.is_cancelled() {
+                return;
+            }
+            // Whatever was in flight on the lost stream will not be answered.
+            if let Some(shared) = self.shared.upgrade() {
+                shared.fail_in_flight(crate::Failure::new(
+                    ErrorCode::UNAVAILABLE,
+                    format!(
+                        "upstream `{}`: the SSE stream closed before the answer came",
+                        self.server
+                    ),
+                ));
+            }
+            {
+                let mut session = self.lock_session();
+                session.post_url = None;
+                session.generation += 1;
+            }
+            reopened = true;
+            let pause = Duration::from_millis(250u64 << failures.min(5));
+            tokio::select! {
+                _ = self.stop.cancelled() => return,
+                _ = tokio::time::sleep(pause) => {}
+            }
+        }
+    }
+
+    async fn legacy_stream_once(
+        self: &Arc<Self>,
+        url: &reqwest::Url,
+        first: &mut Option<tokio::sync::oneshot::Sender<Result<(), String>>>,
+        reopened: bool,
+    ) -> Result<(), String> {
+        let mut headers = self.configured_headers().await?;
+        headers.insert(
+            reqwest::header::ACCEPT,
+            HeaderValue::from_static("text/event-stream"),
+        );
+        let send = self.client.get(url.clone()).headers(headers).send();
+        let response = match tokio::time::timeout(self.spec.timeout, send).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => return Err(reach_error(url.as_str(), &e)),
+            Err(_) => return Err("the SSE stream did not open in time".into()),
+        };
+        let status = response.status().as_u16();
+        if !response.status().is_success() {
+            return Err(self.http_trouble(status, response).await.message);
+        }
+        let mut events = sse_stream::SseStream::from_bytes_stream(response.bytes_stream());
+        while let Some(event) = tokio::select! {
+            _ = self.stop.cancelled() => None,
+            e = events.next() => e,
+        } {
+            let Ok(event) = event else { break };
+            let Some(data) = event.data else { continue };
+            if event.event.as_deref() == Some("endpoint") {
+                let post = url
+                    .join(data.trim())
+                    .map_err(|e| format!("the endpoint event {data:?} is not a URL: {e}"))?;
+                self.lock_session().post_url = Some(post);
+                if let Some(first) = first.take() {
+                    let _ = first.send(Ok(()));
+                }
+                if reopened {
+                    // Answered on this very stream: waited for elsewhere.
+                    tokio::spawn({
+                        let conn = self.clone();
+                        async move { conn.legacy_reinitialize().await }
+                    });
+                }
+                continue;
+            }
+            match Message::parse(Bytes::from(data.clone())) {
+                Ok(msg) => self.route(msg, None),
+                Err(e) => self.log(format!(
+                    "SSE stream: an event that is not a JSON-RPC message ({e}): {:?}",
+                    snippet(data.as_bytes())
+                )),
+            }
+        }
+        Err("the SSE stream closed".into())
+    }
+
+    /// After a new legacy stream: the client's `initialize` again, answered
+    /// to Berth (the client's session goes on).
+    async fn legacy_reinitialize(self: &Arc<Self>) {
+        let Some(initialize) = self.lock_session().initialize.clone() else {
+            return;
+        };
+        let own_id = gateway_request_id();
+        let Some(bytes) = berth_wire::with_id(
+            &initialize,
+            &serde_json::Value::from(own_id.clone()).to_string(),
+        ) else {
+            return;
+        };
+        let Ok(msg) = Message::parse(bytes) else {
+            return;
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.waiters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(own_id.clone(), tx);
+        let conn_ok = match self.post(&msg).await {
+            Ok(r) if r.status().is_success() => true,
+            Ok(r) => {
+                let status = r.status().as_u16();
+                self.log(self.http_trouble(status, r).await.message);
+                false
+            }
+            Err(t) => {
+                self.log(t.message);
+                false
+            }
+        };
+        if conn_ok {
+            let waited = tokio::time::timeout(self.spec.timeout, rx).await;
+            if let Ok(Ok(answer)) = waited
+                && let Ok(initialized) = Message::parse(Bytes::from_static(
+                    br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+                ))
+            {
+                let _ = answer;
+                let _ = self.post_one_way(&initialized).await;
+                self.stats
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .reinitialized += 1;
+                self.log("the SSE stream was reopened and the session initialized again".into());
+            }
+        }
+        self.waiters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&own_id);
+    }
+
+    async fn legacy_post_url(&self) -> Result<reqwest::Url, Trouble> {
+        let deadline = Instant::now() + self.spec.timeout;
+        loop {
+            if let Some(url) = self.lock_session().post_url.clone() {
+                return Ok(url);
+            }
+            if Instant::now() >= deadline || self.stop.is_cancelled() {
+                return Err(Trouble::new(
+                    "its SSE stream is not open (no endpoint to POST to)",
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Whether a response is an SSE stream.
+fn is_event_stream(headers: &HeaderMap) -> bool {
+    headers
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().starts_with("text/event-stream"))
+}
+
+/// A header value for `Mcp-Name`: plain visible ASCII as is, anything else
+/// in the `=?base64?…?=` form 2026-07-28 defines.
+fn header_value(text: &str) -> HeaderValue {
+    use base64::Engine as _;
+    let plain = !text.is_empty()
+        && text.bytes().all(|b| (0x20..0x7f).contains(&b))
+        && !text.starts_with(' ')
+        && !text.ends_with(' ');
+    let encoded;
+    let text = if plain {
+        text
+    } else {
+        encoded = format!(
+            "=?base64?{}?=",
+            base64::engine::general_purpose::STANDARD.encode(text)
+        );
+        &encoded
+    };
+    HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+fn reach_error(url: &str, e: &reqwest::Error) -> String {
+    let mut why = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        why.push_str(": ");
+        why.push_str(&s.to_string());
+        source = s.source();
+    }
+    format!("cannot reach {url}: {why}")
+}
+
+fn snippet(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned()
+}
