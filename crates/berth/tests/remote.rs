@@ -21,7 +21,36 @@ struct Upstream {
 
 impl Upstream {
     fn start(args: &[&str]) -> Upstream {
-        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let mut all = vec![
+            python().display().to_string(),
+            repo()
+                .join("tests/python/remote_server.py")
+                .display()
+                .to_string(),
+        ];
+        all.extend(args.iter().map(|s| s.to_string()));
+        Self::start_program(all)
+    }
+
+    /// The SDK 2.3 reference server: both eras on one endpoint. (It binds
+    /// the port it is given: a free one is picked here.)
+    fn modern() -> Upstream {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        Self::start_program(vec![
+            python_modern().display().to_string(),
+            repo()
+                .join("tests/python-modern/ref_server.py")
+                .display()
+                .to_string(),
+            "--port".into(),
+            port.to_string(),
+        ])
+    }
+
+    fn start_program(args: Vec<String>) -> Upstream {
         let (child, url) = Self::spawn(&args);
         Upstream {
             child: Some(child),
@@ -31,9 +60,8 @@ impl Upstream {
     }
 
     fn spawn(args: &[String]) -> (Child, String) {
-        let mut child = Command::new(python())
-            .arg(repo().join("tests/python/remote_server.py"))
-            .args(args)
+        let mut child = Command::new(&args[0])
+            .args(&args[1..])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -71,6 +99,7 @@ impl Upstream {
     fn restart(&mut self) {
         self.kill();
         let mut args = self.args.clone();
+        args.retain(|a| a != "--port" && a != "0");
         args.extend(["--port".to_string(), self.port()]);
         let (child, url) = Self::spawn(&args);
         assert_eq!(url, self.url, "restarted on another address");
@@ -424,4 +453,38 @@ async fn the_upstream_sees_each_principals_own_credential_and_never_the_clients(
         message.contains("github_pat") && message.contains("--principal"),
         "the refusal should name the missing secret and how to store it: {message}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_server_of_both_eras_serves_modern_and_handshake_clients() {
+    let upstream = Upstream::modern();
+    let berth = Berth::start("", &remote_server("modern", &upstream.url, ""));
+    // The 2026-07-28 client, probing and pinned: era, calls, progress,
+    // cancellation and subscriptions/listen, all through the remote.
+    for negotiation in ["auto", "pinned"] {
+        let (ok, out) = run_with_timeout(
+            Command::new(python_modern())
+                .arg(repo().join("tests/python-modern/client.py"))
+                .args(["--negotiation", negotiation, "--timeout", "60"])
+                .arg(berth.url("modern"))
+                .arg("all"),
+            Duration::from_secs(90),
+        );
+        let summary = out
+            .lines()
+            .find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .unwrap_or_default();
+        assert!(
+            ok && summary["ok"] == true && summary["era"] == "modern",
+            "{negotiation}: {out}\n--- berth log ---\n{}",
+            berth.log()
+        );
+    }
+    // A 2025 client of the same server: initialize, then a call.
+    let mut client = Raw::new(berth.url("modern"));
+    client.initialize("2025-11-25").await;
+    let sum = client
+        .call_tool(2, "add", serde_json::json!({"a": 2, "b": 3}))
+        .await;
+    assert_eq!(text_of(&sum), "5");
 }
