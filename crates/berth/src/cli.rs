@@ -273,6 +273,38 @@ pub async fn ps(args: &AdminArgs, json: bool) -> anyhow::Result<()> {
 fn print_processes(processes: &[berth_fleet::ProcessReport]) {
     for p in processes {
         let state = p.state.as_str();
+        if let Some(remote) = &p.remote {
+            // A connection to a remote server: where, and how it fares.
+            let latency = remote
+                .mean_latency_ms
+                .map(|ms| format!("{ms:.1} ms mean"))
+                .unwrap_or_else(|| "no requests yet".into());
+            let status = remote
+                .last_status
+                .map(|s| format!("last HTTP {s}"))
+                .unwrap_or_else(|| "no answer yet".into());
+            println!(
+                "  conn {:<7} {:<9} {:>8.1}s  {}  session {}  {} requests, {} errors, {latency}, {status}{}{}",
+                p.pid - (1 << 30),
+                state,
+                p.age_ms as f64 / 1000.0,
+                remote.url,
+                remote.session.as_deref().unwrap_or("-"),
+                remote.requests,
+                remote.errors,
+                if remote.reinitialized > 0 {
+                    format!(", re-initialized {}x", remote.reinitialized)
+                } else {
+                    String::new()
+                },
+                remote
+                    .last_error
+                    .as_deref()
+                    .map(|e| format!("\n      last error: {e}"))
+                    .unwrap_or_default(),
+            );
+            continue;
+        }
         println!(
             "  pid {:<8} {:<9} {:>8.1}s  generation {}",
             p.pid,

@@ -233,6 +233,26 @@ async fn the_clients_session_survives_an_upstream_restart() {
         log.contains("re-initialized"),
         "the log should say the upstream session was re-initialized:\n{log}"
     );
+    // `berth ps` and the admin API show the connection and how it fares.
+    let status = berth.status();
+    let connections: Vec<&serde_json::Value> = status
+        .iter()
+        .filter(|s| s["server"] == "remote")
+        .flat_map(|s| s["processes"].as_array().into_iter().flatten())
+        .filter_map(|p| p.get("remote"))
+        .collect();
+    assert!(
+        connections.iter().any(|r| r["url"] == upstream.url
+            && r["reinitialized"].as_u64() >= Some(1)
+            && r["last_status"] == 200
+            && r["requests"].as_u64() >= Some(4)),
+        "{status:?}"
+    );
+    let (ok, ps) = berth.cli(&["ps"]);
+    assert!(
+        ok && ps.contains(&upstream.url) && ps.contains("re-initialized 1x"),
+        "{ps}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -84,7 +84,8 @@ fn processes(gw: &Gateway) -> Vec<Process> {
         let reports = std::iter::once(server.pool.report())
             .chain(server.stateless_pool().map(|p| p.report()));
         for report in reports {
-            for p in report.processes {
+            // A remote server's connections have no process here to sample.
+            for p in report.processes.into_iter().filter(|p| p.remote.is_none()) {
                 all.push(Process {
                     pid: p.pid,
                     server: server.spec.name.clone(),
