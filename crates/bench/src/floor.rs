@@ -186,7 +186,10 @@ struct Arguments<'a> {
 
 static SESSIONS: AtomicU64 = AtomicU64::new(1);
 
-/// What `berth-fixture echo` answers, as JSON bodies (never SSE).
+/// What `berth-fixture echo` answers, as JSON bodies (never SSE): enough
+/// to serve as Berth's remote upstream too (`initialize` with a session id,
+/// `notifications/initialized` → 202, `ping`, `tools/call echo`, `DELETE`;
+/// `GET` is 405, so no standalone stream is held open).
 async fn mcp_post(body: Bytes) -> Response {
     let Ok(request) = serde_json::from_slice::<Request<'_>>(&body) else {
         return (StatusCode::BAD_REQUEST, "not a JSON-RPC message").into_response();
@@ -210,6 +213,8 @@ async fn mcp_post(body: Bytes) -> Response {
             }
             response
         }
+        // What a gateway's health check sends to an idle upstream session.
+        Some("ping") => json(format!(r#"{{"jsonrpc":"2.0","id":{id},"result":{{}}}}"#)),
         Some("tools/call") => {
             let text = request
                 .params
@@ -233,4 +238,100 @@ fn json(body: String) -> Response {
         HeaderValue::from_static("application/json"),
     );
     (StatusCode::OK, headers, body).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What Berth's remote connection sends, answered as Streamable HTTP
+    /// expects: the floor can stand as a remote upstream.
+    #[tokio::test]
+    async fn answers_what_a_proxy_sends() {
+        let server = FloorServer::start(1).await.unwrap();
+        let client = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(10))
+            .build()
+            .unwrap();
+        let post = |body: &'static str, session: Option<String>| {
+            let mut request = client
+                .post(&server.url)
+                .header("content-type", "application/json")
+                .header("accept", "application/json, text/event-stream")
+                .body(body);
+            if let Some(session) = session {
+                request = request
+                    .header("mcp-session-id", session)
+                    .header("mcp-protocol-version", crate::mcp::PROTOCOL_VERSION);
+            }
+            request.send()
+        };
+        let init = post(
+            r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#,
+            None,
+        )
+        .await
+        .unwrap();
+        assert_eq!(init.status(), StatusCode::OK);
+        let session = init.headers()["mcp-session-id"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        assert!(session.starts_with("floor-"), "{session}");
+        let body: serde_json::Value = init.json().await.unwrap();
+        assert_eq!(body["id"], 1);
+        assert!(
+            body["result"]["capabilities"]["tools"].is_object(),
+            "{body}"
+        );
+
+        let initialized = post(
+            r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+            Some(session.clone()),
+        )
+        .await
+        .unwrap();
+        assert_eq!(initialized.status(), StatusCode::ACCEPTED);
+
+        let ping = post(
+            r#"{"jsonrpc":"2.0","id":"g-7","method":"ping"}"#,
+            Some(session.clone()),
+        )
+        .await
+        .unwrap();
+        let body: serde_json::Value = ping.json().await.unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({"jsonrpc":"2.0","id":"g-7","result":{}})
+        );
+
+        let call = post(
+            r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hi \"there\""}}}"#,
+            Some(session.clone()),
+        )
+        .await
+        .unwrap();
+        let body: serde_json::Value = call.json().await.unwrap();
+        assert_eq!(body["id"], 2);
+        assert_eq!(body["result"]["content"][0]["text"], "hi \"there\"");
+
+        // No standalone stream: the proxy stops asking.
+        let get = client
+            .get(&server.url)
+            .header("accept", "text/event-stream")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(get.status(), StatusCode::METHOD_NOT_ALLOWED);
+
+        let delete = client
+            .delete(&server.url)
+            .header("mcp-session-id", session)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(delete.status(), StatusCode::OK);
+        drop(client);
+        server.stop().await;
+    }
 }

@@ -12,6 +12,13 @@
 //!   [`crate::floor`]), no gateway and no child, called by the same client:
 //!   what HTTP alone costs, so Berth's own cost is what lies above it.
 //!
+//!   Both also have a `berth → remote` row: Berth with one remote server
+//!   (`url`), the http floor's server itself, called by the same client on
+//!   Berth's `/mcp/echo`. Beside the http floor row (the direct call to the
+//!   same server) it gives what proxying a remote upstream adds per call;
+//!   its gateway CPU is Berth's process alone, the upstream's threads are
+//!   reported apart.
+//!
 //!   Both also have a `berth 2026-07-28` row: the same Berth configuration
 //!   and echo server (which speaks both eras), called by stateless
 //!   2026-07-28 clients (no session, `_meta` and the revision's headers on
@@ -47,6 +54,7 @@ use crate::ttfr::{RunOptions, TOOL, TOOL_TEXT, check_echo};
 const SERVER: &str = "echo";
 pub const FLOOR: &str = "stdio floor";
 pub const HTTP_FLOOR: &str = "http floor";
+pub const BERTH_REMOTE: &str = "berth → remote";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LoadScenario {
@@ -62,6 +70,8 @@ pub struct LoadOptions {
     pub fixture: PathBuf,
     pub peers_dir: PathBuf,
     pub peers: bool,
+    /// Measure the `berth → remote` row (per-call and throughput).
+    pub remote: bool,
     pub external: Vec<(String, String)>,
     pub calls: u64,
     pub warmup: u64,
@@ -93,6 +103,9 @@ enum Target {
     /// The echo answered in-process over HTTP (per-call and throughput).
     HttpFloor,
     Berth,
+    /// Berth with one remote server (`url`): the http floor's server, in
+    /// this process (per-call and throughput).
+    BerthRemote,
     /// Berth with `[auth] mode = "oauth"`: every request carries a JWT from
     /// the built-in issuer (per-call and throughput).
     BerthOAuth,
@@ -117,6 +130,7 @@ impl Target {
             Target::Floor => FLOOR.into(),
             Target::HttpFloor => HTTP_FLOOR.into(),
             Target::Berth => "berth".into(),
+            Target::BerthRemote => BERTH_REMOTE.into(),
             Target::BerthOAuth => "berth oauth".into(),
             Target::BerthQuiet => "berth no telemetry".into(),
             Target::BerthModern => format!("berth {}", crate::mcp::MODERN_VERSION),
@@ -276,6 +290,9 @@ struct Row {
     wall: Option<Duration>,
     memory: Option<Memory>,
     cpu: Option<Cpu>,
+    /// `berth → remote`: the CPU of its upstream (the floor's threads), not
+    /// counted in `cpu`.
+    upstream_cpu: Option<Cpu>,
     note: Option<String>,
 }
 
@@ -288,6 +305,7 @@ impl Row {
             wall: None,
             memory: None,
             cpu: None,
+            upstream_cpu: None,
             note: None,
         }
     }
@@ -369,6 +387,9 @@ fn targets(options: &LoadOptions, instance: &Instance) -> Vec<Target> {
             instance.kind,
             LoadScenario::PerCall | LoadScenario::Throughput
         ) {
+            if options.remote {
+                berths.push(Target::BerthRemote);
+            }
             berths.push(Target::BerthOAuth);
             berths.push(Target::BerthQuiet);
         }
@@ -447,6 +468,7 @@ pub async fn run(options: &LoadOptions) -> Result<bool> {
             !matches!(
                 row.target,
                 Target::Berth
+                    | Target::BerthRemote
                     | Target::BerthOAuth
                     | Target::BerthQuiet
                     | Target::BerthModern
@@ -461,13 +483,22 @@ pub async fn run(options: &LoadOptions) -> Result<bool> {
 
 fn berth_config(options: &LoadOptions, shared: bool) -> String {
     let args = ["echo"].map(crate::suite::toml_string).join(", ");
+    let server = format!(
+        "command = {}\nargs = [{args}]\n",
+        crate::suite::toml_string(&options.fixture.to_string_lossy()),
+    );
+    gateway_config(options, shared, &server)
+}
+
+/// Berth's configuration with one server `echo` whose `[servers.echo]`
+/// lines are `server` (a command, or a remote `url`).
+fn gateway_config(options: &LoadOptions, shared: bool, server: &str) -> String {
     let workers = options
         .berth_worker_threads
         .map(|n| format!("worker_threads = {n}\n"))
         .unwrap_or_default();
     let mut text = format!(
-        "[gateway]\nlisten = \"127.0.0.1:0\"\nsession_idle_timeout = \"1h\"\n{workers}\n[servers.{SERVER}]\ncommand = {}\nargs = [{args}]\n",
-        crate::suite::toml_string(&options.fixture.to_string_lossy()),
+        "[gateway]\nlisten = \"127.0.0.1:0\"\nsession_idle_timeout = \"1h\"\n{workers}\n[servers.{SERVER}]\n{server}"
     );
     if shared {
         text.push_str("binding = \"shared\"\n");
@@ -543,6 +574,7 @@ async fn start_target(
     let fixture_cmd = format!("{} {}", options.fixture.display(), fixture_args.join(" "));
     let started = match target {
         Target::Berth
+        | Target::BerthRemote
         | Target::BerthOAuth
         | Target::BerthQuiet
         | Target::BerthModern
@@ -567,6 +599,7 @@ async fn start_target(
         (_, Ok(gateway)) => Ok((gateway.url.clone(), Some(gateway))),
         (
             Target::Berth
+            | Target::BerthRemote
             | Target::BerthOAuth
             | Target::BerthQuiet
             | Target::BerthModern
@@ -685,6 +718,15 @@ async fn run_one(options: &LoadOptions, instance: &Instance, target: &Target) ->
         }
         return http_floor(options, instance).await;
     }
+    if *target == Target::BerthRemote {
+        if !matches!(
+            instance.kind,
+            LoadScenario::PerCall | LoadScenario::Throughput
+        ) {
+            return Row::new(target, Status::Unavailable("not measured here".into()));
+        }
+        return berth_remote(options, instance).await;
+    }
     if instance.kind == LoadScenario::IdleShared && *target == Target::Supergateway {
         return Row::new(
             target,
@@ -754,6 +796,7 @@ async fn run_one(options: &LoadOptions, instance: &Instance, target: &Target) ->
                     instance.calls_each,
                     options.warmup,
                     cpu(),
+                    None,
                 ),
             )
             .await
@@ -768,6 +811,7 @@ async fn run_one(options: &LoadOptions, instance: &Instance, target: &Target) ->
                     instance.calls_each,
                     0,
                     cpu(),
+                    None,
                 ),
             )
             .await
@@ -824,6 +868,7 @@ async fn http_floor(options: &LoadOptions, instance: &Instance) -> Row {
                     instance.calls_each,
                     warmup,
                     CpuSource::FloorThreads,
+                    None,
                 ),
             )
             .await;
@@ -835,6 +880,73 @@ async fn http_floor(options: &LoadOptions, instance: &Instance) -> Row {
     };
     server.stop().await;
     finish(&target, measured, None)
+}
+
+/// `berth → remote`: Berth whose one server is remote, its `url` the http
+/// floor's server in this process, called on `/mcp/echo` as every Berth
+/// row. Its gateway CPU is Berth's process alone; the floor's threads (the
+/// upstream's cost) are read apart into `upstream_cpu`.
+async fn berth_remote(options: &LoadOptions, instance: &Instance) -> Row {
+    let target = Target::BerthRemote;
+    let server = match crate::floor::FloorServer::start(options.http_floor_worker_threads).await {
+        Ok(server) => server,
+        Err(error) => {
+            return Row::new(
+                &target,
+                Status::Failed(format!("starting the upstream: {error:#}")),
+            );
+        }
+    };
+    let row = async {
+        let dir = match tempfile::Builder::new().prefix("berth-load-").tempdir() {
+            Ok(dir) => dir,
+            Err(error) => return Row::new(&target, Status::Failed(format!("temp dir: {error}"))),
+        };
+        let config = remote_config(options, &server.url);
+        let (url, gateway) = match start_target(options, &target, dir.path(), &[], config).await {
+            Ok(started) => started,
+            Err(row) => return row,
+        };
+        let measured = match McpHttp::new(&url, options.timeout, None) {
+            Ok(client) => {
+                let client = Arc::new(client);
+                let (sessions, warmup) = match instance.kind {
+                    LoadScenario::PerCall => (1, options.warmup),
+                    _ => (instance.sessions, 0),
+                };
+                let pid = gateway.as_ref().map(|g| g.pid);
+                bounded(
+                    options,
+                    http_calls(
+                        &client,
+                        false,
+                        sessions,
+                        instance.calls_each,
+                        warmup,
+                        CpuSource::Pids(pid.into_iter().collect()),
+                        Some(CpuSource::FloorThreads),
+                    ),
+                )
+                .await
+            }
+            Err(error) => Err(error),
+        };
+        // Berth ends its upstream sessions (DELETE) while the floor still serves.
+        let note = stop_gateway(gateway).await;
+        finish(&target, measured, note)
+    }
+    .await;
+    server.stop().await;
+    row
+}
+
+/// Berth's configuration for `berth → remote`: the echo server is `url`.
+fn remote_config(options: &LoadOptions, url: &str) -> String {
+    gateway_config(
+        options,
+        false,
+        &format!("url = {}\n", crate::suite::toml_string(url)),
+    )
 }
 
 /// The era Berth's probe found for the echo server, from `berth ps --json`
@@ -854,6 +966,7 @@ struct Measured {
     wall: Duration,
     memory: Option<Memory>,
     cpu: Option<Cpu>,
+    upstream_cpu: Option<Cpu>,
 }
 
 impl Measured {
@@ -863,6 +976,7 @@ impl Measured {
             wall,
             memory: None,
             cpu: None,
+            upstream_cpu: None,
         }
     }
 }
@@ -875,6 +989,7 @@ fn finish(target: &Target, measured: Result<Measured>, note: Option<String>) -> 
             row.wall = Some(measured.wall);
             row.memory = measured.memory;
             row.cpu = measured.cpu;
+            row.upstream_cpu = measured.upstream_cpu;
             row
         }
         Err(error) => Row::new(target, Status::Failed(format!("{error:#}"))),
@@ -912,6 +1027,7 @@ async fn http_calls(
     calls: u64,
     warmup: u64,
     cpu: CpuSource,
+    upstream: Option<CpuSource>,
 ) -> Result<Measured> {
     client.preconnect().await;
     let mut opened = Vec::new();
@@ -947,6 +1063,7 @@ async fn http_calls(
         }
     }
     let meter = CpuMeter::of(cpu);
+    let upstream_meter = upstream.map(CpuMeter::of);
     let start = Instant::now();
     let tasks = opened.into_iter().map(|session| {
         let client = Arc::clone(client);
@@ -983,7 +1100,9 @@ async fn http_calls(
             recorder.error(&error);
         }
     }
-    let cpu = meter.stop(recorder.summary().ok);
+    let ok = recorder.summary().ok;
+    let cpu = meter.stop(ok);
+    let upstream_cpu = upstream_meter.and_then(|m| m.stop(ok));
     let deletes = futures::stream::iter(sessions_done.iter())
         .map(|s| client.delete(s))
         .buffer_unordered(16)
@@ -991,6 +1110,7 @@ async fn http_calls(
     let _ = tokio::time::timeout(Duration::from_secs(60), deletes).await;
     Ok(Measured {
         cpu,
+        upstream_cpu,
         ..Measured::new(recorder, wall)
     })
 }
@@ -1356,7 +1476,7 @@ fn render(options: &LoadOptions, reports: &[ScenarioReport]) -> String {
             LoadScenario::PerCall | LoadScenario::Throughput
         ) {
             out.push_str(&format!(
-                "- gateway CPU/call: utime + stime of the gateway's own process (children excluded; the stdio floor: the echo processes; the http floor: its server threads in the bench process) over the timed calls, from /proc/PID/stat in ticks of 1/{} s\n",
+                "- gateway CPU/call: utime + stime of the gateway's own process (children excluded; the stdio floor: the echo processes; the http floor: its server threads in the bench process; {BERTH_REMOTE}: Berth's process only, its upstream being the http floor's server) over the timed calls, from /proc/PID/stat in ticks of 1/{} s\n",
                 peers::clock_ticks_per_sec()
             ));
             if let Some(line) = against_http_floor(&report.rows) {
@@ -1365,6 +1485,7 @@ fn render(options: &LoadOptions, reports: &[ScenarioReport]) -> String {
             if let Some(line) = telemetry_overhead(&report.rows) {
                 out.push_str(&line);
             }
+            out.push_str(&feature_overheads(&report.rows));
         }
         for row in &report.rows {
             if report.instance.kind == LoadScenario::IdleExclusive && row.target == Target::McpProxy
@@ -1418,6 +1539,74 @@ fn against_http_floor(rows: &[Row]) -> Option<String> {
         ));
     }
     Some(out)
+}
+
+/// A row measured against the row it adds one hop or feature to, in the
+/// same run: (row, baseline, what the difference is).
+fn overhead_pairs() -> Vec<(Target, Target, &'static str)> {
+    // "federated endpoint vs plain" joins here once federation exists.
+    vec![(
+        Target::BerthRemote,
+        Target::HttpFloor,
+        "remote upstream overhead",
+    )]
+}
+
+/// One line per [`overhead_pairs`] pair whose rows both succeeded: the
+/// per-call latency added (p50 and mean, µs and ratio), throughput against
+/// the baseline, and whose CPU is whose.
+fn feature_overheads(rows: &[Row]) -> String {
+    let ok = |target: &Target| {
+        rows.iter()
+            .find(|r| r.target == *target && matches!(r.status, Status::Ok))
+    };
+    let mut out = String::new();
+    for (target, base, what) in overhead_pairs() {
+        let (Some(row), Some(baseline)) = (ok(&target), ok(&base)) else {
+            continue;
+        };
+        let (Some(s), Some(b)) = (row.summary.as_ref(), baseline.summary.as_ref()) else {
+            continue;
+        };
+        let p50 = match (s.p50_us, b.p50_us) {
+            (Some(v), Some(base)) => us_over(v as f64, base as f64),
+            _ => "–".into(),
+        };
+        let mean = match (s.mean_us, b.mean_us) {
+            (Some(v), Some(base)) => us_over(v, base),
+            _ => "–".into(),
+        };
+        let throughput = match (row.calls_per_sec(), baseline.calls_per_sec()) {
+            (Some(v), Some(base)) if base > 0.0 => format!("{:.0}%", v / base * 100.0),
+            _ => "–".into(),
+        };
+        let cpu = |c: Option<Cpu>| {
+            c.map(|c| format!("{:.1} µs", c.per_call_us()))
+                .unwrap_or("–".into())
+        };
+        out.push_str(&format!(
+            "- {what} ({} against {}, same run): p50 {p50}, mean {mean} per call; calls/s {throughput}; gateway CPU/call {} (the gateway's process only; its upstream's {}, the {} alone {})\n",
+            target.name(),
+            base.name(),
+            cpu(row.cpu),
+            cpu(row.upstream_cpu),
+            base.name(),
+            cpu(baseline.cpu),
+        ));
+    }
+    out
+}
+
+/// `+37 µs (1.35×)`: `value` above `base`, in microseconds.
+fn us_over(value: f64, base: f64) -> String {
+    let diff = value - base;
+    let sign = if diff >= 0.0 { "+" } else { "−" };
+    let ratio = if base > 0.0 {
+        format!("{:.2}×", value / base)
+    } else {
+        "–".into()
+    };
+    format!("{sign}{:.0} µs ({ratio})", diff.abs())
 }
 
 /// What metrics and usage metering cost: Berth as configured by default
@@ -1488,6 +1677,13 @@ fn to_json(options: &LoadOptions, reports: &[ScenarioReport]) -> Value {
                             json!((c.per_call_us() * 100.0).round() / 100.0),
                         );
                     }
+                    if let Some(c) = row.upstream_cpu {
+                        fields.insert("upstream_cpu_ticks".into(), c.ticks.into());
+                        fields.insert(
+                            "upstream_cpu_us_per_call".into(),
+                            json!((c.per_call_us() * 100.0).round() / 100.0),
+                        );
+                    }
                     if let Some(m) = row.memory {
                         fields.insert("rss_before_kib".into(), m.before_kib.into());
                         fields.insert("rss_after_kib".into(), m.after_kib.into());
@@ -1506,6 +1702,7 @@ fn to_json(options: &LoadOptions, reports: &[ScenarioReport]) -> Value {
                 "sessions": report.instance.sessions,
                 "calls_per_session": report.instance.calls_each,
                 "rows": rows,
+                "overheads": overheads_json(&report.rows),
             })
         })
         .collect();
@@ -1518,6 +1715,34 @@ fn to_json(options: &LoadOptions, reports: &[ScenarioReport]) -> Value {
         "machine": crate::report::machine(),
         "scenarios": scenarios,
     })
+}
+
+/// [`feature_overheads`] as JSON: per pair whose rows both succeeded, the
+/// p50 and mean added per call (µs) and their ratios.
+fn overheads_json(rows: &[Row]) -> Vec<Value> {
+    let ok = |target: &Target| {
+        rows.iter()
+            .find(|r| r.target == *target && matches!(r.status, Status::Ok))
+            .and_then(|r| r.summary.as_ref())
+    };
+    overhead_pairs()
+        .into_iter()
+        .filter_map(|(target, base, what)| {
+            let (s, b) = (ok(&target)?, ok(&base)?);
+            let (p50, base_p50) = (s.p50_us? as f64, b.p50_us? as f64);
+            let (mean, base_mean) = (s.mean_us?, b.mean_us?);
+            let round = |v: f64| (v * 100.0).round() / 100.0;
+            Some(json!({
+                "what": what,
+                "target": target.name(),
+                "baseline": base.name(),
+                "p50_us_added": round(p50 - base_p50),
+                "p50_ratio": round(p50 / base_p50.max(1.0)),
+                "mean_us_added": round(mean - base_mean),
+                "mean_ratio": round(mean / base_mean.max(1.0)),
+            }))
+        })
+        .collect()
 }
 
 /// `NAME=URL` of `--target`.
@@ -1540,6 +1765,123 @@ mod tests {
         assert_eq!(ratio_us(3000, 1000), "3.00× (+2.000 ms)");
         assert_eq!(ratio_us(500, 1000), "0.50× (−0.500 ms)");
         assert_eq!(ratio_kib(10.0, 5.0), "2.00× (+5.0 KiB)");
+        assert_eq!(us_over(135.0, 100.0), "+35 µs (1.35×)");
+        assert_eq!(us_over(90.0, 100.0), "−10 µs (0.90×)");
+    }
+
+    fn options(remote: bool) -> LoadOptions {
+        LoadOptions {
+            berth: PathBuf::from("/bin/berth"),
+            fixture: PathBuf::from("/bin/berth-fixture"),
+            peers_dir: PathBuf::from("/peers"),
+            peers: false,
+            remote,
+            external: Vec::new(),
+            calls: 10,
+            warmup: 1,
+            concurrency: vec![16],
+            calls_per_session: 10,
+            idle_sessions: 10,
+            shared_sessions: 10,
+            open_concurrency: 4,
+            timeout: Duration::from_secs(5),
+            scenario_timeout: Duration::from_secs(60),
+            scenarios: vec![
+                LoadScenario::PerCall,
+                LoadScenario::Throughput,
+                LoadScenario::IdleExclusive,
+                LoadScenario::Ttfr,
+            ],
+            ttfr_sessions: 1,
+            ttfr_boot_delay: Duration::from_millis(300),
+            ttfr_pause: Duration::from_millis(400),
+            quick: true,
+            out: None,
+            berth_worker_threads: None,
+            http_floor_worker_threads: 1,
+        }
+    }
+
+    #[test]
+    fn the_remote_row_sits_in_per_call_and_throughput_only() {
+        let with = options(true);
+        for instance in instances(&with) {
+            let has = targets(&with, &instance).contains(&Target::BerthRemote);
+            let expected = matches!(
+                instance.kind,
+                LoadScenario::PerCall | LoadScenario::Throughput
+            );
+            assert_eq!(has, expected, "{}", instance.name);
+            // Beside the direct call to the same server.
+            assert_eq!(
+                has,
+                targets(&with, &instance).contains(&Target::HttpFloor),
+                "{}",
+                instance.name
+            );
+        }
+        let without = options(false);
+        for instance in instances(&without) {
+            assert!(!targets(&without, &instance).contains(&Target::BerthRemote));
+        }
+    }
+
+    #[test]
+    fn remote_config_names_the_url_and_no_process() {
+        let config = remote_config(&options(true), "http://127.0.0.1:9/mcp");
+        assert!(
+            config.contains("[servers.echo]\nurl = \"http://127.0.0.1:9/mcp\"\n"),
+            "{config}"
+        );
+        assert!(!config.contains("command"), "{config}");
+        assert!(!config.contains("args"), "{config}");
+        let plain = berth_config(&options(true), false);
+        assert!(plain.contains("command = "), "{plain}");
+    }
+
+    fn ok_row(target: Target, p50_us: u64, cpu_ticks: u64) -> Row {
+        let mut recorder = Recorder::default();
+        for _ in 0..10 {
+            recorder.record(&Sample {
+                total: Duration::from_micros(p50_us),
+                phases: vec![],
+            });
+        }
+        let mut row = Row::new(&target, Status::Ok);
+        row.summary = Some(recorder.summary());
+        row.wall = Some(Duration::from_millis(1));
+        row.cpu = Some(Cpu {
+            ticks: cpu_ticks,
+            ticks_per_sec: 100,
+            calls: 10,
+        });
+        row
+    }
+
+    #[test]
+    fn remote_overhead_is_against_the_http_floor() {
+        let mut remote = ok_row(Target::BerthRemote, 150, 3);
+        remote.upstream_cpu = Some(Cpu {
+            ticks: 1,
+            ticks_per_sec: 100,
+            calls: 10,
+        });
+        let rows = vec![ok_row(Target::HttpFloor, 100, 1), remote];
+        let line = feature_overheads(&rows);
+        assert!(
+            line.starts_with("- remote upstream overhead (berth → remote against http floor"),
+            "{line}"
+        );
+        assert!(line.contains("p50 +50 µs (1.50×)"), "{line}");
+        assert!(line.contains("gateway CPU/call 3000.0 µs"), "{line}");
+        assert!(line.contains("its upstream's 1000.0 µs"), "{line}");
+        let json = overheads_json(&rows);
+        assert_eq!(json.len(), 1);
+        assert_eq!(json[0]["p50_us_added"], 50.0);
+        assert_eq!(json[0]["p50_ratio"], 1.5);
+        // Without the floor row there is nothing to compare against.
+        assert_eq!(feature_overheads(&rows[1..]), "");
+        assert!(overheads_json(&rows[1..]).is_empty());
     }
 
     #[test]

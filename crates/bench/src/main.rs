@@ -10,7 +10,8 @@
 //!   prints a Markdown table.
 //! * `load` — Berth against its peers (supergateway, mcp-proxy, any
 //!   `--target`) and the direct stdio floor: per-call overhead, throughput
-//!   under concurrent sessions, gateway memory per idle session.
+//!   under concurrent sessions, gateway memory per idle session; and Berth
+//!   proxying a remote upstream against that upstream called directly.
 //! * `auth` — the cost of checking a bearer token per request, in process.
 //! * `sandbox` — the default-on sandbox against `sandbox = false` in one
 //!   Berth (new session cold and pooled, per call, concurrent calls), and a
@@ -211,6 +212,10 @@ struct LoadArgs {
     /// Skip supergateway and mcp-proxy (no installation, offline).
     #[arg(long)]
     no_peers: bool,
+    /// Skip the `berth → remote` row (per-call, throughput): Berth proxying
+    /// a remote upstream, the http floor's server, beside the http floor.
+    #[arg(long)]
+    no_remote: bool,
     /// Another gateway hosting the echo fixture, as NAME=URL (repeatable).
     #[arg(long = "target", value_name = "NAME=URL", value_parser = load::parse_target)]
     targets: Vec<(String, String)>,
@@ -483,6 +488,7 @@ async fn load_command(args: LoadArgs) -> Result<bool> {
             .clone()
             .unwrap_or_else(peers::default_dir),
         peers: !args.no_peers,
+        remote: !args.no_remote,
         external: args.targets.clone(),
         calls: pick(args.calls, 5000, 500),
         warmup: pick(args.warmup, 100, 20),

@@ -4,7 +4,10 @@
 //! floors where they apply), with CPU/call in per-call and throughput and
 //! Berth's ratios to the http floor; it never asserts a timing. The
 //! `berth 2026-07-28` row (stateless clients, same Berth and echo server) is
-//! measured in per-call and throughput and says why not elsewhere.
+//! measured in per-call and throughput and says why not elsewhere. The
+//! `berth → remote` row (Berth proxying the http floor's server as a remote
+//! upstream) is measured in per-call and throughput, with its overhead over
+//! the http floor and its upstream's CPU apart.
 
 mod common;
 
@@ -12,6 +15,8 @@ use common::run_bench;
 
 /// The row of stateless 2026-07-28 clients.
 const MODERN: &str = "berth 2026-07-28";
+/// Berth with one remote server: the http floor's.
+const REMOTE: &str = "berth → remote";
 
 #[test]
 fn quick_load_reports_every_berth_row() {
@@ -78,6 +83,7 @@ fn quick_load_reports_every_berth_row() {
                 "stdio floor",
                 "http floor",
                 "berth",
+                REMOTE,
                 "berth oauth",
                 "berth no telemetry",
                 MODERN,
@@ -115,6 +121,12 @@ fn quick_load_reports_every_berth_row() {
             if name == "per-call" || name.starts_with("throughput-") {
                 assert!(row["cpu_us_per_call"].is_number(), "{row}");
                 assert!(row["cpu_ticks"].is_number(), "{row}");
+                // Only the remote row has an upstream whose CPU is apart.
+                assert_eq!(
+                    row["upstream_cpu_us_per_call"].is_number(),
+                    target == REMOTE,
+                    "{row}"
+                );
             }
             // The Markdown table has the row too, with numbers.
             assert!(
@@ -141,6 +153,19 @@ fn quick_load_reports_every_berth_row() {
                     "no http floor ratios for {target} in {name}; {context}"
                 );
             }
+            // The remote row against the direct call to the same server.
+            assert!(
+                section.contains(&format!(
+                    "- remote upstream overhead ({REMOTE} against http floor, same run): p50 "
+                )),
+                "no remote overhead in {name}; {context}"
+            );
+            let overheads = scenario["overheads"].as_array().expect("overheads");
+            assert_eq!(overheads.len(), 1, "{name}: {overheads:?}");
+            assert_eq!(overheads[0]["target"], REMOTE);
+            assert_eq!(overheads[0]["baseline"], "http floor");
+            assert!(overheads[0]["p50_us_added"].is_number(), "{overheads:?}");
+            assert!(overheads[0]["p50_ratio"].is_number(), "{overheads:?}");
         }
     }
 }
