@@ -12,20 +12,37 @@ pub struct ServerAccess {
     /// Extra scopes per tool, checked on `tools/call`; `tools/list` shows a
     /// caller only the tools it may call.
     pub tool_scopes: BTreeMap<String, Vec<String>>,
+    /// Scopes every tool whose name starts with the prefix needs (a member
+    /// server's own required scopes, through a federated endpoint).
+    pub tool_prefix_scopes: Vec<(String, Vec<String>)>,
 }
 
 impl ServerAccess {
     /// The scopes `principal` lacks to call `tool` (empty: allowed).
     pub fn missing_for_tool(&self, principal: &Principal, tool: &str) -> Vec<String> {
-        match self.tool_scopes.get(tool) {
+        let mut missing = match self.tool_scopes.get(tool) {
             Some(needed) => principal.missing(needed),
             None => Vec::new(),
+        };
+        for (prefix, needed) in &self.tool_prefix_scopes {
+            if tool.starts_with(prefix.as_str()) {
+                for scope in principal.missing(needed) {
+                    if !missing.contains(&scope) {
+                        missing.push(scope);
+                    }
+                }
+            }
         }
+        missing
     }
 
     /// Whether `tools/list` answers must be filtered for `principal`.
     pub fn hides_tools_from(&self, principal: &Principal) -> bool {
         self.tool_scopes.values().any(|s| !principal.has_all(s))
+            || self
+                .tool_prefix_scopes
+                .iter()
+                .any(|(_, s)| !principal.has_all(s))
     }
 
     /// Every scope this server can ask for, for its metadata.

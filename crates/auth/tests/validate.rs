@@ -80,6 +80,7 @@ fn authenticator(idp: &Idp) -> Authenticator {
             ServerAccess {
                 required_scopes: vec!["tools:call".into()],
                 tool_scopes,
+                ..ServerAccess::default()
             },
         ),
         ("other".to_string(), ServerAccess::default()),

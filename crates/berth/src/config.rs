@@ -28,6 +28,9 @@ pub struct Config {
     pub auth: AuthSection,
     #[serde(default)]
     pub servers: BTreeMap<ServerName, ServerSection>,
+    /// `[endpoints.NAME]`: one MCP endpoint at `/mcp/NAME` over several servers.
+    #[serde(default)]
+    pub endpoints: BTreeMap<ServerName, EndpointSection>,
     #[serde(default)]
     pub catalog: CatalogSources,
     /// `[usage]`: usage metering (`berth usage`).
@@ -568,6 +571,125 @@ pub struct ServerSection {
     pub oauth: Option<OAuthSection>,
 }
 
+/// A federated endpoint: one MCP endpoint over several servers, their tool
+/// and prompt names prefixed (`github__create_issue`), resource URIs too
+/// (`github+repo://...`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointSection {
+    /// The member servers (names of `[servers.*]`).
+    pub servers: Vec<String>,
+    /// Between a member's prefix and a name.
+    #[serde(default = "default_separator")]
+    pub separator: String,
+    /// Scopes every request to the endpoint needs (members' own scopes
+    /// apply to their tools too).
+    #[serde(default)]
+    pub required_scopes: Vec<String>,
+    /// `[endpoints.NAME.members.SERVER]`: how one member's tools are shown.
+    #[serde(default)]
+    pub members: BTreeMap<String, MemberSection>,
+}
+
+fn default_separator() -> String {
+    "__".into()
+}
+
+/// How one member of an endpoint is shown.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberSection {
+    /// What its names start with (default: the server's name).
+    pub prefix: Option<String>,
+    /// Only these tools (the server's own names).
+    pub allow: Option<Vec<String>>,
+    /// Never these tools.
+    #[serde(default)]
+    pub deny: Vec<String>,
+    /// The server's tool name → the name shown (before the prefix).
+    #[serde(default)]
+    pub rename: BTreeMap<String, String>,
+    /// The server's tool name → the description shown instead of its own.
+    #[serde(default)]
+    pub descriptions: BTreeMap<String, String>,
+}
+
+impl EndpointSection {
+    /// Each member's spec, in the order of `servers`.
+    pub fn member_specs(&self) -> Vec<berth_fleet::MemberSpec> {
+        self.servers
+            .iter()
+            .map(|server| {
+                let section = self.members.get(server);
+                berth_fleet::MemberSpec {
+                    server: server.clone(),
+                    prefix: section
+                        .and_then(|m| m.prefix.clone())
+                        .unwrap_or_else(|| server.clone()),
+                    allow: section.and_then(|m| m.allow.clone()),
+                    deny: section.map(|m| m.deny.clone()).unwrap_or_default(),
+                    rename: section.map(|m| m.rename.clone()).unwrap_or_default(),
+                    descriptions: section.map(|m| m.descriptions.clone()).unwrap_or_default(),
+                }
+            })
+            .collect()
+    }
+
+    fn validate(
+        &self,
+        origin: &str,
+        name: &str,
+        servers: &BTreeMap<ServerName, ServerSection>,
+    ) -> Result<(), ConfigError> {
+        let error = |msg: String| Err(ConfigError(format!("{origin}: endpoints.{name}: {msg}")));
+        if servers.keys().any(|s| s.0 == name) {
+            return error(format!(
+                "a server is also called `{name}`; an endpoint is served at /mcp/{name} too, so give it another name"
+            ));
+        }
+        if self.servers.is_empty() {
+            return error("`servers` lists no member".into());
+        }
+        if self.separator.is_empty() || self.separator.contains('+') {
+            return error(
+                "`separator` must be non-empty and must not contain `+` (resource URIs use it)"
+                    .into(),
+            );
+        }
+        let mut prefixes = std::collections::BTreeSet::new();
+        for (i, member) in self.servers.iter().enumerate() {
+            if !servers.keys().any(|s| &s.0 == member) {
+                return error(format!("member `{member}` is not a configured server"));
+            }
+            if self.servers[..i].contains(member) {
+                return error(format!("member `{member}` is listed twice"));
+            }
+        }
+        for key in self.members.keys() {
+            if !self.servers.contains(key) {
+                return error(format!(
+                    "[endpoints.{name}.members.{key}] names a server that is not in `servers`"
+                ));
+            }
+        }
+        for member in self.member_specs() {
+            if member.prefix.is_empty()
+                || member.prefix.contains(&self.separator)
+                || member.prefix.contains('+')
+            {
+                return error(format!(
+                    "member `{}`: prefix {:?} must be non-empty and contain neither the separator nor `+`",
+                    member.server, member.prefix
+                ));
+            }
+            if !prefixes.insert(member.prefix.clone()) {
+                return error(format!("two members have the prefix {:?}", member.prefix));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// How a remote server is reached.
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
@@ -1009,6 +1131,15 @@ impl Config {
                 .validate(name, pool.preinitialize, server.binding == Binding::Shared)
                 .map_err(|e| ConfigError(format!("{origin}: {e}")))?;
         }
+        for (name, endpoint) in &self.endpoints {
+            if !valid_server_name(&name.0) {
+                return Err(ConfigError(format!(
+                    "{origin}: endpoints.{}: not a valid name",
+                    name.0
+                )));
+            }
+            endpoint.validate(origin, &name.0, &self.servers)?;
+        }
         Ok(())
     }
 
@@ -1092,6 +1223,7 @@ impl Config {
             admin: AdminSection::default(),
             auth: AuthSection::default(),
             servers,
+            endpoints: BTreeMap::new(),
             catalog: CatalogSources::default(),
             usage: UsageSection::default(),
             cost: None,
@@ -1195,13 +1327,67 @@ impl Config {
                 let access = berth_auth::ServerAccess {
                     required_scopes: s.required_scopes.clone(),
                     tool_scopes: s.tool_scopes.clone(),
+                    ..Default::default()
                 };
                 (name.0.clone(), access)
             })
+            .chain(self.endpoints.iter().map(|(name, e)| {
+                // A member's scopes hold for its tools through the endpoint.
+                let mut access = berth_auth::ServerAccess {
+                    required_scopes: e.required_scopes.clone(),
+                    ..Default::default()
+                };
+                for member in e.member_specs() {
+                    let Some(server) = self
+                        .servers
+                        .iter()
+                        .find(|(n, _)| n.0 == member.server)
+                        .map(|(_, s)| s)
+                    else {
+                        continue;
+                    };
+                    let prefix = format!("{}{}", member.prefix, e.separator);
+                    if !server.required_scopes.is_empty() {
+                        access
+                            .tool_prefix_scopes
+                            .push((prefix.clone(), server.required_scopes.clone()));
+                    }
+                    for (tool, scopes) in &server.tool_scopes {
+                        let shown = member.rename.get(tool).unwrap_or(tool);
+                        access
+                            .tool_scopes
+                            .insert(format!("{prefix}{shown}"), scopes.clone());
+                    }
+                }
+                (name.0.clone(), access)
+            }))
             .collect()
     }
 
     pub fn server_specs(&self) -> Vec<ServerSpec> {
+        let mut specs = self.process_specs();
+        specs.extend(self.endpoints.iter().map(|(name, e)| {
+            let mut spec =
+                ServerSpec::new(&name.0, format!("endpoint over {}", e.servers.join(", ")));
+            spec.federation = Some(std::sync::Arc::new(berth_fleet::FederationSpec {
+                separator: e.separator.clone(),
+                members: e.member_specs(),
+                pools: berth_fleet::PoolLookup::none(),
+            }));
+            spec.max_message_bytes = self.gateway.max_message_bytes;
+            spec.init_timeout = self.gateway.request_timeout;
+            // A connection costs nothing to open, and its members are
+            // initialized with the client's own initialize: never Berth's.
+            spec.pool.min_ready = 0;
+            spec.pool.preinitialize = false;
+            spec.roots = berth_fleet::Roots::Client;
+            spec
+        }));
+        specs
+    }
+
+    /// The specs of `[servers.*]`: processes, built-ins and remote servers.
+    fn process_specs(&self) -> Vec<ServerSpec> {
         let secrets = secret_resolver(&self.gateway.data_dir);
         self.servers
             .iter()

@@ -45,6 +45,9 @@ pub struct Gateway {
     deaths: Mutex<Deaths>,
     /// Where requests, sessions and process samples are reported.
     telemetry: Arc<Telemetry>,
+    /// How federated endpoints find their members' pools: this gateway's
+    /// servers as they are at each use (reloads included).
+    members: berth_fleet::PoolLookup,
 }
 
 /// How many sessions ended by a dead process are remembered, so the client's
@@ -97,11 +100,26 @@ impl Gateway {
         servers: Vec<ServerSpec>,
         telemetry: Arc<Telemetry>,
     ) -> Arc<Gateway> {
+        // The gateway does not exist yet when its servers start; endpoints
+        // look their members up through it once it does.
+        let this: Arc<std::sync::OnceLock<std::sync::Weak<Gateway>>> = Arc::default();
+        let members = {
+            let this = this.clone();
+            berth_fleet::PoolLookup::new(move |name| {
+                let gateway = this.get()?.upgrade()?;
+                let server = gateway.server(name).ok()?;
+                Some(server.pool.clone())
+            })
+        };
         let servers = servers
             .into_iter()
-            .map(|spec| (spec.name.clone(), Server::start(spec, telemetry.clone())))
+            .map(|spec| {
+                let spec = with_members(spec, &members);
+                (spec.name.clone(), Server::start(spec, telemetry.clone()))
+            })
             .collect();
-        Arc::new(Gateway {
+        let gateway = Arc::new(Gateway {
+            members,
             telemetry,
             policy: Arc::new(OriginPolicy::new(&config)),
             rate_limiter: Arc::new(RateLimiter::new(config.fairness.requests_per_second)),
@@ -111,7 +129,9 @@ impl Gateway {
             sessions: Mutex::new(HashMap::new()),
             shutting_down: CancellationToken::new(),
             ended: std::sync::atomic::AtomicU64::new(0),
-        })
+        });
+        let _ = this.set(Arc::downgrade(&gateway));
+        gateway
     }
 
     pub fn config(&self) -> &EdgeConfig {
@@ -486,6 +506,7 @@ impl Gateway {
             let mut servers = self.servers.write().unwrap_or_else(|e| e.into_inner());
             let mut next = BTreeMap::new();
             for spec in specs {
+                let spec = with_members(spec, &self.members);
                 let name = spec.name.clone();
                 match servers.remove(&name) {
                     Some(old) if old.spec == spec => {
@@ -558,6 +579,16 @@ fn release_free_memory() {
 }
 
 /// The refusal for a session that could not get a process.
+/// A federated endpoint's spec, finding its members through `members`.
+fn with_members(mut spec: ServerSpec, members: &berth_fleet::PoolLookup) -> ServerSpec {
+    if let Some(federation) = &spec.federation {
+        let mut federation = (**federation).clone();
+        federation.pools = members.clone();
+        spec.federation = Some(Arc::new(federation));
+    }
+    spec
+}
+
 fn acquire_refusal(server: &str, error: AcquireError) -> Refusal {
     match error {
         AcquireError::Failed(failure) => EdgeError::Upstream(failure.clone()).refusal(None),

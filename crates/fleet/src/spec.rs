@@ -48,6 +48,9 @@ pub struct ServerSpec {
     /// A server reached over HTTP instead of a program Berth runs
     /// (`command` and what concerns processes are then unused).
     pub remote: Option<Arc<crate::RemoteSpec>>,
+    /// A federated endpoint over other servers of the fleet instead of a
+    /// program (see `crate::federation`).
+    pub federation: Option<Arc<crate::FederationSpec>>,
 }
 
 /// Whose filesystem roots a server gets. Servers such as the reference
@@ -353,6 +356,7 @@ impl ServerSpec {
             owner: None,
             latency_budget: None,
             remote: None,
+            federation: None,
         }
     }
 

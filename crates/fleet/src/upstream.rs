@@ -301,6 +301,8 @@ enum Outbound {
         outbox: crate::remote::Outbox,
         conn: Arc<crate::remote::Conn>,
     },
+    /// A federated endpoint's connection: it answers or hands on itself.
+    Federated(Arc<crate::federation::Hub>),
 }
 
 impl Outbound {
@@ -308,9 +310,7 @@ impl Outbound {
     fn push(&self, bytes: Bytes) -> Result<(), QueueError> {
         match self {
             Outbound::Stdin(stdin) => stdin.push(bytes),
-            Outbound::Remote { outbox, .. } => {
-                outbox.send(bytes).then_some(()).ok_or(QueueError::Closed)
-            }
+            other => other.hand_over(bytes),
         }
     }
 
@@ -318,10 +318,18 @@ impl Outbound {
     fn force(&self, bytes: Bytes) -> Result<(), QueueError> {
         match self {
             Outbound::Stdin(stdin) => stdin.force(bytes),
-            Outbound::Remote { outbox, .. } => {
-                outbox.send(bytes).then_some(()).ok_or(QueueError::Closed)
-            }
+            other => other.hand_over(bytes),
         }
+    }
+
+    /// To a connection's own task (no pipe to fill: nothing waits here).
+    fn hand_over(&self, bytes: Bytes) -> Result<(), QueueError> {
+        let taken = match self {
+            Outbound::Stdin(stdin) => return stdin.force(bytes),
+            Outbound::Remote { outbox, .. } => outbox.send(bytes),
+            Outbound::Federated(hub) => hub.accept(bytes),
+        };
+        taken.then_some(()).ok_or(QueueError::Closed)
     }
 }
 
@@ -739,6 +747,11 @@ pub struct Upstream {
 /// (`pid_max` is at most 2^22), so a number never names a process.
 const REMOTE_NUMBERS: u32 = 1 << 30;
 
+fn next_connection_number() -> u32 {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    REMOTE_NUMBERS + (NEXT.fetch_add(1, Ordering::Relaxed) % (1 << 30)) as u32
+}
+
 /// Whether a number the fleet reports (as a pid) is a remote connection's.
 pub fn is_remote_number(pid: u32) -> bool {
     pid >= REMOTE_NUMBERS
@@ -779,6 +792,9 @@ impl Upstream {
     pub fn spawn(spec: &ServerSpec, log: ServerLog) -> Result<(Upstream, Unsolicited), SpawnError> {
         if let Some(remote) = &spec.remote {
             return Upstream::connect(spec, remote.clone(), log);
+        }
+        if let Some(federation) = &spec.federation {
+            return Ok(Upstream::federate(spec, federation, log));
         }
         let spawned = spawn(spec).map_err(|source| SpawnError {
             server: spec.name.clone(),
@@ -874,8 +890,7 @@ impl Upstream {
         remote: Arc<crate::remote::RemoteSpec>,
         log: ServerLog,
     ) -> Result<(Upstream, Unsolicited), SpawnError> {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let number = REMOTE_NUMBERS + (NEXT.fetch_add(1, Ordering::Relaxed) % (1 << 30)) as u32;
+        let number = next_connection_number();
         let (unsolicited_tx, unsolicited_rx) = unsolicited_channel();
         let stop = CancellationToken::new();
         let (exited_tx, exited_rx) = watch::channel(None);
@@ -939,6 +954,57 @@ impl Upstream {
         ))
     }
 
+    /// A federated endpoint's connection (see `crate::federation`): numbered
+    /// as remote connections are.
+    fn federate(
+        spec: &ServerSpec,
+        federation: &crate::FederationSpec,
+        log: ServerLog,
+    ) -> (Upstream, Unsolicited) {
+        let number = next_connection_number();
+        let (unsolicited_tx, unsolicited_rx) = unsolicited_channel();
+        let stop = CancellationToken::new();
+        let (exited_tx, exited_rx) = watch::channel(None);
+        let shared = Arc::new_cyclic(|weak: &std::sync::Weak<Shared>| Shared {
+            server: spec.name.clone(),
+            pid: number,
+            log: log.clone(),
+            strays: Mutex::default(),
+            stdin: Outbound::Federated(crate::federation::Hub::new(
+                &spec.name,
+                federation,
+                spec.init_timeout,
+                weak.clone(),
+                stop.clone(),
+            )),
+            closed_tx: watch::channel(None).0,
+            routes: Mutex::new(Routes {
+                unsolicited: Some(unsolicited_tx),
+                ..Routes::default()
+            }),
+            roots: Roots::Client,
+        });
+        let closing = shared.clone();
+        let ended = stop.clone();
+        tokio::spawn(async move {
+            ended.cancelled().await;
+            closing.close(closing.closed_failure("endpoint session was closed by Berth"));
+            let _ = exited_tx.send(Some("closed".into()));
+        });
+        (
+            Upstream {
+                shared,
+                stop,
+                exited: exited_rx,
+                verdict: ExitVerdict::default(),
+                frozen: AtomicBool::new(false),
+                sandbox: None,
+                caller: None,
+            },
+            unsolicited_rx,
+        )
+    }
+
     pub fn pid(&self) -> u32 {
         self.shared.pid
     }
@@ -947,7 +1013,7 @@ impl Upstream {
     pub fn remote_report(&self) -> Option<crate::remote::RemoteReport> {
         match &self.shared.stdin {
             Outbound::Remote { conn, .. } => Some(conn.report()),
-            Outbound::Stdin(_) => None,
+            Outbound::Stdin(_) | Outbound::Federated(_) => None,
         }
     }
 
