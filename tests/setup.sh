@@ -49,7 +49,7 @@ if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null 
   fi
 fi
 npm_install "$NODE_DIR"
-python_venv "$PY_DIR" 'import mcp.client.streamable_http'
+python_venv "$PY_DIR" 'import mcp.client.streamable_http, agents.mcp'
 
 # ---- conformance 0.2 and the 2026-07-28 clients --------------------------------
 "$TESTS_DIR/setup-conformance.sh"
