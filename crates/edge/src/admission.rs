@@ -140,9 +140,20 @@ fn report(
         session,
         started_at,
     } = noted;
-    if gw.server(server).is_err() {
+    let Ok(target) = gw.server(server) else {
         return;
-    }
+    };
+    // Through a federated endpoint, a tool call counts for the member's tool.
+    let member = target
+        .spec
+        .federation
+        .as_ref()
+        .zip(note.tool.as_deref())
+        .and_then(|(federation, tool)| federation.member_tool(tool));
+    let (server, tool) = match &member {
+        Some((member, tool)) => (*member, Some(tool.as_str())),
+        None => (server, note.tool.as_deref()),
+    };
     let status = response.status();
     let method = note.method.or(match *http_method {
         Method::GET => Some("GET"),
@@ -158,7 +169,7 @@ fn report(
         server,
         principal: principal.map(|p| &*p.id),
         method,
-        tool: note.tool.as_deref(),
+        tool,
         era: note.era,
         status: status.as_u16(),
         outcome,

@@ -134,7 +134,7 @@ pub(crate) fn authorize(
         return Ok(Verdict::Allow);
     };
     let access = auth.access(server);
-    if access.tool_scopes.is_empty() {
+    if access.tool_scopes.is_empty() && access.tool_prefix_scopes.is_empty() {
         return Ok(Verdict::Allow);
     }
     match msg.method() {

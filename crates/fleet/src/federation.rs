@@ -43,6 +43,50 @@ pub struct FederationSpec {
     pub pools: PoolLookup,
 }
 
+impl FederationSpec {
+    /// The member showing `name` (`PREFIX<sep>NAME`: a tool when `tool`,
+    /// else a prompt) and the member's own name for it. The longest prefix
+    /// wins, so `a` and `a__b` can both be members.
+    pub fn find_name(&self, name: &str, tool: bool) -> Option<(usize, String)> {
+        self.members
+            .iter()
+            .enumerate()
+            .filter_map(|(i, m)| {
+                let rest = name
+                    .strip_prefix(m.prefix.as_str())?
+                    .strip_prefix(self.separator.as_str())?;
+                let original = if tool {
+                    m.original_tool(rest)?
+                } else {
+                    rest.to_owned()
+                };
+                Some((m.prefix.len(), (i, original)))
+            })
+            .max_by_key(|(len, _)| *len)
+            .map(|(_, found)| found)
+    }
+
+    /// The member showing resource `uri` (`PREFIX+URI`) and its own URI.
+    pub fn find_uri(&self, uri: &str) -> Option<(usize, String)> {
+        self.members
+            .iter()
+            .enumerate()
+            .filter_map(|(i, m)| {
+                let rest = uri.strip_prefix(m.prefix.as_str())?.strip_prefix('+')?;
+                Some((m.prefix.len(), (i, rest.to_owned())))
+            })
+            .max_by_key(|(len, _)| *len)
+            .map(|(_, found)| found)
+    }
+
+    /// The member server and its own tool name for a tool the endpoint
+    /// shows (for metrics and metering, which count the member's tools).
+    pub fn member_tool(&self, shown: &str) -> Option<(&str, String)> {
+        let (index, tool) = self.find_name(shown, true)?;
+        Some((self.members[index].server.as_str(), tool))
+    }
+}
+
 /// One member server of an endpoint and how its tools are shown.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct MemberSpec {
@@ -135,6 +179,7 @@ struct Hello {
 /// One federated connection (one client session of the endpoint).
 pub(crate) struct Hub {
     endpoint: String,
+    spec: FederationSpec,
     separator: String,
     pools: PoolLookup,
     members: Vec<Member>,
@@ -166,6 +211,7 @@ impl Hub {
     ) -> Arc<Hub> {
         Arc::new(Hub {
             endpoint: endpoint.to_owned(),
+            spec: spec.clone(),
             separator: spec.separator.clone(),
             pools: spec.pools.clone(),
             members: spec
@@ -438,39 +484,12 @@ impl Hub {
         self.reply(raw_id, &result.to_string());
     }
 
-    /// The member showing `name` (`PREFIX<sep>NAME`) and the original name.
-    /// The longest prefix wins, so `a` and `a__b` can both be members.
     fn by_name(&self, name: &str, tool: bool) -> Option<(usize, String)> {
-        self.members
-            .iter()
-            .enumerate()
-            .filter_map(|(i, m)| {
-                let rest = name
-                    .strip_prefix(m.spec.prefix.as_str())?
-                    .strip_prefix(self.separator.as_str())?;
-                let original = if tool {
-                    m.spec.original_tool(rest)?
-                } else {
-                    rest.to_owned()
-                };
-                Some((m.spec.prefix.len(), (i, original)))
-            })
-            .max_by_key(|(len, _)| *len)
-            .map(|(_, found)| found)
+        self.spec.find_name(name, tool)
     }
 
     fn by_uri(&self, uri: &str) -> Option<(usize, String)> {
-        self.members
-            .iter()
-            .enumerate()
-            .filter_map(|(i, m)| {
-                let rest = uri
-                    .strip_prefix(m.spec.prefix.as_str())?
-                    .strip_prefix('+')?;
-                Some((m.spec.prefix.len(), (i, rest.to_owned())))
-            })
-            .max_by_key(|(len, _)| *len)
-            .map(|(_, found)| found)
+        self.spec.find_uri(uri)
     }
 
     /// The member's open session, opened (and initialized) if it is not.

@@ -1,0 +1,329 @@
+//! Federated endpoints: one MCP endpoint over several servers (npm
+//! reference servers, a PyPI one, Berth's fixture), with stable prefixed
+//! names, members opened lazily, and a member's failure confined to its
+//! own tools.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// The memory server writes its graph here (in the gateway's temp dir).
+fn members(berth_dir: &std::path::Path) -> String {
+    let memory_file = berth_dir.join("memory.json");
+    format!(
+        "{}\n{}\n{}\n{}",
+        npm_server(
+            "everything",
+            "@modelcontextprotocol/server-everything",
+            &[],
+            &[]
+        ),
+        npm_server(
+            "memory",
+            "@modelcontextprotocol/server-memory",
+            &[],
+            &[("MEMORY_FILE_PATH", memory_file.to_str().expect("utf-8"))]
+        ),
+        pypi_server("time", "mcp-server-time", &[], &[]),
+        fixture_server("fixture", "everything"),
+    )
+}
+
+const ENDPOINTS: &str = r#"
+[endpoints.work]
+servers = ["everything", "memory", "time", "fixture"]
+[endpoints.work.members.memory]
+rename = { read_graph = "graph" }
+deny = ["delete_entities"]
+descriptions = { search_nodes = "Search the team's knowledge graph." }
+
+[endpoints.small]
+servers = ["time"]
+"#;
+
+/// The gateway, and the directory memory's graph lives in (kept with it).
+fn start() -> (Berth, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let servers = format!("{}\n{ENDPOINTS}", members(dir.path()));
+    (Berth::start("", &servers), dir)
+}
+
+/// The JSON-RPC answer in a reply, whether it came as JSON or as SSE.
+fn answer_of(reply: &Reply) -> serde_json::Value {
+    match reply.content_type() {
+        t if t.starts_with("text/event-stream") => reply
+            .sse_messages()
+            .into_iter()
+            .find(|m| {
+                m.get("id").is_some() && (m.get("result").is_some() || m.get("error").is_some())
+            })
+            .unwrap_or_default(),
+        _ => reply.json(),
+    }
+}
+
+async fn tool_names(client: &Raw) -> Vec<String> {
+    let reply = client
+        .post(r#"{"jsonrpc":"2.0","id":"list","method":"tools/list"}"#)
+        .await;
+    let answer = answer_of(&reply);
+    answer["result"]["tools"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no tools: {answer}"))
+        .iter()
+        .map(|t| t["name"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+async fn call_text(
+    client: &Raw,
+    id: u64,
+    tool: &str,
+    args: serde_json::Value,
+) -> Result<String, String> {
+    let reply = client.call_tool(id, tool, args).await;
+    let answer = answer_of(&reply);
+    match answer["result"]["content"][0]["text"].as_str() {
+        Some(text) if answer["result"]["isError"] != true => Ok(text.to_string()),
+        _ => Err(answer.to_string()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_session_reaches_every_member_under_stable_names() {
+    let (berth, _memory) = start();
+    let mut client = Raw::new(berth.url("work"));
+    let init = client.initialize("2025-11-25").await;
+    assert_eq!(init["result"]["serverInfo"]["name"], "work", "{init}");
+    // Lazily: no member process was started by the endpoint's initialize.
+    let status = berth.status();
+    for member in ["everything", "memory", "time"] {
+        let s = status
+            .iter()
+            .find(|s| s["server"] == member)
+            .expect("member");
+        assert_eq!(s["sessions"], 0, "{member} was opened before use: {s}");
+    }
+    let names = tool_names(&client).await;
+    for expected in [
+        "everything__echo",
+        "memory__graph",
+        "memory__search_nodes",
+        "time__get_current_time",
+        "fixture__test_simple_text",
+    ] {
+        assert!(
+            names.contains(&expected.to_string()),
+            "{expected} missing: {names:?}"
+        );
+    }
+    // Renamed and denied tools are not shown under their own names.
+    assert!(
+        !names
+            .iter()
+            .any(|n| n == "memory__read_graph" || n == "memory__delete_entities"),
+        "{names:?}"
+    );
+    let list = answer_of(
+        &client
+            .post(r#"{"jsonrpc":"2.0","id":"l2","method":"tools/list"}"#)
+            .await,
+    );
+    let search = list["result"]["tools"]
+        .as_array()
+        .and_then(|t| t.iter().find(|t| t["name"] == "memory__search_nodes"))
+        .expect("search_nodes");
+    assert_eq!(search["description"], "Search the team's knowledge graph.");
+
+    assert_eq!(
+        call_text(
+            &client,
+            1,
+            "everything__echo",
+            serde_json::json!({"message": "hi"})
+        )
+        .await,
+        Ok("Echo: hi".to_string())
+    );
+    let time = call_text(
+        &client,
+        2,
+        "time__get_current_time",
+        serde_json::json!({"timezone": "UTC"}),
+    )
+    .await
+    .expect("time");
+    assert!(time.contains("UTC"), "{time}");
+    let graph = call_text(&client, 3, "memory__graph", serde_json::json!({}))
+        .await
+        .expect("graph");
+    assert!(graph.contains("entities"), "{graph}");
+    // A denied tool cannot be called under its own name either.
+    let denied = call_text(
+        &client,
+        4,
+        "memory__delete_entities",
+        serde_json::json!({"entityNames": []}),
+    )
+    .await;
+    assert!(
+        denied.is_err_and(|e| e.contains("Unknown tool")),
+        "denied tool was callable"
+    );
+
+    // A name never depends on the other members: the smaller endpoint
+    // shows time's tools under the same names.
+    let mut small = Raw::new(berth.url("small"));
+    small.initialize("2025-11-25").await;
+    let small_names = tool_names(&small).await;
+    let time_names: Vec<&String> = names.iter().filter(|n| n.starts_with("time__")).collect();
+    assert_eq!(small_names.iter().collect::<Vec<_>>(), time_names);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_member_costs_only_its_own_tools_and_recovers() {
+    let (berth, _memory) = start();
+    let mut client = Raw::new(berth.url("work"));
+    client.initialize("2025-11-25").await;
+    call_text(&client, 1, "memory__graph", serde_json::json!({}))
+        .await
+        .expect("graph");
+    call_text(
+        &client,
+        2,
+        "time__get_current_time",
+        serde_json::json!({"timezone": "UTC"}),
+    )
+    .await
+    .expect("time");
+    // memory's process dies.
+    let status = berth.status();
+    let memory = status
+        .iter()
+        .find(|s| s["server"] == "memory")
+        .expect("memory");
+    let pid = memory["processes"]
+        .as_array()
+        .and_then(|p| p.iter().find(|p| p["state"] == "leased"))
+        .and_then(|p| p["pid"].as_u64())
+        .unwrap_or_else(|| panic!("no leased memory process: {memory}"));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill memory");
+    // The other members go on as if nothing happened.
+    let echo = call_text(
+        &client,
+        3,
+        "everything__echo",
+        serde_json::json!({"message": "still here"}),
+    )
+    .await;
+    assert_eq!(echo, Ok("Echo: still here".to_string()));
+    // memory's tools come back on the same endpoint session.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut id = 10;
+    loop {
+        id += 1;
+        match call_text(&client, id, "memory__graph", serde_json::json!({})).await {
+            Ok(graph) => {
+                assert!(graph.contains("entities"), "{graph}");
+                break;
+            }
+            Err(e) if Instant::now() < deadline => {
+                assert!(
+                    e.contains("memory"),
+                    "the error should name the member: {e}"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("memory did not recover within 20 s: {e}\n{}", berth.log()),
+        }
+    }
+    let time = call_text(
+        &client,
+        99,
+        "time__get_current_time",
+        serde_json::json!({"timezone": "UTC"}),
+    )
+    .await;
+    assert!(time.is_ok(), "{time:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_members_notifications_reach_the_endpoints_client() {
+    let (berth, _memory) = start();
+    let mut client = Raw::new(berth.url("work"));
+    client.initialize("2025-11-25").await;
+    let mut stream = client.get(&[]).await;
+    assert_eq!(stream.status(), 200);
+    // A subscription to one of everything's resources, by its endpoint URI.
+    let uri = "everything+demo://resource/static/document/architecture.md";
+    let subscribe = client
+        .post(&format!(
+            r#"{{"jsonrpc":"2.0","id":"s","method":"resources/subscribe","params":{{"uri":"{uri}"}}}}"#
+        ))
+        .await;
+    assert!(
+        answer_of(&subscribe).get("result").is_some(),
+        "{}",
+        subscribe.body
+    );
+    let toggled = call_text(
+        &client,
+        1,
+        "everything__toggle-subscriber-updates",
+        serde_json::json!({}),
+    )
+    .await;
+    assert!(toggled.is_ok(), "{toggled:?}");
+    // everything announces updates every 5 s, outside any request.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut seen = String::new();
+    while Instant::now() < deadline && !seen.contains("notifications/resources/updated") {
+        match tokio::time::timeout(Duration::from_secs(1), stream.chunk()).await {
+            Ok(Ok(Some(chunk))) => seen.push_str(&String::from_utf8_lossy(&chunk)),
+            Ok(_) => break,
+            Err(_) => {}
+        }
+    }
+    assert!(
+        seen.contains("notifications/resources/updated") && seen.contains(uri),
+        "the client never heard of the member's update under the endpoint URI: {seen:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_members_scopes_hold_through_the_endpoint() {
+    let (reader_key, reader) = api_key("reader");
+    let servers = format!(
+        "[auth]\nmode = \"api_key\"\n{reader}\n{}\nrequired_scopes = [\"time:read\"]\n{}\n[endpoints.work]\nservers = [\"time\", \"everything\"]\n",
+        pypi_server("time", "mcp-server-time", &[], &[]),
+        npm_server(
+            "everything",
+            "@modelcontextprotocol/server-everything",
+            &[],
+            &[]
+        ),
+    );
+    let berth = Berth::start("", &servers);
+    let mut client = Raw::new(berth.url("work"));
+    client.token = Some(reader_key);
+    client.initialize("2025-11-25").await;
+    // The key lacks time:read: time's tools are hidden and refused.
+    let names = tool_names(&client).await;
+    assert!(names.iter().any(|n| n == "everything__echo"), "{names:?}");
+    assert!(!names.iter().any(|n| n.starts_with("time__")), "{names:?}");
+    let reply = client
+        .call_tool(
+            2,
+            "time__get_current_time",
+            serde_json::json!({"timezone": "UTC"}),
+        )
+        .await;
+    assert_eq!(reply.status, 403, "{}", reply.body);
+    assert!(reply.body.contains("time:read"), "{}", reply.body);
+}
