@@ -327,3 +327,89 @@ async fn a_members_scopes_hold_through_the_endpoint() {
     assert_eq!(reply.status, 403, "{}", reply.body);
     assert!(reply.body.contains("time:read"), "{}", reply.body);
 }
+
+/// Runs a plan-driven SDK client (tests/python/federated_client.py,
+/// tests/node/federated_client.mjs, tests/python/agents_client.py) against
+/// `url`; returns its JSON summary.
+fn plan_client(
+    program: std::path::PathBuf,
+    script: &str,
+    url: &str,
+    plan: &serde_json::Value,
+) -> serde_json::Value {
+    let (ok, out) = run_with_timeout(
+        std::process::Command::new(program)
+            .arg(repo().join(script))
+            .arg(url)
+            .arg(plan.to_string()),
+        Duration::from_secs(90),
+    );
+    let summary = out
+        .lines()
+        .find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .unwrap_or_default();
+    assert!(ok && summary["ok"] == true, "{script}: {out}");
+    summary
+}
+
+#[test]
+fn sdk_clients_see_one_merged_stable_list_and_call_every_member() {
+    let upstream = Upstream::start(&["--transport", "streamable-http"]);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let servers = format!(
+        "{}\n[servers.remote]\nurl = {:?}\n\n[endpoints.work]\nservers = [\"everything\", \"memory\", \"time\", \"remote\"]\n",
+        members(dir.path()),
+        upstream.url
+    );
+    let berth = Berth::start("", &servers);
+    let url = berth.url("work");
+    let plan = serde_json::json!({
+        "expect_tools": [
+            "everything__echo", "memory__read_graph", "time__get_current_time", "remote__add",
+            "everything__trigger-sampling-request"
+        ],
+        "calls": [
+            {"tool": "everything__echo", "args": {"message": "federated"}, "expect": "Echo: federated"},
+            {"tool": "memory__read_graph", "args": {}, "expect": "entities"},
+            {"tool": "time__get_current_time", "args": {"timezone": "UTC"}, "expect": "UTC"},
+            {"tool": "remote__add", "args": {"a": 40, "b": 2}, "expect": "42"},
+        ],
+        "sampling": {
+            "tool": "everything__trigger-sampling-request",
+            "args": {"prompt": "say something", "maxTokens": 5},
+            "expect": "berth-sampling-reply-7f3a",
+        },
+    });
+    let python_run = plan_client(python(), "tests/python/federated_client.py", &url, &plan);
+    let node_run = plan_client(
+        "node".into(),
+        "tests/node/federated_client.mjs",
+        &url,
+        &plan,
+    );
+    let agents_run = plan_client(python(), "tests/python/agents_client.py", &url, &plan);
+    // Sampling from `everything` reached the client, and its answer everything.
+    for run in [&python_run, &node_run] {
+        assert!(
+            run["sampling"]
+                .as_str()
+                .is_some_and(|s| s.contains("berth-sampling-reply-7f3a")),
+            "{run}"
+        );
+    }
+    // One list, the same names in the same order for every client (the
+    // Agents SDK declares no sampling, so everything hides that one tool).
+    let names = |run: &serde_json::Value| -> Vec<String> {
+        run["tools"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|t| t.as_str())
+            .filter(|t| *t != "everything__trigger-sampling-request")
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(names(&python_run), names(&node_run));
+    assert_eq!(names(&python_run), names(&agents_run));
+    assert_eq!(agents_run["sampling"], "unsupported", "{agents_run}");
+}

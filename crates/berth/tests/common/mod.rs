@@ -903,3 +903,112 @@ pub fn admin_endpoint(berth: &Berth) -> (String, String) {
         admin["token"].as_str().expect("token").to_owned(),
     )
 }
+
+/// A remote MCP server for Berth to proxy: `tests/python/remote_server.py`
+/// (or the SDK 2.3 reference server); killed when dropped.
+pub struct Upstream {
+    child: Option<std::process::Child>,
+    pub url: String,
+    args: Vec<String>,
+}
+
+impl Upstream {
+    pub fn start(args: &[&str]) -> Upstream {
+        let mut all = vec![
+            python().display().to_string(),
+            repo()
+                .join("tests/python/remote_server.py")
+                .display()
+                .to_string(),
+        ];
+        all.extend(args.iter().map(|s| s.to_string()));
+        Self::start_program(all)
+    }
+
+    /// The SDK 2.3 reference server: both eras on one endpoint. (It binds
+    /// the port it is given: a free one is picked here.)
+    pub fn modern() -> Upstream {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        Self::start_program(vec![
+            python_modern().display().to_string(),
+            repo()
+                .join("tests/python-modern/ref_server.py")
+                .display()
+                .to_string(),
+            "--port".into(),
+            port.to_string(),
+        ])
+    }
+
+    fn start_program(args: Vec<String>) -> Upstream {
+        let (child, url) = Self::spawn(&args);
+        Upstream {
+            child: Some(child),
+            url,
+            args,
+        }
+    }
+
+    fn spawn(args: &[String]) -> (std::process::Child, String) {
+        let mut child = Command::new(&args[0])
+            .args(&args[1..])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start remote_server.py");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufRead::lines(BufReader::new(stdout)).map_while(Result::ok) {
+                if let Some(url) = line.strip_prefix("READY ") {
+                    let _ = tx.send(url.trim().to_string());
+                }
+            }
+        });
+        match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(url) => (child, url),
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("remote_server.py {args:?} did not get ready within 30 s");
+            }
+        }
+    }
+
+    fn port(&self) -> String {
+        self.url
+            .rsplit_once(':')
+            .and_then(|(_, rest)| rest.split('/').next())
+            .expect("port in the url")
+            .to_string()
+    }
+
+    /// Kills the server (its sessions are lost) and starts it again on the
+    /// same port.
+    pub fn restart(&mut self) {
+        self.kill();
+        let mut args = self.args.clone();
+        args.retain(|a| a != "--port" && a != "0");
+        args.extend(["--port".to_string(), self.port()]);
+        let (child, url) = Self::spawn(&args);
+        assert_eq!(url, self.url, "restarted on another address");
+        self.child = Some(child);
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
