@@ -273,6 +273,28 @@ pub async fn ps(args: &AdminArgs, json: bool) -> anyhow::Result<()> {
 fn print_processes(processes: &[berth_fleet::ProcessReport]) {
     for p in processes {
         let state = p.state.as_str();
+        if let Some(endpoint) = &p.endpoint {
+            // An endpoint session: which members it holds open.
+            let members: Vec<String> = endpoint
+                .members
+                .iter()
+                .map(|m| match (m.open, m.pid) {
+                    (true, Some(pid)) if !berth_fleet::is_remote_number(pid) => {
+                        format!("{} (open, pid {pid})", m.server)
+                    }
+                    (true, _) => format!("{} (open)", m.server),
+                    (false, _) => format!("{} (not opened)", m.server),
+                })
+                .collect();
+            println!(
+                "  session {:<4} {:<9} {:>8.1}s  members: {}",
+                p.pid - (1 << 30),
+                p.state.as_str(),
+                p.age_ms as f64 / 1000.0,
+                members.join(", ")
+            );
+            continue;
+        }
         if let Some(remote) = &p.remote {
             // A connection to a remote server: where, and how it fares.
             let latency = remote

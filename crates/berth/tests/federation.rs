@@ -106,6 +106,30 @@ async fn one_session_reaches_every_member_under_stable_names() {
             .expect("member");
         assert_eq!(s["sessions"], 0, "{member} was opened before use: {s}");
     }
+    let endpoint_members = |status: &[serde_json::Value]| -> Vec<(String, bool)> {
+        status
+            .iter()
+            .filter(|s| s["server"] == "work")
+            .flat_map(|s| s["processes"].as_array().into_iter().flatten())
+            .filter_map(|p| p["endpoint"]["members"].as_array())
+            .flatten()
+            .map(|m| {
+                (
+                    m["server"].as_str().unwrap_or_default().to_string(),
+                    m["open"] == true,
+                )
+            })
+            .collect()
+    };
+    assert_eq!(
+        endpoint_members(&status),
+        vec![
+            ("everything".to_string(), false),
+            ("memory".to_string(), false),
+            ("time".to_string(), false),
+            ("fixture".to_string(), false)
+        ]
+    );
     let names = tool_names(&client).await;
     for expected in [
         "everything__echo",
@@ -160,6 +184,14 @@ async fn one_session_reaches_every_member_under_stable_names() {
         .await
         .expect("graph");
     assert!(graph.contains("entities"), "{graph}");
+    // `berth ps` and the admin API show the members this session opened.
+    assert!(
+        endpoint_members(&berth.status())
+            .iter()
+            .all(|(_, open)| *open)
+    );
+    let (ok, ps) = berth.cli(&["ps"]);
+    assert!(ok && ps.contains("members: everything (open, pid"), "{ps}");
     // A denied tool cannot be called under its own name either.
     let denied = call_text(
         &client,

@@ -87,6 +87,22 @@ impl FederationSpec {
     }
 }
 
+/// What one endpoint session holds open (`berth ps`, the admin API).
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct EndpointReport {
+    /// Each member server, in the endpoint's order, and whether this
+    /// session has it open now (members open on first use).
+    pub members: Vec<MemberReport>,
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct MemberReport {
+    pub server: String,
+    pub open: bool,
+    /// The member's process (or remote connection number) while open.
+    pub pid: Option<u32>,
+}
+
 /// One member server of an endpoint and how its tools are shown.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct MemberSpec {
@@ -230,6 +246,24 @@ impl Hub {
             asked: Mutex::default(),
             next: AtomicU64::new(1),
         })
+    }
+
+    pub(crate) fn report(&self) -> EndpointReport {
+        EndpointReport {
+            members: self
+                .members
+                .iter()
+                .map(|m| {
+                    // Busy opening it right now: reported closed until done.
+                    let lease = m.open.try_lock().ok().and_then(|open| open.clone());
+                    MemberReport {
+                        server: m.spec.server.clone(),
+                        open: lease.as_ref().is_some_and(|l| l.closed().is_none()),
+                        pid: lease.map(|l| l.pid()),
+                    }
+                })
+                .collect(),
+        }
     }
 
     fn log(&self, line: String) {

@@ -25,7 +25,7 @@ mod upstream;
 
 pub use credentials::{CallerToken, OAuthClient, OAuthGrant};
 pub use era::{Discovery, Era, own_params, probe};
-pub use federation::{FederationSpec, MemberSpec, PoolLookup};
+pub use federation::{EndpointReport, FederationSpec, MemberReport, MemberSpec, PoolLookup};
 pub use log::{LogLine, LogSource, ServerLog};
 pub use pool::{
     AcquireError, Announcement, InitCache, Lease, LeaseStart, Pool, PoolKind, PoolReport,

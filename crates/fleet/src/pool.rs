@@ -159,6 +159,9 @@ pub struct ProcessReport {
     /// (`pid` is then the connection's number, not a process).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remote: Option<crate::RemoteReport>,
+    /// A federated endpoint's session: its members, open or not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<crate::EndpointReport>,
 }
 
 /// Whether a server is up, as `berth ps` shows it.
@@ -1154,6 +1157,11 @@ impl Pool {
                     .as_ref()
                     .and_then(std::sync::Weak::upgrade)
                     .and_then(|u| u.remote_report()),
+                endpoint: p
+                    .remote
+                    .as_ref()
+                    .and_then(std::sync::Weak::upgrade)
+                    .and_then(|u| u.endpoint_report()),
             })
             .collect();
         processes.sort_by_key(|p| p.pid);

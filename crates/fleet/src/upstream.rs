@@ -1017,6 +1017,14 @@ impl Upstream {
         }
     }
 
+    /// For a federated endpoint's connection: its members, open or not.
+    pub fn endpoint_report(&self) -> Option<crate::EndpointReport> {
+        match &self.shared.stdin {
+            Outbound::Federated(hub) => Some(hub.report()),
+            _ => None,
+        }
+    }
+
     /// For a remote connection using token exchange: the access token its
     /// session's caller presented with the request at hand.
     pub fn present_caller_token(&self, token: &str) {
