@@ -243,38 +243,6 @@ async fn an_upstream_answering_500_or_garbage_gets_a_clear_error() {
     let _ = garbage.wait();
 }
 
-/// `berth secret set NAME --principal P` in the gateway's data dir.
-fn set_own_secret(berth: &Berth, name: &str, principal: &str, value: &str) {
-    use std::io::Write;
-    let mut child = Command::new(berth_bin())
-        .args([
-            "secret",
-            "set",
-            name,
-            "--principal",
-            principal,
-            "--data-dir",
-        ])
-        .arg(berth.dir.path())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("berth secret set");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(format!("{value}\n").as_bytes())
-        .expect("write");
-    let out = child.wait_with_output().expect("berth secret set");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_upstream_sees_each_principals_own_credential_and_never_the_clients() {
     let recorded = tempfile::NamedTempFile::new().expect("temp file");
@@ -298,8 +266,8 @@ async fn the_upstream_sees_each_principals_own_credential_and_never_the_clients(
         )
     );
     let berth = Berth::start(gateway, &servers);
-    set_own_secret(&berth, "github_pat", "alice", "ghp_alice_own");
-    set_own_secret(&berth, "github_pat", "bob", "ghp_bob_own");
+    berth.set_secret_for("github_pat", "alice", "ghp_alice_own");
+    berth.set_secret_for("github_pat", "bob", "ghp_bob_own");
 
     let leaks = [
         ("cookie", "session=client-cookie-secret"),

@@ -758,9 +758,23 @@ impl Berth {
 
     /// `berth secret set NAME` with `value` on stdin, in this gateway's data dir.
     pub fn set_secret(&self, name: &str, value: &str) {
+        self.store_secret(name, None, value);
+    }
+
+    /// `berth secret set NAME --principal P`: `principal`'s own value.
+    pub fn set_secret_for(&self, name: &str, principal: &str, value: &str) {
+        self.store_secret(name, Some(principal), value);
+    }
+
+    fn store_secret(&self, name: &str, principal: Option<&str>, value: &str) {
         use std::io::Write;
-        let mut child = Command::new(berth_bin())
-            .args(["secret", "set", name, "--data-dir"])
+        let mut cmd = Command::new(berth_bin());
+        cmd.args(["secret", "set", name]);
+        if let Some(principal) = principal {
+            cmd.args(["--principal", principal]);
+        }
+        let mut child = cmd
+            .arg("--data-dir")
             .arg(self.dir.path())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
