@@ -20,6 +20,8 @@ Usage:
                                 "headers": {"lowercased-name": "value", ...}}
                                A repeated header's values are joined with ", ".
   --host HOST                  Address to bind (default 127.0.0.1).
+  --tls-cert PEM --tls-key PEM Serve HTTPS with this certificate and key (the
+                               READY line then says https://).
   --port PORT                  Port to bind (default 0: the OS picks a free one).
                                SO_REUSEADDR is set, so a killed server can be
                                restarted on the same port at once.
@@ -302,7 +304,11 @@ def main() -> int:
     p.add_argument("--record-headers", metavar="FILE")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=0)
+    p.add_argument("--tls-cert", metavar="PEM", help="serve HTTPS with this certificate (needs --tls-key)")
+    p.add_argument("--tls-key", metavar="PEM")
     args = p.parse_args()
+    if bool(args.tls_cert) != bool(args.tls_key):
+        p.error("--tls-cert and --tls-key go together")
     if args.transport == "sse" and (args.stateless or args.json_response):
         p.error("--stateless and --json-response apply to --transport streamable-http only")
 
@@ -322,8 +328,11 @@ def main() -> int:
         timeout_graceful_shutdown=1,
         # The session manager's task group lives in the app's lifespan (streamable-http).
         lifespan="on" if args.transport == "streamable-http" else "auto",
+        ssl_certfile=args.tls_cert,
+        ssl_keyfile=args.tls_key,
     )
-    Server(config, f"http://{host}:{port}{path}").run(sockets=[sock])
+    scheme = "https" if args.tls_cert else "http"
+    Server(config, f"{scheme}://{host}:{port}{path}").run(sockets=[sock])
     return 0
 
 

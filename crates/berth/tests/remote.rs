@@ -368,3 +368,110 @@ async fn a_remote_server_of_both_eras_serves_modern_and_handshake_clients() {
         .await;
     assert_eq!(text_of(&sum), "5");
 }
+
+/// A test CA and a certificate it signed for 127.0.0.1 (openssl):
+/// (CA certificate, server certificate, server key) paths.
+fn test_pki(dir: &std::path::Path) -> (String, String, String) {
+    let path = |name: &str| dir.join(name).to_str().expect("utf-8").to_string();
+    let (ca, ca_key, cert, key, csr, ext) = (
+        path("ca.pem"),
+        path("ca-key.pem"),
+        path("cert.pem"),
+        path("key.pem"),
+        path("cert.csr"),
+        path("ext.cnf"),
+    );
+    std::fs::write(
+        &ext,
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .expect("ext");
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let steps: [Vec<&str>; 3] = [
+        [
+            &["req", "-x509"][..],
+            &ec,
+            &[
+                "-days",
+                "1",
+                "-subj",
+                "/CN=Berth test CA",
+                "-keyout",
+                &ca_key,
+                "-out",
+                &ca,
+            ],
+        ]
+        .concat(),
+        [
+            &["req"][..],
+            &ec,
+            &["-subj", "/CN=127.0.0.1", "-keyout", &key, "-out", &csr],
+        ]
+        .concat(),
+        vec![
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            &ca,
+            "-CAkey",
+            &ca_key,
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            &ext,
+            "-out",
+            &cert,
+        ],
+    ];
+    for args in steps {
+        let (ok, out) =
+            run_with_timeout(Command::new("openssl").args(&args), Duration::from_secs(30));
+        assert!(ok, "openssl {args:?}: {out}");
+    }
+    (ca, cert, key)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_upstream_is_trusted_with_its_ca_file_and_refused_without() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (ca, cert, key) = test_pki(dir.path());
+    let upstream = Upstream::start(&[
+        "--transport",
+        "streamable-http",
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &key,
+    ]);
+    assert!(upstream.url.starts_with("https://"), "{}", upstream.url);
+    let servers = format!(
+        "{}\n{}",
+        remote_server("trusted", &upstream.url, &format!("ca_file = {ca:?}")),
+        remote_server("untrusted", &upstream.url, "")
+    );
+    let berth = Berth::start("", &servers);
+    let mut client = Raw::new(berth.url("trusted"));
+    client.initialize("2025-11-25").await;
+    let sum = client
+        .call_tool(2, "add", serde_json::json!({"a": 1, "b": 2}))
+        .await;
+    assert_eq!(text_of(&sum), "3");
+    // Without the CA, the system's roots do not know it: a clear refusal.
+    let client = Raw::new(berth.url("untrusted"));
+    let reply = client.post(&initialize_body("2025-11-25")).await;
+    let message = error_of(&reply);
+    assert!(
+        message.contains("upstream `untrusted`") && message.contains("cannot reach"),
+        "{message}"
+    );
+}
