@@ -445,3 +445,72 @@ fn sdk_clients_see_one_merged_stable_list_and_call_every_member() {
     assert_eq!(names(&python_run), names(&agents_run));
     assert_eq!(agents_run["sampling"], "unsupported", "{agents_run}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_reaches_the_client_on_its_request_and_modern_clients_are_served() {
+    let (berth, _memory) = start();
+    let mut client = Raw::new(berth.url("work"));
+    client.initialize("2025-11-25").await;
+    let body = serde_json::json!({
+        "jsonrpc": "2.0", "id": 7, "method": "tools/call",
+        "params": {
+            "name": "everything__trigger-long-running-operation",
+            "arguments": {"duration": 1, "steps": 3},
+            "_meta": {"progressToken": "tok-7"},
+        },
+    });
+    let reply = client.post(&body.to_string()).await;
+    let messages = reply.sse_messages();
+    let progress: Vec<&serde_json::Value> = messages
+        .iter()
+        .filter(|m| m["method"] == "notifications/progress")
+        .collect();
+    assert!(progress.len() >= 3, "{}", reply.body);
+    assert!(
+        progress
+            .iter()
+            .all(|p| p["params"]["progressToken"] == "tok-7")
+    );
+    let answer = messages.iter().find(|m| m["id"] == 7).expect("answer");
+    assert!(
+        answer["result"]["content"][0]["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("completed")),
+        "{answer}"
+    );
+
+    // A 2026-07-28 client, probing then pinned, is served through the
+    // handshake bridge: one list, calls to two members.
+    for negotiation in ["auto", "pinned"] {
+        for (tool, args, expect) in [
+            (
+                "everything__echo",
+                r#"{"message":"modern"}"#,
+                "Echo: modern",
+            ),
+            ("time__get_current_time", r#"{"timezone":"UTC"}"#, ""),
+        ] {
+            let options = format!(
+                r#"{{"tool":"{tool}","args":{args}{}}}"#,
+                if expect.is_empty() {
+                    String::new()
+                } else {
+                    format!(r#","expect":"{expect}""#)
+                }
+            );
+            let (ok, out) = run_with_timeout(
+                std::process::Command::new(python_modern())
+                    .arg(repo().join("tests/python-modern/client.py"))
+                    .args(["--negotiation", negotiation, "--timeout", "60"])
+                    .arg(berth.url("work"))
+                    .arg("call")
+                    .arg(&options),
+                Duration::from_secs(90),
+            );
+            assert!(
+                ok && out.contains(r#""ok": true"#),
+                "{negotiation} {tool}: {out}"
+            );
+        }
+    }
+}
