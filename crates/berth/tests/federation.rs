@@ -50,25 +50,11 @@ fn start() -> (Berth, tempfile::TempDir) {
     (Berth::start("", &servers), dir)
 }
 
-/// The JSON-RPC answer in a reply, whether it came as JSON or as SSE.
-fn answer_of(reply: &Reply) -> serde_json::Value {
-    match reply.content_type() {
-        t if t.starts_with("text/event-stream") => reply
-            .sse_messages()
-            .into_iter()
-            .find(|m| {
-                m.get("id").is_some() && (m.get("result").is_some() || m.get("error").is_some())
-            })
-            .unwrap_or_default(),
-        _ => reply.json(),
-    }
-}
-
 async fn tool_names(client: &Raw) -> Vec<String> {
     let reply = client
         .post(r#"{"jsonrpc":"2.0","id":"list","method":"tools/list"}"#)
         .await;
-    let answer = answer_of(&reply);
+    let answer = reply.answer();
     answer["result"]["tools"]
         .as_array()
         .unwrap_or_else(|| panic!("no tools: {answer}"))
@@ -84,7 +70,7 @@ async fn call_text(
     args: serde_json::Value,
 ) -> Result<String, String> {
     let reply = client.call_tool(id, tool, args).await;
-    let answer = answer_of(&reply);
+    let answer = reply.answer();
     match answer["result"]["content"][0]["text"].as_str() {
         Some(text) if answer["result"]["isError"] != true => Ok(text.to_string()),
         _ => Err(answer.to_string()),
@@ -150,11 +136,10 @@ async fn one_session_reaches_every_member_under_stable_names() {
             .any(|n| n == "memory__read_graph" || n == "memory__delete_entities"),
         "{names:?}"
     );
-    let list = answer_of(
-        &client
-            .post(r#"{"jsonrpc":"2.0","id":"l2","method":"tools/list"}"#)
-            .await,
-    );
+    let list = client
+        .post(r#"{"jsonrpc":"2.0","id":"l2","method":"tools/list"}"#)
+        .await
+        .answer();
     let search = list["result"]["tools"]
         .as_array()
         .and_then(|t| t.iter().find(|t| t["name"] == "memory__search_nodes"))
@@ -300,7 +285,7 @@ async fn a_members_notifications_reach_the_endpoints_client() {
         ))
         .await;
     assert!(
-        answer_of(&subscribe).get("result").is_some(),
+        subscribe.answer().get("result").is_some(),
         "{}",
         subscribe.body
     );

@@ -6,17 +6,9 @@ mod common;
 
 use common::*;
 
-/// The text of a tools/call answer (JSON or SSE).
+/// The text of a tools/call answer.
 fn text_of(reply: &Reply) -> String {
-    let value = if reply.content_type().starts_with("text/event-stream") {
-        reply
-            .sse_messages()
-            .into_iter()
-            .find(|m| m.get("result").is_some() || m.get("error").is_some())
-            .unwrap_or_default()
-    } else {
-        reply.json()
-    };
+    let value = reply.answer();
     value["result"]["content"][0]["text"]
         .as_str()
         .unwrap_or_else(|| panic!("no text: {value}"))

@@ -31,22 +31,8 @@ fn python_client(berth: &Berth, path: &str, mode: &str) {
     );
 }
 
-/// The JSON-RPC answer in a reply, whether it came as JSON or as SSE.
-fn answer_of(reply: &Reply) -> serde_json::Value {
-    match reply.content_type() {
-        t if t.starts_with("text/event-stream") => reply
-            .sse_messages()
-            .into_iter()
-            .find(|m| {
-                m.get("id").is_some() && (m.get("result").is_some() || m.get("error").is_some())
-            })
-            .unwrap_or_default(),
-        _ => reply.json(),
-    }
-}
-
 fn error_of(reply: &Reply) -> String {
-    let value = answer_of(reply);
+    let value = reply.answer();
     match value["error"]["message"].as_str() {
         Some(message) => message.to_string(),
         None => panic!("no error: {value}"),
@@ -54,7 +40,7 @@ fn error_of(reply: &Reply) -> String {
 }
 
 fn text_of(reply: &Reply) -> String {
-    let value = answer_of(reply);
+    let value = reply.answer();
     match value["result"]["content"][0]["text"].as_str() {
         Some(text) => text.to_string(),
         None => panic!("no text result: {value}"),
@@ -86,7 +72,7 @@ async fn a_stateless_remote_server_is_served_with_berth_sessions() {
     let list = client
         .post(r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#)
         .await;
-    let text = answer_of(&list).to_string();
+    let text = list.answer().to_string();
     assert!(text.contains("\"add\""), "{text}");
     let sum = client
         .call_tool(3, "add", serde_json::json!({"a": 2, "b": 3}))

@@ -6,8 +6,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -15,58 +13,10 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use common::*;
 use serde_json::{Value, json};
 
-/// A `tests/python/remote_server.py` process; killed when dropped.
-struct Upstream {
-    child: Option<Child>,
-    url: String,
-}
-
-impl Upstream {
-    fn start(args: &[&str]) -> Upstream {
-        let mut child = Command::new(python())
-            .arg(repo().join("tests/python/remote_server.py"))
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start remote_server.py");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(url) = line.strip_prefix("READY ") {
-                    let _ = tx.send(url.trim().to_string());
-                }
-            }
-        });
-        match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(url) => Upstream {
-                child: Some(child),
-                url,
-            },
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("remote_server.py {args:?} did not get ready within 30 s");
-            }
-        }
-    }
-
-    /// An upstream recording every request's headers to `file`.
-    fn recording(file: &tempfile::NamedTempFile) -> Upstream {
-        let path = file.path().to_str().expect("utf-8 temp path");
-        Upstream::start(&["--transport", "streamable-http", "--record-headers", path])
-    }
-}
-
-impl Drop for Upstream {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
+/// An upstream recording every request's headers to `file`.
+fn recording(file: &tempfile::NamedTempFile) -> Upstream {
+    let path = file.path().to_str().expect("utf-8 temp path");
+    Upstream::start(&["--transport", "streamable-http", "--record-headers", path])
 }
 
 /// A remote `[servers.NAME]` with an `[servers.NAME.oauth]` table.
@@ -85,24 +35,10 @@ fn client(url: String, token: &str) -> Raw {
     raw
 }
 
-/// The JSON-RPC answer in a reply, whether it came as JSON or as SSE.
-fn answer_of(reply: &Reply) -> Value {
-    match reply.content_type() {
-        t if t.starts_with("text/event-stream") => reply
-            .sse_messages()
-            .into_iter()
-            .find(|m| {
-                m.get("id").is_some() && (m.get("result").is_some() || m.get("error").is_some())
-            })
-            .unwrap_or_default(),
-        _ => serde_json::from_str(&reply.body).unwrap_or_default(),
-    }
-}
-
 /// The headers the upstream's `whoami` tool saw for this call.
 async fn whoami(raw: &Raw, id: u64, log: impl Fn() -> String) -> Value {
     let reply = raw.call_tool(id, "whoami", json!({})).await;
-    let answer = answer_of(&reply);
+    let answer = reply.answer();
     let Some(text) = answer["result"]["content"][0]["text"].as_str() else {
         panic!(
             "whoami gave no text result (HTTP {}): {}\n--- berth log ---\n{}",
@@ -261,7 +197,7 @@ fn gateway_with_client_credentials(
 async fn client_credentials_from_another_berths_issuer_reach_the_upstream_instead_of_the_callers_key()
  {
     let record = tempfile::NamedTempFile::new().expect("temp file");
-    let upstream = Upstream::recording(&record);
+    let upstream = recording(&record);
     let issuer = downstream_issuer();
     let (alice_key, alice) = api_key("alice");
     let berth =
@@ -316,7 +252,7 @@ async fn client_credentials_from_another_berths_issuer_reach_the_upstream_instea
 async fn a_wrong_client_secret_is_a_clear_error_naming_the_token_endpoint() {
     const WRONG: &str = "not-the-client-secret-4f1e";
     let record = tempfile::NamedTempFile::new().expect("temp file");
-    let upstream = Upstream::recording(&record);
+    let upstream = recording(&record);
     let issuer = downstream_issuer();
     let (alice_key, alice) = api_key("alice");
     let berth =
@@ -331,7 +267,7 @@ async fn a_wrong_client_secret_is_a_clear_error_naming_the_token_endpoint() {
         "the refusal took {:?}",
         started.elapsed()
     );
-    let answer = answer_of(&reply);
+    let answer = reply.answer();
     let message = answer["error"]["message"].as_str().unwrap_or_else(|| {
         panic!(
             "no JSON-RPC error (HTTP {}): {}\n--- berth log ---\n{}",
@@ -371,7 +307,7 @@ async fn a_wrong_client_secret_is_a_clear_error_naming_the_token_endpoint() {
 async fn token_exchange_gives_the_upstream_the_callers_identity_acted_on_by_berth() {
     const PARTNER: &str = "https://partner.example.test/mcp";
     let record = tempfile::NamedTempFile::new().expect("temp file");
-    let upstream = Upstream::recording(&record);
+    let upstream = recording(&record);
     let berth = start_on_known_port(|base| {
         let exchange = |extra: &str| {
             format!(

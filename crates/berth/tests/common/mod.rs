@@ -434,6 +434,21 @@ impl Reply {
     pub fn sse_messages(&self) -> Vec<serde_json::Value> {
         sse_messages(&self.body)
     }
+
+    /// The JSON-RPC answer (result or error) the reply carries, whether it
+    /// came as JSON or in an SSE stream; `null` when there is none.
+    pub fn answer(&self) -> serde_json::Value {
+        if self.content_type().starts_with("text/event-stream") {
+            self.sse_messages()
+                .into_iter()
+                .find(|m| {
+                    m.get("id").is_some() && (m.get("result").is_some() || m.get("error").is_some())
+                })
+                .unwrap_or_default()
+        } else {
+            serde_json::from_str(&self.body).unwrap_or_default()
+        }
+    }
 }
 
 pub fn sse_messages(body: &str) -> Vec<serde_json::Value> {
