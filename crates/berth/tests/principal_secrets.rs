@@ -21,7 +21,7 @@ async fn each_principal_gets_a_process_with_its_own_secret() {
     let (bob_key, bob) = api_key("bob");
     let (carol_key, carol) = api_key("carol");
     let servers = format!(
-        "[auth]\nmode = \"api_key\"\n{alice}\n{bob}\n{carol}\n\n{}[servers.everything.pool]\nmin_ready = 1\n",
+        "[auth]\nmode = \"api_key\"\n{alice}\n{bob}\n{carol}\n\n{}[servers.everything.pool]\nmin_ready = 1\n\n[endpoints.work]\nservers = [\"everything\"]\n",
         npm_server(
             "everything",
             "@modelcontextprotocol/server-everything",
@@ -59,6 +59,19 @@ async fn each_principal_gets_a_process_with_its_own_secret() {
             }
         }
         seen.push(text);
+        let _ = client.delete().await;
+        // Through a federated endpoint too: the member is opened for this caller.
+        let mut client = Raw::new(berth.url("work"));
+        client.token = Some(key.clone());
+        client.initialize("2025-11-25").await;
+        let env = client
+            .call_tool(3, "everything__get-env", serde_json::json!({}))
+            .await;
+        let text = text_of(&env);
+        assert!(
+            text.contains(expected),
+            "{expected} expected through the endpoint: {text}"
+        );
         let _ = client.delete().await;
     }
 }

@@ -285,6 +285,7 @@ impl Gateway {
             .acquire_as(secrets_of.as_ref())
             .await
             .map_err(|e| acquire_refusal(&server.spec.name, e))?;
+        lease.bind_owner(secrets_of);
         let session = Session::new(
             new_session_id(),
             server.clone(),

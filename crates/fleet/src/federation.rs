@@ -203,6 +203,8 @@ pub(crate) struct Hub {
     stop: CancellationToken,
     init_timeout: Duration,
     hello: Mutex<Option<Hello>>,
+    /// Whose session this is: members are opened with its own secrets.
+    owner: Mutex<Option<crate::SecretOwner>>,
     /// The client's requests on the wire to a member: for cancellation.
     inflight: Mutex<HashMap<IdKey, usize>>,
     /// Requests a member made of the client: the id shown to the client →
@@ -242,10 +244,16 @@ impl Hub {
             stop,
             init_timeout,
             hello: Mutex::new(None),
+            owner: Mutex::new(None),
             inflight: Mutex::default(),
             asked: Mutex::default(),
             next: AtomicU64::new(1),
         })
+    }
+
+    /// The principal whose session this connection serves.
+    pub(crate) fn bind_owner(&self, owner: Option<crate::SecretOwner>) {
+        *self.owner.lock().unwrap_or_else(|e| e.into_inner()) = owner;
     }
 
     pub(crate) fn report(&self) -> EndpointReport {
@@ -398,9 +406,22 @@ impl Hub {
                     .await
             }
             "logging/setLevel" => {
+                // Every member open now gets it (each answers Berth); one
+                // opened later logs at its own default.
                 for member in 0..self.members.len() {
                     if let Some(lease) = self.open_lease(member) {
-                        let _ = lease.call(&msg).map(drop);
+                        let id = Value::from(gateway_request_id()).to_string();
+                        let Some(own) = berth_wire::with_id(&msg.bytes, &id)
+                            .and_then(|b| Message::parse(b).ok())
+                        else {
+                            continue;
+                        };
+                        if let Ok(mut exchange) = lease.call(&own) {
+                            let wait = self.init_timeout;
+                            tokio::spawn(async move {
+                                let _ = tokio::time::timeout(wait, exchange.next()).await;
+                            });
+                        }
                     }
                 }
                 self.reply(&raw_id, "{}")
@@ -542,7 +563,11 @@ impl Hub {
         }
         let pool = (self.pools.0)(&member.spec.server)
             .ok_or_else(|| format!("server `{}` is not configured", member.spec.server))?;
-        let (lease, unsolicited) = pool.acquire().await.map_err(|e| e.to_string())?;
+        let owner = self.owner.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let (lease, unsolicited) = pool
+            .acquire_as(owner.as_ref())
+            .await
+            .map_err(|e| e.to_string())?;
         let lease = Arc::new(lease);
         if lease.init.is_none() {
             self.initialize_member(&lease).await?;

@@ -587,6 +587,11 @@ impl Lease {
         self.upstream.present_caller_token(token);
     }
 
+    /// Tells a federated endpoint's connection whose session it serves.
+    pub fn bind_owner(&self, owner: Option<SecretOwner>) {
+        self.upstream.bind_owner(owner);
+    }
+
     /// A remote connection's report (`None` for a process).
     pub fn remote_report(&self) -> Option<crate::RemoteReport> {
         self.upstream.remote_report()

@@ -1017,6 +1017,14 @@ impl Upstream {
         }
     }
 
+    /// For a federated endpoint's connection: the principal whose session
+    /// it serves (members are opened with that principal's secrets).
+    pub fn bind_owner(&self, owner: Option<crate::SecretOwner>) {
+        if let Outbound::Federated(hub) = &self.shared.stdin {
+            hub.bind_owner(owner);
+        }
+    }
+
     /// For a federated endpoint's connection: its members, open or not.
     pub fn endpoint_report(&self) -> Option<crate::EndpointReport> {
         match &self.shared.stdin {
