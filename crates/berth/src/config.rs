@@ -1531,6 +1531,85 @@ mod tests {
     use super::*;
 
     #[test]
+    fn federation_example_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/federation.toml");
+        let config = Config::load(&path).unwrap();
+        let specs = config.server_specs();
+        let github = specs.iter().find(|s| s.name == "github").unwrap();
+        let remote = github.remote.as_ref().unwrap();
+        assert_eq!(remote.url, "https://api.githubcopilot.com/mcp/");
+        assert_eq!(remote.timeout, Duration::from_secs(20));
+        let docs = specs.iter().find(|s| s.name == "docs").unwrap();
+        let docs = docs.remote.as_ref().unwrap();
+        assert_eq!(docs.transport, berth_fleet::RemoteTransport::Sse);
+        assert_eq!(
+            docs.auth.as_ref().unwrap().grant,
+            berth_fleet::OAuthGrant::ClientCredentials
+        );
+        let work = specs.iter().find(|s| s.name == "work").unwrap();
+        let federation = work.federation.as_ref().unwrap();
+        assert_eq!(federation.members.len(), 3);
+        assert_eq!(
+            federation.member_tool("github__search"),
+            Some(("github", "search_issues".to_string()))
+        );
+        assert_eq!(federation.member_tool("github__delete_repository"), None);
+        // github's tool scopes hold through the endpoint under the shown name.
+        let access = &config.server_access()["work"];
+        assert_eq!(access.tool_scopes["github__create_issue"], ["github:write"]);
+    }
+
+    #[test]
+    fn remote_servers_and_endpoints_are_checked() {
+        let cases = [
+            (
+                "[servers.a]\nurl = \"ftp://x\"\n",
+                "must be an http:// or https:// URL",
+            ),
+            (
+                "[servers.a]\nurl = \"http://x/mcp\"\ncommand = \"x\"\n",
+                "not both",
+            ),
+            (
+                "[servers.a]\nurl = \"http://x/mcp\"\nenv = { A = \"b\" }\n",
+                "has none",
+            ),
+            (
+                "[servers.a]\ncommand = \"x\"\nheaders = { A = \"b\" }\n",
+                "setting of remote servers",
+            ),
+            (
+                "[servers.a]\nurl = \"http://x/mcp\"\nheaders = { Mcp-Session-Id = \"b\" }\n",
+                "set by Berth",
+            ),
+            (
+                "[servers.a]\ncommand = \"x\"\n[endpoints.e]\nservers = [\"b\"]\n",
+                "not a configured server",
+            ),
+            (
+                "[servers.a]\ncommand = \"x\"\n[endpoints.a]\nservers = [\"a\"]\n",
+                "a server is also called",
+            ),
+            (
+                "[servers.a]\ncommand = \"x\"\n[endpoints.e]\nservers = []\n",
+                "no member",
+            ),
+            (
+                "[servers.a]\ncommand = \"x\"\n[servers.b]\ncommand = \"x\"\n[endpoints.e]\nservers = [\"a\", \"b\"]\n[endpoints.e.members.b]\nprefix = \"a\"\n",
+                "two members have the prefix",
+            ),
+            (
+                "[servers.a]\ncommand = \"x\"\n[endpoints.e]\nservers = [\"a\"]\nseparator = \"+\"\n",
+                "separator",
+            ),
+        ];
+        for (text, expected) in cases {
+            let error = Config::parse(text, "test.toml").unwrap_err().to_string();
+            assert!(error.contains(expected), "{text}: {error}");
+        }
+    }
+
+    #[test]
     fn secure_example_loads() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/secure.toml");
         let config = Config::load(&path).unwrap();

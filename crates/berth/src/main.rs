@@ -301,10 +301,12 @@ fn main() -> ExitCode {
                     .values()
                     .filter(|s| s.catalog.is_some())
                     .count();
+                let remote = loaded.servers.values().filter(|s| s.url.is_some()).count();
                 println!(
-                    "{}: ok ({} server(s), {from_catalog} from the catalog)",
+                    "{}: ok ({} server(s), {from_catalog} from the catalog, {remote} remote; {} endpoint(s))",
                     config.display(),
-                    loaded.servers.len()
+                    loaded.servers.len(),
+                    loaded.endpoints.len()
                 );
                 for warning in security::missing_secrets(&loaded) {
                     println!("warning: {warning}");

@@ -204,7 +204,11 @@ fn parse_size(s: &str) -> Option<u64> {
 /// sandboxed server could not write anyway.
 pub fn warnings(specs: &[berth_fleet::ServerSpec]) -> Vec<String> {
     let mut out = Vec::new();
-    for spec in specs {
+    // Remote servers and endpoints run nothing here: nothing to isolate.
+    for spec in specs
+        .iter()
+        .filter(|s| s.remote.is_none() && s.federation.is_none())
+    {
         let name = &spec.name;
         match &spec.sandbox {
             None => {

@@ -157,10 +157,22 @@ pub fn missing_secrets(config: &Config) -> Vec<String> {
         .then(|| SecretStore::open(dir));
     let mut missing = Vec::new();
     for (name, server) in &config.servers {
-        let texts = server.env.values().chain(server.args.iter());
+        let texts = server
+            .env
+            .values()
+            .chain(server.args.iter())
+            .chain(server.headers.values())
+            .chain(server.oauth.iter().map(|o| &o.client_secret));
         for reference in texts.flat_map(|t| berth_secrets::references(t)) {
+            // A shared value, or at least one principal's own.
             let found = match &store {
-                Some(Ok(store)) => matches!(store.get(reference), Ok(Some(_))),
+                Some(Ok(store)) => {
+                    matches!(store.get(reference), Ok(Some(_)))
+                        || store.entries().is_ok_and(|e| {
+                            e.iter()
+                                .any(|e| e.name == reference && e.principal.is_some())
+                        })
+                }
                 _ => false,
             };
             if !found {

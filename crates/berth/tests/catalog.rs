@@ -335,7 +335,7 @@ sys.exit(0 if os.waitstatus_to_exitcode(status) == 0 else "berth add failed")
         Duration::from_secs(20),
     );
     assert!(
-        ok && out.contains("ok (1 server(s), 1 from the catalog)"),
+        ok && out.contains("ok (1 server(s), 1 from the catalog, 0 remote; 0 endpoint(s))"),
         "{out}"
     );
 
