@@ -714,6 +714,7 @@ fn reloader(
             }
             if let Some(issuer) = &issuer {
                 issuer.set_resources(security::resources(&config, &public_url));
+                issuer.set_exchange_audiences(security::exchange_audiences(&config));
             }
             let specs = config.server_specs();
             for warning in sandbox::warnings(&specs) {

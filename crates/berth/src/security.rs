@@ -110,12 +110,10 @@ pub fn build(
 }
 
 /// The built-in issuer's settings for `config`.
-pub fn issuer_config(config: &Config, public_url: &str, approval_secret: &str) -> IssuerConfig {
-    let mut issuer = IssuerConfig::new(public_url, approval_secret);
-    issuer.resources = resources(config, public_url);
-    // Remote servers whose credential is an exchange of the caller's token
-    // at this issuer: their audiences are what it may mint tokens for.
-    issuer.exchange_audiences = config
+/// Remote servers whose credential is an exchange of the caller's token at
+/// this issuer: their audiences are what it may mint exchanged tokens for.
+pub fn exchange_audiences(config: &Config) -> Vec<String> {
+    config
         .servers
         .values()
         .filter_map(|s| {
@@ -124,7 +122,13 @@ pub fn issuer_config(config: &Config, public_url: &str, approval_secret: &str) -
                 .then(|| oauth.audience.clone().or_else(|| s.url.clone()))
                 .flatten()
         })
-        .collect();
+        .collect()
+}
+
+pub fn issuer_config(config: &Config, public_url: &str, approval_secret: &str) -> IssuerConfig {
+    let mut issuer = IssuerConfig::new(public_url, approval_secret);
+    issuer.resources = resources(config, public_url);
+    issuer.exchange_audiences = exchange_audiences(config);
     issuer.access_token_ttl = config.auth.access_token_ttl;
     let mut scopes = config.auth.scopes_supported.clone();
     for access in config.server_access().values() {
