@@ -19,6 +19,15 @@
 //!   its gateway CPU is Berth's process alone, the upstream's threads are
 //!   reported apart.
 //!
+//!   Both also have a `berth endpoint` row: the `berth` row's configuration
+//!   and echo server plus one federated endpoint over it (`[endpoints.fed]
+//!   servers = ["echo"]`), called on `/mcp/fed` with the member's prefixed
+//!   tool `echo__echo`. Beside the `berth` row it gives what routing a call
+//!   through a federated endpoint adds. The endpoint opens its member on a
+//!   session's first call, so each session makes one untimed call after it
+//!   opens (the plain row's echo process starts at `initialize`, also
+//!   untimed).
+//!
 //!   Both also have a `berth 2026-07-28` row: the same Berth configuration
 //!   and echo server (which speaks both eras), called by stateless
 //!   2026-07-28 clients (no session, `_meta` and the revision's headers on
@@ -55,6 +64,11 @@ const SERVER: &str = "echo";
 pub const FLOOR: &str = "stdio floor";
 pub const HTTP_FLOOR: &str = "http floor";
 pub const BERTH_REMOTE: &str = "berth → remote";
+pub const BERTH_ENDPOINT: &str = "berth endpoint";
+/// The federated endpoint of the `berth endpoint` row, over [`SERVER`].
+const ENDPOINT: &str = "fed";
+/// The echo tool as the endpoint shows it: `SERVER__TOOL`.
+const ENDPOINT_TOOL: &str = "echo__echo";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LoadScenario {
@@ -72,6 +86,8 @@ pub struct LoadOptions {
     pub peers: bool,
     /// Measure the `berth → remote` row (per-call and throughput).
     pub remote: bool,
+    /// Measure the `berth endpoint` row (per-call and throughput).
+    pub endpoint: bool,
     pub external: Vec<(String, String)>,
     pub calls: u64,
     pub warmup: u64,
@@ -106,6 +122,9 @@ enum Target {
     /// Berth with one remote server (`url`): the http floor's server, in
     /// this process (per-call and throughput).
     BerthRemote,
+    /// Berth's `berth` configuration plus a federated endpoint over the echo
+    /// server, called through the endpoint (per-call and throughput).
+    BerthEndpoint,
     /// Berth with `[auth] mode = "oauth"`: every request carries a JWT from
     /// the built-in issuer (per-call and throughput).
     BerthOAuth,
@@ -131,6 +150,7 @@ impl Target {
             Target::HttpFloor => HTTP_FLOOR.into(),
             Target::Berth => "berth".into(),
             Target::BerthRemote => BERTH_REMOTE.into(),
+            Target::BerthEndpoint => BERTH_ENDPOINT.into(),
             Target::BerthOAuth => "berth oauth".into(),
             Target::BerthQuiet => "berth no telemetry".into(),
             Target::BerthModern => format!("berth {}", crate::mcp::MODERN_VERSION),
@@ -164,11 +184,11 @@ impl Instance {
     fn describe(&self, options: &LoadOptions) -> String {
         match self.kind {
             LoadScenario::PerCall => format!(
-                "Per-call overhead: 1 session (berth 2026-07-28: 1 stateless client), {} sequential tools/call echo",
+                "Per-call overhead: 1 session (berth 2026-07-28: 1 stateless client), {} sequential tools/call echo ({BERTH_ENDPOINT}: {ENDPOINT_TOOL} on /mcp/{ENDPOINT})",
                 self.calls_each
             ),
             LoadScenario::Throughput => format!(
-                "Throughput: {} concurrent sessions (berth 2026-07-28: stateless clients), {} tools/call each (latency of every call)",
+                "Throughput: {} concurrent sessions (berth 2026-07-28: stateless clients), {} tools/call each (latency of every call; {BERTH_ENDPOINT}: {ENDPOINT_TOOL} on /mcp/{ENDPOINT})",
                 self.sessions, self.calls_each
             ),
             LoadScenario::IdleExclusive => format!(
@@ -387,6 +407,10 @@ fn targets(options: &LoadOptions, instance: &Instance) -> Vec<Target> {
             instance.kind,
             LoadScenario::PerCall | LoadScenario::Throughput
         ) {
+            // Beside the plain row it is measured against.
+            if options.endpoint {
+                berths.push(Target::BerthEndpoint);
+            }
             if options.remote {
                 berths.push(Target::BerthRemote);
             }
@@ -469,6 +493,7 @@ pub async fn run(options: &LoadOptions) -> Result<bool> {
                 row.target,
                 Target::Berth
                     | Target::BerthRemote
+                    | Target::BerthEndpoint
                     | Target::BerthOAuth
                     | Target::BerthQuiet
                     | Target::BerthModern
@@ -575,14 +600,20 @@ async fn start_target(
     let started = match target {
         Target::Berth
         | Target::BerthRemote
+        | Target::BerthEndpoint
         | Target::BerthOAuth
         | Target::BerthQuiet
         | Target::BerthModern
         | Target::BerthCold
         | Target::BerthWarm => {
             let config = dir.join("berth.toml");
+            let path = if *target == Target::BerthEndpoint {
+                ENDPOINT
+            } else {
+                SERVER
+            };
             match std::fs::write(&config, berth_config) {
-                Ok(()) => Gateway::berth(&options.berth, &config, SERVER, &log).await,
+                Ok(()) => Gateway::berth(&options.berth, &config, path, &log).await,
                 Err(error) => Err(anyhow!("writing the config: {error}")),
             }
         }
@@ -600,6 +631,7 @@ async fn start_target(
         (
             Target::Berth
             | Target::BerthRemote
+            | Target::BerthEndpoint
             | Target::BerthOAuth
             | Target::BerthQuiet
             | Target::BerthModern
@@ -738,7 +770,11 @@ async fn run_one(options: &LoadOptions, instance: &Instance, target: &Target) ->
         Err(error) => return Row::new(target, Status::Failed(format!("temp dir: {error}"))),
     };
     let shared = instance.kind == LoadScenario::IdleShared;
-    let mut config = berth_config(options, shared);
+    let mut config = if *target == Target::BerthEndpoint {
+        endpoint_config(options)
+    } else {
+        berth_config(options, shared)
+    };
     let mut token = None;
     if *target == Target::BerthOAuth {
         match oauth_setup(dir.path()) {
@@ -785,13 +821,21 @@ async fn run_one(options: &LoadOptions, instance: &Instance, target: &Target) ->
     };
     let pid = gateway.as_ref().map(|g| g.pid);
     let cpu = || CpuSource::Pids(pid.into_iter().collect());
+    let how = if *target == Target::BerthEndpoint {
+        Calls::endpoint()
+    } else {
+        Calls {
+            stateless,
+            ..Calls::plain()
+        }
+    };
     let measured = match instance.kind {
         LoadScenario::PerCall => {
             bounded(
                 options,
                 http_calls(
                     &client,
-                    stateless,
+                    how,
                     1,
                     instance.calls_each,
                     options.warmup,
@@ -806,7 +850,7 @@ async fn run_one(options: &LoadOptions, instance: &Instance, target: &Target) ->
                 options,
                 http_calls(
                     &client,
-                    stateless,
+                    how,
                     instance.sessions,
                     instance.calls_each,
                     0,
@@ -863,7 +907,7 @@ async fn http_floor(options: &LoadOptions, instance: &Instance) -> Row {
                 options,
                 http_calls(
                     &client,
-                    false,
+                    Calls::plain(),
                     sessions,
                     instance.calls_each,
                     warmup,
@@ -919,7 +963,7 @@ async fn berth_remote(options: &LoadOptions, instance: &Instance) -> Row {
                     options,
                     http_calls(
                         &client,
-                        false,
+                        Calls::plain(),
                         sessions,
                         instance.calls_each,
                         warmup,
@@ -947,6 +991,17 @@ fn remote_config(options: &LoadOptions, url: &str) -> String {
         false,
         &format!("url = {}\n", crate::suite::toml_string(url)),
     )
+}
+
+/// Berth's configuration for `berth endpoint`: the `berth` row's, plus the
+/// federated endpoint [`ENDPOINT`] whose one member is the echo server.
+fn endpoint_config(options: &LoadOptions) -> String {
+    let mut text = berth_config(options, false);
+    text.push_str(&format!(
+        "\n[endpoints.{ENDPOINT}]\nservers = [{}]\n",
+        crate::suite::toml_string(SERVER)
+    ));
+    text
 }
 
 /// The era Berth's probe found for the echo server, from `berth ps --json`
@@ -1017,12 +1072,12 @@ async fn bounded(
 /// runs from when every session is open and warmed up to the last call; the
 /// CPU time of `cpu` is read at the same two points.
 ///
-/// `stateless`: 2026-07-28 clients instead of sessions; each "opens" with
-/// one untimed call (the stateless pool starts with no process) and ends
-/// with nothing.
+/// `how.stateless`: 2026-07-28 clients instead of sessions; each "opens"
+/// with one untimed call (the stateless pool starts with no process) and
+/// ends with nothing.
 async fn http_calls(
     client: &Arc<McpHttp>,
-    stateless: bool,
+    how: Calls,
     sessions: u64,
     calls: u64,
     warmup: u64,
@@ -1033,13 +1088,7 @@ async fn http_calls(
     let mut opened = Vec::new();
     let mut recorder = Recorder::default();
     let opens = futures::stream::iter(0..sessions)
-        .map(|_| async move {
-            if stateless {
-                open_stateless(client).await
-            } else {
-                open(client).await
-            }
-        })
+        .map(|_| open_for(client, how))
         .buffer_unordered(16)
         .collect::<Vec<_>>()
         .await;
@@ -1058,7 +1107,7 @@ async fn http_calls(
     for session in &opened {
         for i in 0..warmup {
             let _ = client
-                .call_tool(session, i + 1, TOOL, json!({ "text": TOOL_TEXT }))
+                .call_tool(session, i + 1, how.tool, json!({ "text": TOOL_TEXT }))
                 .await;
         }
     }
@@ -1073,7 +1122,7 @@ async fn http_calls(
             for i in warmup..warmup + calls {
                 let begin = Instant::now();
                 let result = client
-                    .call_tool(&session, i + 1, TOOL, json!({ "text": TOOL_TEXT }))
+                    .call_tool(&session, i + 1, how.tool, json!({ "text": TOOL_TEXT }))
                     .await
                     .and_then(|reply| check_echo(&reply.message).map(|_| reply.arrived));
                 match result {
@@ -1121,13 +1170,52 @@ async fn open(client: &McpHttp) -> Result<Session> {
     Ok(session)
 }
 
-/// A 2026-07-28 client, after one untimed call (id 0).
-async fn open_stateless(client: &McpHttp) -> Result<Session> {
-    let session = Session::stateless();
-    let reply = client
-        .call_tool(&session, 0, TOOL, json!({ "text": TOOL_TEXT }))
-        .await?;
-    check_echo(&reply.message)?;
+/// How [`http_calls`]' clients call and what opening one involves.
+#[derive(Debug, Clone, Copy)]
+struct Calls {
+    /// 2026-07-28 clients: no session.
+    stateless: bool,
+    /// The tool called: `echo`, or `echo__echo` through the endpoint.
+    tool: &'static str,
+    /// One untimed call (id 0) right after opening: a stateless client's
+    /// pool starts with no process, a federated session opens its member on
+    /// first use.
+    open_call: bool,
+}
+
+impl Calls {
+    /// A session on a server's own path, calling `echo`.
+    fn plain() -> Self {
+        Calls {
+            stateless: false,
+            tool: TOOL,
+            open_call: false,
+        }
+    }
+
+    /// A session on the federated endpoint, calling `echo__echo`.
+    fn endpoint() -> Self {
+        Calls {
+            stateless: false,
+            tool: ENDPOINT_TOOL,
+            open_call: true,
+        }
+    }
+}
+
+/// A session (or a 2026-07-28 client) opened as `how` says, untimed.
+async fn open_for(client: &McpHttp, how: Calls) -> Result<Session> {
+    let session = if how.stateless {
+        Session::stateless()
+    } else {
+        open(client).await?
+    };
+    if how.stateless || how.open_call {
+        let reply = client
+            .call_tool(&session, 0, how.tool, json!({ "text": TOOL_TEXT }))
+            .await?;
+        check_echo(&reply.message)?;
+    }
     Ok(session)
 }
 
@@ -1476,7 +1564,7 @@ fn render(options: &LoadOptions, reports: &[ScenarioReport]) -> String {
             LoadScenario::PerCall | LoadScenario::Throughput
         ) {
             out.push_str(&format!(
-                "- gateway CPU/call: utime + stime of the gateway's own process (children excluded; the stdio floor: the echo processes; the http floor: its server threads in the bench process; {BERTH_REMOTE}: Berth's process only, its upstream being the http floor's server) over the timed calls, from /proc/PID/stat in ticks of 1/{} s\n",
+                "- gateway CPU/call: utime + stime of the gateway's own process (children excluded; the stdio floor: the echo processes; the http floor: its server threads in the bench process; {BERTH_REMOTE}: Berth's process only, its upstream being the http floor's server; {BERTH_ENDPOINT}: Berth's process, its member's echo processes excluded as for berth) over the timed calls, from /proc/PID/stat in ticks of 1/{} s\n",
                 peers::clock_ticks_per_sec()
             ));
             if let Some(line) = against_http_floor(&report.rows) {
@@ -1544,12 +1632,18 @@ fn against_http_floor(rows: &[Row]) -> Option<String> {
 /// A row measured against the row it adds one hop or feature to, in the
 /// same run: (row, baseline, what the difference is).
 fn overhead_pairs() -> Vec<(Target, Target, &'static str)> {
-    // "federated endpoint vs plain" joins here once federation exists.
-    vec![(
-        Target::BerthRemote,
-        Target::HttpFloor,
-        "remote upstream overhead",
-    )]
+    vec![
+        (
+            Target::BerthEndpoint,
+            Target::Berth,
+            "federated endpoint overhead",
+        ),
+        (
+            Target::BerthRemote,
+            Target::HttpFloor,
+            "remote upstream overhead",
+        ),
+    ]
 }
 
 /// One line per [`overhead_pairs`] pair whose rows both succeeded: the
@@ -1584,12 +1678,17 @@ fn feature_overheads(rows: &[Row]) -> String {
             c.map(|c| format!("{:.1} µs", c.per_call_us()))
                 .unwrap_or("–".into())
         };
+        // A remote upstream's CPU is apart from the gateway's; a stdio
+        // server's is not counted (children are excluded).
+        let upstream = match row.upstream_cpu {
+            Some(c) => format!("its upstream's {}, ", cpu(Some(c))),
+            None => String::new(),
+        };
         out.push_str(&format!(
-            "- {what} ({} against {}, same run): p50 {p50}, mean {mean} per call; calls/s {throughput}; gateway CPU/call {} (the gateway's process only; its upstream's {}, the {} alone {})\n",
+            "- {what} ({} against {}, same run): p50 {p50}, mean {mean} per call; calls/s {throughput}; gateway CPU/call {} (the gateway's process only; {upstream}the {} alone {})\n",
             target.name(),
             base.name(),
             cpu(row.cpu),
-            cpu(row.upstream_cpu),
             base.name(),
             cpu(baseline.cpu),
         ));
@@ -1723,15 +1822,20 @@ fn overheads_json(rows: &[Row]) -> Vec<Value> {
     let ok = |target: &Target| {
         rows.iter()
             .find(|r| r.target == *target && matches!(r.status, Status::Ok))
-            .and_then(|r| r.summary.as_ref())
     };
     overhead_pairs()
         .into_iter()
         .filter_map(|(target, base, what)| {
-            let (s, b) = (ok(&target)?, ok(&base)?);
+            let (row, baseline) = (ok(&target)?, ok(&base)?);
+            let (s, b) = (row.summary.as_ref()?, baseline.summary.as_ref()?);
             let (p50, base_p50) = (s.p50_us? as f64, b.p50_us? as f64);
             let (mean, base_mean) = (s.mean_us?, b.mean_us?);
             let round = |v: f64| (v * 100.0).round() / 100.0;
+            let cpu = |c: Option<Cpu>| c.map(|c| round(c.per_call_us()));
+            let calls_per_sec_ratio = match (row.calls_per_sec(), baseline.calls_per_sec()) {
+                (Some(v), Some(base)) if base > 0.0 => Some(round(v / base)),
+                _ => None,
+            };
             Some(json!({
                 "what": what,
                 "target": target.name(),
@@ -1740,6 +1844,9 @@ fn overheads_json(rows: &[Row]) -> Vec<Value> {
                 "p50_ratio": round(p50 / base_p50.max(1.0)),
                 "mean_us_added": round(mean - base_mean),
                 "mean_ratio": round(mean / base_mean.max(1.0)),
+                "calls_per_sec_ratio": calls_per_sec_ratio,
+                "cpu_us_per_call": cpu(row.cpu),
+                "baseline_cpu_us_per_call": cpu(baseline.cpu),
             }))
         })
         .collect()
@@ -1776,6 +1883,7 @@ mod tests {
             peers_dir: PathBuf::from("/peers"),
             peers: false,
             remote,
+            endpoint: remote,
             external: Vec::new(),
             calls: 10,
             warmup: 1,
@@ -1882,6 +1990,89 @@ mod tests {
         // Without the floor row there is nothing to compare against.
         assert_eq!(feature_overheads(&rows[1..]), "");
         assert!(overheads_json(&rows[1..]).is_empty());
+    }
+
+    #[test]
+    fn the_endpoint_row_sits_beside_berth_in_per_call_and_throughput_only() {
+        let with = options(true);
+        for instance in instances(&with) {
+            let targets = targets(&with, &instance);
+            let has = targets.contains(&Target::BerthEndpoint);
+            let expected = matches!(
+                instance.kind,
+                LoadScenario::PerCall | LoadScenario::Throughput
+            );
+            assert_eq!(has, expected, "{}", instance.name);
+            if has {
+                let at = |t: Target| targets.iter().position(|x| *x == t);
+                assert_eq!(
+                    at(Target::BerthEndpoint),
+                    at(Target::Berth).map(|i| i + 1),
+                    "{}: {targets:?}",
+                    instance.name
+                );
+            }
+        }
+        // --no-endpoint alone leaves the remote row.
+        let without = LoadOptions {
+            endpoint: false,
+            ..options(true)
+        };
+        for instance in instances(&without) {
+            let targets = targets(&without, &instance);
+            assert!(!targets.contains(&Target::BerthEndpoint));
+            assert_eq!(
+                targets.contains(&Target::BerthRemote),
+                targets.contains(&Target::HttpFloor)
+            );
+        }
+    }
+
+    #[test]
+    fn endpoint_config_is_the_plain_one_plus_an_endpoint_over_echo() {
+        let options = options(true);
+        let plain = berth_config(&options, false);
+        let config = endpoint_config(&options);
+        let extra = config.strip_prefix(plain.as_str()).expect("plain first");
+        assert_eq!(extra, "\n[endpoints.fed]\nservers = [\"echo\"]\n");
+        // The name the client calls is the member's prefixed tool.
+        assert_eq!(ENDPOINT_TOOL, format!("{SERVER}__{TOOL}"));
+        assert_eq!(Calls::endpoint().tool, ENDPOINT_TOOL);
+        assert!(Calls::endpoint().open_call);
+        assert_eq!(Calls::plain().tool, TOOL);
+        assert!(!Calls::plain().open_call);
+    }
+
+    #[test]
+    fn endpoint_overhead_is_against_plain_berth() {
+        let rows = vec![
+            ok_row(Target::HttpFloor, 50, 1),
+            ok_row(Target::Berth, 100, 2),
+            ok_row(Target::BerthEndpoint, 120, 3),
+        ];
+        let text = feature_overheads(&rows);
+        let line = text.lines().next().unwrap_or_default();
+        assert_eq!(
+            line,
+            "- federated endpoint overhead (berth endpoint against berth, same run): p50 +20 µs (1.20×), mean +20 µs (1.20×) per call; calls/s 100%; gateway CPU/call 3000.0 µs (the gateway's process only; the berth alone 2000.0 µs)"
+        );
+        // No remote row: no second line.
+        assert_eq!(text.lines().count(), 1, "{text}");
+        let json = overheads_json(&rows);
+        assert_eq!(json.len(), 1);
+        assert_eq!(json[0]["what"], "federated endpoint overhead");
+        assert_eq!(json[0]["target"], "berth endpoint");
+        assert_eq!(json[0]["baseline"], "berth");
+        assert_eq!(json[0]["p50_us_added"], 20.0);
+        assert_eq!(json[0]["p50_ratio"], 1.2);
+        assert_eq!(json[0]["calls_per_sec_ratio"], 1.0);
+        assert_eq!(json[0]["cpu_us_per_call"], 3000.0);
+        assert_eq!(json[0]["baseline_cpu_us_per_call"], 2000.0);
+        // A failed plain row leaves nothing to compare against.
+        let mut failed = rows;
+        failed[1].status = Status::Failed("x".into());
+        assert_eq!(feature_overheads(&failed), "");
+        assert!(overheads_json(&failed).is_empty());
     }
 
     #[test]

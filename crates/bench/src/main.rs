@@ -11,7 +11,8 @@
 //! * `load` — Berth against its peers (supergateway, mcp-proxy, any
 //!   `--target`) and the direct stdio floor: per-call overhead, throughput
 //!   under concurrent sessions, gateway memory per idle session; and Berth
-//!   proxying a remote upstream against that upstream called directly.
+//!   proxying a remote upstream against that upstream called directly, and
+//!   a federated endpoint against the plain server path.
 //! * `auth` — the cost of checking a bearer token per request, in process.
 //! * `sandbox` — the default-on sandbox against `sandbox = false` in one
 //!   Berth (new session cold and pooled, per call, concurrent calls), and a
@@ -216,6 +217,11 @@ struct LoadArgs {
     /// a remote upstream, the http floor's server, beside the http floor.
     #[arg(long)]
     no_remote: bool,
+    /// Skip the `berth endpoint` row (per-call, throughput): the `berth`
+    /// configuration plus a federated endpoint over the echo server, called
+    /// through the endpoint (`echo__echo` on `/mcp/fed`), beside `berth`.
+    #[arg(long)]
+    no_endpoint: bool,
     /// Another gateway hosting the echo fixture, as NAME=URL (repeatable).
     #[arg(long = "target", value_name = "NAME=URL", value_parser = load::parse_target)]
     targets: Vec<(String, String)>,
@@ -489,6 +495,7 @@ async fn load_command(args: LoadArgs) -> Result<bool> {
             .unwrap_or_else(peers::default_dir),
         peers: !args.no_peers,
         remote: !args.no_remote,
+        endpoint: !args.no_endpoint,
         external: args.targets.clone(),
         calls: pick(args.calls, 5000, 500),
         warmup: pick(args.warmup, 100, 20),

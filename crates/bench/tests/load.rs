@@ -7,7 +7,10 @@
 //! measured in per-call and throughput and says why not elsewhere. The
 //! `berth → remote` row (Berth proxying the http floor's server as a remote
 //! upstream) is measured in per-call and throughput, with its overhead over
-//! the http floor and its upstream's CPU apart.
+//! the http floor and its upstream's CPU apart. The `berth endpoint` row
+//! (the same Berth plus a federated endpoint over the echo server, called as
+//! `echo__echo` on `/mcp/fed`) is measured in per-call and throughput, with
+//! its overhead over the plain `berth` row.
 
 mod common;
 
@@ -17,6 +20,8 @@ use common::run_bench;
 const MODERN: &str = "berth 2026-07-28";
 /// Berth with one remote server: the http floor's.
 const REMOTE: &str = "berth → remote";
+/// Berth's echo server called through a federated endpoint.
+const ENDPOINT: &str = "berth endpoint";
 
 #[test]
 fn quick_load_reports_every_berth_row() {
@@ -83,6 +88,7 @@ fn quick_load_reports_every_berth_row() {
                 "stdio floor",
                 "http floor",
                 "berth",
+                ENDPOINT,
                 REMOTE,
                 "berth oauth",
                 "berth no telemetry",
@@ -160,12 +166,35 @@ fn quick_load_reports_every_berth_row() {
                 )),
                 "no remote overhead in {name}; {context}"
             );
+            // The endpoint row against the plain berth row.
+            assert!(
+                section.contains(&format!(
+                    "- federated endpoint overhead ({ENDPOINT} against berth, same run): p50 "
+                )),
+                "no federated endpoint overhead in {name}; {context}"
+            );
             let overheads = scenario["overheads"].as_array().expect("overheads");
-            assert_eq!(overheads.len(), 1, "{name}: {overheads:?}");
-            assert_eq!(overheads[0]["target"], REMOTE);
-            assert_eq!(overheads[0]["baseline"], "http floor");
-            assert!(overheads[0]["p50_us_added"].is_number(), "{overheads:?}");
-            assert!(overheads[0]["p50_ratio"].is_number(), "{overheads:?}");
+            let pairs: Vec<(&str, &str)> = overheads
+                .iter()
+                .filter_map(|o| Some((o["target"].as_str()?, o["baseline"].as_str()?)))
+                .collect();
+            assert_eq!(
+                pairs,
+                [(ENDPOINT, "berth"), (REMOTE, "http floor")],
+                "{name}: {overheads:?}"
+            );
+            for overhead in overheads {
+                for key in [
+                    "p50_us_added",
+                    "p50_ratio",
+                    "mean_us_added",
+                    "calls_per_sec_ratio",
+                    "cpu_us_per_call",
+                    "baseline_cpu_us_per_call",
+                ] {
+                    assert!(overhead[key].is_number(), "{name}: {key} in {overhead}");
+                }
+            }
         }
     }
 }
