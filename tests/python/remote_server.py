@@ -20,6 +20,9 @@ Usage:
                                 "headers": {"lowercased-name": "value", ...}}
                                A repeated header's values are joined with ", ".
   --host HOST                  Address to bind (default 127.0.0.1).
+  --event-store                Keep every SSE event in memory, so a dropped stream can be
+                               resumed with Last-Event-ID; the `interrupted` tool closes
+                               its call's stream mid-way (2025-11-25 clients only).
   --tls-cert PEM --tls-key PEM Serve HTTPS with this certificate and key (the
                                READY line then says https://).
   --port PORT                  Port to bind (default 0: the OS picks a free one).
@@ -97,6 +100,8 @@ import anyio
 import uvicorn
 from mcp.server.elicitation import elicit_with_validation
 from mcp.server.fastmcp import Context, FastMCP
+from mcp.server.streamable_http import EventCallback, EventId, EventMessage, EventStore, StreamId
+from mcp.types import JSONRPCMessage
 from mcp.types import SamplingMessage, TextContent
 from pydantic import BaseModel, Field
 
@@ -137,6 +142,28 @@ class ElicitForm(BaseModel):
     confirm: bool = Field(default=True, description="Confirm the request")
 
 
+class MemoryEventStore(EventStore):
+    """Every event of every stream, in memory, so a client can resume a stream."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[StreamId, EventId, JSONRPCMessage | None]] = []
+
+    async def store_event(self, stream_id: StreamId, message: JSONRPCMessage | None) -> EventId:
+        event_id = str(len(self.events) + 1)
+        self.events.append((stream_id, event_id, message))
+        return event_id
+
+    async def replay_events_after(self, last_event_id: EventId, send_callback: EventCallback) -> StreamId | None:
+        index = next((i for i, (_, e, _) in enumerate(self.events) if e == last_event_id), None)
+        if index is None:
+            return None
+        stream = self.events[index][0]
+        for stream_id, event_id, message in self.events[index + 1 :]:
+            if stream_id == stream and message is not None:
+                await send_callback(EventMessage(message, event_id))
+        return stream
+
+
 def build_server(args: argparse.Namespace) -> FastMCP:
     mcp = FastMCP(
         "berth-remote-test-server",
@@ -145,6 +172,7 @@ def build_server(args: argparse.Namespace) -> FastMCP:
         stateless_http=args.stateless,
         json_response=args.json_response,
         log_level="WARNING",
+        event_store=MemoryEventStore() if args.event_store else None,
     )
 
     def related(ctx: Context) -> str | None:
@@ -228,6 +256,20 @@ def build_server(args: argparse.Namespace) -> FastMCP:
             raise ValueError("no HTTP request in this call's context")
         return json.dumps(header_dict(request.scope["headers"]), sort_keys=True)
 
+    @mcp.tool(
+        description="Sends a progress notification, closes the call's SSE stream (with --event-store),"
+        " sends another, then answers 'resumed': the client must resume the stream with Last-Event-ID"
+    )
+    async def interrupted(ctx: Context) -> str:
+        token = ctx.request_context.meta.progressToken if ctx.request_context.meta else None
+        if token is not None:
+            await ctx.report_progress(1, 2)
+        await ctx.close_sse_stream()
+        await anyio.sleep(0.3)
+        if token is not None:
+            await ctx.report_progress(2, 2)
+        return "resumed"
+
     @mcp.tool(description="Sleeps for `seconds`, then answers 'slept'")
     async def sleep(seconds: float) -> str:
         await anyio.sleep(seconds)
@@ -304,6 +346,7 @@ def main() -> int:
     p.add_argument("--record-headers", metavar="FILE")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=0)
+    p.add_argument("--event-store", action="store_true", help="keep events so streams can be resumed (Last-Event-ID)")
     p.add_argument("--tls-cert", metavar="PEM", help="serve HTTPS with this certificate (needs --tls-key)")
     p.add_argument("--tls-key", metavar="PEM")
     args = p.parse_args()

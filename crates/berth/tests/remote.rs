@@ -308,6 +308,15 @@ async fn the_upstream_sees_each_principals_own_credential_and_never_the_clients(
             "{line}"
         );
         assert!(request["headers"].get("cookie").is_none(), "{line}");
+        // After its initialize, every request carries the upstream session
+        // and the version it settled on.
+        let initialize = request["headers"].get("mcp-session-id").is_none();
+        if !initialize {
+            assert_eq!(
+                request["headers"]["mcp-protocol-version"], "2025-11-25",
+                "{line}"
+            );
+        }
     }
     // Carol has no value of her own and there is no shared one: 403 naming it.
     let mut client = Raw::new(berth.url("github"));
@@ -460,4 +469,25 @@ async fn an_https_upstream_is_trusted_with_its_ca_file_and_refused_without() {
         message.contains("upstream `untrusted`") && message.contains("cannot reach"),
         "{message}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_stream_the_upstream_drops_is_resumed_with_last_event_id() {
+    let upstream = Upstream::start(&["--transport", "streamable-http", "--event-store"]);
+    let berth = Berth::start("", &remote_server("remote", &upstream.url, ""));
+    let mut client = Raw::new(berth.url("remote"));
+    client.initialize("2025-11-25").await;
+    let body = serde_json::json!({
+        "jsonrpc": "2.0", "id": 5, "method": "tools/call",
+        "params": {"name": "interrupted", "arguments": {}, "_meta": {"progressToken": "p5"}},
+    });
+    let reply = client.post(&body.to_string()).await;
+    // The answer and the progress sent after the drop arrived all the same.
+    assert_eq!(text_of(&reply), "resumed", "{}", reply.body);
+    let progress = reply
+        .sse_messages()
+        .into_iter()
+        .filter(|m| m["method"] == "notifications/progress")
+        .count();
+    assert_eq!(progress, 2, "{}", reply.body);
 }

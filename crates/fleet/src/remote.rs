@@ -177,6 +177,8 @@ pub(crate) struct Conn {
     secrets: Option<SecretResolver>,
     credentials: Credentials,
     session: Mutex<SessionState>,
+    /// Wakes a standalone stream waiting for its session's version.
+    version_known: tokio::sync::Notify,
     /// Serializes re-initializations: one per lost session.
     reinit: tokio::sync::Mutex<()>,
     /// Requests on the wire (by the id Berth sent), to stop their streams
@@ -231,6 +233,7 @@ pub(crate) fn open(
         secrets,
         session: Mutex::default(),
         reinit: tokio::sync::Mutex::new(()),
+        version_known: tokio::sync::Notify::new(),
         streams: Mutex::default(),
         waiters: Mutex::default(),
         latency_total: Mutex::default(),
@@ -456,7 +459,8 @@ impl Conn {
         if !(200..=299).contains(&status) {
             return Err(self.http_trouble(status, response).await);
         }
-        if msg.method() == Some("initialize") {
+        let initialize = msg.method() == Some("initialize");
+        if initialize {
             self.adopt_session(response.headers());
         }
         let sse = is_event_stream(response.headers());
@@ -470,11 +474,11 @@ impl Conn {
                     "answered HTTP {status} with no JSON-RPC response"
                 )));
             }
-            return self.deliver_json(body, Some(id), msg.method() == Some("initialize"));
+            return self.deliver_json(body, Some(id), initialize);
         }
         let mut last_event = None;
         let answered = self
-            .read_stream(response, Some(id), &mut last_event)
+            .read_stream(response, Some(id), initialize, &mut last_event)
             .await?;
         if answered {
             return Ok(());
@@ -491,7 +495,7 @@ impl Conn {
                 _ => continue,
             };
             if self
-                .read_stream(response, Some(id), &mut last_event)
+                .read_stream(response, Some(id), initialize, &mut last_event)
                 .await?
             {
                 return Ok(());
@@ -508,6 +512,7 @@ impl Conn {
         &self,
         response: reqwest::Response,
         about: Option<&IdKey>,
+        initialize: bool,
         last_event: &mut Option<String>,
     ) -> Result<bool, Trouble> {
         let mut events = sse_stream::SseStream::from_bytes_stream(response.bytes_stream());
@@ -535,6 +540,10 @@ impl Conn {
                 }
             };
             let answers = msg.kind == Kind::Response && msg.id.as_ref() == about;
+            if answers && initialize {
+                // An initialize answered on a stream settles the version too.
+                self.adopt_version(&msg);
+            }
             self.route(msg, about);
             if answers {
                 return Ok(true);
@@ -614,6 +623,8 @@ impl Conn {
         }
     }
 
+    /// Takes the protocol version an `initialize` answer settled on (any
+    /// other answer names none and changes nothing).
     fn adopt_version(&self, msg: &Message) {
         let version = berth_wire::Envelope::parse(&msg.bytes)
             .ok()
@@ -621,6 +632,7 @@ impl Conn {
             .and_then(berth_wire::initialize_result_version);
         if let Some(version) = version {
             self.lock_session().version = Some(version);
+            self.version_known.notify_waiters();
         }
     }
 
@@ -628,6 +640,14 @@ impl Conn {
     /// says outside any request. Reconnects (resuming with `Last-Event-ID`)
     /// until the session changes or the connection stops.
     pub(crate) async fn listen(self: Arc<Self>, generation: u64) {
+        // Opened with the session's headers, the version included: the
+        // initialize answer that settles it may still be on its way.
+        let known = self.version_known.notified();
+        tokio::pin!(known);
+        known.as_mut().enable();
+        if self.lock_session().version.is_none() {
+            let _ = tokio::time::timeout(self.spec.timeout, known).await;
+        }
         let mut last_event: Option<String> = None;
         let mut failures = 0u32;
         loop {
@@ -643,7 +663,7 @@ impl Conn {
                     failures = 0;
                     let read = tokio::select! {
                         _ = self.stop.cancelled() => return,
-                        read = self.read_stream(r, None, &mut last_event) => read,
+                        read = self.read_stream(r, None, false, &mut last_event) => read,
                     };
                     if let Err(trouble) = read {
                         self.log(format!("standalone stream: {}", trouble.message));
