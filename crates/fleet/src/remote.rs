@@ -383,8 +383,17 @@ impl Conn {
     }
 
     /// A request: POSTs it and routes what comes back; every failure is
-    /// answered to the caller as a JSON-RPC error naming the upstream.
+    /// answered to the caller as a JSON-RPC error naming the upstream. Ends
+    /// when the connection stops, whatever the upstream is doing.
     async fn request(self: Arc<Self>, msg: Message) {
+        let stop = self.stop.clone();
+        tokio::select! {
+            _ = stop.cancelled() => {}
+            _ = self.request_until_answered(msg) => {}
+        }
+    }
+
+    async fn request_until_answered(self: Arc<Self>, msg: Message) {
         let Some(id) = msg.id.clone() else { return };
         let mut retried = false;
         let outcome = loop {
