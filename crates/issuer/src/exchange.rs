@@ -123,7 +123,7 @@ pub(crate) fn token_exchange(
         audience = %grant.audience,
         "exchanged access token"
     );
-    Ok(crate::token::no_store(json!({
+    Ok(crate::util::no_store(json!({
         "access_token": token,
         "issued_token_type": TOKEN_TYPE_ACCESS_TOKEN,
         "token_type": "Bearer",

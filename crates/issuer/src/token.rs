@@ -4,10 +4,9 @@
 
 use std::sync::Arc;
 
-use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
@@ -444,14 +443,5 @@ fn respond(iss: &Issuer, grant: Grant, refresh: Option<String>) -> Result<Respon
     if let Some(r) = refresh {
         body["refresh_token"] = json!(r);
     }
-    Ok(no_store(body))
-}
-
-/// A JSON token response that no cache may keep (RFC 6749 §5.1).
-pub(crate) fn no_store(body: serde_json::Value) -> Response {
-    let mut resp = Json(body).into_response();
-    let h = resp.headers_mut();
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
-    resp
+    Ok(util::no_store(body))
 }

@@ -229,3 +229,19 @@ mod tests {
         assert_eq!(p.get("c").unwrap(), Some("3"));
     }
 }
+
+/// A JSON token response that no cache may keep (RFC 6749 §5.1).
+pub(crate) fn no_store(body: serde_json::Value) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    let mut resp = axum::Json(body).into_response();
+    let h = resp.headers_mut();
+    h.insert(
+        axum::http::header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static("no-store"),
+    );
+    h.insert(
+        axum::http::header::PRAGMA,
+        axum::http::HeaderValue::from_static("no-cache"),
+    );
+    resp
+}
