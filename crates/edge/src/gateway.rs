@@ -105,7 +105,7 @@ impl Gateway {
         let this: Arc<std::sync::OnceLock<std::sync::Weak<Gateway>>> = Arc::default();
         let members = {
             let this = this.clone();
-            berth_fleet::PoolLookup::new(move |name| {
+            berth_fleet::PoolLookup::pools(move |name| {
                 let gateway = this.get()?.upgrade()?;
                 let server = gateway.server(name).ok()?;
                 Some(server.pool.clone())

@@ -156,7 +156,7 @@ pub fn own_params(extra: serde_json::Value) -> serde_json::Value {
 /// Asks a throwaway process of `spec` which era it speaks; the process is
 /// stopped and reaped before this returns.
 pub async fn probe(spec: &ServerSpec, log: &ServerLog, timeout: Duration) -> Era {
-    let (upstream, _unsolicited) = match Upstream::spawn(spec, log.clone()) {
+    let (upstream, _unsolicited) = match crate::connect::open(spec, log.clone()) {
         Ok(spawned) => spawned,
         Err(e) => {
             let era = Era::HandshakeOnly(format!("the era probe could not start it: {e}"));

@@ -30,8 +30,11 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 use tokio_util::sync::CancellationToken;
 
-use crate::upstream::{Shared, gateway_request_id};
-use crate::{Delivery, Lease, Pool, Unsolicited};
+use crate::upstream::{Link, Shared, gateway_request_id};
+use crate::{
+    Delivery, EndpointReport, Exchange, Failure, MemberReport, SecretOwner, ServerLog, ServerSpec,
+    Unsolicited, Upstream,
+};
 
 /// How an endpoint is made of its members.
 #[derive(Debug, Clone, PartialEq)]
@@ -87,22 +90,6 @@ impl FederationSpec {
     }
 }
 
-/// What one endpoint session holds open (`berth ps`, the admin API).
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, PartialEq)]
-pub struct EndpointReport {
-    /// Each member server, in the endpoint's order, and whether this
-    /// session has it open now (members open on first use).
-    pub members: Vec<MemberReport>,
-}
-
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
-pub struct MemberReport {
-    pub server: String,
-    pub open: bool,
-    /// The member's process (or remote connection number) while open.
-    pub pid: Option<u32>,
-}
-
 /// One member server of an endpoint and how its tools are shown.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct MemberSpec {
@@ -146,15 +133,41 @@ impl MemberSpec {
     }
 }
 
-/// Finds a server's pool by name. Not configuration: two specs that differ
+/// Where an endpoint opens a member's session (a server's pool).
+pub trait MemberSource: Send + Sync {
+    /// A session of the member for `owner` (with its own secrets), and
+    /// what the member says outside any request.
+    fn open(&self, owner: Option<SecretOwner>) -> OpeningMember;
+}
+
+/// A member session being opened (see [`MemberSource::open`]).
+pub type OpeningMember =
+    futures::future::BoxFuture<'static, Result<(Arc<dyn MemberLink>, Unsolicited), String>>;
+
+/// An open member session (a lease on one of the member's processes).
+pub trait MemberLink: Send + Sync {
+    fn call(&self, msg: &Message) -> Result<Exchange, Failure>;
+    fn send(&self, msg: &Message) -> Result<(), Failure>;
+    fn notify(&self, method: &str) -> Result<(), Failure>;
+    /// Why it can take no more requests, if it cannot.
+    fn closed(&self) -> Option<Failure>;
+    /// Its process was initialized by Berth already (a warm pool).
+    fn preinitialized(&self) -> bool;
+    fn mark_healthy(&self);
+    fn pid(&self) -> u32;
+}
+
+/// Finds a member server by name. Not configuration: two specs that differ
 /// only in their lookup are the same endpoint.
 #[derive(Clone)]
-pub struct PoolLookup(Arc<FindPool>);
+pub struct PoolLookup(Arc<FindMember>);
 
-type FindPool = dyn Fn(&str) -> Option<Pool> + Send + Sync;
+type FindMember = dyn Fn(&str) -> Option<Arc<dyn MemberSource>> + Send + Sync;
 
 impl PoolLookup {
-    pub fn new(lookup: impl Fn(&str) -> Option<Pool> + Send + Sync + 'static) -> PoolLookup {
+    pub fn new(
+        lookup: impl Fn(&str) -> Option<Arc<dyn MemberSource>> + Send + Sync + 'static,
+    ) -> PoolLookup {
         PoolLookup(Arc::new(lookup))
     }
 
@@ -183,7 +196,7 @@ const VERSIONS: &[&str] = &["2025-11-25", "2025-06-18", "2025-03-26", "2024-11-0
 struct Member {
     spec: MemberSpec,
     /// The open member session, if any; replaced when it fails.
-    open: tokio::sync::Mutex<Option<Arc<Lease>>>,
+    open: tokio::sync::Mutex<Option<Arc<dyn MemberLink>>>,
 }
 
 /// What the client said in its `initialize`, for the members' own.
@@ -192,8 +205,36 @@ struct Hello {
     params: Option<Box<RawValue>>,
 }
 
+/// Opens a federated endpoint's connection: an [`Upstream`] whose messages
+/// a [`Hub`] answers or hands to the members.
+pub(crate) fn connect(
+    spec: &ServerSpec,
+    federation: &FederationSpec,
+    log: ServerLog,
+) -> (Upstream, Unsolicited) {
+    Upstream::with_link(spec, log, None, |shared, stop| {
+        Hub::new(&spec.name, federation, spec.init_timeout, shared, stop) as Arc<dyn Link>
+    })
+}
+
+impl Link for Hub {
+    fn hand_over(&self, bytes: Bytes) -> bool {
+        self.accept(bytes)
+    }
+
+    fn endpoint_report(&self) -> Option<EndpointReport> {
+        Some(self.report())
+    }
+
+    fn bind_owner(&self, owner: Option<SecretOwner>) {
+        *self.owner.lock().unwrap_or_else(|e| e.into_inner()) = owner;
+    }
+}
+
 /// One federated connection (one client session of the endpoint).
 pub(crate) struct Hub {
+    /// Itself, for the tasks it spawns.
+    this: Weak<Hub>,
     endpoint: String,
     spec: FederationSpec,
     separator: String,
@@ -204,7 +245,7 @@ pub(crate) struct Hub {
     init_timeout: Duration,
     hello: Mutex<Option<Hello>>,
     /// Whose session this is: members are opened with its own secrets.
-    owner: Mutex<Option<crate::SecretOwner>>,
+    owner: Mutex<Option<SecretOwner>>,
     /// The client's requests on the wire to a member: for cancellation.
     inflight: Mutex<HashMap<IdKey, usize>>,
     /// Requests a member made of the client: the id shown to the client →
@@ -227,7 +268,8 @@ impl Hub {
         shared: Weak<Shared>,
         stop: CancellationToken,
     ) -> Arc<Hub> {
-        Arc::new(Hub {
+        Arc::new_cyclic(|this| Hub {
+            this: this.clone(),
             endpoint: endpoint.to_owned(),
             spec: spec.clone(),
             separator: spec.separator.clone(),
@@ -251,12 +293,7 @@ impl Hub {
         })
     }
 
-    /// The principal whose session this connection serves.
-    pub(crate) fn bind_owner(&self, owner: Option<crate::SecretOwner>) {
-        *self.owner.lock().unwrap_or_else(|e| e.into_inner()) = owner;
-    }
-
-    pub(crate) fn report(&self) -> EndpointReport {
+    fn report(&self) -> EndpointReport {
         EndpointReport {
             members: self
                 .members
@@ -302,16 +339,19 @@ impl Hub {
     }
 
     /// Takes a message from the client (never blocks: work is spawned).
-    pub(crate) fn accept(self: &Arc<Self>, bytes: Bytes) -> bool {
+    fn accept(&self, bytes: Bytes) -> bool {
         if self.stop.is_cancelled() {
             return false;
         }
+        let Some(this) = self.this.upgrade() else {
+            return false;
+        };
         let Ok(msg) = Message::parse(bytes) else {
             return true;
         };
         match msg.kind {
             Kind::Request => {
-                tokio::spawn(self.clone().request(msg));
+                tokio::spawn(this.request(msg));
             }
             Kind::Response => self.answer_to_member(msg),
             Kind::Notification => self.notification(msg),
@@ -342,7 +382,7 @@ impl Hub {
     }
 
     /// The member's open lease, if it is open now (no waiting).
-    fn open_lease(&self, member: usize) -> Option<Arc<Lease>> {
+    fn open_lease(&self, member: usize) -> Option<Arc<dyn MemberLink>> {
         self.members
             .get(member)?
             .open
@@ -351,7 +391,7 @@ impl Hub {
             .and_then(|open| open.clone())
     }
 
-    fn notification(self: &Arc<Self>, msg: Message) {
+    fn notification(&self, msg: Message) {
         match msg.method() {
             // The endpoint's own handshake: members get theirs when opened.
             Some("notifications/initialized") => {}
@@ -548,7 +588,7 @@ impl Hub {
     }
 
     /// The member's open session, opened (and initialized) if it is not.
-    async fn member(self: &Arc<Self>, index: usize) -> Result<Arc<Lease>, String> {
+    async fn member(self: &Arc<Self>, index: usize) -> Result<Arc<dyn MemberLink>, String> {
         let member = self.members.get(index).ok_or("no such member")?;
         let mut open = member.open.lock().await;
         if let Some(lease) = open.as_ref() {
@@ -561,16 +601,12 @@ impl Hub {
             ));
             *open = None;
         }
-        let pool = (self.pools.0)(&member.spec.server)
+        let source = (self.pools.0)(&member.spec.server)
             .ok_or_else(|| format!("server `{}` is not configured", member.spec.server))?;
         let owner = self.owner.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let (lease, unsolicited) = pool
-            .acquire_as(owner.as_ref())
-            .await
-            .map_err(|e| e.to_string())?;
-        let lease = Arc::new(lease);
-        if lease.init.is_none() {
-            self.initialize_member(&lease).await?;
+        let (lease, unsolicited) = source.open(owner).await?;
+        if !lease.preinitialized() {
+            self.initialize_member(&*lease).await?;
         }
         tokio::spawn(
             self.clone()
@@ -581,7 +617,7 @@ impl Hub {
     }
 
     /// The member's own handshake, with the client's `initialize` params.
-    async fn initialize_member(&self, lease: &Lease) -> Result<(), String> {
+    async fn initialize_member(&self, lease: &dyn MemberLink) -> Result<(), String> {
         let hello = self.hello.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let params = hello
             .and_then(|h| h.params)
@@ -743,7 +779,7 @@ impl Hub {
     async fn relay_unsolicited(
         self: Arc<Self>,
         index: usize,
-        lease: Arc<Lease>,
+        lease: Arc<dyn MemberLink>,
         mut rx: Unsolicited,
     ) {
         loop {

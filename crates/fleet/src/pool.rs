@@ -1240,7 +1240,7 @@ fn spawn_watched_as(
     as_state: ProcState,
     spec: &ServerSpec,
 ) -> Result<(Arc<Upstream>, Unsolicited), SpawnError> {
-    let (upstream, unsolicited) = match Upstream::spawn(spec, inner.log.clone()) {
+    let (upstream, unsolicited) = match crate::connect::open(spec, inner.log.clone()) {
         Ok(spawned) => spawned,
         Err(e) => {
             inner.log.push(None, LogSource::Lifecycle, e.to_string());
@@ -1853,6 +1853,59 @@ where
         list.extend(kept);
     }
     removed
+}
+
+/// An endpoint opens its members' sessions from their pools.
+impl crate::MemberSource for Pool {
+    fn open(&self, owner: Option<SecretOwner>) -> crate::OpeningMember {
+        let pool = self.clone();
+        Box::pin(async move {
+            let (lease, unsolicited) = pool
+                .acquire_as(owner.as_ref())
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok((Arc::new(lease) as Arc<dyn crate::MemberLink>, unsolicited))
+        })
+    }
+}
+
+impl crate::MemberLink for Lease {
+    fn call(&self, msg: &Message) -> Result<Exchange, Failure> {
+        Lease::call(self, msg)
+    }
+
+    fn send(&self, msg: &Message) -> Result<(), Failure> {
+        Lease::send(self, msg)
+    }
+
+    fn notify(&self, method: &str) -> Result<(), Failure> {
+        Lease::notify(self, method)
+    }
+
+    fn closed(&self) -> Option<Failure> {
+        Lease::closed(self)
+    }
+
+    fn preinitialized(&self) -> bool {
+        self.init.is_some()
+    }
+
+    fn mark_healthy(&self) {
+        Lease::mark_healthy(self)
+    }
+
+    fn pid(&self) -> u32 {
+        Lease::pid(self)
+    }
+}
+
+impl crate::PoolLookup {
+    /// Members found among these pools (the gateway's servers).
+    pub fn pools(find: impl Fn(&str) -> Option<Pool> + Send + Sync + 'static) -> crate::PoolLookup {
+        crate::PoolLookup::new(move |name| {
+            find(name).map(|pool| Arc::new(pool) as Arc<dyn crate::MemberSource>)
+        })
+    }
 }
 
 #[cfg(test)]

@@ -32,9 +32,10 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::SecretResolver;
 use crate::credentials::{Credentials, OAuthClient};
-use crate::upstream::{Shared, gateway_request_id};
+use crate::upstream::{Link, Shared, gateway_request_id};
+use crate::{RemoteReport, SecretResolver};
+use crate::{ServerLog, ServerSpec, SpawnError, Unsolicited, Upstream};
 
 /// How a remote server is reached and what Berth presents to it.
 #[derive(Debug, Clone, PartialEq)]
@@ -86,24 +87,6 @@ impl RemoteSpec {
     }
 }
 
-/// What a remote connection reports (`berth ps`, the admin API).
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, PartialEq)]
-pub struct RemoteReport {
-    pub url: String,
-    /// The upstream's own session id, once it gave one.
-    pub session: Option<String>,
-    /// The last HTTP status the upstream answered with.
-    pub last_status: Option<u16>,
-    /// The last failure to reach it or to understand it, if any.
-    pub last_error: Option<String>,
-    pub requests: u64,
-    pub errors: u64,
-    /// Mean time to the upstream's response headers, in milliseconds.
-    pub mean_latency_ms: Option<f64>,
-    /// Sessions re-initialized after the upstream lost them.
-    pub reinitialized: u64,
-}
-
 /// HTTP clients, one per trust setting: connections to an upstream are
 /// pooled (keep-alive, HTTP/2) across all of Berth's sessions of it.
 fn client_for(spec: &RemoteSpec) -> Result<reqwest::Client, String> {
@@ -143,14 +126,56 @@ fn client_for(spec: &RemoteSpec) -> Result<reqwest::Client, String> {
     Ok(client)
 }
 
-/// Where messages for the upstream go: the connection's driver task.
-pub(crate) struct Outbox {
-    tx: mpsc::UnboundedSender<Bytes>,
+/// Opens a connection to a remote server: an [`Upstream`] whose messages
+/// travel as POSTs. Fails (as a process that cannot start) when the URL or
+/// the CA file is unusable.
+pub(crate) fn connect(
+    spec: &ServerSpec,
+    remote: Arc<RemoteSpec>,
+    log: ServerLog,
+) -> Result<(Upstream, Unsolicited), SpawnError> {
+    let prepared = prepare(&remote).map_err(|why| SpawnError {
+        server: spec.name.clone(),
+        command: remote.url.clone(),
+        source: std::io::Error::other(why),
+    })?;
+    let caller = crate::credentials::CallerToken::default();
+    let url = remote.url.clone();
+    let (upstream, unsolicited) =
+        Upstream::with_link(spec, log.clone(), Some(caller.clone()), |shared, stop| {
+            open(
+                &spec.name,
+                remote,
+                prepared,
+                spec.secrets.clone(),
+                caller,
+                shared,
+                stop,
+            )
+        });
+    let number = upstream.pid();
+    log.push(
+        Some(number),
+        crate::LogSource::Lifecycle,
+        format!("opened connection {number} to {url}"),
+    );
+    Ok((upstream, unsolicited))
 }
 
-impl Outbox {
-    pub(crate) fn send(&self, bytes: Bytes) -> bool {
+/// A remote connection as its [`Upstream`] holds it: messages go to the
+/// connection's driver task.
+struct RemoteLink {
+    tx: mpsc::UnboundedSender<Bytes>,
+    conn: Arc<Conn>,
+}
+
+impl Link for RemoteLink {
+    fn hand_over(&self, bytes: Bytes) -> bool {
         self.tx.send(bytes).is_ok()
+    }
+
+    fn remote_report(&self) -> Option<RemoteReport> {
+        Some(self.conn.report())
     }
 }
 
@@ -170,7 +195,7 @@ struct SessionState {
 }
 
 /// One connection to a remote server.
-pub(crate) struct Conn {
+struct Conn {
     server: String,
     spec: Arc<RemoteSpec>,
     client: reqwest::Client,
@@ -193,12 +218,12 @@ pub(crate) struct Conn {
 }
 
 /// What a connection needs that can fail: checked before it is opened.
-pub(crate) struct Prepared {
+struct Prepared {
     client: reqwest::Client,
     url: reqwest::Url,
 }
 
-pub(crate) fn prepare(spec: &RemoteSpec) -> Result<Prepared, String> {
+fn prepare(spec: &RemoteSpec) -> Result<Prepared, String> {
     let url = reqwest::Url::parse(&spec.url).map_err(|e| format!("url {:?}: {e}", spec.url))?;
     Ok(Prepared {
         client: client_for(spec)?,
@@ -206,11 +231,11 @@ pub(crate) fn prepare(spec: &RemoteSpec) -> Result<Prepared, String> {
     })
 }
 
-/// Opens a connection: returns its outbox; `shared` gets what it receives.
+/// Starts a connection's driver; `shared` gets what it receives.
 /// Nothing is sent until the first message (for the legacy transport, the
 /// stream is opened first and messages wait for its endpoint).
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn open(
+fn open(
     server: &str,
     spec: Arc<RemoteSpec>,
     prepared: Prepared,
@@ -218,7 +243,7 @@ pub(crate) fn open(
     caller_token: crate::credentials::CallerToken,
     shared: Weak<Shared>,
     stop: CancellationToken,
-) -> (Outbox, Arc<Conn>) {
+) -> Arc<dyn Link> {
     let Prepared { client, url } = prepared;
     let (tx, rx) = mpsc::unbounded_channel();
     let conn = Arc::new(Conn {
@@ -249,7 +274,7 @@ pub(crate) fn open(
         }
         driver.drive(rx).await;
     });
-    (Outbox { tx }, conn)
+    Arc::new(RemoteLink { tx, conn })
 }
 
 /// Why a POST brought no usable answer.

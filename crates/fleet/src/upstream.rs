@@ -293,16 +293,29 @@ impl StdinQueue {
         Ok(())
     }
 }
-/// Where messages for the server go: a child's stdin, or a remote
-/// connection's driver (which POSTs them).
+/// A connection that is not a child's pipes: it takes each message Berth
+/// sends and routes what comes back through the [`Shared`] it was given
+/// (see [`Upstream::with_link`]).
+pub(crate) trait Link: Send + Sync {
+    /// Takes a message for the server; `false` once it takes no more.
+    fn hand_over(&self, bytes: Bytes) -> bool;
+
+    fn remote_report(&self) -> Option<crate::RemoteReport> {
+        None
+    }
+
+    fn endpoint_report(&self) -> Option<crate::EndpointReport> {
+        None
+    }
+
+    /// The principal whose session the connection serves.
+    fn bind_owner(&self, _owner: Option<crate::SecretOwner>) {}
+}
+
+/// Where messages for the server go: a child's stdin, or a link.
 enum Outbound {
     Stdin(StdinQueue),
-    Remote {
-        outbox: crate::remote::Outbox,
-        conn: Arc<crate::remote::Conn>,
-    },
-    /// A federated endpoint's connection: it answers or hands on itself.
-    Federated(Arc<crate::federation::Hub>),
+    Link(Arc<dyn Link>),
 }
 
 impl Outbound {
@@ -310,7 +323,10 @@ impl Outbound {
     fn push(&self, bytes: Bytes) -> Result<(), QueueError> {
         match self {
             Outbound::Stdin(stdin) => stdin.push(bytes),
-            other => other.hand_over(bytes),
+            Outbound::Link(link) => link
+                .hand_over(bytes)
+                .then_some(())
+                .ok_or(QueueError::Closed),
         }
     }
 
@@ -318,18 +334,18 @@ impl Outbound {
     fn force(&self, bytes: Bytes) -> Result<(), QueueError> {
         match self {
             Outbound::Stdin(stdin) => stdin.force(bytes),
-            other => other.hand_over(bytes),
+            Outbound::Link(link) => link
+                .hand_over(bytes)
+                .then_some(())
+                .ok_or(QueueError::Closed),
         }
     }
 
-    /// To a connection's own task (no pipe to fill: nothing waits here).
-    fn hand_over(&self, bytes: Bytes) -> Result<(), QueueError> {
-        let taken = match self {
-            Outbound::Stdin(stdin) => return stdin.force(bytes),
-            Outbound::Remote { outbox, .. } => outbox.send(bytes),
-            Outbound::Federated(hub) => hub.accept(bytes),
-        };
-        taken.then_some(()).ok_or(QueueError::Closed)
+    fn link(&self) -> Option<&dyn Link> {
+        match self {
+            Outbound::Link(link) => Some(&**link),
+            Outbound::Stdin(_) => None,
+        }
     }
 }
 
@@ -729,7 +745,9 @@ fn is_unrelated(method: Option<&str>) -> bool {
     )
 }
 
-/// One running stdio server. Dropping it stops the process.
+/// One running server: a stdio child process, or a connection of another
+/// kind behind a [`Link`]. Dropping it stops the process (or closes the
+/// connection).
 pub struct Upstream {
     shared: Arc<Shared>,
     stop: CancellationToken,
@@ -787,15 +805,11 @@ impl std::fmt::Debug for Upstream {
 }
 
 impl Upstream {
-    /// Starts the server. Messages it sends that concern no request in flight
-    /// arrive on the returned receiver, which closes when the server is gone.
+    /// Starts the server as a child process speaking stdio (see
+    /// [`crate::open`] for any kind of server). Messages it sends that
+    /// concern no request in flight arrive on the returned receiver, which
+    /// closes when the server is gone.
     pub fn spawn(spec: &ServerSpec, log: ServerLog) -> Result<(Upstream, Unsolicited), SpawnError> {
-        if let Some(remote) = &spec.remote {
-            return Upstream::connect(spec, remote.clone(), log);
-        }
-        if let Some(federation) = &spec.federation {
-            return Ok(Upstream::federate(spec, federation, log));
-        }
         let spawned = spawn(spec).map_err(|source| SpawnError {
             server: spec.name.clone(),
             command: spec.command.clone(),
@@ -882,84 +896,17 @@ impl Upstream {
         ))
     }
 
-    /// Opens a connection to a remote server (see `crate::remote`). It is
-    /// known by a number, like a process by its pid, above any pid Linux
-    /// hands out (see [`is_remote_number`]).
-    fn connect(
+    /// A connection that is not a child process (a remote server, a
+    /// federated endpoint): `link` carries what Berth sends; what comes
+    /// back is routed through the [`Shared`] it is given. Numbered as a
+    /// process is by its pid, above any pid Linux hands out (see
+    /// [`is_remote_number`]). It never exits on its own: it closes when
+    /// Berth stops it.
+    pub(crate) fn with_link(
         spec: &ServerSpec,
-        remote: Arc<crate::remote::RemoteSpec>,
         log: ServerLog,
-    ) -> Result<(Upstream, Unsolicited), SpawnError> {
-        let number = next_connection_number();
-        let (unsolicited_tx, unsolicited_rx) = unsolicited_channel();
-        let stop = CancellationToken::new();
-        let (exited_tx, exited_rx) = watch::channel(None);
-        let caller = crate::credentials::CallerToken::default();
-        let failed = |why: String| SpawnError {
-            server: spec.name.clone(),
-            command: remote.url.clone(),
-            source: std::io::Error::other(why),
-        };
-        let prepared = crate::remote::prepare(&remote).map_err(failed)?;
-        let shared = Arc::new_cyclic(|weak: &std::sync::Weak<Shared>| {
-            let (outbox, conn) = crate::remote::open(
-                &spec.name,
-                remote.clone(),
-                prepared,
-                spec.secrets.clone(),
-                caller.clone(),
-                weak.clone(),
-                stop.clone(),
-            );
-            Shared {
-                server: spec.name.clone(),
-                pid: number,
-                log: log.clone(),
-                strays: Mutex::default(),
-                stdin: Outbound::Remote { outbox, conn },
-                closed_tx: watch::channel(None).0,
-                routes: Mutex::new(Routes {
-                    unsolicited: Some(unsolicited_tx),
-                    serial: spec.binding == crate::Binding::Shared,
-                    ..Routes::default()
-                }),
-                roots: spec.roots.clone(),
-            }
-        });
-        log.push(
-            Some(number),
-            LogSource::Lifecycle,
-            format!("opened connection {number} to {}", remote.url),
-        );
-        // The connection ends when Berth stops it; it never crashes on its
-        // own (the upstream failing is an error per request).
-        let closing = shared.clone();
-        let ended = stop.clone();
-        tokio::spawn(async move {
-            ended.cancelled().await;
-            closing.close(closing.closed_failure("connection was closed by Berth"));
-            let _ = exited_tx.send(Some("closed".into()));
-        });
-        Ok((
-            Upstream {
-                shared,
-                stop,
-                exited: exited_rx,
-                verdict: ExitVerdict::default(),
-                frozen: AtomicBool::new(false),
-                sandbox: None,
-                caller: Some(caller),
-            },
-            unsolicited_rx,
-        ))
-    }
-
-    /// A federated endpoint's connection (see `crate::federation`): numbered
-    /// as remote connections are.
-    fn federate(
-        spec: &ServerSpec,
-        federation: &crate::FederationSpec,
-        log: ServerLog,
+        caller: Option<crate::credentials::CallerToken>,
+        link: impl FnOnce(std::sync::Weak<Shared>, CancellationToken) -> Arc<dyn Link>,
     ) -> (Upstream, Unsolicited) {
         let number = next_connection_number();
         let (unsolicited_tx, unsolicited_rx) = unsolicited_channel();
@@ -970,25 +917,20 @@ impl Upstream {
             pid: number,
             log: log.clone(),
             strays: Mutex::default(),
-            stdin: Outbound::Federated(crate::federation::Hub::new(
-                &spec.name,
-                federation,
-                spec.init_timeout,
-                weak.clone(),
-                stop.clone(),
-            )),
+            stdin: Outbound::Link(link(weak.clone(), stop.clone())),
             closed_tx: watch::channel(None).0,
             routes: Mutex::new(Routes {
                 unsolicited: Some(unsolicited_tx),
+                serial: spec.binding == crate::Binding::Shared,
                 ..Routes::default()
             }),
-            roots: Roots::Client,
+            roots: spec.roots.clone(),
         });
         let closing = shared.clone();
         let ended = stop.clone();
         tokio::spawn(async move {
             ended.cancelled().await;
-            closing.close(closing.closed_failure("endpoint session was closed by Berth"));
+            closing.close(closing.closed_failure("connection was closed by Berth"));
             let _ = exited_tx.send(Some("closed".into()));
         });
         (
@@ -999,7 +941,7 @@ impl Upstream {
                 verdict: ExitVerdict::default(),
                 frozen: AtomicBool::new(false),
                 sandbox: None,
-                caller: None,
+                caller,
             },
             unsolicited_rx,
         )
@@ -1010,27 +952,21 @@ impl Upstream {
     }
 
     /// For a remote connection: where it goes and how it fares.
-    pub fn remote_report(&self) -> Option<crate::remote::RemoteReport> {
-        match &self.shared.stdin {
-            Outbound::Remote { conn, .. } => Some(conn.report()),
-            Outbound::Stdin(_) | Outbound::Federated(_) => None,
-        }
+    pub fn remote_report(&self) -> Option<crate::RemoteReport> {
+        self.shared.stdin.link()?.remote_report()
     }
 
     /// For a federated endpoint's connection: the principal whose session
     /// it serves (members are opened with that principal's secrets).
     pub fn bind_owner(&self, owner: Option<crate::SecretOwner>) {
-        if let Outbound::Federated(hub) = &self.shared.stdin {
-            hub.bind_owner(owner);
+        if let Some(link) = self.shared.stdin.link() {
+            link.bind_owner(owner);
         }
     }
 
     /// For a federated endpoint's connection: its members, open or not.
     pub fn endpoint_report(&self) -> Option<crate::EndpointReport> {
-        match &self.shared.stdin {
-            Outbound::Federated(hub) => Some(hub.report()),
-            _ => None,
-        }
+        self.shared.stdin.link()?.endpoint_report()
     }
 
     /// For a remote connection using token exchange: the access token its

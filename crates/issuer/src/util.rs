@@ -180,6 +180,22 @@ pub(crate) fn html_escape(s: &str) -> String {
     html_escape::encode_quoted_attribute(s).into_owned()
 }
 
+/// A JSON token response that no cache may keep (RFC 6749 §5.1).
+pub(crate) fn no_store(body: serde_json::Value) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    let mut resp = axum::Json(body).into_response();
+    let h = resp.headers_mut();
+    h.insert(
+        axum::http::header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static("no-store"),
+    );
+    h.insert(
+        axum::http::header::PRAGMA,
+        axum::http::HeaderValue::from_static("no-cache"),
+    );
+    resp
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -228,20 +244,4 @@ mod tests {
         assert_eq!(p.get("b").unwrap(), None);
         assert_eq!(p.get("c").unwrap(), Some("3"));
     }
-}
-
-/// A JSON token response that no cache may keep (RFC 6749 §5.1).
-pub(crate) fn no_store(body: serde_json::Value) -> axum::response::Response {
-    use axum::response::IntoResponse as _;
-    let mut resp = axum::Json(body).into_response();
-    let h = resp.headers_mut();
-    h.insert(
-        axum::http::header::CACHE_CONTROL,
-        axum::http::HeaderValue::from_static("no-store"),
-    );
-    h.insert(
-        axum::http::header::PRAGMA,
-        axum::http::HeaderValue::from_static("no-cache"),
-    );
-    resp
 }
