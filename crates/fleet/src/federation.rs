@@ -616,6 +616,35 @@ impl Hub {
         Ok(lease)
     }
 
+    /// A request of Berth's own to a member (`params` as JSON text), and its
+    /// answer within the endpoint's timeout. What the member sends meanwhile
+    /// is not the client's to see.
+    async fn ask(
+        &self,
+        lease: &dyn MemberLink,
+        method: &str,
+        params: &str,
+    ) -> Result<Message, String> {
+        let id = Value::from(gateway_request_id()).to_string();
+        let method_json = Value::from(method).to_string();
+        let body =
+            format!(r#"{{"jsonrpc":"2.0","id":{id},"method":{method_json},"params":{params}}}"#);
+        let msg = parse(body.into_bytes()).ok_or("could not build the request")?;
+        let mut exchange = lease.call(&msg).map_err(|f| f.message)?;
+        tokio::time::timeout(self.init_timeout, async {
+            loop {
+                match exchange.next().await {
+                    Some(Delivery::Message(_)) => continue,
+                    Some(Delivery::Response(m)) => return Ok(m),
+                    Some(Delivery::Failed(f)) => return Err(f.message),
+                    None => return Err(format!("{method} abandoned")),
+                }
+            }
+        })
+        .await
+        .map_err(|_| format!("no answer to {method} within {:?}", self.init_timeout))?
+    }
+
     /// The member's own handshake, with the client's `initialize` params.
     async fn initialize_member(&self, lease: &dyn MemberLink) -> Result<(), String> {
         let hello = self.hello.lock().unwrap_or_else(|e| e.into_inner()).clone();
@@ -629,23 +658,7 @@ impl Hub {
                     env!("CARGO_PKG_VERSION")
                 )
             });
-        let id = serde_json::Value::from(gateway_request_id()).to_string();
-        let body =
-            format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"initialize","params":{params}}}"#);
-        let msg = parse(body.into_bytes()).ok_or("could not build initialize")?;
-        let mut exchange = lease.call(&msg).map_err(|f| f.message)?;
-        let answer = tokio::time::timeout(self.init_timeout, async {
-            loop {
-                match exchange.next().await {
-                    Some(Delivery::Message(_)) => continue,
-                    Some(Delivery::Response(m)) => return Ok(m),
-                    Some(Delivery::Failed(f)) => return Err(f.message),
-                    None => return Err("initialize abandoned".to_owned()),
-                }
-            }
-        })
-        .await
-        .map_err(|_| format!("no answer to initialize within {:?}", self.init_timeout))??;
+        let answer = self.ask(lease, "initialize", &params).await?;
         if Envelope::parse(&answer.bytes).is_ok_and(|e| e.is_error) {
             return Err(format!(
                 "it refused initialize: {}",
@@ -841,23 +854,7 @@ impl Hub {
             if let Some(c) = &cursor {
                 params["cursor"] = Value::from(c.clone());
             }
-            let id = Value::from(gateway_request_id()).to_string();
-            let body =
-                format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"{method}","params":{params}}}"#);
-            let msg = parse(body.into_bytes()).ok_or("could not build the request")?;
-            let mut exchange = lease.call(&msg).map_err(|f| f.message)?;
-            let answer = tokio::time::timeout(self.init_timeout, async {
-                loop {
-                    match exchange.next().await {
-                        Some(Delivery::Message(_)) => continue,
-                        Some(Delivery::Response(m)) => return Ok(m),
-                        Some(Delivery::Failed(f)) => return Err(f.message),
-                        None => return Err("abandoned".to_owned()),
-                    }
-                }
-            })
-            .await
-            .map_err(|_| format!("no answer to {method} within {:?}", self.init_timeout))??;
+            let answer = self.ask(&*lease, method, &params.to_string()).await?;
             let value: Value = serde_json::from_slice(&answer.bytes).map_err(|e| e.to_string())?;
             if let Some(error) = value.get("error") {
                 // A member without prompts or resources has nothing to add.
