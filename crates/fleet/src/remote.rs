@@ -165,13 +165,39 @@ pub(crate) fn connect(
 /// A remote connection as its [`Upstream`] holds it: messages go to the
 /// connection's driver task.
 struct RemoteLink {
-    tx: mpsc::UnboundedSender<Bytes>,
+    tx: mpsc::UnboundedSender<Message>,
     conn: Arc<Conn>,
 }
 
 impl Link for RemoteLink {
     fn hand_over(&self, bytes: Bytes) -> bool {
-        self.tx.send(bytes).is_ok()
+        if self.conn.stop.is_cancelled() {
+            return false;
+        }
+        // Not JSON-RPC: nothing a server could read (Berth sends none).
+        let Ok(msg) = Message::parse(bytes) else {
+            return true;
+        };
+        // A request with nothing queued before it goes out at once, on a
+        // task of its own: the driver's turn costs a wake-up per call, and
+        // only order matters (a notification must not be overtaken).
+        if msg.kind == Kind::Request
+            && msg.method() != Some("initialize")
+            && self.conn.queued.load(std::sync::atomic::Ordering::Acquire) == 0
+        {
+            self.conn.start_request(msg);
+            return true;
+        }
+        self.conn
+            .queued
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        if self.tx.send(msg).is_err() {
+            self.conn
+                .queued
+                .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+            return false;
+        }
+        true
     }
 
     fn remote_report(&self) -> Option<RemoteReport> {
@@ -202,6 +228,8 @@ struct Conn {
     secrets: Option<SecretResolver>,
     credentials: Credentials,
     session: Mutex<SessionState>,
+    /// Messages handed to the driver and not yet dealt with.
+    queued: std::sync::atomic::AtomicUsize,
     /// Wakes a standalone stream waiting for its session's version.
     version_known: tokio::sync::Notify,
     /// Serializes re-initializations: one per lost session.
@@ -259,6 +287,7 @@ fn open(
         session: Mutex::default(),
         reinit: tokio::sync::Mutex::new(()),
         version_known: tokio::sync::Notify::new(),
+        queued: std::sync::atomic::AtomicUsize::new(0),
         streams: Mutex::default(),
         waiters: Mutex::default(),
         latency_total: Mutex::default(),
@@ -333,61 +362,72 @@ impl Conn {
     /// are delivered before the next message goes (a server must see
     /// `notifications/initialized` before the requests that follow it);
     /// requests run side by side, each on its own POST.
-    async fn drive(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<Bytes>) {
+    async fn drive(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<Message>) {
         loop {
-            let bytes = tokio::select! {
+            let msg = tokio::select! {
                 biased;
                 _ = self.stop.cancelled() => break,
-                bytes = rx.recv() => match bytes {
-                    Some(bytes) => bytes,
+                msg = rx.recv() => match msg {
+                    Some(msg) => msg,
                     None => break,
                 },
             };
-            let Ok(msg) = Message::parse(bytes) else {
-                continue;
-            };
-            match msg.kind {
-                Kind::Request if msg.method() == Some("initialize") => {
-                    self.lock_session().initialize = Some(msg.bytes.clone());
-                    // Whatever follows needs the session this opens.
-                    self.clone().request(msg).await;
-                }
-                Kind::Request => {
-                    let Some(id) = msg.id.clone() else { continue };
-                    let task = tokio::spawn(self.clone().request(msg));
-                    self.streams
+            self.deliver(msg).await;
+            self.queued
+                .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        }
+        self.end_session().await;
+    }
+
+    /// A request on a task of its own, cancellable by its id (the lock is
+    /// held across the spawn, so a task that ends at once still finds its
+    /// entry to remove).
+    fn start_request(self: &Arc<Self>, msg: Message) {
+        let Some(id) = msg.id.clone() else { return };
+        let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+        let task = tokio::spawn(self.clone().request(msg));
+        streams.insert(id, task.abort_handle());
+    }
+
+    /// One message the driver took, in order.
+    async fn deliver(self: &Arc<Self>, msg: Message) {
+        match msg.kind {
+            Kind::Request if msg.method() == Some("initialize") => {
+                self.lock_session().initialize = Some(msg.bytes.clone());
+                // Whatever follows needs the session this opens.
+                self.clone().request(msg).await;
+            }
+            Kind::Request => self.start_request(msg),
+            _ => {
+                if msg.method() == Some("notifications/cancelled")
+                    && let Some(id) = berth_wire::Envelope::parse(&msg.bytes)
+                        .ok()
+                        .and_then(|e| e.cancelled_request())
+                {
+                    // Closing the request's stream is Streamable HTTP's
+                    // own cancellation; the notification says why.
+                    let task = self
+                        .streams
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
-                        .insert(id, task.abort_handle());
+                        .remove(&id);
+                    if let Some(task) = task {
+                        task.abort();
+                    }
                 }
-                _ => {
-                    if msg.method() == Some("notifications/cancelled")
-                        && let Some(id) = berth_wire::Envelope::parse(&msg.bytes)
-                            .ok()
-                            .and_then(|e| e.cancelled_request())
-                    {
-                        // Closing the request's stream is Streamable HTTP's
-                        // own cancellation; the notification says why.
-                        let task = self
-                            .streams
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .remove(&id);
-                        if let Some(task) = task {
-                            task.abort();
-                        }
-                    }
-                    if let Err(trouble) = self.post_one_way(&msg).await {
-                        self.log(format!(
-                            "could not deliver a {} to the upstream: {}",
-                            msg.method().unwrap_or("response"),
-                            trouble.message
-                        ));
-                    }
+                if let Err(trouble) = self.post_one_way(&msg).await {
+                    self.log(format!(
+                        "could not deliver a {} to the upstream: {}",
+                        msg.method().unwrap_or("response"),
+                        trouble.message
+                    ));
                 }
             }
         }
-        // Best effort: tell the upstream the session is over.
+    }
+
+    /// Best effort: tells the upstream the session is over.
+    async fn end_session(&self) {
         let session = self.lock_session().id.clone();
         if let Some(session) = session
             && self.spec.transport == RemoteTransport::Streamable
