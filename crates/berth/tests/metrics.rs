@@ -280,3 +280,35 @@ async fn owner_and_latency_budget_are_shown_by_ps() {
         "{table}"
     );
 }
+
+#[tokio::test]
+async fn calls_through_an_endpoint_count_for_the_members_own_tool() {
+    let servers = format!(
+        "{}\n[endpoints.fed]\nservers = [\"echo\"]\n",
+        fixture_server("echo", "echo")
+    );
+    let berth = Berth::start("", &servers);
+    let mut client = Raw::new(berth.url("fed"));
+    client.initialize("2025-11-25").await;
+    for id in 0..3 {
+        let reply = client
+            .call_tool(10 + id, "echo__echo", json!({ "text": "hi" }))
+            .await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+    }
+    let samples = scrape(&berth).await;
+    assert_eq!(
+        value(
+            &samples,
+            "berth_tool_calls_total",
+            &[("server", "echo"), ("tool", "echo"), ("outcome", "ok")]
+        ),
+        Some(3.0),
+        "{samples:#?}"
+    );
+    // Nothing is counted under the endpoint's own name for these tools.
+    assert_eq!(
+        sum(&samples, "berth_tool_calls_total", &[("server", "fed")]),
+        0.0
+    );
+}
