@@ -499,3 +499,52 @@ async fn progress_reaches_the_client_on_its_request_and_modern_clients_are_serve
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_call_stops_at_its_member() {
+    let (berth, _memory) = start();
+    let mut client = Raw::new(berth.url("work"));
+    client.initialize("2025-11-25").await;
+    let body = serde_json::json!({
+        "jsonrpc": "2.0", "id": 41, "method": "tools/call",
+        "params": {
+            "name": "everything__trigger-long-running-operation",
+            "arguments": {"duration": 30, "steps": 30},
+            "_meta": {"progressToken": "long"},
+        },
+    });
+    let started = Instant::now();
+    let call = {
+        let client = Raw {
+            http: client.http.clone(),
+            url: client.url.clone(),
+            session: client.session.clone(),
+            token: None,
+        };
+        tokio::spawn(async move { client.post(&body.to_string()).await })
+    };
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let cancel = client
+        .post(r#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":41,"reason":"changed my mind"}}"#)
+        .await;
+    assert_eq!(cancel.status, 202, "{}", cancel.body);
+    let reply = tokio::time::timeout(Duration::from_secs(10), call)
+        .await
+        .expect("the cancelled call still runs")
+        .expect("join");
+    assert!(started.elapsed() < Duration::from_secs(12));
+    // No answer for a cancelled request; the session goes on.
+    assert!(
+        !reply.sse_messages().iter().any(|m| m["id"] == 41),
+        "{}",
+        reply.body
+    );
+    let echo = call_text(
+        &client,
+        42,
+        "everything__echo",
+        serde_json::json!({"message": "after"}),
+    )
+    .await;
+    assert_eq!(echo, Ok("Echo: after".to_string()));
+}
