@@ -60,6 +60,24 @@ async fn each_principal_gets_a_process_with_its_own_secret() {
         }
         seen.push(text);
         let _ = client.delete().await;
+        // A 2026-07-28 request is served by processes shared between
+        // callers: one with a value of its own is refused, never served
+        // with another's (carol, who has none, is served with the shared one).
+        let mut stateless = Raw::new(berth.url("everything"));
+        stateless.token = Some(key.clone());
+        let modern = stateless
+            .modern(
+                serde_json::json!(9),
+                "tools/call",
+                serde_json::json!({"name": "get-env", "arguments": {}}),
+            )
+            .await;
+        if expected == "ghp_shared" {
+            assert!(text_of(&modern).contains("ghp_shared"), "{}", modern.body);
+        } else {
+            assert_eq!(modern.status, 403, "{}", modern.body);
+            assert!(modern.body.contains("open a session"), "{}", modern.body);
+        }
         // Through a federated endpoint too: the member is opened for this caller.
         let mut client = Raw::new(berth.url("work"));
         client.token = Some(key.clone());

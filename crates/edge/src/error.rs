@@ -177,6 +177,25 @@ impl EdgeError {
 }
 
 impl EdgeError {
+    /// Why a request got no process (or connection) of `server`.
+    pub(crate) fn acquire(server: &str, error: berth_fleet::AcquireError) -> EdgeError {
+        use berth_fleet::AcquireError;
+        match error {
+            AcquireError::Failed(failure) => EdgeError::Upstream(failure),
+            AcquireError::Spawn(e) => {
+                tracing::error!("{e}");
+                EdgeError::UpstreamFailed(format!("Bad Gateway: {e}"))
+            }
+            // The caller lacks a credential only the operator can store.
+            AcquireError::Secret(why) => {
+                EdgeError::Forbidden(format!("Forbidden: server `{server}`: {why}"))
+            }
+            other => {
+                EdgeError::Unavailable(format!("Service Unavailable: server `{server}`: {other}"))
+            }
+        }
+    }
+
     /// 429: this client is over its share (rate or sessions); `Retry-After`
     /// says when to try again.
     pub(crate) fn too_many(message: String, wait: std::time::Duration) -> Refusal {

@@ -6,9 +6,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use berth_auth::Principal;
-use berth_fleet::{
-    AcquireError, Delivery, Failure, Lease, OnCrash, PoolStatus, ServerSpec, Unsolicited,
-};
+use berth_fleet::{Delivery, Failure, Lease, OnCrash, PoolStatus, ServerSpec, Unsolicited};
 use berth_telemetry::{Observer as _, ServerState, SessionEnded, SessionOpened, Telemetry};
 use berth_wire::{ErrorCode, Message};
 use serde::Serialize;
@@ -276,15 +274,12 @@ impl Gateway {
         }
         let client = current_client();
         self.check_session_share(server, client.as_ref())?;
-        let secrets_of = owner.as_ref().map(|p| berth_fleet::SecretOwner {
-            id: p.id.clone(),
-            subject: p.subject.as_str().into(),
-        });
+        let secrets_of = secret_owner(owner.as_deref());
         let (lease, unsolicited) = server
             .pool
             .acquire_as(secrets_of.as_ref())
             .await
-            .map_err(|e| acquire_refusal(&server.spec.name, e))?;
+            .map_err(|e| EdgeError::acquire(&server.spec.name, e).refusal(None))?;
         lease.bind_owner(secrets_of);
         let session = Session::new(
             new_session_id(),
@@ -388,12 +383,15 @@ impl Gateway {
         if session.ended.is_cancelled() {
             return Err("the session ended".into());
         }
+        // The replacement is the owner's as the dead process was: its own secrets.
+        let secrets_of = secret_owner(session.owner.as_deref());
         let (lease, unsolicited) = session
             .server
             .pool
-            .acquire()
+            .acquire_as(secrets_of.as_ref())
             .await
             .map_err(|e| e.to_string())?;
+        lease.bind_owner(secrets_of);
         if lease.init.is_none() {
             let initialize = session
                 .initialize_request()
@@ -580,6 +578,14 @@ fn release_free_memory() {
 }
 
 /// The refusal for a session that could not get a process.
+/// Whose secrets a caller's processes get (see `berth secret set --principal`).
+pub(crate) fn secret_owner(principal: Option<&Principal>) -> Option<berth_fleet::SecretOwner> {
+    principal.map(|p| berth_fleet::SecretOwner {
+        id: p.id.clone(),
+        subject: p.subject.as_str().into(),
+    })
+}
+
 /// A federated endpoint's spec, finding its members through `members`.
 fn with_members(mut spec: ServerSpec, members: &berth_fleet::PoolLookup) -> ServerSpec {
     if let Some(federation) = &spec.federation {
@@ -588,22 +594,6 @@ fn with_members(mut spec: ServerSpec, members: &berth_fleet::PoolLookup) -> Serv
         spec.federation = Some(Arc::new(federation));
     }
     spec
-}
-
-fn acquire_refusal(server: &str, error: AcquireError) -> Refusal {
-    match error {
-        AcquireError::Failed(failure) => EdgeError::Upstream(failure.clone()).refusal(None),
-        AcquireError::Spawn(e) => {
-            tracing::error!("{e}");
-            EdgeError::UpstreamFailed(format!("Bad Gateway: {e}")).refusal(None)
-        }
-        // The caller lacks a credential only the operator can store.
-        AcquireError::Secret(why) => {
-            EdgeError::Forbidden(format!("Forbidden: server `{server}`: {why}")).refusal(None)
-        }
-        other => EdgeError::Unavailable(format!("Service Unavailable: server `{server}`: {other}"))
-            .refusal(None),
-    }
 }
 
 /// Ends sessions that have been idle longer than `session_idle_timeout`.

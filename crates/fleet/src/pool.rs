@@ -908,11 +908,15 @@ impl Pool {
         if !own {
             return Ok(None);
         }
+        if self.inner.stateless() {
+            return Err(AcquireError::Secret(
+                "it serves 2026-07-28 requests from processes it shares between callers, so it cannot use the secrets stored for you; open a session (initialize) instead".into(),
+            ));
+        }
         if self.inner.multiplexes() {
-            return Err(AcquireError::Secret(format!(
-                "server `{}` shares its processes between callers (binding = \"shared\"), so it cannot use secrets stored for one principal; give it shared secrets only, or use binding = \"exclusive\"",
-                spec.name
-            )));
+            return Err(AcquireError::Secret(
+                "it shares its processes between callers (binding = \"shared\"), so it cannot use secrets stored for one principal; give it shared secrets only, or use binding = \"exclusive\"".into(),
+            ));
         }
         let mut spec = spec.clone();
         spec.secrets = Some(owned);

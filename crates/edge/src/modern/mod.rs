@@ -150,6 +150,7 @@ pub(crate) async fn post(
                     .and_then(berth_wire::modern::log_level_rank),
                 method,
                 filter,
+                owner: crate::gateway::secret_owner(caller.as_deref()),
             };
             let raw_id = raw_id.clone().unwrap_or_else(|| "null".into());
             Ok(relay::relay(gw, server.clone(), ready, msg, raw_id, request).await)

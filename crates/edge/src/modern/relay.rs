@@ -28,7 +28,7 @@ use crate::error::status_for_code;
 use crate::gateway::Gateway;
 use crate::reply::json;
 use crate::server::Server;
-use crate::stateless::{Ready, acquire_refusal};
+use crate::stateless::Ready;
 
 /// Methods a handshake-era server can answer for a stateless client.
 pub(crate) fn bridgeable(method: &str) -> bool {
@@ -53,6 +53,9 @@ pub(crate) struct Request {
     pub(crate) log_level: Option<u8>,
     /// Hides tools the caller may not call from a `tools/list` answer.
     pub(crate) filter: Option<ToolFilter>,
+    /// Whose secrets the process must hold (a server with per-principal
+    /// secrets cannot serve such a caller from shared processes: refused).
+    pub(crate) owner: Option<berth_fleet::SecretOwner>,
 }
 
 /// A request on a process. Dropped before its answer (the client went
@@ -118,10 +121,12 @@ pub(crate) async fn relay(
     raw_id: String,
     request: Request,
 ) -> Response {
-    let (lease, _) = match ready.pool.acquire().await {
+    let (lease, _) = match ready.pool.acquire_as(request.owner.as_ref()).await {
         Ok(taken) => taken,
         Err(e) => {
-            return acquire_refusal(&server.spec.name, Some(&raw_id), e).into_response();
+            return EdgeError::acquire(&server.spec.name, e)
+                .refusal(Some(&raw_id))
+                .into_response();
         }
     };
     // When tracing, the server is told this request's span.

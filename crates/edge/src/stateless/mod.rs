@@ -255,18 +255,3 @@ impl Stateless {
         }
     }
 }
-
-/// The refusal for a request that got no process.
-pub(crate) fn acquire_refusal(
-    server: &str,
-    id: Option<&str>,
-    error: berth_fleet::AcquireError,
-) -> Refusal {
-    match error {
-        berth_fleet::AcquireError::Failed(failure) => {
-            EdgeError::Upstream(failure.clone()).refusal(id)
-        }
-        other => EdgeError::Unavailable(format!("Service Unavailable: server `{server}`: {other}"))
-            .refusal(id),
-    }
-}
