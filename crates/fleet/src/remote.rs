@@ -223,6 +223,8 @@ struct SessionState {
 /// One connection to a remote server.
 struct Conn {
     server: String,
+    /// `spec.url`, parsed once.
+    url: reqwest::Url,
     spec: Arc<RemoteSpec>,
     client: reqwest::Client,
     secrets: Option<SecretResolver>,
@@ -273,8 +275,10 @@ fn open(
     stop: CancellationToken,
 ) -> Arc<dyn Link> {
     let Prepared { client, url } = prepared;
+    let endpoint = url.clone();
     let (tx, rx) = mpsc::unbounded_channel();
     let conn = Arc::new(Conn {
+        url: endpoint,
         server: server.to_owned(),
         credentials: Credentials::new(spec.auth.clone(), client.clone(), caller_token),
         stats: Mutex::new(RemoteReport {
@@ -766,7 +770,7 @@ impl Conn {
             headers.insert("last-event-id", from);
         }
         headers.extend(self.configured_headers().await.map_err(Trouble::new)?);
-        let send = self.client.get(&self.spec.url).headers(headers).send();
+        let send = self.client.get(self.url.clone()).headers(headers).send();
         match tokio::time::timeout(self.spec.timeout, send).await {
             Ok(Ok(r)) => Ok(r),
             Ok(Err(e)) => Err(Trouble::new(reach_error(&self.spec.url, &e))),
@@ -884,8 +888,7 @@ impl Conn {
     /// credential; waits for the response headers (bounded by `timeout`).
     async fn post(&self, msg: &Message) -> Result<reqwest::Response, Trouble> {
         let url = match self.spec.transport {
-            RemoteTransport::Streamable => reqwest::Url::parse(&self.spec.url)
-                .map_err(|e| Trouble::new(format!("url: {e}")))?,
+            RemoteTransport::Streamable => self.url.clone(),
             RemoteTransport::Sse => self.legacy_post_url().await?,
         };
         let mut headers = self.session_headers(Some(msg));
@@ -949,7 +952,14 @@ impl Conn {
         }
         let mut version = session.version.clone();
         drop(session);
+        // Only a 2026-07-28 request carries the envelope its headers mirror;
+        // a handshake-era one is not parsed again to find that out.
+        static MODERN_META: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+            std::sync::LazyLock::new(|| {
+                memchr::memmem::Finder::new(berth_wire::modern::meta::PROTOCOL_VERSION)
+            });
         if let Some(msg) = msg
+            && MODERN_META.find(&msg.bytes).is_some()
             && let Ok(env) = berth_wire::Envelope::parse(&msg.bytes)
         {
             let facts = berth_wire::modern::RequestFacts::read(env.params);
