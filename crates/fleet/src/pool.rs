@@ -931,26 +931,7 @@ impl Pool {
         admit(inner, &mut state)?;
         let now = Instant::now();
         state.note_arrival(now);
-        if state.procs.len() >= inner.spec.pool.max_processes {
-            return Err(AcquireError::AtCapacity {
-                max: inner.spec.pool.max_processes,
-            });
-        }
-        let (upstream, unsolicited) = spawn_watched_as(inner, &mut state, ProcState::Leased, &spec)
-            .map_err(AcquireError::Spawn)?;
-        drop(state);
-        let lease = Lease {
-            pool: inner.clone(),
-            upstream,
-            init: None,
-            released: AtomicBool::new(false),
-            tag: None,
-            subscribers: None,
-            cold_since: Some(now),
-            sampled: AtomicBool::new(false),
-            start: LeaseStart::Cold,
-        };
-        Ok((lease, unsolicited))
+        cold_lease(inner, state, &spec, now)
     }
 
     fn try_share(&self) -> Result<Option<(Lease, Unsolicited)>, AcquireError> {
@@ -1075,27 +1056,7 @@ impl Pool {
             };
             return Ok((lease, warm.unsolicited));
         }
-        if state.procs.len() >= inner.spec.pool.max_processes {
-            return Err(AcquireError::AtCapacity {
-                max: inner.spec.pool.max_processes,
-            });
-        }
-        let (upstream, unsolicited) =
-            spawn_watched(inner, &mut state, ProcState::Leased).map_err(AcquireError::Spawn)?;
-        drop(state);
-        inner.wake.notify_one();
-        let lease = Lease {
-            pool: inner.clone(),
-            upstream,
-            init: None,
-            released: AtomicBool::new(false),
-            tag: None,
-            subscribers: None,
-            cold_since: Some(now),
-            sampled: AtomicBool::new(false),
-            start: LeaseStart::Cold,
-        };
-        Ok((lease, unsolicited))
+        cold_lease(inner, state, &inner.spec, now)
     }
 
     /// Rolling restart: waiting processes are replaced by new ones, sessions
@@ -1226,6 +1187,38 @@ fn admit(inner: &Inner, state: &mut State) -> Result<(), AcquireError> {
         inner.wake.notify_one();
     }
     Ok(())
+}
+
+/// A process started now for one session (`spec`: the pool's, or bound to
+/// an owner's secrets), within `max_processes`; the pool is woken to
+/// refill behind it.
+fn cold_lease(
+    inner: &Arc<Inner>,
+    mut state: std::sync::MutexGuard<'_, State>,
+    spec: &ServerSpec,
+    now: Instant,
+) -> Result<(Lease, Unsolicited), AcquireError> {
+    if state.procs.len() >= inner.spec.pool.max_processes {
+        return Err(AcquireError::AtCapacity {
+            max: inner.spec.pool.max_processes,
+        });
+    }
+    let (upstream, unsolicited) = spawn_watched_as(inner, &mut state, ProcState::Leased, spec)
+        .map_err(AcquireError::Spawn)?;
+    drop(state);
+    inner.wake.notify_one();
+    let lease = Lease {
+        pool: inner.clone(),
+        upstream,
+        init: None,
+        released: AtomicBool::new(false),
+        tag: None,
+        subscribers: None,
+        cold_since: Some(now),
+        sampled: AtomicBool::new(false),
+        start: LeaseStart::Cold,
+    };
+    Ok((lease, unsolicited))
 }
 
 /// Spawns a process and a task that watches it until it is reaped.
