@@ -791,15 +791,31 @@ impl ServerSection {
                 "`{key}` concerns a process Berth runs; a remote server (`url`) has none (send settings as `headers`)"
             ));
         }
-        match url.split_once("://") {
-            Some(("http" | "https", rest)) if !rest.is_empty() => {}
-            _ => {
+        match reqwest::Url::parse(url) {
+            Ok(parsed) if matches!(parsed.scheme(), "http" | "https") && parsed.has_host() => {}
+            Ok(_) => {
                 return error(format!(
                     "url {url:?} must be an http:// or https:// URL of the server's MCP endpoint"
                 ));
             }
+            Err(e) => {
+                return error(format!(
+                    "url {url:?} is not a URL ({e}); give the server's MCP endpoint, e.g. https://host/mcp"
+                ));
+            }
         }
-        for header in self.headers.keys() {
+        for (header, value) in &self.headers {
+            if reqwest::header::HeaderName::from_bytes(header.as_bytes()).is_err() {
+                return error(format!("{header:?} is not a valid HTTP header name"));
+            }
+            // A value with a secret is checked when the secret is filled in.
+            if berth_secrets::references(value).is_empty()
+                && reqwest::header::HeaderValue::from_str(value).is_err()
+            {
+                return error(format!(
+                    "the value of header {header:?} is not a valid HTTP header value (no control characters or line breaks)"
+                ));
+            }
             let lower = header.to_ascii_lowercase();
             if lower.starts_with("mcp-") || lower == "content-type" || lower == "accept" {
                 return error(format!(
