@@ -165,15 +165,21 @@ async fn an_upstream_that_hangs_gets_the_timeout_error() {
 /// A plain HTTP server (Python's standard library) that answers every POST
 /// with `status` and `body`.
 fn broken_upstream(status: u16, body: &str) -> (Child, String) {
+    broken_upstream_with(status, "application/json", &format!("{body:?}"))
+}
+
+/// As [`broken_upstream`], with a content type and the body as a Python
+/// expression (`'x' * 3000000`).
+fn broken_upstream_with(status: u16, content_type: &str, body: &str) -> (Child, String) {
     let script = format!(
         r#"
 import http.server, socketserver, sys
 class H(http.server.BaseHTTPRequestHandler):
     def do_POST(self):
         self.rfile.read(int(self.headers.get('content-length') or 0))
-        body = {body:?}.encode()
+        body = ({body}).encode()
         self.send_response({status})
-        self.send_header('content-type', 'application/json')
+        self.send_header('content-type', {content_type:?})
         self.send_header('content-length', str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -199,6 +205,33 @@ s.serve_forever()
         .expect("READY")
         .to_string();
     (child, url)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_answering_more_than_max_message_bytes_is_cut_off() {
+    let (mut json_flood, json_url) = broken_upstream_with(200, "application/json", "'x' * 3000000");
+    let (mut sse_flood, sse_url) =
+        broken_upstream_with(200, "text/event-stream", "'data: ' + 'y' * 3000000");
+    let servers = format!(
+        "{}\n{}",
+        remote_server("json", &json_url, ""),
+        remote_server("sse", &sse_url, "")
+    );
+    let berth = Berth::start("max_message_bytes = 1048576", &servers);
+    for name in ["json", "sse"] {
+        let client = Raw::new(berth.url(name));
+        let reply = client.post(&initialize_body("2025-11-25")).await;
+        let message = error_of(&reply);
+        assert!(
+            message.contains(&format!("upstream `{name}`"))
+                && message.contains("1048576-byte limit"),
+            "{name}: {message}"
+        );
+    }
+    for child in [&mut json_flood, &mut sse_flood] {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

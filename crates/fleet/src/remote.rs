@@ -145,6 +145,7 @@ pub(crate) fn connect(
         Upstream::with_link(spec, log.clone(), Some(caller.clone()), |shared, stop| {
             open(
                 &spec.name,
+                spec.max_message_bytes,
                 remote,
                 prepared,
                 spec.secrets.clone(),
@@ -223,6 +224,9 @@ struct SessionState {
 /// One connection to a remote server.
 struct Conn {
     server: String,
+    /// The largest message (a JSON body, an SSE event) taken from the
+    /// upstream: `max_message_bytes`, as for a process's stdout line.
+    max_message_bytes: usize,
     /// `spec.url`, parsed once.
     url: reqwest::Url,
     spec: Arc<RemoteSpec>,
@@ -267,6 +271,7 @@ fn prepare(spec: &RemoteSpec) -> Result<Prepared, String> {
 #[allow(clippy::too_many_arguments)]
 fn open(
     server: &str,
+    max_message_bytes: usize,
     spec: Arc<RemoteSpec>,
     prepared: Prepared,
     secrets: Option<SecretResolver>,
@@ -279,6 +284,7 @@ fn open(
     let (tx, rx) = mpsc::unbounded_channel();
     let conn = Arc::new(Conn {
         url: endpoint,
+        max_message_bytes,
         server: server.to_owned(),
         credentials: Credentials::new(spec.auth.clone(), client.clone(), caller_token),
         stats: Mutex::new(RemoteReport {
@@ -543,10 +549,7 @@ impl Conn {
         }
         let sse = is_event_stream(response.headers());
         if !sse {
-            let body = response
-                .bytes()
-                .await
-                .map_err(|e| Trouble::new(format!("the response body broke off: {e}")))?;
+            let body = self.body_within_limit(response).await?;
             if status == 202 || body.iter().all(u8::is_ascii_whitespace) {
                 return Err(Trouble::new(format!(
                     "answered HTTP {status} with no JSON-RPC response"
@@ -593,10 +596,19 @@ impl Conn {
         initialize: bool,
         last_event: &mut Option<String>,
     ) -> Result<bool, Trouble> {
-        let mut events = sse_stream::SseStream::from_bytes_stream(response.bytes_stream());
+        let too_big = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let body = bounded_events(response, self.max_message_bytes, too_big.clone());
+        let mut events = sse_stream::SseStream::from_bytes_stream(body);
         while let Some(event) = events.next().await {
             let event = match event {
                 Ok(event) => event,
+                // A stream that broke may be resumed; one that overflowed not.
+                Err(_) if too_big.load(std::sync::atomic::Ordering::Relaxed) => {
+                    return Err(Trouble::new(format!(
+                        "sent an SSE event larger than the {}-byte limit (max_message_bytes); the stream was dropped",
+                        self.max_message_bytes
+                    )));
+                }
                 Err(_) => return Ok(false),
             };
             if let Some(id) = event.id.filter(|id| !id.is_empty()) {
@@ -806,7 +818,11 @@ impl Conn {
         }
         self.adopt_session(response.headers());
         let answer = if is_event_stream(response.headers()) {
-            let mut events = sse_stream::SseStream::from_bytes_stream(response.bytes_stream());
+            let mut events = sse_stream::SseStream::from_bytes_stream(bounded_events(
+                response,
+                self.max_message_bytes,
+                Arc::default(),
+            ));
             let mut answer = None;
             while let Some(Ok(event)) = events.next().await {
                 if let Some(data) = event.data
@@ -1025,10 +1041,9 @@ impl Conn {
             .and_then(|v| v.to_str().ok())
             .map(|v| format!(" (WWW-Authenticate: {v})"))
             .unwrap_or_default();
-        let body = tokio::time::timeout(Duration::from_secs(2), response.bytes())
+        // Enough of it to quote; an error page is not read to its end.
+        let body = tokio::time::timeout(Duration::from_secs(2), read_at_most(response, 4096))
             .await
-            .ok()
-            .and_then(Result::ok)
             .unwrap_or_default();
         let body = if body.is_empty() {
             String::new()
@@ -1127,7 +1142,11 @@ impl Conn {
         if !response.status().is_success() {
             return Err(self.http_trouble(status, response).await.message);
         }
-        let mut events = sse_stream::SseStream::from_bytes_stream(response.bytes_stream());
+        let mut events = sse_stream::SseStream::from_bytes_stream(bounded_events(
+            response,
+            self.max_message_bytes,
+            Arc::default(),
+        ));
         while let Some(event) = tokio::select! {
             _ = self.stop.cancelled() => None,
             e = events.next() => e,
@@ -1231,6 +1250,65 @@ impl Conn {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
+}
+
+impl Conn {
+    /// A JSON body, refused past `max_message_bytes` (read no further).
+    async fn body_within_limit(&self, mut response: reqwest::Response) -> Result<Bytes, Trouble> {
+        let mut body = bytes::BytesMut::new();
+        loop {
+            match response.chunk().await {
+                Ok(Some(chunk)) => {
+                    if body.len() + chunk.len() > self.max_message_bytes {
+                        return Err(Trouble::new(format!(
+                            "answered with a body larger than the {}-byte limit (max_message_bytes); the rest was not read",
+                            self.max_message_bytes
+                        )));
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+                Ok(None) => return Ok(body.freeze()),
+                Err(e) => return Err(Trouble::new(format!("the response body broke off: {e}"))),
+            }
+        }
+    }
+}
+
+/// Up to `most` bytes of a body (the rest is not read).
+async fn read_at_most(mut response: reqwest::Response, most: usize) -> Bytes {
+    let mut body = bytes::BytesMut::new();
+    while body.len() < most {
+        match response.chunk().await {
+            Ok(Some(chunk)) => body.extend_from_slice(&chunk[..chunk.len().min(most - body.len())]),
+            _ => break,
+        }
+    }
+    body.freeze()
+}
+
+/// An SSE body whose events may not grow past `limit` bytes: an upstream
+/// that never ends an event would otherwise grow Berth's memory without
+/// bound. Counts the bytes since the last blank line (an event's end).
+fn bounded_events(
+    response: reqwest::Response,
+    limit: usize,
+    too_big: Arc<std::sync::atomic::AtomicBool>,
+) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> {
+    let mut pending = 0usize;
+    response.bytes_stream().map(move |chunk| {
+        let chunk = chunk.map_err(std::io::Error::other)?;
+        pending = match memchr::memmem::rfind(&chunk, b"\n\n") {
+            Some(end) => chunk.len() - (end + 2),
+            None => pending + chunk.len(),
+        };
+        if pending > limit {
+            too_big.store(true, std::sync::atomic::Ordering::Relaxed);
+            return Err(std::io::Error::other(format!(
+                "an event larger than the {limit}-byte limit (max_message_bytes)"
+            )));
+        }
+        Ok(chunk)
+    })
 }
 
 /// Whether a response is an SSE stream.
