@@ -141,6 +141,31 @@ async fn slow_loris_headers_are_cut_at_header_read_timeout() {
 }
 
 #[tokio::test]
+async fn a_slow_head_on_a_kept_alive_connection_is_cut_too() {
+    let berth = Berth::start(
+        "header_read_timeout = \"1s\"",
+        &fixture_server("echo", "echo"),
+    );
+    let mut stream = connect_from([127, 0, 0, 1], berth.addr).await;
+    // One request answered, then the next head arrives a byte at a time.
+    assert!(healthz_on(&mut stream, berth.addr).await.contains(" 200 "));
+    let (closed, got) = trickle(
+        stream,
+        b"GET /healthz HT".to_vec(),
+        b'T',
+        Duration::from_millis(300),
+        Duration::from_secs(6),
+    )
+    .await;
+    let closed = closed.expect("the slow head was never cut");
+    assert!(
+        closed >= Duration::from_millis(800) && closed <= Duration::from_millis(2500),
+        "closed after {closed:?}"
+    );
+    assert!(!String::from_utf8_lossy(&got).contains(" 200 "));
+}
+
+#[tokio::test]
 async fn trickling_body_is_cut_at_body_read_timeout() {
     let berth = Berth::start(
         "body_read_timeout = \"2s\"",
