@@ -42,9 +42,9 @@ pub(crate) async fn authenticate(
     let Some(auth) = gw.config().auth.as_ref() else {
         return Ok(());
     };
-    if gw.server(name).is_err() {
+    let Ok(server) = gw.server(name) else {
         return Ok(());
-    }
+    };
     let credential = request
         .headers()
         .get(header::AUTHORIZATION)
@@ -54,7 +54,7 @@ pub(crate) async fn authenticate(
             // A remote server whose credential is an exchange of the
             // caller's token: the token goes to the session's connection,
             // which presents it to the authorization server only.
-            let exchange = exchanges_caller_token(gw, name)
+            let exchange = exchanges_caller_token(&server)
                 .then(|| {
                     credential
                         .and_then(|c| std::str::from_utf8(c).ok())
@@ -94,14 +94,13 @@ pub(crate) async fn authenticate(
 #[derive(Clone)]
 pub(crate) struct ExchangeToken(pub Arc<str>);
 
-fn exchanges_caller_token(gw: &Gateway, name: &str) -> bool {
-    gw.server(name).is_ok_and(|s| {
-        s.spec
-            .remote
-            .as_ref()
-            .and_then(|r| r.auth.as_ref())
-            .is_some_and(|a| a.grant == berth_fleet::OAuthGrant::TokenExchange)
-    })
+fn exchanges_caller_token(server: &crate::server::Server) -> bool {
+    server
+        .spec
+        .remote
+        .as_ref()
+        .and_then(|r| r.auth.as_ref())
+        .is_some_and(|a| a.grant == berth_fleet::OAuthGrant::TokenExchange)
 }
 
 /// The 401/403/503 for `denial`, with its bearer challenge.
