@@ -494,6 +494,10 @@ struct Inner {
     changed: Notify,
     wake: Notify,
     stopping: CancellationToken,
+    /// The spec names a secret somewhere (read once: whose secrets a
+    /// process gets is asked on every acquisition, 2026-07-28 requests
+    /// included, and most servers name none).
+    names_secrets: bool,
 }
 
 impl Inner {
@@ -783,7 +787,12 @@ impl Pool {
     fn start_kind(spec: ServerSpec, log: ServerLog, kind: PoolKind) -> Pool {
         let now = Instant::now();
         let stateless = matches!(kind, PoolKind::Stateless { .. });
+        let names_secrets = spec.secrets.is_some()
+            && spec
+                .secret_templates()
+                .any(|t| !berth_secrets::references(t).is_empty());
         let inner = Arc::new(Inner {
+            names_secrets,
             spec,
             kind,
             announcements: stateless.then(|| tokio::sync::broadcast::channel(ANNOUNCEMENTS_KEPT).0),
@@ -894,10 +903,11 @@ impl Pool {
     /// values of its own for secrets the server names.
     fn owned_spec(&self, owner: Option<&SecretOwner>) -> Result<Option<ServerSpec>, AcquireError> {
         let spec = &self.inner.spec;
-        let Some(secrets) = &spec.secrets else {
+        let (Some(secrets), Some(owner), true) = (&spec.secrets, owner, self.inner.names_secrets)
+        else {
             return Ok(None);
         };
-        let owned = secrets.for_owner(owner.cloned());
+        let owned = secrets.for_owner(Some(owner.clone()));
         let own = match owned.owns_any(spec.secret_templates()) {
             Ok(own) => own,
             // The caller has no value where others have theirs: refused here.
