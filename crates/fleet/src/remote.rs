@@ -217,8 +217,6 @@ struct SessionState {
     initialize: Option<Bytes>,
     /// Bumped at every (re-)initialization; listeners of older ones stop.
     generation: u64,
-    /// Legacy SSE: where messages are POSTed (from the `endpoint` event).
-    post_url: Option<reqwest::Url>,
 }
 
 /// One connection to a remote server.
@@ -236,6 +234,9 @@ struct Conn {
     session: Mutex<SessionState>,
     /// Messages handed to the driver and not yet dealt with.
     queued: std::sync::atomic::AtomicUsize,
+    /// Legacy SSE: where messages are POSTed (from the stream's `endpoint`
+    /// event; `None` while no stream is open). Senders wait on it.
+    post_url: tokio::sync::watch::Sender<Option<reqwest::Url>>,
     /// Wakes a standalone stream waiting for its session's version.
     version_known: tokio::sync::Notify,
     /// Serializes re-initializations: one per lost session.
@@ -245,8 +246,7 @@ struct Conn {
     streams: Mutex<HashMap<IdKey, tokio::task::AbortHandle>>,
     /// Answers to Berth's own requests that arrive on the legacy stream.
     waiters: Mutex<HashMap<String, tokio::sync::oneshot::Sender<Message>>>,
-    stats: Mutex<RemoteReport>,
-    latency_total: Mutex<(Duration, u64)>,
+    stats: Mutex<Stats>,
     stop: CancellationToken,
     shared: Weak<Shared>,
 }
@@ -287,9 +287,13 @@ fn open(
         max_message_bytes,
         server: server.to_owned(),
         credentials: Credentials::new(spec.auth.clone(), client.clone(), caller_token),
-        stats: Mutex::new(RemoteReport {
-            url: spec.url.clone(),
-            ..RemoteReport::default()
+        stats: Mutex::new(Stats {
+            report: RemoteReport {
+                url: spec.url.clone(),
+                ..RemoteReport::default()
+            },
+            waited: Duration::ZERO,
+            answered: 0,
         }),
         spec,
         client,
@@ -297,10 +301,10 @@ fn open(
         session: Mutex::default(),
         reinit: tokio::sync::Mutex::new(()),
         version_known: tokio::sync::Notify::new(),
+        post_url: tokio::sync::watch::Sender::new(None),
         queued: std::sync::atomic::AtomicUsize::new(0),
         streams: Mutex::default(),
         waiters: Mutex::default(),
-        latency_total: Mutex::default(),
         stop,
         shared,
     });
@@ -314,6 +318,14 @@ fn open(
         driver.drive(rx).await;
     });
     Arc::new(RemoteLink { tx, conn })
+}
+
+/// A connection's counts, for its report.
+struct Stats {
+    report: RemoteReport,
+    /// Time to the upstream's response headers, summed over `answered`.
+    waited: Duration,
+    answered: u64,
 }
 
 /// Why a POST brought no usable answer.
@@ -342,29 +354,33 @@ impl Conn {
         self.session.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn stats(&self) -> std::sync::MutexGuard<'_, Stats> {
+        self.stats.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     pub(crate) fn report(&self) -> RemoteReport {
-        let mut report = self.stats.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let stats = self.stats();
+        let mut report = stats.report.clone();
+        report.mean_latency_ms = (stats.answered > 0)
+            .then(|| stats.waited.as_secs_f64() * 1000.0 / stats.answered as f64);
+        drop(stats);
         report.session = self.lock_session().id.clone();
-        let (total, n) = *self.latency_total.lock().unwrap_or_else(|e| e.into_inner());
-        report.mean_latency_ms = (n > 0).then(|| total.as_secs_f64() * 1000.0 / n as f64);
         report
     }
 
     fn note(&self, status: Option<u16>, error: Option<&str>, took: Option<Duration>) {
-        let mut stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
-        stats.requests += 1;
+        let mut stats = self.stats();
+        stats.report.requests += 1;
         if status.is_some() {
-            stats.last_status = status;
+            stats.report.last_status = status;
         }
         if let Some(error) = error {
-            stats.errors += 1;
-            stats.last_error = Some(error.to_owned());
+            stats.report.errors += 1;
+            stats.report.last_error = Some(error.to_owned());
         }
-        drop(stats);
         if let Some(took) = took {
-            let mut total = self.latency_total.lock().unwrap_or_else(|e| e.into_inner());
-            total.0 += took;
-            total.1 += 1;
+            stats.waited += took;
+            stats.answered += 1;
         }
     }
 
@@ -797,20 +813,8 @@ impl Conn {
         if self.lock_session().generation != lost_generation {
             return Ok(()); // Another request did it meanwhile.
         }
-        let Some(initialize) = self.lock_session().initialize.clone() else {
-            return Err("Berth never saw this session's initialize".into());
-        };
-        {
-            let mut session = self.lock_session();
-            session.id = None;
-        }
-        let own_id = gateway_request_id();
-        let bytes = berth_wire::with_id(
-            &initialize,
-            &serde_json::Value::from(own_id.clone()).to_string(),
-        )
-        .ok_or("the initialize request could not be re-addressed")?;
-        let msg = Message::parse(bytes).map_err(|e| e.to_string())?;
+        let (_, msg) = self.replayed_initialize()?;
+        self.lock_session().id = None;
         let response = self.post(&msg).await.map_err(|t| t.message)?;
         let status = response.status().as_u16();
         if !(200..=299).contains(&status) {
@@ -854,20 +858,14 @@ impl Conn {
             ));
         }
         self.adopt_version(&answer);
-        let initialized = Message::parse(Bytes::from_static(
-            br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
-        ))
-        .map_err(|e| e.to_string())?;
+        let initialized = initialized_notification().map_err(|e| e.to_string())?;
         // Straight to the new session (no second re-initialization).
         let response = self.post(&initialized).await.map_err(|t| t.message)?;
         let status = response.status().as_u16();
         if !(200..=299).contains(&status) {
             return Err(self.http_trouble(status, response).await.message);
         }
-        self.stats
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .reinitialized += 1;
+        self.stats().report.reinitialized += 1;
         let session = self.lock_session().id.clone().unwrap_or_default();
         self.log(format!(
             "the upstream lost its session; re-initialized as session {session:?} (the client's session goes on)"
@@ -1107,11 +1105,8 @@ impl Conn {
                     ),
                 ));
             }
-            {
-                let mut session = self.lock_session();
-                session.post_url = None;
-                session.generation += 1;
-            }
+            self.post_url.send_replace(None);
+            self.lock_session().generation += 1;
             reopened = true;
             let pause = Duration::from_millis(250u64 << failures.min(5));
             tokio::select! {
@@ -1157,7 +1152,7 @@ impl Conn {
                 let post = url
                     .join(data.trim())
                     .map_err(|e| format!("the endpoint event {data:?} is not a URL: {e}"))?;
-                self.lock_session().post_url = Some(post);
+                self.post_url.send_replace(Some(post));
                 if let Some(first) = first.take() {
                     let _ = first.send(Ok(()));
                 }
@@ -1184,17 +1179,7 @@ impl Conn {
     /// After a new legacy stream: the client's `initialize` again, answered
     /// to Berth (the client's session goes on).
     async fn legacy_reinitialize(self: &Arc<Self>) {
-        let Some(initialize) = self.lock_session().initialize.clone() else {
-            return;
-        };
-        let own_id = gateway_request_id();
-        let Some(bytes) = berth_wire::with_id(
-            &initialize,
-            &serde_json::Value::from(own_id.clone()).to_string(),
-        ) else {
-            return;
-        };
-        let Ok(msg) = Message::parse(bytes) else {
+        let Ok((own_id, msg)) = self.replayed_initialize() else {
             return;
         };
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -1216,17 +1201,11 @@ impl Conn {
         };
         if conn_ok {
             let waited = tokio::time::timeout(self.spec.timeout, rx).await;
-            if let Ok(Ok(answer)) = waited
-                && let Ok(initialized) = Message::parse(Bytes::from_static(
-                    br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
-                ))
+            if let Ok(Ok(_answer)) = waited
+                && let Ok(initialized) = initialized_notification()
             {
-                let _ = answer;
                 let _ = self.post_one_way(&initialized).await;
-                self.stats
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .reinitialized += 1;
+                self.stats().report.reinitialized += 1;
                 self.log("the SSE stream was reopened and the session initialized again".into());
             }
         }
@@ -1236,19 +1215,38 @@ impl Conn {
             .remove(&own_id);
     }
 
+    /// The client's `initialize` under an id of Berth's (its answer is not
+    /// the client's), to open a new upstream session for the same client.
+    fn replayed_initialize(&self) -> Result<(String, Message), String> {
+        let initialize = self
+            .lock_session()
+            .initialize
+            .clone()
+            .ok_or("Berth never saw this session's initialize")?;
+        let own_id = gateway_request_id();
+        let bytes = berth_wire::with_id(
+            &initialize,
+            &serde_json::Value::from(own_id.clone()).to_string(),
+        )
+        .ok_or("the initialize request could not be re-addressed")?;
+        let msg = Message::parse(bytes).map_err(|e| e.to_string())?;
+        Ok((own_id, msg))
+    }
+
+    /// Where to POST, once the stream has named it (within `timeout`).
     async fn legacy_post_url(&self) -> Result<reqwest::Url, Trouble> {
-        let deadline = Instant::now() + self.spec.timeout;
-        loop {
-            if let Some(url) = self.lock_session().post_url.clone() {
-                return Ok(url);
+        let mut named = self.post_url.subscribe();
+        let wait = async {
+            tokio::select! {
+                _ = self.stop.cancelled() => None,
+                url = named.wait_for(Option::is_some) => url.ok().and_then(|u| u.clone()),
             }
-            if Instant::now() >= deadline || self.stop.is_cancelled() {
-                return Err(Trouble::new(
-                    "its SSE stream is not open (no endpoint to POST to)",
-                ));
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        };
+        tokio::time::timeout(self.spec.timeout, wait)
+            .await
+            .ok()
+            .flatten()
+            .ok_or_else(|| Trouble::new("its SSE stream is not open (no endpoint to POST to)"))
     }
 }
 
@@ -1309,6 +1307,13 @@ fn bounded_events(
         }
         Ok(chunk)
     })
+}
+
+/// What follows a (re-)initialization.
+fn initialized_notification() -> Result<Message, berth_wire::ParseError> {
+    Message::parse(Bytes::from_static(
+        br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+    ))
 }
 
 /// Whether a response is an SSE stream.
