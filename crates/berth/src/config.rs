@@ -568,7 +568,7 @@ pub struct ServerSection {
     /// PEM certificates to trust for the remote server besides the system's.
     pub ca_file: Option<PathBuf>,
     /// `[servers.NAME.oauth]`: a credential Berth obtains for the remote server.
-    pub oauth: Option<OAuthSection>,
+    pub oauth: Option<berth_fleet::OAuthClient>,
 }
 
 /// A federated endpoint: one MCP endpoint over several servers, their tool
@@ -699,30 +699,6 @@ pub enum RemoteTransportConfig {
     Sse,
 }
 
-/// An OAuth client Berth acts as for a remote server.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct OAuthSection {
-    /// `client_credentials` (one token for Berth) or `token_exchange` (the
-    /// caller's validated token exchanged for one meant for the server, RFC 8693).
-    pub grant: OAuthGrantConfig,
-    pub token_url: String,
-    pub client_id: String,
-    /// Usually `${secret:NAME}`.
-    pub client_secret: String,
-    pub scope: Option<String>,
-    /// The audience to ask for (token exchange: the server's `url` unless set).
-    pub audience: Option<String>,
-    pub resource: Option<String>,
-}
-
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum OAuthGrantConfig {
-    ClientCredentials,
-    TokenExchange,
-}
-
 impl ServerSection {
     /// The remote server this section names, if it names one.
     pub fn remote_spec(&self) -> Option<berth_fleet::RemoteSpec> {
@@ -741,18 +717,7 @@ impl ServerSection {
             remote.timeout = timeout;
         }
         remote.ca_file = self.ca_file.clone();
-        remote.auth = self.oauth.as_ref().map(|o| berth_fleet::OAuthClient {
-            grant: match o.grant {
-                OAuthGrantConfig::ClientCredentials => berth_fleet::OAuthGrant::ClientCredentials,
-                OAuthGrantConfig::TokenExchange => berth_fleet::OAuthGrant::TokenExchange,
-            },
-            token_url: o.token_url.clone(),
-            client_id: o.client_id.clone(),
-            client_secret: o.client_secret.clone(),
-            scope: o.scope.clone(),
-            audience: o.audience.clone(),
-            resource: o.resource.clone(),
-        });
+        remote.auth = self.oauth.clone();
         Some(remote)
     }
 

@@ -118,7 +118,7 @@ pub fn exchange_audiences(config: &Config) -> Vec<String> {
         .values()
         .filter_map(|s| {
             let oauth = s.oauth.as_ref()?;
-            (oauth.grant == crate::config::OAuthGrantConfig::TokenExchange)
+            (oauth.grant == berth_fleet::OAuthGrant::TokenExchange)
                 .then(|| oauth.audience.clone().or_else(|| s.url.clone()))
                 .flatten()
         })

@@ -9,9 +9,12 @@ use std::time::{Duration, Instant};
 
 use crate::SecretResolver;
 
-/// An OAuth client Berth acts as toward an upstream's authorization server.
-#[derive(Debug, Clone, PartialEq)]
+/// An OAuth client Berth acts as toward an upstream's authorization server
+/// (`[servers.NAME.oauth]` in the configuration, read as is).
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct OAuthClient {
+    /// `client_credentials` or `token_exchange`.
     pub grant: OAuthGrant,
     /// The authorization server's token endpoint.
     pub token_url: String,
@@ -25,7 +28,8 @@ pub struct OAuthClient {
     pub resource: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum OAuthGrant {
     /// One token for Berth itself, whoever calls.
     ClientCredentials,
