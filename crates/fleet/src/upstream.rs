@@ -312,6 +312,15 @@ pub(crate) trait Link: Send + Sync {
     fn bind_owner(&self, _owner: Option<crate::SecretOwner>) {}
 }
 
+/// A link has no queue of its own to fill: it takes a message or is closed.
+fn handed_over(link: &dyn Link, bytes: Bytes) -> Result<(), QueueError> {
+    if link.hand_over(bytes) {
+        Ok(())
+    } else {
+        Err(QueueError::Closed)
+    }
+}
+
 /// Where messages for the server go: a child's stdin, or a link.
 enum Outbound {
     Stdin(StdinQueue),
@@ -323,10 +332,7 @@ impl Outbound {
     fn push(&self, bytes: Bytes) -> Result<(), QueueError> {
         match self {
             Outbound::Stdin(stdin) => stdin.push(bytes),
-            Outbound::Link(link) => link
-                .hand_over(bytes)
-                .then_some(())
-                .ok_or(QueueError::Closed),
+            Outbound::Link(link) => handed_over(&**link, bytes),
         }
     }
 
@@ -334,10 +340,7 @@ impl Outbound {
     fn force(&self, bytes: Bytes) -> Result<(), QueueError> {
         match self {
             Outbound::Stdin(stdin) => stdin.force(bytes),
-            Outbound::Link(link) => link
-                .hand_over(bytes)
-                .then_some(())
-                .ok_or(QueueError::Closed),
+            Outbound::Link(link) => handed_over(&**link, bytes),
         }
     }
 
