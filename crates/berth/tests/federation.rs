@@ -514,31 +514,41 @@ async fn a_cancelled_call_stops_at_its_member() {
         },
     });
     let started = Instant::now();
-    let call = {
-        let client = Raw {
-            http: client.http.clone(),
-            url: client.url.clone(),
-            session: client.session.clone(),
-            token: None,
-        };
-        tokio::spawn(async move { client.post(&body.to_string()).await })
-    };
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut call = client
+        .http
+        .post(&client.url)
+        .header("accept", "application/json, text/event-stream")
+        .header("content-type", "application/json")
+        .header("mcp-session-id", client.session.clone().expect("session"))
+        .body(body.to_string())
+        .send()
+        .await
+        .expect("POST");
+    // Cancelled once the member is at work: its first progress is out.
+    let mut seen = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while !seen.contains("notifications/progress") {
+        let chunk = tokio::time::timeout_at(deadline, call.chunk())
+            .await
+            .expect("no progress within 15 s")
+            .expect("stream")
+            .expect("the stream ended before any progress");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
     let cancel = client
         .post(r#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":41,"reason":"changed my mind"}}"#)
         .await;
     assert_eq!(cancel.status, 202, "{}", cancel.body);
-    let reply = tokio::time::timeout(Duration::from_secs(10), call)
-        .await
-        .expect("the cancelled call still runs")
-        .expect("join");
-    assert!(started.elapsed() < Duration::from_secs(12));
+    let rest = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Ok(Some(chunk)) = call.chunk().await {
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    })
+    .await;
+    assert!(rest.is_ok(), "the cancelled call still runs: {seen}");
+    assert!(started.elapsed() < Duration::from_secs(25));
     // No answer for a cancelled request; the session goes on.
-    assert!(
-        !reply.sse_messages().iter().any(|m| m["id"] == 41),
-        "{}",
-        reply.body
-    );
+    assert!(!sse_messages(&seen).iter().any(|m| m["id"] == 41), "{seen}");
     let echo = call_text(
         &client,
         42,
