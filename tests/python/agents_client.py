@@ -43,6 +43,7 @@ import sys  # noqa: E402
 import threading  # noqa: E402
 from importlib.metadata import version  # noqa: E402
 from typing import Any  # noqa: E402
+from plan_common import StepError, check, emit, load_plan, short  # noqa: E402
 
 import anyio  # noqa: E402
 import httpx  # noqa: E402
@@ -59,50 +60,11 @@ DEADLINE_S = float(os.environ.get("BERTH_E2E_TIMEOUT_MS") or "60000") / 1000
 HARD_GRACE_S = 3.0
 CLIENT = f"openai-agents {version('openai-agents')} (mcp {version('mcp')})"
 
-_printed = threading.Lock()
 step = "startup"
-
-
-class StepError(Exception):
-    pass
-
-
-def emit(line: dict[str, Any]) -> bool:
-    """Print the one JSON line; later attempts (e.g. the watchdog's) are dropped."""
-    if not _printed.acquire(blocking=False):
-        return False
-    sys.stdout.write(json.dumps(line) + "\n")
-    sys.stdout.flush()
-    return True
 
 
 def fail_line(error: str) -> dict[str, Any]:
     return {"ok": False, "step": step, "error": error}
-
-
-def check(cond: Any, message: str) -> None:
-    if not cond:
-        raise StepError(message)
-
-
-def short(s: Any, n: int = 300) -> str:
-    s = " ".join(str(s).split())
-    return s if len(s) <= n else s[:n] + "…"
-
-
-def load_plan(raw: str) -> dict[str, Any]:
-    try:
-        plan = json.loads(raw)
-    except ValueError as e:
-        raise StepError(f"PLAN_JSON is not JSON: {e}") from e
-    check(isinstance(plan, dict), "PLAN_JSON must be an object")
-    check(isinstance(plan.get("expect_tools", []), list), "expect_tools must be a list")
-    check(isinstance(plan.get("calls", []), list), "calls must be a list")
-    for c in plan.get("calls", []):
-        check(isinstance(c, dict) and isinstance(c.get("tool"), str), f"each call needs a tool name: {c}")
-        check(isinstance(c.get("args", {}), dict), f"args of {c['tool']} must be an object")
-    check(isinstance(plan.get("headers", {}), dict), "headers must be an object")
-    return plan
 
 
 def first_text(result: types.CallToolResult) -> str | None:

@@ -34,6 +34,8 @@ from datetime import timedelta
 from importlib.metadata import version
 from typing import Any
 
+from plan_common import StepError, check, emit, load_plan, short
+
 import anyio
 import httpx
 from mcp import ClientSession, types
@@ -47,50 +49,11 @@ DEADLINE_S = float(os.environ.get("BERTH_E2E_TIMEOUT_MS") or "60000") / 1000
 HARD_GRACE_S = 3.0
 CLIENT = f"mcp-python-sdk {version('mcp')}"
 
-_printed = threading.Lock()
 step = "startup"
-
-
-class StepError(Exception):
-    pass
-
-
-def emit(line: dict[str, Any]) -> bool:
-    """Print the one JSON line; later attempts (e.g. the watchdog's) are dropped."""
-    if not _printed.acquire(blocking=False):
-        return False
-    sys.stdout.write(json.dumps(line) + "\n")
-    sys.stdout.flush()
-    return True
 
 
 def fail_line(error: str) -> dict[str, Any]:
     return {"ok": False, "step": step, "error": error}
-
-
-def check(cond: Any, message: str) -> None:
-    if not cond:
-        raise StepError(message)
-
-
-def short(s: Any, n: int = 300) -> str:
-    s = " ".join(str(s).split())
-    return s if len(s) <= n else s[:n] + "…"
-
-
-def load_plan(raw: str) -> dict[str, Any]:
-    try:
-        plan = json.loads(raw)
-    except ValueError as e:
-        raise StepError(f"PLAN_JSON is not JSON: {e}") from e
-    check(isinstance(plan, dict), "PLAN_JSON must be an object")
-    check(isinstance(plan.get("expect_tools", []), list), "expect_tools must be a list")
-    check(isinstance(plan.get("calls", []), list), "calls must be a list")
-    for c in plan.get("calls", []) + ([plan["sampling"]] if plan.get("sampling") else []):
-        check(isinstance(c, dict) and isinstance(c.get("tool"), str), f"each call needs a tool name: {c}")
-        check(isinstance(c.get("args", {}), dict), f"args of {c['tool']} must be an object")
-    check(isinstance(plan.get("headers", {}), dict), "headers must be an object")
-    return plan
 
 
 def first_text(result: types.CallToolResult) -> str | None:
