@@ -524,6 +524,10 @@ pub struct ServerSection {
     /// What happens to a session whose process dies: `end` or `replay`.
     #[serde(default)]
     pub on_crash: OnCrashConfig,
+    /// `batch` (default): the server's wake-ups never preempt Berth;
+    /// `normal`: the kernel's default policy.
+    #[serde(default)]
+    pub scheduling: berth_fleet::Scheduling,
     /// This many crashes within `crash_window` mark the server failed.
     #[serde(default = "default_max_crashes")]
     pub max_crashes: usize,
@@ -1181,6 +1185,7 @@ impl Config {
                     log_file: None,
                     binding: Binding::Exclusive,
                     on_crash: OnCrashConfig::End,
+                    scheduling: Default::default(),
                     max_crashes: default_max_crashes(),
                     crash_window: default_crash_window(),
                     pool: PoolSection::default(),
@@ -1425,6 +1430,7 @@ impl Config {
                     OnCrashConfig::End => berth_fleet::OnCrash::End,
                     OnCrashConfig::Replay => berth_fleet::OnCrash::Replay,
                 };
+                spec.scheduling = s.scheduling;
                 spec.crash.max_crashes = s.max_crashes;
                 spec.crash.window = s.crash_window;
                 spec.roots = s.roots.to_fleet();
@@ -1538,6 +1544,29 @@ mod tests {
         // github's tool scopes hold through the endpoint under the shown name.
         let access = &config.server_access()["work"];
         assert_eq!(access.tool_scopes["github__create_issue"], ["github:write"]);
+    }
+
+    #[test]
+    fn scheduling_defaults_to_batch_and_can_be_normal() {
+        let config = Config::parse(
+            "[servers.a]\ncommand = \"x\"\n[servers.b]\ncommand = \"x\"\nscheduling = \"normal\"\n",
+            "test.toml",
+        )
+        .unwrap();
+        let specs = config.server_specs();
+        let of = |name: &str| specs.iter().find(|s| s.name == name).unwrap().scheduling;
+        assert_eq!(of("a"), berth_fleet::Scheduling::Batch);
+        assert_eq!(of("b"), berth_fleet::Scheduling::Normal);
+        let error = Config::parse(
+            "[servers.a]\ncommand = \"x\"\nscheduling = \"realtime\"\n",
+            "test.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains("batch") && error.contains("normal"),
+            "{error}"
+        );
     }
 
     #[test]

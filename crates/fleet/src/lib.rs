@@ -45,8 +45,8 @@ pub use pool::{
 pub use remote::{RemoteSpec, RemoteTransport};
 pub use reports::{EndpointReport, MemberReport, RemoteReport};
 pub use spec::{
-    Binding, CrashPolicy, OnCrash, PoolConfig, Resolved, Roots, SecretMiss, SecretOwner,
-    SecretResolver, ServerSpec, ShutdownGrace,
+    Binding, CrashPolicy, OnCrash, PoolConfig, Resolved, Roots, Scheduling, SecretMiss,
+    SecretOwner, SecretResolver, ServerSpec, ShutdownGrace,
 };
 pub use upstream::{
     Delivery, Exchange, Failure, ProcessWatch, SessionTag, SpawnError, UNSOLICITED_BUDGET,

@@ -10,7 +10,7 @@ use tokio::process::{Child, Command};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::{LogSource, ServerLog, ServerSpec, ShutdownGrace};
+use crate::{LogSource, Scheduling, ServerLog, ServerSpec, ShutdownGrace};
 
 /// Whether an exit was asked for by Berth, and, once exited, whether it was a crash.
 #[derive(Clone, Default)]
@@ -66,6 +66,7 @@ pub(crate) fn spawn(spec: &ServerSpec) -> std::io::Result<Spawned> {
         };
         let prepared = berth_sandbox::prepare(settings, &launch).map_err(std::io::Error::other)?;
         let mut cmd = prepared.command;
+        schedule(&mut cmd, spec.scheduling);
         let child = match cmd.spawn() {
             Ok(child) => child,
             Err(e) => {
@@ -93,11 +94,32 @@ pub(crate) fn spawn(spec: &ServerSpec) -> std::io::Result<Spawned> {
     if let Some(dir) = &spec.cwd {
         cmd.current_dir(dir);
     }
+    schedule(&mut cmd, spec.scheduling);
     let child = cmd.spawn()?;
     Ok(Spawned {
         child,
         sandbox: None,
     })
+}
+
+/// Sets the child's scheduling policy before it runs anything, so every
+/// thread and process it starts inherits it (a policy set after the spawn
+/// would race with those).
+fn schedule(cmd: &mut Command, scheduling: Scheduling) {
+    if scheduling == Scheduling::Normal {
+        return;
+    }
+    // SAFETY: sched_setscheduler is a plain syscall, async-signal-safe, and
+    // touches no memory of the parent's between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            let param = libc::sched_param { sched_priority: 0 };
+            // Lowering one's own policy needs no privilege; a kernel that
+            // refuses it leaves the default policy, which only costs speed.
+            libc::sched_setscheduler(0, libc::SCHED_BATCH, &param);
+            Ok(())
+        });
+    }
 }
 
 /// How the rest of an upstream talks to its supervisor.

@@ -32,6 +32,8 @@ pub struct ServerSpec {
     pub log_file: Option<PathBuf>,
     /// How sessions are bound to processes.
     pub binding: Binding,
+    /// How the kernel schedules the server's processes against Berth.
+    pub scheduling: Scheduling,
     /// Resolves `${secret:NAME}` in `env` and `args` each time a process is
     /// spawned, so the values live only in that child's environment.
     pub secrets: Option<SecretResolver>,
@@ -222,6 +224,25 @@ pub enum Binding {
     Shared,
 }
 
+/// The Linux scheduling policy a server's processes run under.
+///
+/// Every message Berth writes to a server wakes it; under the normal
+/// policy a woken server preempts Berth's thread on the spot, so on a
+/// busy machine Berth is switched out and back in about once per call,
+/// with every other session's traffic waiting behind it. `batch`
+/// (`SCHED_BATCH`) only stops a server's wake-up from preempting whoever
+/// runs: it still gets its full fair share of CPU, and an idle CPU runs
+/// it at once.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scheduling {
+    /// `SCHED_BATCH`: no preemption on wake-up.
+    #[default]
+    Batch,
+    /// `SCHED_OTHER`, as the server would get if started by hand.
+    Normal,
+}
+
 /// What happens to a session when its server process dies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OnCrash {
@@ -350,6 +371,7 @@ impl ServerSpec {
             init_timeout: Duration::from_secs(60),
             log_file: None,
             binding: Binding::Exclusive,
+            scheduling: Scheduling::default(),
             sandbox: None,
             secrets: None,
             roots: Roots::None,

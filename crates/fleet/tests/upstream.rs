@@ -175,3 +175,27 @@ read more"#;
     assert!(matches!(settle(call).await, Delivery::Response(_)));
     up.shutdown("test over").await;
 }
+
+/// The scheduling policy of process `pid` (field 41 of /proc/PID/stat).
+fn policy(pid: u32) -> u32 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name (which may hold spaces) start at field 3.
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    after.split(' ').nth(41 - 3).unwrap().parse().unwrap()
+}
+
+#[tokio::test]
+async fn servers_run_under_sched_batch_unless_configured_normal() {
+    for (scheduling, expected) in [
+        (berth_fleet::Scheduling::Batch, libc::SCHED_BATCH as u32),
+        (berth_fleet::Scheduling::Normal, libc::SCHED_OTHER as u32),
+    ] {
+        let mut spec = sh("sched", "read line");
+        spec.scheduling = scheduling;
+        let (up, _u) = Upstream::spawn(&spec, ServerLog::new("sched", 10)).unwrap();
+        assert_eq!(policy(up.pid()), expected, "{scheduling:?}");
+        tokio::time::timeout(Duration::from_secs(5), up.shutdown("test over"))
+            .await
+            .expect("shutdown hung");
+    }
+}
