@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
-use axum::extract::{Extension, Path, State};
+use axum::extract::{Extension, Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use berth_auth::Principal;
@@ -32,8 +32,9 @@ pub(crate) async fn post(
     name: Result<Path<String>, PathRejection>,
     caller: Caller,
     token: Option<Extension<ExchangeToken>>,
-    headers: HeaderMap,
-    body: Body,
+    // The request itself rather than `HeaderMap` + `Body`: that extractor
+    // copies every header, on every call.
+    request: Request,
 ) -> Response {
     let name = match server_name(name) {
         Ok(name) => name,
@@ -41,7 +42,8 @@ pub(crate) async fn post(
     };
     let caller = caller.map(|Extension(p)| p);
     let token = token.map(|Extension(t)| t);
-    post_inner(gw, &name, caller, token, headers, body)
+    let (parts, body) = request.into_parts();
+    post_inner(gw, &name, caller, token, parts.headers, body)
         .await
         .unwrap_or_else(IntoResponse::into_response)
 }
