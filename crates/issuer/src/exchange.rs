@@ -135,6 +135,29 @@ pub(crate) fn token_exchange(
 /// The `aud` of the new token, from `audience` and/or `resource`: one target,
 /// which must be a configured resource or exchange audience.
 fn target(iss: &Issuer, params: &Params) -> Result<String, OAuthError> {
+    let Some(wanted) = requested_target(params)? else {
+        return Err(OAuthError::invalid_request(
+            "audience or resource is required: the URL of the service the token is for",
+        ));
+    };
+    iss.resolve_exchange_target(wanted).ok_or_else(|| {
+        let allowed = iss.exchange_audience_list();
+        let allowed = if allowed.is_empty() {
+            "none configured".to_owned()
+        } else {
+            allowed.join(", ")
+        };
+        OAuthError::invalid_target(format!(
+            "audience `{wanted}` is not one this issuer mints exchanged tokens for; \
+             allowed: {allowed} (or a resource this gateway serves)"
+        ))
+    })
+}
+
+/// The one target a token request names with `audience` (RFC 8693, and what
+/// many OAuth clients send for client credentials) and/or `resource` (RFC
+/// 8707); both may be given when they name the same. `None` when neither is.
+pub(crate) fn requested_target(params: &Params) -> Result<Option<&str>, OAuthError> {
     let audiences = params.get_all("audience");
     let resources = params.get_all("resource");
     if audiences.len() > 1 || resources.len() > 1 {
@@ -149,32 +172,15 @@ fn target(iss: &Issuer, params: &Params) -> Result<String, OAuthError> {
             "resource `{r}` is not an absolute URI (RFC 8707)"
         )));
     }
-    let wanted = match (audiences.first(), resources.first()) {
-        (None, None) => {
-            return Err(OAuthError::invalid_request(
-                "audience or resource is required: the URL of the service the token is for",
-            ));
-        }
+    match (audiences.first(), resources.first()) {
         (Some(a), Some(r)) if crate::exchange_key(a) != crate::exchange_key(r) => {
-            return Err(OAuthError::invalid_target(format!(
+            Err(OAuthError::invalid_target(format!(
                 "audience `{a}` and resource `{r}` name different targets; send one, or both naming the same"
-            )));
+            )))
         }
-        (Some(a), _) => *a,
-        (None, Some(r)) => *r,
-    };
-    iss.resolve_exchange_target(wanted).ok_or_else(|| {
-        let allowed = iss.exchange_audience_list();
-        let allowed = if allowed.is_empty() {
-            "none configured".to_owned()
-        } else {
-            allowed.join(", ")
-        };
-        OAuthError::invalid_target(format!(
-            "audience `{wanted}` is not one this issuer mints exchanged tokens for; \
-             allowed: {allowed} (or a resource this gateway serves)"
-        ))
-    })
+        (Some(a), _) => Ok(Some(*a)),
+        (None, r) => Ok(r.copied()),
+    }
 }
 
 /// The claims of `token` if it is an unexpired access token this issuer

@@ -676,6 +676,41 @@ async fn client_credentials_basic_and_post() {
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     assert_eq!(r.json()["scope"], "mcp");
 
+    // `audience` names the target as well as `resource` (what Berth's own
+    // `[servers.NAME.oauth] audience` sends); both must then agree.
+    let target = |pairs: &[(&str, &str)]| {
+        let mut all = vec![("grant_type", "client_credentials")];
+        all.extend_from_slice(pairs);
+        form("/oauth/token", &all, Some(("ci-bot", &creds.client_secret)))
+    };
+    let r = call(&iss, target(&[("audience", RESOURCE)])).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    decode(&iss, r.json()["access_token"].as_str().unwrap(), RESOURCE);
+    let r = call(
+        &iss,
+        target(&[("audience", RESOURCE), ("resource", RESOURCE)]),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let r = call(
+        &iss,
+        target(&[("audience", RESOURCE), ("resource", OTHER_RESOURCE)]),
+    )
+    .await;
+    assert_eq!(r.error(), "invalid_target");
+    assert!(r.text().contains("name different targets"), "{}", r.text());
+    let r = call(
+        &iss,
+        target(&[("audience", "https://elsewhere.example/api")]),
+    )
+    .await;
+    assert_eq!(r.error(), "invalid_target");
+    assert!(
+        r.text().contains("https://elsewhere.example/api") && r.text().contains("/mcp/"),
+        "{}",
+        r.text()
+    );
+
     // What the SDK's ClientCredentialsOAuthProvider sends with
     // client_secret_post: the secret without client_id.
     let sdk_post = |secret: &str| {

@@ -409,10 +409,17 @@ fn client_credentials(
             "client_credentials is only for clients created by the operator with `berth client create`",
         ));
     }
-    let audience = requested_resource(iss, params)?.ok_or_else(|| {
+    // `audience` too: what many client-credentials clients send for the
+    // target (Berth's own `[servers.NAME.oauth] audience` among them).
+    let wanted = crate::exchange::requested_target(params)?.ok_or_else(|| {
         OAuthError::invalid_target(
-            "resource is required: the URL of the MCP server the token is for",
+            "resource (or audience) is required: the URL of the MCP server the token is for",
         )
+    })?;
+    let audience = iss.resolve_resource(wanted).ok_or_else(|| {
+        OAuthError::invalid_target(format!(
+            "`{wanted}` is not an MCP server this gateway serves (resource or audience must name one of its /mcp/ URLs)"
+        ))
     })?;
     let scopes = requested_scopes(params, &client.allowed_scopes(&iss.scopes_supported))?;
     respond(
