@@ -524,3 +524,76 @@ async fn a_response_stream_the_upstream_drops_is_resumed_with_last_event_id() {
         .count();
     assert_eq!(progress, 2, "{}", reply.body);
 }
+
+/// `berth-fixture everything --http`: rmcp's own Streamable HTTP server,
+/// which holds `Mcp-Param-*` headers to the `x-mcp-header` annotations of
+/// its tools. Killed when dropped.
+struct RmcpUpstream {
+    child: Child,
+    url: String,
+}
+
+impl RmcpUpstream {
+    fn start() -> RmcpUpstream {
+        let mut child = Command::new(fixture_bin())
+            .args(["everything", "--http", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("berth-fixture everything --http");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("the endpoint URL");
+        let url = line.trim().to_string();
+        assert!(url.starts_with("http://"), "{url:?}");
+        RmcpUpstream { child, url }
+    }
+}
+
+impl Drop for RmcpUpstream {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mcp_param_headers_reach_a_remote_2026_server() {
+    let upstream = RmcpUpstream::start();
+    let berth = Berth::start("", &remote_server("rmcp", &upstream.url, ""));
+    let client = Raw::new(berth.url("rmcp"));
+    let call = |region: &'static str, header: Option<&'static str>| {
+        let client = &client;
+        async move {
+            let params = serde_json::json!({
+                "name": "test_custom_header",
+                "arguments": {"region": region},
+            });
+            let mut headers = modern_headers("tools/call", Some("test_custom_header"));
+            if let Some(header) = header {
+                headers.push(("mcp-param-region", header.to_string()));
+            }
+            let extra: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            client
+                .post_with(modern_body(1.into(), "tools/call", params), &extra)
+                .await
+        }
+    };
+    // The client's Mcp-Param-Region reaches the upstream, which checks it
+    // against the argument: the call succeeds.
+    let reply = call("eu-west-1", Some("eu-west-1")).await;
+    let answer = reply.answer();
+    assert!(
+        answer["result"]["content"][0]["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("eu-west-1")),
+        "{answer}\n--- berth log ---\n{}",
+        berth.log()
+    );
+    // Without the header, Berth itself refuses it (the upstream's schema
+    // says the argument is mirrored), before the upstream is bothered.
+    let reply = call("eu-west-1", None).await;
+    assert_eq!(reply.status, 400, "{}", reply.answer());
+    assert_eq!(reply.answer()["error"]["code"], -32020);
+}

@@ -97,7 +97,7 @@ pub(crate) fn traced(msg: &Message) -> Option<Message> {
     let trace = NOTE.try_with(|n| n.borrow().trace).ok().flatten()?;
     let value = serde_json::Value::from(trace.traceparent()).to_string();
     let bytes = berth_wire::with_meta(&msg.bytes, "traceparent", &value)?;
-    Message::parse(bytes).ok()
+    msg.reparse(bytes).ok()
 }
 
 /// `params._meta.traceparent` of a request, if it is a string. The bytes

@@ -218,7 +218,9 @@ pub(crate) fn connect(
 }
 
 impl Link for Hub {
-    fn hand_over(&self, bytes: Bytes) -> bool {
+    // Members are reached through their own pools; an endpoint serves
+    // 2026-07-28 clients through the handshake bridge, with no Mcp-Param-*.
+    fn hand_over(&self, bytes: Bytes, _params: Option<berth_wire::ParamHeaders>) -> bool {
         self.accept(bytes)
     }
 

@@ -171,7 +171,7 @@ struct RemoteLink {
 }
 
 impl Link for RemoteLink {
-    fn hand_over(&self, bytes: Bytes) -> bool {
+    fn hand_over(&self, bytes: Bytes, params: Option<berth_wire::ParamHeaders>) -> bool {
         if self.conn.stop.is_cancelled() {
             return false;
         }
@@ -179,6 +179,7 @@ impl Link for RemoteLink {
         let Ok(msg) = Message::parse(bytes) else {
             return true;
         };
+        let msg = msg.with_param_headers(params);
         // A request with nothing queued before it goes out at once, on a
         // task of its own: the driver's turn costs a wake-up per call, and
         // only order matters (a notification must not be overtaken).
@@ -989,6 +990,16 @@ impl Conn {
                 };
                 if let Some(value) = name.map(header_value) {
                     headers.insert("mcp-name", value);
+                }
+                // The client's own, checked by Berth against the tool's
+                // schema: the upstream checks them against the body too.
+                for (name, value) in msg.param_headers().into_iter().flat_map(|p| p.iter()) {
+                    if let (Ok(name), Ok(value)) = (
+                        HeaderName::from_bytes(name.as_bytes()),
+                        HeaderValue::from_str(value),
+                    ) {
+                        headers.insert(name, value);
+                    }
                 }
             }
         }

@@ -52,7 +52,7 @@ pub(crate) fn request_to_server(roots: &Roots, msg: &Message) -> Option<Message>
         }
         without_client_roots(&msg.bytes)?
     };
-    Message::parse(bytes).ok()
+    msg.reparse(bytes).ok()
 }
 
 /// Whether a client's notification or response must not reach the server:

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use berth_wire::{ErrorCode, IdKey, Kind, LineCodec, LineError, Message, Stray};
+use berth_wire::{ErrorCode, IdKey, Kind, LineCodec, LineError, Message, ParamHeaders, Stray};
 use bytes::Bytes;
 use futures::StreamExt;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -297,8 +297,9 @@ impl StdinQueue {
 /// sends and routes what comes back through the [`Shared`] it was given
 /// (see [`Upstream::with_link`]).
 pub(crate) trait Link: Send + Sync {
-    /// Takes a message for the server; `false` once it takes no more.
-    fn hand_over(&self, bytes: Bytes) -> bool;
+    /// Takes a message for the server (with the `Mcp-Param-*` headers its
+    /// client sent, for a link that speaks HTTP); `false` once it takes no more.
+    fn hand_over(&self, bytes: Bytes, params: Option<ParamHeaders>) -> bool;
 
     fn remote_report(&self) -> Option<crate::RemoteReport> {
         None
@@ -313,8 +314,12 @@ pub(crate) trait Link: Send + Sync {
 }
 
 /// A link has no queue of its own to fill: it takes a message or is closed.
-fn handed_over(link: &dyn Link, bytes: Bytes) -> Result<(), QueueError> {
-    if link.hand_over(bytes) {
+fn handed_over(
+    link: &dyn Link,
+    bytes: Bytes,
+    params: Option<ParamHeaders>,
+) -> Result<(), QueueError> {
+    if link.hand_over(bytes, params) {
         Ok(())
     } else {
         Err(QueueError::Closed)
@@ -329,18 +334,19 @@ enum Outbound {
 
 impl Outbound {
     /// Sends a message; refuses when the server is not taking its input.
-    fn push(&self, bytes: Bytes) -> Result<(), QueueError> {
+    /// (A pipe has no place for `params`.)
+    fn push(&self, bytes: Bytes, params: Option<ParamHeaders>) -> Result<(), QueueError> {
         match self {
             Outbound::Stdin(stdin) => stdin.push(bytes),
-            Outbound::Link(link) => handed_over(&**link, bytes),
+            Outbound::Link(link) => handed_over(&**link, bytes, params),
         }
     }
 
     /// Sends a message already accepted (or Berth's own).
-    fn force(&self, bytes: Bytes) -> Result<(), QueueError> {
+    fn force(&self, bytes: Bytes, params: Option<ParamHeaders>) -> Result<(), QueueError> {
         match self {
             Outbound::Stdin(stdin) => stdin.force(bytes),
-            Outbound::Link(link) => handed_over(&**link, bytes),
+            Outbound::Link(link) => handed_over(&**link, bytes, params),
         }
     }
 
@@ -399,7 +405,7 @@ struct Routes {
     /// so whatever the server asks while working belongs to exactly one session.
     serial: bool,
     on_wire: Option<IdKey>,
-    queue: VecDeque<(IdKey, Bytes)>,
+    queue: VecDeque<(IdKey, Bytes, Option<ParamHeaders>)>,
 }
 
 impl Routes {
@@ -414,9 +420,9 @@ impl Routes {
             return;
         }
         self.on_wire = None;
-        while let Some((id, bytes)) = self.queue.pop_front() {
+        while let Some((id, bytes, params)) = self.queue.pop_front() {
             if self.pending.contains_key(&id) {
-                let _ = stdin.force(bytes);
+                let _ = stdin.force(bytes, params);
                 self.on_wire = Some(id);
                 return;
             }
@@ -609,7 +615,7 @@ impl Shared {
             && msg.method() == Some("roots/list")
             && let Some(answer) = crate::roots::answer_list(&self.roots, &self.server, &msg)
         {
-            let _ = self.stdin.force(answer);
+            let _ = self.stdin.force(answer, None);
             return;
         }
         let mut routes = self.routes();
@@ -703,7 +709,7 @@ impl Shared {
                     "Berth could not deliver this request: messages for this process's client were piling up unread",
                     None,
                 );
-                let _ = self.stdin.force(reply);
+                let _ = self.stdin.force(reply, None);
             }
             self.stray(
                 "dropped a message: its reader is not keeping up (64 MiB waiting)",
@@ -1076,7 +1082,9 @@ impl Upstream {
             );
             let on_hold = routes.serial && routes.on_wire.is_some();
             if on_hold {
-                routes.queue.push_back((id.clone(), bytes));
+                routes
+                    .queue
+                    .push_back((id.clone(), bytes, msg.param_headers().cloned()));
             } else {
                 if routes.serial {
                     routes.on_wire = Some(id.clone());
@@ -1086,7 +1094,7 @@ impl Upstream {
                 // on the wire is the routes'), the routes are unlocked
                 // first, so the answer's reader never waits for this thread.
                 let held = routes.serial.then_some(routes);
-                if let Err(error) = self.shared.stdin.push(bytes) {
+                if let Err(error) = self.shared.stdin.push(bytes, msg.param_headers().cloned()) {
                     let mut routes = held.unwrap_or_else(|| self.shared.routes());
                     match error {
                         QueueError::Full(waiting) => {
@@ -1199,7 +1207,7 @@ impl Upstream {
         }
         self.shared
             .stdin
-            .push(msg.bytes.clone())
+            .push(msg.bytes.clone(), None)
             .map_err(|e| match e {
                 QueueError::Full(waiting) => self.shared.not_reading(waiting),
                 QueueError::Closed => self
@@ -1217,7 +1225,7 @@ impl Upstream {
                 "method": "notifications/cancelled",
                 "params": { "requestId": serde_json::from_str::<serde_json::Value>(&id.to_json()).unwrap_or_default(), "reason": reason },
             });
-            let _ = self.shared.stdin.force(Bytes::from(note.to_string()));
+            let _ = self.shared.stdin.force(Bytes::from(note.to_string()), None);
         }
     }
 

@@ -459,6 +459,27 @@ pub struct Message {
     /// Where the id is written in `bytes`, so that [`Message::raw_id`]
     /// need not parse the envelope again.
     id_span: Option<IdSpan>,
+    /// Headers the request carried beside its body (see [`ParamHeaders`]).
+    param_headers: Option<ParamHeaders>,
+}
+
+/// The `Mcp-Param-*` headers of a 2026-07-28 request (SEP-2243): they
+/// mirror arguments a tool's schema marks `x-mcp-header`, and the server
+/// checks them against the body. A stdio hop has nowhere to put them; an
+/// HTTP hop must send them on, so they travel with the message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParamHeaders(std::sync::Arc<[(Box<str>, Box<str>)]>);
+
+impl ParamHeaders {
+    /// `(name, value)` pairs; `None` when there are none.
+    pub fn new(pairs: impl IntoIterator<Item = (Box<str>, Box<str>)>) -> Option<ParamHeaders> {
+        let pairs: std::sync::Arc<[(Box<str>, Box<str>)]> = pairs.into_iter().collect();
+        (!pairs.is_empty()).then_some(ParamHeaders(pairs))
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(name, value)| (&**name, &**value))
+    }
 }
 
 /// The id's place in the buffer it was parsed from (that buffer's address
@@ -519,7 +540,24 @@ impl Message {
             progress_token,
             tool,
             id_span,
+            param_headers: None,
         })
+    }
+
+    /// This message rewritten as `bytes` (an added `_meta` key, say):
+    /// parsed again, keeping what travels beside the body.
+    pub fn reparse(&self, bytes: Bytes) -> Result<Message, ParseError> {
+        Ok(Message::parse(bytes)?.with_param_headers(self.param_headers.clone()))
+    }
+
+    /// The `Mcp-Param-*` headers the request came with, if any.
+    pub fn param_headers(&self) -> Option<&ParamHeaders> {
+        self.param_headers.as_ref()
+    }
+
+    pub fn with_param_headers(mut self, headers: Option<ParamHeaders>) -> Message {
+        self.param_headers = headers;
+        self
     }
 
     pub fn method(&self) -> Option<&str> {

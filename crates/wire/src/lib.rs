@@ -15,7 +15,7 @@ mod sse;
 mod version;
 
 pub use envelope::{
-    ClientHello, Envelope, IdKey, Kind, Message, ParseError, Stray, error_with_id,
+    ClientHello, Envelope, IdKey, Kind, Message, ParamHeaders, ParseError, Stray, error_with_id,
     initialize_result_version, with_id, with_meta, with_progress_token,
 };
 pub use error::{ErrorCode, error_response};

@@ -90,7 +90,9 @@ pub(crate) async fn post(
     let method = msg.method().unwrap_or_default().to_owned();
     // Parsed once here: the id as written, the params and their `_meta`
     // facts all come from this envelope (the relay forwards the bytes).
-    let envelope = Envelope::parse(&msg.bytes)
+    // (Read from its own handle on the bytes: `msg` moves on below.)
+    let bytes = msg.bytes.clone();
+    let envelope = Envelope::parse(&bytes)
         .map_err(|e| EdgeError::InvalidRequest(e.to_string()).refusal(None))?;
     let raw_id = msg
         .id
@@ -123,6 +125,8 @@ pub(crate) async fn post(
             )
             .map_err(|e| e.refusal(id))?;
     }
+    // An upstream reached over HTTP checks them against the body too.
+    let msg = msg.with_param_headers(param_headers(headers));
     match method.as_str() {
         "server/discover" => {
             let discovery = ready.discovery().await?;
@@ -156,6 +160,18 @@ pub(crate) async fn post(
             Ok(relay::relay(gw, server.clone(), ready, msg, raw_id, request).await)
         }
     }
+}
+
+/// The request's `Mcp-Param-*` headers, as they travel with its message.
+fn param_headers(headers: &HeaderMap) -> Option<berth_wire::ParamHeaders> {
+    const PREFIX: &str = "mcp-param-";
+    berth_wire::ParamHeaders::new(headers.iter().filter_map(|(name, value)| {
+        // Header names are lowercase here; values of these are visible ASCII.
+        let value = value.to_str().ok()?;
+        name.as_str()
+            .starts_with(PREFIX)
+            .then(|| (name.as_str().into(), value.into()))
+    }))
 }
 
 /// 405 for a GET or DELETE of the stateless era.
