@@ -558,3 +558,72 @@ async fn a_cancelled_call_stops_at_its_member() {
     .await;
     assert_eq!(echo, Ok("Echo: after".to_string()));
 }
+
+/// A member that floods the client with sampling requests on `go` and
+/// answers the call once `refusals` of them came back refused (never, if
+/// nothing refuses them: the call then times out).
+const FLOODING_MEMBER: &str = r#"
+import json, sys
+requests, refusals = int(sys.argv[1]), int(sys.argv[2])
+def send(message):
+    sys.stdout.write(json.dumps(message) + "\n")
+    sys.stdout.flush()
+call, refused, reason = None, 0, ""
+for line in sys.stdin:
+    message = json.loads(line)
+    method = message.get("method")
+    if method == "initialize":
+        send({"jsonrpc": "2.0", "id": message["id"], "result": {
+            "protocolVersion": message["params"]["protocolVersion"],
+            "capabilities": {"tools": {}},
+            "serverInfo": {"name": "flood", "version": "1"}}})
+    elif method == "tools/list":
+        send({"jsonrpc": "2.0", "id": message["id"], "result": {"tools": [
+            {"name": "go", "inputSchema": {"type": "object"}}]}})
+    elif method == "tools/call":
+        call = message["id"]
+        for i in range(requests):
+            send({"jsonrpc": "2.0", "id": "ask-%d" % i, "method": "sampling/createMessage",
+                  "params": {"messages": [], "maxTokens": 1}})
+    elif method is not None and "id" in message:
+        send({"jsonrpc": "2.0", "id": message["id"],
+              "error": {"code": -32601, "message": "Method not found"}})
+    elif method is None and "error" in message:
+        refused += 1
+        reason = message["error"]["message"]
+        if refused == refusals:
+            send({"jsonrpc": "2.0", "id": call, "result": {"content": [
+                {"type": "text", "text": "refused %d: %s" % (refused, reason)}]}})
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_flooding_a_silent_client_with_requests_is_refused_past_a_bound() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let script = dir.path().join("flood.py");
+    std::fs::write(&script, FLOODING_MEMBER).expect("write the member");
+    // 256 may wait for the client; the 44 past them are refused at once.
+    let servers = format!(
+        "[servers.flood]\ncommand = \"python3\"\nargs = [{:?}, \"300\", \"44\"]\nsandbox = false\n\n[endpoints.work]\nservers = [\"flood\"]\n",
+        script.display().to_string()
+    );
+    let berth = Berth::start("request_timeout = \"20s\"", &servers);
+    let mut client = Raw::new(berth.url("work"));
+    client.initialize("2025-11-25").await;
+    // The client declared sampling but answers none of them.
+    let reply = client
+        .call_tool(1, "flood__go", serde_json::json!({}))
+        .await;
+    let asked = sse_messages(&reply.body)
+        .iter()
+        .filter(|m| m["method"] == "sampling/createMessage")
+        .count();
+    assert_eq!(asked, 256, "requests the client saw");
+    let answer = reply.answer();
+    let text = answer["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no answer: {answer}\n--- berth log ---\n{}", berth.log()));
+    assert!(
+        text.starts_with("refused 44:") && text.contains("256 requests") && text.contains("`work`"),
+        "{text}"
+    );
+}

@@ -192,6 +192,13 @@ impl PartialEq for PoolLookup {
 /// Versions the endpoint answers `initialize` with (the client's if listed).
 const VERSIONS: &[&str] = &["2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"];
 
+/// Most requests members may have waiting on the client at once (sampling,
+/// elicitation...): the endpoint keeps each until the client answers, so a
+/// member that floods them at a client that never answers would otherwise
+/// grow the session without bound. Past it, the member is answered with an
+/// error at once.
+const MAX_ASKED: usize = 256;
+
 /// One member as a federated connection holds it.
 struct Member {
     spec: MemberSpec,
@@ -380,6 +387,20 @@ impl Hub {
         let this = self.open_lease(member);
         if let (Some(lease), Ok(answer)) = (this, Message::parse(bytes)) {
             let _ = lease.send(&answer);
+        }
+    }
+
+    /// Answers a member's request for the client with an error: too many
+    /// of them are already waiting for the client's answers.
+    fn refuse_ask(&self, member: usize, original: &str) {
+        let message = format!(
+            "endpoint `{}`: {MAX_ASKED} requests from its servers are already waiting for the client's answers; this one was not sent to the client",
+            self.endpoint
+        );
+        let refusal =
+            berth_wire::error_response(Some(original), ErrorCode::UNAVAILABLE, &message, None);
+        if let (Some(lease), Ok(refusal)) = (self.open_lease(member), Message::parse(refusal)) {
+            let _ = lease.send(&refusal);
         }
     }
 
@@ -771,10 +792,14 @@ impl Hub {
                     self.members[index].spec.prefix,
                     self.next.fetch_add(1, Ordering::Relaxed)
                 );
-                self.asked
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(shown.clone(), (index, original));
+                let mut asked = self.asked.lock().unwrap_or_else(|e| e.into_inner());
+                if asked.len() >= MAX_ASKED {
+                    drop(asked);
+                    self.refuse_ask(index, &original);
+                    return None;
+                }
+                asked.insert(shown.clone(), (index, original));
+                drop(asked);
                 let bytes = berth_wire::with_id(&msg.bytes, &Value::from(shown).to_string())?;
                 Message::parse(bytes).ok()
             }
