@@ -627,3 +627,74 @@ async fn a_member_flooding_a_silent_client_with_requests_is_refused_past_a_bound
         "{text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_members_elicitation_reaches_the_client_and_its_answer_the_member() {
+    let (berth, _memory) = start();
+    let mut client = Raw::new(berth.url("work"));
+    client.initialize("2025-11-25").await;
+    let body = serde_json::json!({
+        "jsonrpc": "2.0", "id": 51, "method": "tools/call",
+        "params": {"name": "everything__trigger-elicitation-request", "arguments": {}},
+    });
+    let mut call = client
+        .http
+        .post(&client.url)
+        .header("accept", "application/json, text/event-stream")
+        .header("content-type", "application/json")
+        .header("mcp-session-id", client.session.clone().expect("session"))
+        .body(body.to_string())
+        .send()
+        .await
+        .expect("POST");
+    // The member's elicitation/create arrives on the call's stream, under
+    // an id the endpoint chose.
+    let mut seen = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let request = loop {
+        if let Some(request) = sse_messages(&seen)
+            .into_iter()
+            .find(|m| m["method"] == "elicitation/create")
+        {
+            break request;
+        }
+        let chunk = tokio::time::timeout_at(deadline, call.chunk())
+            .await
+            .expect("no elicitation/create within 20 s")
+            .expect("stream")
+            .unwrap_or_else(|| panic!("the stream ended first: {seen}"));
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    };
+    assert!(
+        request["params"]["requestedSchema"]["properties"]["name"].is_object(),
+        "{request}"
+    );
+    let answer = serde_json::json!({
+        "jsonrpc": "2.0", "id": request["id"],
+        "result": {"action": "accept", "content": {"name": "Berth Tester", "check": true}},
+    });
+    let accepted = client.post(&answer.to_string()).await;
+    assert_eq!(accepted.status, 202, "{}", accepted.body);
+    // The member got the answer under its own id: the call ends with what
+    // the client accepted.
+    while let Ok(Some(chunk)) = tokio::time::timeout_at(deadline, call.chunk())
+        .await
+        .expect("no answer within 20 s")
+    {
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let result = sse_messages(&seen)
+        .into_iter()
+        .find(|m| m["id"] == 51)
+        .unwrap_or_else(|| panic!("no answer: {seen}"));
+    let text: String = result["result"]["content"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["text"].as_str())
+        .collect();
+    assert!(
+        text.contains("- Name: Berth Tester") && text.contains("- Agreed to terms: true"),
+        "{result}"
+    );
+}
