@@ -500,6 +500,28 @@ async fn progress_reaches_the_client_on_its_request_and_modern_clients_are_serve
     }
 }
 
+/// Reads `call`'s stream into `seen` until a message matches `wanted`
+/// (returned), within `limit`.
+async fn read_until(
+    call: &mut reqwest::Response,
+    seen: &mut String,
+    limit: Duration,
+    wanted: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(found) = sse_messages(seen).into_iter().find(&wanted) {
+            return found;
+        }
+        let chunk = tokio::time::timeout_at(deadline, call.chunk())
+            .await
+            .unwrap_or_else(|_| panic!("nothing wanted within {limit:?}: {seen}"))
+            .expect("stream")
+            .unwrap_or_else(|| panic!("the stream ended first: {seen}"));
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancelled_call_stops_at_its_member() {
     let (berth, _memory) = start();
@@ -514,27 +536,13 @@ async fn a_cancelled_call_stops_at_its_member() {
         },
     });
     let started = Instant::now();
-    let mut call = client
-        .http
-        .post(&client.url)
-        .header("accept", "application/json, text/event-stream")
-        .header("content-type", "application/json")
-        .header("mcp-session-id", client.session.clone().expect("session"))
-        .body(body.to_string())
-        .send()
-        .await
-        .expect("POST");
+    let mut call = client.open(body.to_string()).await;
     // Cancelled once the member is at work: its first progress is out.
     let mut seen = String::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    while !seen.contains("notifications/progress") {
-        let chunk = tokio::time::timeout_at(deadline, call.chunk())
-            .await
-            .expect("no progress within 15 s")
-            .expect("stream")
-            .expect("the stream ended before any progress");
-        seen.push_str(&String::from_utf8_lossy(&chunk));
-    }
+    read_until(&mut call, &mut seen, Duration::from_secs(15), |m| {
+        m["method"] == "notifications/progress"
+    })
+    .await;
     let cancel = client
         .post(r#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":41,"reason":"changed my mind"}}"#)
         .await;
@@ -637,34 +645,14 @@ async fn a_members_elicitation_reaches_the_client_and_its_answer_the_member() {
         "jsonrpc": "2.0", "id": 51, "method": "tools/call",
         "params": {"name": "everything__trigger-elicitation-request", "arguments": {}},
     });
-    let mut call = client
-        .http
-        .post(&client.url)
-        .header("accept", "application/json, text/event-stream")
-        .header("content-type", "application/json")
-        .header("mcp-session-id", client.session.clone().expect("session"))
-        .body(body.to_string())
-        .send()
-        .await
-        .expect("POST");
+    let mut call = client.open(body.to_string()).await;
     // The member's elicitation/create arrives on the call's stream, under
     // an id the endpoint chose.
     let mut seen = String::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    let request = loop {
-        if let Some(request) = sse_messages(&seen)
-            .into_iter()
-            .find(|m| m["method"] == "elicitation/create")
-        {
-            break request;
-        }
-        let chunk = tokio::time::timeout_at(deadline, call.chunk())
-            .await
-            .expect("no elicitation/create within 20 s")
-            .expect("stream")
-            .unwrap_or_else(|| panic!("the stream ended first: {seen}"));
-        seen.push_str(&String::from_utf8_lossy(&chunk));
-    };
+    let request = read_until(&mut call, &mut seen, Duration::from_secs(20), |m| {
+        m["method"] == "elicitation/create"
+    })
+    .await;
     assert!(
         request["params"]["requestedSchema"]["properties"]["name"].is_object(),
         "{request}"
@@ -677,16 +665,10 @@ async fn a_members_elicitation_reaches_the_client_and_its_answer_the_member() {
     assert_eq!(accepted.status, 202, "{}", accepted.body);
     // The member got the answer under its own id: the call ends with what
     // the client accepted.
-    while let Ok(Some(chunk)) = tokio::time::timeout_at(deadline, call.chunk())
-        .await
-        .expect("no answer within 20 s")
-    {
-        seen.push_str(&String::from_utf8_lossy(&chunk));
-    }
-    let result = sse_messages(&seen)
-        .into_iter()
-        .find(|m| m["id"] == 51)
-        .unwrap_or_else(|| panic!("no answer: {seen}"));
+    let result = read_until(&mut call, &mut seen, Duration::from_secs(20), |m| {
+        m["id"] == 51
+    })
+    .await;
     let text: String = result["result"]["content"]
         .as_array()
         .into_iter()

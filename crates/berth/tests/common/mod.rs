@@ -483,6 +483,26 @@ impl Raw {
 
     /// POSTs `body` with the usual MCP headers plus `extra` (which may override them).
     pub async fn post_with(&self, body: impl Into<reqwest::Body>, extra: &[(&str, &str)]) -> Reply {
+        let resp = self.open_with(body, extra).await;
+        let (status, headers) = (resp.status().as_u16(), resp.headers().clone());
+        Reply {
+            status,
+            headers,
+            body: resp.text().await.unwrap_or_default(),
+        }
+    }
+
+    /// POSTs `body` with the usual MCP headers; the caller reads the answer
+    /// as it streams (`chunk()`).
+    pub async fn open(&self, body: impl Into<reqwest::Body>) -> reqwest::Response {
+        self.open_with(body, &[]).await
+    }
+
+    async fn open_with(
+        &self,
+        body: impl Into<reqwest::Body>,
+        extra: &[(&str, &str)],
+    ) -> reqwest::Response {
         let mut headers = HeaderMap::new();
         headers.insert("accept", HeaderValue::from_static(ACCEPT_BOTH));
         headers.insert("content-type", HeaderValue::from_static("application/json"));
@@ -501,20 +521,13 @@ impl Raw {
                 HeaderValue::from_str(v).unwrap(),
             );
         }
-        let resp = self
-            .http
+        self.http
             .post(&self.url)
             .headers(headers)
             .body(body)
             .send()
             .await
-            .expect("POST");
-        let (status, headers) = (resp.status().as_u16(), resp.headers().clone());
-        Reply {
-            status,
-            headers,
-            body: resp.text().await.unwrap_or_default(),
-        }
+            .expect("POST")
     }
 
     pub async fn post(&self, body: &str) -> Reply {
