@@ -781,6 +781,11 @@ async fn start_admin(
         berth_edge::admin_router(gateway.clone(), token, reloader, issuer_routes).merge(dashboard);
     // Peer addresses: the dashboard limits login attempts per peer.
     let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    // Streamed answers (`berth logs -f`, the dashboard's live views) are
+    // written in pieces: without TCP_NODELAY each waits on delayed ACKs.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     tokio::spawn(async move {
         let served = axum::serve(listener, service)
             .with_graceful_shutdown(async move { stop.cancelled().await })
