@@ -231,31 +231,44 @@ fn everything() -> Berth {
     Berth::start("", &fixture_server("everything", "everything"))
 }
 
-/// A stdio MCP server in `sh` that, after `resources/subscribe`, sends
-/// `notifications/resources/updated` for the URI every 200 ms, ten times.
-/// (The `everything` fixture advertises updates for test://watched-resource
-/// but, like the reference TypeScript fixture, never sends any.)
-const NOTIFIER: &str = r#"
+/// A stdio MCP server in `sh` named `name`, declaring `capabilities`: it
+/// answers `initialize`, runs `arms` (`case` arms on the request line, with
+/// `$id` its id as written), ignores notifications and answers any other
+/// request with "method not found" (so Berth's era probe is answered at once).
+fn sh_server(name: &str, capabilities: &str, arms: &str) -> String {
+    let script = format!(
+        r#"
 while IFS= read -r line; do
-  id=$(printf '%s\n' "$line" | sed -n 's/^.*"id":\([0-9][0-9]*\).*$/\1/p')
+  id=$(printf '%s\n' "$line" | sed -n 's/^.*"id":\("[^"]*"\|[0-9][0-9]*\).*$/\1/p')
   case "$line" in
     *'"method":"initialize"'*)
       v=$(printf '%s\n' "$line" | sed -n 's/^.*"protocolVersion":"\([^"]*\)".*$/\1/p')
-      printf '{"jsonrpc":"2.0","id":%s,"result":{"protocolVersion":"%s","capabilities":{"resources":{"subscribe":true}},"serverInfo":{"name":"notifier","version":"1"}}}\n' "$id" "$v" ;;
-    *'"method":"resources/subscribe"'*)
+      printf '{{"jsonrpc":"2.0","id":%s,"result":{{"protocolVersion":"%s","capabilities":{capabilities},"serverInfo":{{"name":"{name}","version":"1"}}}}}}\n' "$id" "$v" ;;
+{arms}
+    *'"method":"notifications/'*) ;;
+    *) [ -n "$id" ] && printf '{{"jsonrpc":"2.0","id":%s,"error":{{"code":-32601,"message":"Method not found"}}}}\n' "$id" ;;
+  esac
+done
+"#
+    );
+    format!("[servers.{name}]\ncommand = \"/bin/sh\"\nargs = [\"-c\", {script:?}]\n")
+}
+
+/// A server that, after `resources/subscribe`, sends
+/// `notifications/resources/updated` for the URI every 200 ms, ten times.
+/// (The `everything` fixture advertises updates for test://watched-resource
+/// but, like the reference TypeScript fixture, never sends any.)
+fn notifier_server(name: &str) -> String {
+    sh_server(
+        name,
+        r#"{"resources":{"subscribe":true}}"#,
+        r#"    *'"method":"resources/subscribe"'*)
       printf '{"jsonrpc":"2.0","id":%s,"result":{}}\n' "$id"
       ( for n in 1 2 3 4 5 6 7 8 9 10; do
           sleep 0.2
           printf '{"jsonrpc":"2.0","method":"notifications/resources/updated","params":{"uri":"test://watched-resource","n":%s}}\n' "$n"
-        done ) & ;;
-    *'"method":"notifications/'*) ;;
-    *) [ -n "$id" ] && printf '{"jsonrpc":"2.0","id":%s,"result":{}}\n' "$id" ;;
-  esac
-done
-"#;
-
-fn notifier_server(name: &str) -> String {
-    format!("[servers.{name}]\ncommand = \"/bin/sh\"\nargs = [\"-c\", {NOTIFIER:?}]\n")
+        done ) & ;;"#,
+    )
 }
 
 fn subscribe(id: u64) -> Value {
@@ -272,25 +285,18 @@ fn pid_exists(pid: u32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
-/// A stdio MCP server in `sh` whose every tool call logs one message and
-/// answers 5 ms later: an SSE answer whose last event is written after the
-/// others went out.
-const LOGGER: &str = r#"
-while IFS= read -r line; do
-  id=$(printf '%s\n' "$line" | sed -n 's/^.*"id":\("[^"]*"\|[0-9][0-9]*\).*$/\1/p')
-  case "$line" in
-    *'"method":"initialize"'*)
-      v=$(printf '%s\n' "$line" | sed -n 's/^.*"protocolVersion":"\([^"]*\)".*$/\1/p')
-      printf '{"jsonrpc":"2.0","id":%s,"result":{"protocolVersion":"%s","capabilities":{"tools":{},"logging":{}},"serverInfo":{"name":"logger","version":"1"}}}\n' "$id" "$v" ;;
-    *'"method":"tools/call"'*)
+/// A server whose every tool call logs one message and answers 5 ms later:
+/// an SSE answer whose last event is written after the others went out.
+fn logger_server(name: &str) -> String {
+    sh_server(
+        name,
+        r#"{"tools":{},"logging":{}}"#,
+        r#"    *'"method":"tools/call"'*)
       printf '{"jsonrpc":"2.0","method":"notifications/message","params":{"level":"info","data":"working"}}\n'
       sleep 0.005
-      printf '{"jsonrpc":"2.0","id":%s,"result":{"content":[{"type":"text","text":"done"}]}}\n' "$id" ;;
-    *'"method":"notifications/'*) ;;
-    *) [ -n "$id" ] && printf '{"jsonrpc":"2.0","id":%s,"result":{}}\n' "$id" ;;
-  esac
-done
-"#;
+      printf '{"jsonrpc":"2.0","id":%s,"result":{"content":[{"type":"text","text":"done"}]}}\n' "$id" ;;"#,
+    )
+}
 
 // ===== POST: JSON or SSE =====
 
@@ -991,10 +997,7 @@ async fn browsers_on_allowed_origins_get_cors() {
 /// 45 ms and a healthy one ~10 ms (the server's own 5 ms included).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sse_answers_on_a_kept_alive_connection_never_wait_for_delayed_acks() {
-    let berth = Berth::start(
-        "",
-        &format!("[servers.logger]\ncommand = \"/bin/sh\"\nargs = [\"-c\", {LOGGER:?}]\n"),
-    );
+    let berth = Berth::start("", &logger_server("logger"));
     let raw = session(&berth, "logger", LATEST).await;
     let mut took = Vec::new();
     for id in 1..=15 {
