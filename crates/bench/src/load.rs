@@ -174,6 +174,15 @@ struct Instance {
 }
 
 impl Instance {
+    /// Sessions and untimed warm-up calls of a call scenario: per-call is
+    /// one session warmed up first, throughput many sessions at once.
+    fn call_shape(&self, options: &LoadOptions) -> (u64, u64) {
+        match self.kind {
+            LoadScenario::PerCall => (1, options.warmup),
+            _ => (self.sessions, 0),
+        }
+    }
+
     fn is_memory(&self) -> bool {
         matches!(
             self.kind,
@@ -736,12 +745,8 @@ async fn run_one(options: &LoadOptions, instance: &Instance, target: &Target) ->
         if instance.is_memory() {
             return Row::new(target, Status::Unavailable("not applicable".into()));
         }
-        let measure = async {
-            match instance.kind {
-                LoadScenario::PerCall => floor_calls(options, 1, instance.calls_each).await,
-                _ => floor_calls(options, instance.sessions, instance.calls_each).await,
-            }
-        };
+        let (sessions, _) = instance.call_shape(options);
+        let measure = floor_calls(options, sessions, instance.calls_each);
         return finish(target, bounded(options, measure).await, None);
     }
     if *target == Target::HttpFloor {
@@ -830,30 +835,16 @@ async fn run_one(options: &LoadOptions, instance: &Instance, target: &Target) ->
         }
     };
     let measured = match instance.kind {
-        LoadScenario::PerCall => {
+        LoadScenario::PerCall | LoadScenario::Throughput => {
+            let (sessions, warmup) = instance.call_shape(options);
             bounded(
                 options,
                 http_calls(
                     &client,
                     how,
-                    1,
+                    sessions,
                     instance.calls_each,
-                    options.warmup,
-                    cpu(),
-                    None,
-                ),
-            )
-            .await
-        }
-        LoadScenario::Throughput => {
-            bounded(
-                options,
-                http_calls(
-                    &client,
-                    how,
-                    instance.sessions,
-                    instance.calls_each,
-                    0,
+                    warmup,
                     cpu(),
                     None,
                 ),
@@ -899,10 +890,7 @@ async fn http_floor(options: &LoadOptions, instance: &Instance) -> Row {
     let measured = match McpHttp::new(&server.url, options.timeout, None) {
         Ok(client) => {
             let client = Arc::new(client);
-            let (sessions, warmup) = match instance.kind {
-                LoadScenario::PerCall => (1, options.warmup),
-                _ => (instance.sessions, 0),
-            };
+            let (sessions, warmup) = instance.call_shape(options);
             let measured = bounded(
                 options,
                 http_calls(
@@ -954,10 +942,7 @@ async fn berth_remote(options: &LoadOptions, instance: &Instance) -> Row {
         let measured = match McpHttp::new(&url, options.timeout, None) {
             Ok(client) => {
                 let client = Arc::new(client);
-                let (sessions, warmup) = match instance.kind {
-                    LoadScenario::PerCall => (1, options.warmup),
-                    _ => (instance.sessions, 0),
-                };
+                let (sessions, warmup) = instance.call_shape(options);
                 let pid = gateway.as_ref().map(|g| g.pid);
                 bounded(
                     options,
