@@ -461,6 +461,31 @@ struct Strays {
 }
 
 impl Shared {
+    /// A connection's routing state before anything is on the wire: the
+    /// same for a child's pipes and for a link.
+    fn new(
+        spec: &ServerSpec,
+        pid: u32,
+        log: &ServerLog,
+        stdin: Outbound,
+        unsolicited: UnsolicitedTx,
+    ) -> Shared {
+        Shared {
+            server: spec.name.clone(),
+            pid,
+            log: log.clone(),
+            strays: Mutex::default(),
+            stdin,
+            closed_tx: watch::channel(None).0,
+            routes: Mutex::new(Routes {
+                unsolicited: Some(unsolicited),
+                serial: spec.binding == crate::Binding::Shared,
+                ..Routes::default()
+            }),
+            roots: spec.roots.clone(),
+        }
+    }
+
     /// Notes a message from the server that concerns no request Berth can
     /// find: logged (rate-limited) and counted, never a reason to stop a
     /// process that still answers.
@@ -851,20 +876,13 @@ impl Upstream {
         let verdict = ExitVerdict::default();
         let stop = CancellationToken::new();
         let close_stdin = CancellationToken::new();
-        let shared = Arc::new(Shared {
-            server: spec.name.clone(),
+        let shared = Arc::new(Shared::new(
+            spec,
             pid,
-            log: log.clone(),
-            strays: Mutex::default(),
-            stdin: Outbound::Stdin(stdin_queue),
-            closed_tx: watch::channel(None).0,
-            routes: Mutex::new(Routes {
-                unsolicited: Some(unsolicited_tx),
-                serial: spec.binding == crate::Binding::Shared,
-                ..Routes::default()
-            }),
-            roots: spec.roots.clone(),
-        });
+            &log,
+            Outbound::Stdin(stdin_queue),
+            unsolicited_tx,
+        ));
 
         tokio::spawn(write_stdin(stdin, stdin_inner, close_stdin.clone()));
         if let Some(sandbox) = &sandbox {
@@ -921,19 +939,9 @@ impl Upstream {
         let (unsolicited_tx, unsolicited_rx) = unsolicited_channel();
         let stop = CancellationToken::new();
         let (exited_tx, exited_rx) = watch::channel(None);
-        let shared = Arc::new_cyclic(|weak: &std::sync::Weak<Shared>| Shared {
-            server: spec.name.clone(),
-            pid: number,
-            log: log.clone(),
-            strays: Mutex::default(),
-            stdin: Outbound::Link(link(weak.clone(), stop.clone())),
-            closed_tx: watch::channel(None).0,
-            routes: Mutex::new(Routes {
-                unsolicited: Some(unsolicited_tx),
-                serial: spec.binding == crate::Binding::Shared,
-                ..Routes::default()
-            }),
-            roots: spec.roots.clone(),
+        let shared = Arc::new_cyclic(|weak: &std::sync::Weak<Shared>| {
+            let link = Outbound::Link(link(weak.clone(), stop.clone()));
+            Shared::new(spec, number, &log, link, unsolicited_tx)
         });
         let closing = shared.clone();
         let ended = stop.clone();
