@@ -781,10 +781,8 @@ impl Conn {
                 Ok(r) if matches!(r.status().as_u16(), 404 | 405) => return,
                 Ok(_) | Err(_) => failures += 1,
             }
-            let pause = Duration::from_millis(250u64 << failures.min(5));
-            tokio::select! {
-                _ = self.stop.cancelled() => return,
-                _ = tokio::time::sleep(pause) => {}
+            if !self.back_off(failures).await {
+                return;
             }
         }
     }
@@ -947,6 +945,16 @@ impl Conn {
                     status: None,
                 })
             }
+        }
+    }
+
+    /// Waits before a stream is opened again after `failures` failures
+    /// (250 ms doubling, at most 8 s); `false` once the connection stops.
+    async fn back_off(&self, failures: u32) -> bool {
+        let pause = Duration::from_millis(250u64 << failures.min(5));
+        tokio::select! {
+            _ = self.stop.cancelled() => false,
+            _ = tokio::time::sleep(pause) => true,
         }
     }
 
@@ -1119,10 +1127,8 @@ impl Conn {
             self.post_url.send_replace(None);
             self.lock_session().generation += 1;
             reopened = true;
-            let pause = Duration::from_millis(250u64 << failures.min(5));
-            tokio::select! {
-                _ = self.stop.cancelled() => return,
-                _ = tokio::time::sleep(pause) => {}
+            if !self.back_off(failures).await {
+                return;
             }
         }
     }
