@@ -38,14 +38,11 @@ import os
 os.environ["OPENAI_AGENTS_DISABLE_TRACING"] = "1"
 
 import asyncio  # noqa: E402
-import json  # noqa: E402
 import sys  # noqa: E402
-import threading  # noqa: E402
 from importlib.metadata import version  # noqa: E402
 from typing import Any  # noqa: E402
-from plan_common import StepError, check, emit, load_plan, short  # noqa: E402
+from plan_common import DEADLINE_S, check, first_text, serve_plan, short  # noqa: E402
 
-import anyio  # noqa: E402
 import httpx  # noqa: E402
 from agents import set_tracing_disabled  # noqa: E402
 from agents.mcp import MCPServerStreamableHttp  # noqa: E402
@@ -54,24 +51,11 @@ from mcp.shared._httpx_utils import create_mcp_http_client  # noqa: E402
 
 set_tracing_disabled(True)
 
-DEADLINE_S = float(os.environ.get("BERTH_E2E_TIMEOUT_MS") or "60000") / 1000
-# Past the deadline plus this grace a watchdog thread ends the process even if
-# the event loop is stuck (e.g. in a cleanup that never returns).
-HARD_GRACE_S = 3.0
 CLIENT = f"openai-agents {version('openai-agents')} (mcp {version('mcp')})"
 
 step = "startup"
 
 
-def fail_line(error: str) -> dict[str, Any]:
-    return {"ok": False, "step": step, "error": error}
-
-
-def first_text(result: types.CallToolResult) -> str | None:
-    for c in result.content:
-        if isinstance(c, types.TextContent):
-            return c.text
-    return None
 
 
 async def run(url: str, plan: dict[str, Any]) -> dict[str, Any]:
@@ -145,56 +129,8 @@ async def run(url: str, plan: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def leaves(e: BaseException) -> list[BaseException]:
-    if isinstance(e, BaseExceptionGroup):
-        return [leaf for sub in e.exceptions for leaf in leaves(sub)]
-    return [e]
-
-
-def describe(e: BaseException) -> str:
-    if isinstance(e, StepError):
-        return str(e)
-    if isinstance(e, TimeoutError):
-        return f"timed out after {DEADLINE_S:g} s (BERTH_E2E_TIMEOUT_MS)"
-    msg = f"{type(e).__name__}: {e}"
-    if e.__cause__ is not None:  # the SDK wraps transport errors in UserError
-        msg += f" (cause: {type(e.__cause__).__name__}: {e.__cause__})"
-    return msg
-
-
-def watchdog() -> None:
-    if emit(fail_line(f"hard deadline: no result after {DEADLINE_S + HARD_GRACE_S:g} s")):
-        os._exit(1)
-
-
 def main() -> int:
-    if len(sys.argv) != 3:
-        emit({"ok": False, "step": "usage", "error": "usage: agents_client.py URL PLAN_JSON"})
-        return 2
-    url = sys.argv[1]
-    try:
-        plan = load_plan(sys.argv[2])
-    except StepError as e:
-        emit({"ok": False, "step": "plan", "error": str(e)})
-        return 2
-
-    timer = threading.Timer(DEADLINE_S + HARD_GRACE_S, watchdog)
-    timer.daemon = True
-    timer.start()
-
-    async def guarded() -> dict[str, Any]:
-        with anyio.fail_after(DEADLINE_S):
-            return await run(url, plan)
-
-    try:
-        out = asyncio.run(guarded())
-    except BaseException as e:  # noqa: BLE001 - report anything, groups and timeouts included
-        errs = leaves(e)
-        errs = [x for x in errs if isinstance(x, StepError)] or errs
-        emit(fail_line("; ".join(describe(x) for x in errs)))
-        return 1
-    emit(out)
-    return 0
+    return serve_plan("agents_client.py", run, lambda: step, lambda guarded: asyncio.run(guarded()))
 
 
 if __name__ == "__main__":

@@ -26,15 +26,12 @@ Environment: BERTH_E2E_TIMEOUT_MS, the hard overall deadline (default 60000).
 
 from __future__ import annotations
 
-import json
-import os
 import sys
-import threading
 from datetime import timedelta
 from importlib.metadata import version
 from typing import Any
 
-from plan_common import StepError, check, emit, load_plan, short
+from plan_common import DEADLINE_S, check, first_text, serve_plan, short
 
 import anyio
 import httpx
@@ -43,24 +40,11 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 
 SAMPLING_TEXT = "berth-sampling-reply-7f3a"
-DEADLINE_S = float(os.environ.get("BERTH_E2E_TIMEOUT_MS") or "60000") / 1000
-# Past the deadline plus this grace a watchdog thread ends the process even if
-# the event loop is stuck (e.g. in a cleanup that never returns).
-HARD_GRACE_S = 3.0
 CLIENT = f"mcp-python-sdk {version('mcp')}"
 
 step = "startup"
 
 
-def fail_line(error: str) -> dict[str, Any]:
-    return {"ok": False, "step": step, "error": error}
-
-
-def first_text(result: types.CallToolResult) -> str | None:
-    for c in result.content:
-        if isinstance(c, types.TextContent):
-            return c.text
-    return None
 
 
 class Sampling:
@@ -152,56 +136,8 @@ async def run(url: str, plan: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def leaves(e: BaseException) -> list[BaseException]:
-    if isinstance(e, BaseExceptionGroup):
-        return [leaf for sub in e.exceptions for leaf in leaves(sub)]
-    return [e]
-
-
-def describe(e: BaseException) -> str:
-    if isinstance(e, StepError):
-        return str(e)
-    if isinstance(e, TimeoutError):
-        return f"timed out after {DEADLINE_S:g} s (BERTH_E2E_TIMEOUT_MS)"
-    if isinstance(e, httpx.HTTPStatusError):
-        return f"HTTP {e.response.status_code} from {e.request.method} {e.request.url}"
-    return f"{type(e).__name__}: {e}"
-
-
-def watchdog() -> None:
-    if emit(fail_line(f"hard deadline: no result after {DEADLINE_S + HARD_GRACE_S:g} s")):
-        os._exit(1)
-
-
 def main() -> int:
-    if len(sys.argv) != 3:
-        emit({"ok": False, "step": "usage", "error": "usage: federated_client.py URL PLAN_JSON"})
-        return 2
-    url = sys.argv[1]
-    try:
-        plan = load_plan(sys.argv[2])
-    except StepError as e:
-        emit({"ok": False, "step": "plan", "error": str(e)})
-        return 2
-
-    timer = threading.Timer(DEADLINE_S + HARD_GRACE_S, watchdog)
-    timer.daemon = True
-    timer.start()
-
-    async def guarded() -> dict[str, Any]:
-        with anyio.fail_after(DEADLINE_S):
-            return await run(url, plan)
-
-    try:
-        out = anyio.run(guarded)
-    except BaseException as e:  # noqa: BLE001 - report anything, groups and timeouts included
-        errs = leaves(e)
-        # A StepError is the real cause; cancellations around it are noise.
-        errs = [x for x in errs if isinstance(x, StepError)] or errs
-        emit(fail_line("; ".join(describe(x) for x in errs)))
-        return 1
-    emit(out)
-    return 0
+    return serve_plan("federated_client.py", run, lambda: step, anyio.run)
 
 
 if __name__ == "__main__":
