@@ -94,26 +94,6 @@ fn create_client(berth: &Berth, name: &str, scope: &str) -> (String, String) {
     (field("client_id:"), field("client_secret:"))
 }
 
-/// An access token from the running gateway's built-in issuer for its
-/// server `server` (`berth token create`).
-fn caller_token(berth: &Berth, who: &str, server: &str) -> String {
-    let (ok, out) = berth.cli(&[
-        "token",
-        "create",
-        "--client",
-        who,
-        "--server",
-        server,
-        "--scope",
-        "tools:call",
-    ]);
-    assert!(ok, "berth token create: {out}");
-    out.lines()
-        .find(|l| l.starts_with("ey"))
-        .unwrap_or_else(|| panic!("no token in {out}"))
-        .to_string()
-}
-
 /// Starts `berth serve` on a port known before it starts (the config
 /// `config(base_url)` may name the gateway's own endpoints).
 fn start_on_known_port(config: impl Fn(&str) -> String) -> Berth {
@@ -326,9 +306,9 @@ async fn token_exchange_gives_the_upstream_the_callers_identity_acted_on_by_bert
     });
     let (_, secret) = create_client(&berth, "gateway", "tools:call");
     berth.set_secret("gateway_client", &secret);
-    let alice = caller_token(&berth, "alice", "github");
-    let bob = caller_token(&berth, "bob", "github");
-    let alice_partner = caller_token(&berth, "alice", "partner");
+    let alice = berth.cli_token("alice", "github", "tools:call");
+    let bob = berth.cli_token("bob", "github", "tools:call");
+    let alice_partner = berth.cli_token("alice", "partner", "tools:call");
     let log = || berth.log();
 
     let mut seen = Vec::new();

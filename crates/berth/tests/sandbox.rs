@@ -360,25 +360,6 @@ impl Drop for RemoveOnDrop {
     }
 }
 
-/// A token from the gateway's built-in issuer, via the CLI.
-fn cli_token(berth: &Berth, server: &str) -> String {
-    let (ok, out) = berth.cli(&[
-        "token",
-        "create",
-        "--client",
-        "attacker",
-        "--server",
-        server,
-        "--scope",
-        "tools:call",
-    ]);
-    assert!(ok, "berth token create: {out}");
-    out.lines()
-        .find(|l| l.starts_with("ey"))
-        .unwrap_or_else(|| panic!("no token in {out}"))
-        .to_string()
-}
-
 /// A tiny HTTP server on the host's loopback that answers every request
 /// with `body` and counts them.
 struct Upstream {
@@ -524,7 +505,7 @@ async fn host_secrets_and_berths_data_dir_are_unreadable() {
             file.display()
         );
     }
-    let token = cli_token(&berth, "attacker");
+    let token = berth.cli_token("attacker", "attacker", "tools:call");
     let mut attacker = Session::open_with_token(&berth, "attacker", Some(token)).await;
 
     attacker

@@ -311,23 +311,11 @@ async fn tokens_from_an_independent_openid_provider() {
     assert_invalid_token(&berth, &reply, "token signed with the retired key");
 }
 
-/// A token from the running gateway's built-in issuer, via the CLI.
-fn cli_token(berth: &Berth, client: &str, server: &str, scope: &str) -> String {
-    let (ok, out) = berth.cli(&[
-        "token", "create", "--client", client, "--server", server, "--scope", scope,
-    ]);
-    assert!(ok, "berth token create: {out}");
-    out.lines()
-        .find(|l| l.starts_with("ey"))
-        .unwrap_or_else(|| panic!("no token in {out}"))
-        .to_string()
-}
-
 #[tokio::test]
 async fn a_session_belongs_to_whoever_opened_it() {
     let berth = Berth::start("[auth]\nmode = \"oauth\"\n", &fixture_server("svc", "echo"));
-    let alice = cli_token(&berth, "alice", "svc", "tools:call");
-    let bob = cli_token(&berth, "bob", "svc", "tools:call");
+    let alice = berth.cli_token("alice", "svc", "tools:call");
+    let bob = berth.cli_token("bob", "svc", "tools:call");
 
     let mut owner = Raw::new(berth.url("svc"));
     owner.token = Some(alice);
@@ -545,7 +533,7 @@ async fn credentials_never_reach_an_upstream() {
     );
     // Berth's own environment holds credentials too: none may leak through.
     let berth = Berth::start("[auth]\nmode = \"oauth\"\n", &servers);
-    let token = cli_token(&berth, "agent", "svc", "tools:call");
+    let token = berth.cli_token("agent", "svc", "tools:call");
 
     let mut raw = Raw::new(berth.url("svc"));
     raw.token = Some(token.clone());

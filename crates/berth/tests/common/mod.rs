@@ -218,6 +218,19 @@ impl Berth {
         run_with_timeout(&mut cmd, Duration::from_secs(20))
     }
 
+    /// An access token from this gateway's built-in issuer for `client` to
+    /// call `server` with `scope` (`berth token create`).
+    pub fn cli_token(&self, client: &str, server: &str, scope: &str) -> String {
+        let (ok, out) = self.cli(&[
+            "token", "create", "--client", client, "--server", server, "--scope", scope,
+        ]);
+        assert!(ok, "berth token create: {out}");
+        out.lines()
+            .find(|l| l.starts_with("ey"))
+            .unwrap_or_else(|| panic!("no token in {out}"))
+            .to_string()
+    }
+
     pub fn base(&self) -> String {
         format!("http://{}", self.addr)
     }
