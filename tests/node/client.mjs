@@ -26,6 +26,7 @@ import {
   ElicitRequestSchema,
 } from "@modelcontextprotocol/sdk/types.js";
 import { randomUUID } from "node:crypto";
+import { deletes, recordingFetch } from "./recording_fetch.mjs";
 
 const SAMPLING_TEXT = "berth-sampling-reply-7f3a";
 const ELICIT_NAME = "Berth Tester";
@@ -116,16 +117,6 @@ function fillElicitationSchema(schema) {
     content[key] = value;
   }
   return content;
-}
-
-// fetch wrapper that remembers the status of every DELETE (session termination).
-const deletes = [];
-async function recordingFetch(input, init) {
-  const res = await fetch(input, init);
-  if ((init?.method || "GET").toUpperCase() === "DELETE") {
-    deletes.push({ status: res.status, sessionId: new Headers(init?.headers).get("mcp-session-id") });
-  }
-  return res;
 }
 
 function makeClient({ sampling, elicitation }) {

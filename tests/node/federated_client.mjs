@@ -27,6 +27,7 @@ import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import { CreateMessageRequestSchema } from "@modelcontextprotocol/sdk/types.js";
 import { readFileSync } from "node:fs";
+import { deletes, recordingFetch } from "./recording_fetch.mjs";
 
 const SAMPLING_TEXT = "berth-sampling-reply-7f3a";
 const DEADLINE_MS = Number(process.env.BERTH_E2E_TIMEOUT_MS || 60_000);
@@ -81,16 +82,6 @@ function loadPlan(raw) {
   }
   assert(isObject(plan.headers ?? {}), "headers must be an object");
   return plan;
-}
-
-// fetch wrapper that remembers the status of every DELETE (session termination).
-const deletes = [];
-async function recordingFetch(input, init) {
-  const res = await fetch(input, init);
-  if ((init?.method || "GET").toUpperCase() === "DELETE") {
-    deletes.push({ status: res.status, sessionId: new Headers(init?.headers).get("mcp-session-id") });
-  }
-  return res;
 }
 
 async function call(client, c, timeout) {
