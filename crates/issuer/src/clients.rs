@@ -79,6 +79,13 @@ impl Client {
         self.grant_types.iter().any(|g| g == grant)
     }
 
+    /// Whether this client may use `grant`, one of the grants kept for
+    /// confidential clients the operator created (client credentials, token
+    /// exchange).
+    pub(crate) fn may_use_operator_grant(&self, grant: &str) -> bool {
+        self.origin == Origin::Operator && self.is_confidential() && self.allows_grant(grant)
+    }
+
     /// Whether `secret` is this client's secret (constant time).
     pub(crate) fn secret_matches(&self, secret: &str) -> bool {
         match &self.client_secret_sha256 {

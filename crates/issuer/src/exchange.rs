@@ -29,10 +29,7 @@ pub(crate) fn token_exchange(
     client: &Client,
     params: &Params,
 ) -> Result<Response, OAuthError> {
-    if client.origin != Origin::Operator
-        || !client.is_confidential()
-        || !client.allows_grant(TOKEN_EXCHANGE_GRANT)
-    {
+    if !client.may_use_operator_grant(TOKEN_EXCHANGE_GRANT) {
         let hint = if client.origin == Origin::Operator {
             // Created before the grant existed: re-creating adds it.
             "; re-create it with `berth client create` (this rotates its secret) to allow it"

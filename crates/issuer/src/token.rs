@@ -13,7 +13,7 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use serde_json::json;
 
 use crate::authorize::{self, Redeem};
-use crate::clients::{Client, Origin};
+use crate::clients::Client;
 use crate::error::OAuthError;
 use crate::refresh::Lookup;
 use crate::util::{self, Params};
@@ -401,10 +401,7 @@ fn client_credentials(
     client: &Client,
     params: &Params,
 ) -> Result<Response, OAuthError> {
-    if client.origin != Origin::Operator
-        || !client.is_confidential()
-        || !client.allows_grant("client_credentials")
-    {
+    if !client.may_use_operator_grant("client_credentials") {
         return Err(OAuthError::unauthorized_client(
             "client_credentials is only for clients created by the operator with `berth client create`",
         ));
